@@ -1,0 +1,204 @@
+//! Self-describing checkpoints: one safetensors file with the model's tensors
+//! (`layers.<i>.<name>`), the optimizer's state (`optim.*`) and, in the
+//! `__metadata__` header, the format version, the full resolved config, the
+//! epoch, its metrics, the data normalisation and the class names. `cnn eval`
+//! needs nothing else. Files are written atomically.
+
+use crate::config::Config;
+use crate::data::Normalization;
+use crate::error::InputContext;
+use crate::fsutil::write_atomic;
+use crate::history::EpochRecord;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const FORMAT: &str = "cnn-checkpoint";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a checkpoint says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub config: Config,
+    /// Epochs completed when this was written.
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The metrics of `epoch`, if one has been completed.
+    pub metrics: Option<EpochRecord>,
+    pub normalization: Normalization,
+    pub classes: Vec<String>,
+    pub dataset: String,
+}
+
+/// The `__metadata__` string map of a safetensors file.
+pub type Metadata = HashMap<String, String>;
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    pub meta: Meta,
+    /// `layers.*` tensors.
+    pub weights: HashMap<String, Tensor>,
+    /// `optim.*` tensors.
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("metadata always serialises")
+}
+
+/// Writes a checkpoint atomically.
+pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)]) -> Result<()> {
+    let mut info = HashMap::new();
+    info.insert("format".to_string(), FORMAT.to_string());
+    info.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+    info.insert(
+        "cnn_version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    info.insert("config".to_string(), to_json(&meta.config));
+    info.insert("epoch".to_string(), meta.epoch.to_string());
+    info.insert("step".to_string(), meta.step.to_string());
+    info.insert("metrics".to_string(), to_json(&meta.metrics));
+    info.insert("normalization".to_string(), to_json(&meta.normalization));
+    info.insert("classes".to_string(), to_json(&meta.classes));
+    info.insert("dataset".to_string(), meta.dataset.clone());
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(info))
+        .context("serialising the checkpoint")?;
+    write_atomic(path, &bytes).with_context(|| format!("writing checkpoint {}", path.display()))
+}
+
+/// Reads the tensors of any safetensors file, and its metadata when it is a
+/// cnn checkpoint (`None` for a plain file such as a PyTorch state_dict).
+pub fn read_raw(path: &Path) -> Result<(Option<Metadata>, HashMap<String, Tensor>)> {
+    let bytes = std::fs::read(path)
+        .input_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).input_context(|| {
+        format!(
+            "{} is not a valid safetensors file (truncated or corrupt?)",
+            path.display()
+        )
+    })?;
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).input_context(|| {
+            format!(
+                "{} is not a valid safetensors file (truncated or corrupt?)",
+                path.display()
+            )
+        })?;
+    Ok((header.metadata().clone(), tensors))
+}
+
+/// Loads a cnn checkpoint; a plain safetensors file is refused with a hint.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let (info, tensors) = read_raw(path)?;
+    let info = info.unwrap_or_default();
+    match info.get("format").map(String::as_str) {
+        Some(FORMAT) => {}
+        _ => crate::bail_input!(
+            "{} is a safetensors file but not a cnn checkpoint (its metadata has no \"format\": \"{FORMAT}\"); \
+             to evaluate weights saved elsewhere, such as a PyTorch state_dict, also pass --config CONFIG",
+            path.display()
+        ),
+    }
+    let meta = parse_meta(&info)
+        .with_context(|| format!("reading the metadata of checkpoint {}", path.display()))?;
+    let (optimizer, weights) = tensors
+        .into_iter()
+        .partition(|(k, _)| k.starts_with("optim."));
+    Ok(Checkpoint {
+        meta,
+        weights,
+        optimizer,
+    })
+}
+
+fn parse_meta(info: &HashMap<String, String>) -> Result<Meta> {
+    let get = |key: &str| -> Result<&String> {
+        info.get(key)
+            .ok_or_else(|| crate::input_error!("the checkpoint metadata lacks \"{key}\""))
+    };
+    let version: u32 = get("format_version")?
+        .parse()
+        .map_err(|_| crate::input_error!("the checkpoint's format_version is not a number"))?;
+    if version > FORMAT_VERSION {
+        crate::bail_input!(
+            "the checkpoint has format version {version}, newer than this cnn understands ({FORMAT_VERSION}); upgrade cnn"
+        );
+    }
+    fn json<T: for<'de> Deserialize<'de>>(key: &str, text: &str) -> Result<T> {
+        serde_json::from_str(text)
+            .map_err(|e| crate::input_error!("checkpoint metadata \"{key}\" is malformed: {e}"))
+    }
+    let config_value: serde_json::Value = json("config", get("config")?)?;
+    let config = Config::from_value(config_value)
+        .map_err(|e| crate::input_error!("the config stored in the checkpoint is invalid: {e}"))?;
+    Ok(Meta {
+        config,
+        epoch: json("epoch", get("epoch")?)?,
+        step: json("step", get("step")?)?,
+        metrics: json("metrics", get("metrics")?)?,
+        normalization: json("normalization", get("normalization")?)?,
+        classes: json("classes", get("classes")?)?,
+        dataset: get("dataset")?.clone(),
+    })
+}
+
+/// Maps the tensors of a foreign safetensors file (e.g. a PyTorch
+/// `nn.Sequential` state_dict, keys `0.weight` or `model.0.weight`) onto the
+/// names the plan needs (`layers.0.weight`). PyTorch's `num_batches_tracked`
+/// counters are dropped. A prefix common to all keys is stripped.
+pub fn import_foreign(
+    tensors: HashMap<String, Tensor>,
+    plan: &crate::arch::Plan,
+) -> Result<HashMap<String, Tensor>> {
+    let tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".num_batches_tracked"))
+        .collect();
+    let wanted: Vec<String> = plan
+        .layers
+        .iter()
+        .flat_map(|l| {
+            l.tensors()
+                .into_iter()
+                .map(move |(s, _)| format!("{}.{s}", l.index))
+        })
+        .collect();
+    let Some(first) = wanted.first() else {
+        return Ok(HashMap::new());
+    };
+    // Candidate prefixes: whatever stands before the first wanted name.
+    let mut prefixes: Vec<String> = tensors
+        .keys()
+        .filter_map(|k| k.strip_suffix(first.as_str()))
+        .filter(|p| p.is_empty() || p.ends_with('.'))
+        .map(str::to_string)
+        .collect();
+    prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for prefix in &prefixes {
+        if wanted
+            .iter()
+            .all(|w| tensors.contains_key(&format!("{prefix}{w}")))
+        {
+            let mapped: HashMap<String, Tensor> = tensors
+                .iter()
+                .map(|(k, t)| match k.strip_prefix(prefix.as_str()) {
+                    Some(rest) => (format!("layers.{rest}"), t.clone()),
+                    None => (k.clone(), t.clone()),
+                })
+                .collect();
+            crate::model::check_tensors(plan, &mapped)?;
+            return Ok(mapped);
+        }
+    }
+    // No prefix fits: report against the names as they are.
+    crate::model::check_tensors(plan, &tensors)?;
+    Ok(tensors)
+}

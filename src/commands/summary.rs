@@ -1,0 +1,123 @@
+//! `cnn summary`: per-layer output shape, parameters and multiply-adds.
+
+use super::thousands;
+use crate::arch::{self, Plan};
+use crate::cli::SummaryArgs;
+use anyhow::Result;
+use serde_json::json;
+
+pub fn run(args: &SummaryArgs) -> Result<()> {
+    let config = super::load_config(&args.config, &args.sets, &[])?;
+    let plan = arch::plan(&config)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(config.display_name(), &plan))?
+        );
+    } else {
+        for w in &plan.warnings {
+            eprintln!("warning: {w}");
+        }
+        print!("{}", table(config.display_name(), &plan));
+    }
+    Ok(())
+}
+
+pub fn to_json(name: &str, plan: &Plan) -> serde_json::Value {
+    let layers: Vec<_> = plan
+        .layers
+        .iter()
+        .map(|l| {
+            json!({
+                "index": l.index,
+                "type": l.kind,
+                "output_shape": l.output.dims(),
+                "params": l.params as u64,
+                "macs": l.macs as u64,
+            })
+        })
+        .collect();
+    json!({
+        "name": name,
+        "input_shape": plan.input.dims(),
+        "num_classes": plan.num_classes,
+        "layers": layers,
+        "total_params": plan.params() as u64,
+        "trainable_params": plan.params() as u64,
+        "buffers": plan.buffers() as u64,
+        "total_macs": plan.macs() as u64,
+        "warnings": plan.warnings,
+    })
+}
+
+pub fn table(name: &str, plan: &Plan) -> String {
+    let mut rows = vec![[
+        "#".to_string(),
+        "layer".into(),
+        "output shape".into(),
+        "params".into(),
+        "mult-adds".into(),
+    ]];
+    rows.push([
+        "".into(),
+        "input".into(),
+        plan.input.to_string(),
+        "".into(),
+        "".into(),
+    ]);
+    for l in &plan.layers {
+        rows.push([
+            l.index.to_string(),
+            l.kind.to_string(),
+            l.output.to_string(),
+            thousands(l.params),
+            thousands(l.macs),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let total_width = widths.iter().sum::<usize>() + 2 * 4;
+    let mut out = format!("Model: {name}\n");
+    let rule = "─".repeat(total_width);
+    for (i, r) in rows.iter().enumerate() {
+        let line = format!(
+            "{:>w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&rule);
+            out.push('\n');
+        }
+    }
+    out.push_str(&rule);
+    out.push('\n');
+    let bytes = (plan.params() + plan.buffers()) * 4;
+    out.push_str(&format!(
+        "Total params: {} (all trainable)\n",
+        thousands(plan.params())
+    ));
+    if plan.buffers() > 0 {
+        out.push_str(&format!(
+            "Buffers: {} (batch-norm running statistics, not trained)\n",
+            thousands(plan.buffers())
+        ));
+    }
+    out.push_str(&format!(
+        "Size: {:.1} KiB as f32\nMult-adds per image: {} (conv2d and linear layers)\n",
+        bytes as f64 / 1024.0,
+        thousands(plan.macs())
+    ));
+    out
+}

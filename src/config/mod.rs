@@ -1,0 +1,492 @@
+//! The JSON config: architecture (input shape, classes, `layers`), `training`
+//! and `data` sections. This module owns parsing, defaults and `--set`
+//! overrides; it does not check that the layers fit together (that is
+//! `arch`) nor touch tensors.
+
+mod layers;
+mod overrides;
+
+pub use layers::*;
+pub use overrides::{apply_overrides, parse_assignment};
+
+use crate::bail_input;
+use crate::error::InputContext;
+use anyhow::Result;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A whole config file, with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of the model; the default run directory is `runs/<name>`.
+    /// Defaults to the config file's name without `.json`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free text, ignored by the tool.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Input image shape as `[channels, height, width]`.
+    pub input_shape: [usize; 3],
+    /// Number of classes; the last layer must output this many values.
+    pub num_classes: usize,
+    pub layers: Vec<Layer>,
+    #[serde(default)]
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Seeds weight initialisation, the validation split, shuffling and dropout.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// Cross-entropy label smoothing in [0, 1).
+    #[serde(default)]
+    pub label_smoothing: f64,
+}
+
+fn default_epochs() -> usize {
+    10
+}
+fn default_batch_size() -> usize {
+    64
+}
+fn default_seed() -> u64 {
+    42
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            epochs: default_epochs(),
+            batch_size: default_batch_size(),
+            seed: default_seed(),
+            optimizer: OptimizerConfig::default(),
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    #[serde(rename = "adamw")]
+    AdamW,
+    Sgd,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
+}
+
+/// One flat section for every optimizer so that `--set` can switch between
+/// them; fields that do not apply to the chosen `type` must stay `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    #[serde(rename = "type", default = "default_optimizer")]
+    pub kind: OptimizerKind,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// L2 penalty (Adam, SGD) or decoupled decay (AdamW, where it must be given).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// Adam/AdamW: coefficients of the running averages; default [0.9, 0.999].
+    #[serde(default)]
+    pub betas: Option<[f64; 2]>,
+    /// Adam/AdamW: added to the denominator; default 1e-8.
+    #[serde(default)]
+    pub eps: Option<f64>,
+    /// SGD: momentum factor; default 0.
+    #[serde(default)]
+    pub momentum: Option<f64>,
+    /// SGD: Nesterov momentum; default false.
+    #[serde(default)]
+    pub nesterov: Option<bool>,
+    /// SGD: dampening for momentum; default 0.
+    #[serde(default)]
+    pub dampening: Option<f64>,
+}
+
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Adam
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: default_optimizer(),
+            lr: default_lr(),
+            weight_decay: None,
+            betas: None,
+            eps: None,
+            momentum: None,
+            nesterov: None,
+            dampening: None,
+        }
+    }
+}
+
+/// The datasets the tool knows how to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DatasetName {
+    #[serde(rename = "mnist")]
+    Mnist,
+    #[serde(rename = "fashion-mnist", alias = "fashion_mnist")]
+    FashionMnist,
+}
+
+impl DatasetName {
+    pub const ALL: &[DatasetName] = &[DatasetName::Mnist, DatasetName::FashionMnist];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "mnist" => Ok(DatasetName::Mnist),
+            "fashion-mnist" | "fashion_mnist" => Ok(DatasetName::FashionMnist),
+            other => bail_input!(
+                "unknown dataset `{other}`; expected one of: {}",
+                Self::ALL
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    #[serde(default = "default_dataset")]
+    pub dataset: DatasetName,
+    /// Directory holding the dataset files; recorded so that `cnn eval` finds
+    /// the data again. Looked up when not given (see README).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Images held out of the training file for validation: a count, or a
+    /// fraction in (0, 1). Chosen with the training seed.
+    #[serde(default = "default_val_size")]
+    pub val_size: ValSize,
+    /// Use only the first N training images (after the validation split).
+    #[serde(default)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N test images.
+    #[serde(default)]
+    pub limit_test: Option<usize>,
+    /// Input normalisation: "auto" (per-channel mean and std of the training
+    /// split), "none", or {"mean": [...], "std": [...]}.
+    #[serde(default)]
+    pub normalize: Normalize,
+    /// Reshuffle the training images every epoch.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Drop the last incomplete training batch instead of training on it.
+    #[serde(default)]
+    pub drop_last: bool,
+    /// Batch size for validation and test passes (no gradients are kept).
+    #[serde(default = "default_eval_batch_size")]
+    pub eval_batch_size: usize,
+}
+
+fn default_dataset() -> DatasetName {
+    DatasetName::Mnist
+}
+fn default_val_size() -> ValSize {
+    ValSize::Count(10_000)
+}
+fn default_eval_batch_size() -> usize {
+    1000
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: default_dataset(),
+            dir: None,
+            val_size: default_val_size(),
+            limit_train: None,
+            limit_test: None,
+            normalize: Normalize::default(),
+            shuffle: true,
+            drop_last: false,
+            eval_batch_size: default_eval_batch_size(),
+        }
+    }
+}
+
+/// Size of the validation split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValSize {
+    Count(usize),
+    Fraction(f64),
+}
+
+impl ValSize {
+    /// How many of `n` training images go to validation.
+    pub fn of(self, n: usize) -> usize {
+        match self {
+            ValSize::Count(c) => c,
+            ValSize::Fraction(f) => (f * n as f64).round() as usize,
+        }
+    }
+}
+
+impl Serialize for ValSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            ValSize::Count(c) => s.serialize_u64(c as u64),
+            ValSize::Fraction(f) => s.serialize_f64(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ValSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let x = f64::deserialize(d)?;
+        if x >= 1.0 && x.fract() == 0.0 && x < 1e15 {
+            Ok(ValSize::Count(x as usize))
+        } else if x == 0.0 {
+            Ok(ValSize::Count(0))
+        } else if x > 0.0 && x < 1.0 {
+            Ok(ValSize::Fraction(x))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{x} is neither a whole number of images nor a fraction between 0 and 1"
+            )))
+        }
+    }
+}
+
+/// How inputs are normalised before the first layer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Normalize {
+    /// Per-channel mean and std computed from the training split.
+    #[default]
+    Auto,
+    /// Pixels scaled to [0, 1] only.
+    None,
+    /// Given per-channel statistics (of pixels scaled to [0, 1]).
+    Given { mean: Vec<f64>, std: Vec<f64> },
+}
+
+impl Serialize for Normalize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Stats<'a> {
+            mean: &'a [f64],
+            std: &'a [f64],
+        }
+        match self {
+            Normalize::Auto => s.serialize_str("auto"),
+            Normalize::None => s.serialize_str("none"),
+            Normalize::Given { mean, std } => Stats { mean, std }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Normalize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Word {
+            Auto,
+            None,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Stats {
+            mean: Vec<f64>,
+            std: Vec<f64>,
+        }
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "\"auto\", \"none\" or {\"mean\": [..], \"std\": [..]}"
+        )]
+        enum Repr {
+            Word(Word),
+            Stats(Stats),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Word(Word::Auto) => Normalize::Auto,
+            Repr::Word(Word::None) => Normalize::None,
+            Repr::Stats(Stats { mean, std }) => Normalize::Given { mean, std },
+        })
+    }
+}
+
+/// The top level as read, before the layers are decoded one by one so that
+/// every layer error can name its index.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    input_shape: [usize; 3],
+    num_classes: usize,
+    layers: Vec<Value>,
+    #[serde(default)]
+    training: TrainingConfig,
+    #[serde(default)]
+    data: DataConfig,
+}
+
+impl Config {
+    /// Reads and decodes a config file. Errors name the file and the field.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .input_context(|| format!("cannot read config file {}", path.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .input_context(|| format!("{} is not valid JSON", path.display()))?;
+        let mut config =
+            Config::from_value(value).input_context(|| format!("config {}", path.display()))?;
+        if config.name.is_none() {
+            config.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| !s.is_empty());
+        }
+        Ok(config)
+    }
+
+    /// Decodes a JSON value; the error message names the field path, and for
+    /// layers the layer index and type.
+    pub fn from_value(value: Value) -> std::result::Result<Config, String> {
+        if !value.is_object() {
+            return Err("the top level must be a JSON object".into());
+        }
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(value).map_err(|e| describe_error(&e))?;
+        let layers = raw
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| decode_layer(i, v))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Config {
+            name: raw.name,
+            description: raw.description,
+            input_shape: raw.input_shape,
+            num_classes: raw.num_classes,
+            layers,
+            training: raw.training,
+            data: raw.data,
+        })
+    }
+
+    /// The full config as JSON, every default written out.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("a config always serialises")
+    }
+
+    pub fn to_pretty_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serialises")
+    }
+
+    /// The model name, used for the default run directory.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("model")
+    }
+}
+
+fn decode_layer(index: usize, value: Value) -> std::result::Result<Layer, String> {
+    let Some(obj) = value.as_object() else {
+        return Err(format!(
+            "layer {index}: expected an object like {{\"type\": \"relu\"}}, got {value}"
+        ));
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(format!(
+                "layer {index}: \"type\" must be a string, got {other}"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "layer {index}: missing \"type\"; expected one of: {}",
+                LAYER_TYPES.join(", ")
+            ));
+        }
+    };
+    serde_path_to_error::deserialize::<_, Layer>(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        if inner.starts_with("unknown variant") {
+            format!(
+                "layer {index}: unknown layer type \"{kind}\"; expected one of: {}",
+                LAYER_TYPES.join(", ")
+            )
+        } else {
+            format!("layer {index} ({kind}): {}", describe_error(&e))
+        }
+    })
+}
+
+/// `field.path: message`, or just the message at the top level.
+fn describe_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    if path == "." || path.is_empty() {
+        msg
+    } else {
+        format!("field `{path}`: {msg}")
+    }
+}
+
+impl Config {
+    /// Checks the training and data sections (the layers are checked by
+    /// `arch::plan`). Every message names the field and a valid value.
+    pub fn check_settings(&self) -> Result<()> {
+        let t = &self.training;
+        if t.epochs == 0 {
+            bail_input!("training.epochs is 0; train for at least 1 epoch");
+        }
+        if t.batch_size == 0 {
+            bail_input!("training.batch_size is 0; use a positive batch size such as 64");
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            bail_input!(
+                "training.label_smoothing is {}; it must be in [0, 1), e.g. 0.1",
+                t.label_smoothing
+            );
+        }
+        if self.data.eval_batch_size == 0 {
+            bail_input!("data.eval_batch_size is 0; use a positive batch size such as 1000");
+        }
+        crate::optim::Rule::from_config(&t.optimizer)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! cnn: train and evaluate convolutional neural networks described in JSON,
+//! on candle.
+//!
+//! The pipeline, one module each: [`config`] (JSON, defaults, `--set`) →
+//! [`arch`] (shape inference and validation) → [`model`] (candle modules,
+//! [`ops`]) ← [`data`] (IDX files, split, batches) → [`train`] (loop,
+//! evaluation, [`optim`]) → [`checkpoint`] and [`history`] files.
+//! [`cli`] holds the clap types and [`commands`] the subcommands.
+
+pub mod arch;
+pub mod checkpoint;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod history;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod progress;
+pub mod rng;
+pub mod train;
+
+use anyhow::Result;
+use cli::{Cli, Command};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        set_threads(n)?;
+    }
+    match &cli.command {
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Summary(args) => commands::summary::run(args),
+    }
+}
+
+/// Sets the number of CPU threads for candle's kernels and our own.
+fn set_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        bail_input!("--threads 0: use at least 1 thread");
+    }
+    // SAFETY: called before any other thread is started.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    // Fails only if the pool was already built, which it is not at this point.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    Ok(())
+}
