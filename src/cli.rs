@@ -57,6 +57,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Architecture and training config (JSON).
     #[arg(short, long, value_name = "FILE")]
