@@ -53,6 +53,9 @@ pub struct Model {
     device: Device,
     /// Dropout's generator; reset per epoch by the trainer.
     dropout_rng: Mutex<Rng>,
+    /// `fused[i]`: layer `i` (conv or linear) applies the ReLU of layer
+    /// `i + 1` itself, which is then skipped.
+    fused: Vec<bool>,
 }
 
 impl Model {
@@ -86,9 +89,16 @@ impl Model {
                 }
                 Ok(tensor)
             };
-            layers.push(build_layer(lp, &mut get)?);
+            layers.push(build_layer(lp, device, &mut get)?);
         }
+        let fused = (0..layers.len())
+            .map(|i| {
+                matches!(layers[i], Layer::Conv { .. })
+                    && matches!(layers.get(i + 1), Some(Layer::Relu))
+            })
+            .collect();
         Ok(Model {
+            fused,
             plan: plan.clone(),
             layers,
             params,
@@ -156,17 +166,27 @@ impl Model {
 
     fn run(&self, xs: &Tensor, train: bool, end: usize) -> Result<Tensor> {
         let mut x = xs.clone();
-        for i in 0..end {
+        let mut i = 0;
+        while i < end {
+            let fuse = self.fused[i] && i + 1 < end;
             x = self
-                .apply(i, &x, train)
+                .apply_fused(i, &x, train, fuse)
                 .with_context(|| format!("in layer {} ({})", i, self.plan.layers[i].kind))?;
+            i += if fuse { 2 } else { 1 };
         }
         Ok(x)
     }
 
     fn apply(&self, i: usize, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.apply_fused(i, x, train, false)
+    }
+
+    /// Layer `i`; with `relu`, also the ReLU that follows it.
+    fn apply_fused(&self, i: usize, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         Ok(match &self.layers[i] {
-            Layer::Conv { geom, weight, bias } => ops::conv2d(x, weight, bias.as_ref(), geom)?,
+            Layer::Conv { geom, weight, bias } => {
+                ops::conv2d(x, weight, bias.as_ref(), geom, relu)?
+            }
             Layer::Linear(l) => l.forward(x)?,
             Layer::BatchNorm(bn) => bn.forward_t(x, train)?,
             Layer::MaxPool(g) => ops::max_pool2d(x, g)?,
@@ -197,13 +217,14 @@ impl ModuleT for Model {
 
 fn build_layer(
     lp: &LayerPlan,
+    device: &Device,
     get: &mut impl FnMut(&str, &[usize], bool) -> Result<Tensor>,
 ) -> Result<Layer> {
     let dims: HashMap<&str, Vec<usize>> = lp.tensors().into_iter().collect();
     let mut take = |suffix: &str, trainable: bool| get(suffix, &dims[suffix], trainable);
     Ok(match lp.op {
         Op::Conv(geom) => {
-            ops::check_conv_supported(&geom)
+            ops::check_conv_supported(&geom, device)
                 .with_context(|| format!("layer {} (conv2d)", lp.index))?;
             let weight = take("weight", true)?;
             let bias = if geom.bias {

@@ -3,18 +3,28 @@
 //! seeded dropout. Each picks the fastest implementation available for the
 //! tensor's device.
 
+pub mod conv;
+pub mod cpu;
+pub mod pool;
+
 use crate::arch::{ConvGeometry, Pad4, PoolGeometry};
 use crate::config::PaddingMode;
 use crate::rng::Rng;
 use anyhow::Result;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 
-/// Refuses geometries no implementation handles.
-pub fn check_conv_supported(g: &ConvGeometry) -> Result<()> {
-    if g.stride.h != g.stride.w || g.dilation.h != g.dilation.w {
+/// Whether the project's CPU kernels handle this tensor (else candle's ops do).
+fn native(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Refuses geometries the implementation for `device` does not handle:
+/// candle's convolution (used off the CPU) takes one stride and dilation.
+pub fn check_conv_supported(g: &ConvGeometry, device: &Device) -> Result<()> {
+    if !device.is_cpu() && (g.stride.h != g.stride.w || g.dilation.h != g.dilation.w) {
         crate::bail_input!(
-            "different vertical and horizontal stride or dilation ({} / {}) is not supported yet; use one number",
+            "different vertical and horizontal stride or dilation ({} / {}) is only supported on the CPU; use one number for each",
             g.stride,
             g.dilation
         );
@@ -22,25 +32,60 @@ pub fn check_conv_supported(g: &ConvGeometry) -> Result<()> {
     Ok(())
 }
 
-/// 2-D convolution, `x: [n, c, h, w]`, `weight: [o, c/groups, kh, kw]`.
+/// 2-D convolution, `x: [n, c, h, w]`, `weight: [o, c/groups, kh, kw]`,
+/// followed by a ReLU when `relu` is set.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     g: &ConvGeometry,
+    relu: bool,
 ) -> Result<Tensor> {
+    let (x, g) = if g.padding_mode == PaddingMode::Zeros {
+        (x.clone(), *g)
+    } else {
+        let padded = pad2d(x, g.padding, g.padding_mode)?;
+        (
+            padded,
+            ConvGeometry {
+                padding: Pad4::default(),
+                ..*g
+            },
+        )
+    };
+    if native(&x) {
+        let op = conv::Conv { geom: g, relu };
+        return Ok(match bias {
+            Some(b) => x.apply_op3(weight, b, conv::ConvBias(op))?,
+            None => x.apply_op2(weight, conv::ConvNoBias(op))?,
+        });
+    }
+    candle_conv2d(&x, weight, bias, &g, relu)
+}
+
+/// [`conv2d`] from candle's own ops (zero padding only): what runs off the
+/// CPU, and the reference the CPU kernels are tested against.
+pub fn candle_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    g: &ConvGeometry,
+    relu: bool,
+) -> Result<Tensor> {
+    let x = x.clone();
     let p = g.padding;
     let symmetric = p.top == p.bottom && p.left == p.right && p.top == p.left;
-    let (x, pad) = if g.padding_mode == PaddingMode::Zeros && symmetric {
-        (x.clone(), p.top)
+    let (x, pad) = if symmetric {
+        (x, p.top)
     } else {
-        (pad2d(x, p, g.padding_mode)?, 0)
+        (pad2d(&x, p, PaddingMode::Zeros)?, 0)
     };
     let y = x.conv2d(weight, pad, g.stride.h, g.dilation.h, g.groups)?;
-    Ok(match bias {
+    let y = match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
         None => y,
-    })
+    };
+    Ok(if relu { y.relu()? } else { y })
 }
 
 /// Pads the two spatial dimensions with the given mode.
@@ -80,7 +125,22 @@ fn pad_indices(n: usize, before: usize, after: usize, mode: PaddingMode) -> Vec<
         .collect()
 }
 
+/// Max pooling; padded positions never win.
 pub fn max_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
+    if native(x) {
+        return Ok(x.apply_op1(pool::Pool {
+            kind: pool::Kind::Max,
+            geom: *g,
+        })?);
+    }
+    candle_max_pool2d(x, g)
+}
+
+/// [`max_pool2d`] from candle's ops, for devices without our kernels and
+/// as a test reference. Built from window slices and a `max` reduction rather
+/// than candle's `max_pool2d`, whose backward needs stride = kernel and
+/// scales the gradient by 1/(kh·kw) (candle 0.11). Ties share the gradient.
+pub fn candle_max_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
     let x = if g.padding.h > 0 || g.padding.w > 0 {
         // Pad with a value below every input so padding never wins the max.
         let floor = (x.flatten_all()?.min(0)?.to_scalar::<f32>()? - 1.0) as f64;
@@ -89,14 +149,46 @@ pub fn max_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
     } else {
         x.clone()
     };
-    Ok(x.max_pool2d_with_stride((g.kernel.h, g.kernel.w), (g.stride.h, g.stride.w))?)
+    Ok(Tensor::stack(&windows(&x, g)?, 0)?.max(0)?)
 }
 
 /// Average pooling; padded positions count as zeros (PyTorch's
 /// `count_include_pad=True`).
 pub fn avg_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
+    if native(x) {
+        return Ok(x.apply_op1(pool::Pool {
+            kind: pool::Kind::Avg,
+            geom: *g,
+        })?);
+    }
+    candle_avg_pool2d(x, g)
+}
+
+/// [`avg_pool2d`] from candle's ops (see [`candle_max_pool2d`]).
+pub fn candle_avg_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
     let x = pad2d(x, Pad4::symmetric(g.padding), PaddingMode::Zeros)?;
-    Ok(x.avg_pool2d_with_stride((g.kernel.h, g.kernel.w), (g.stride.h, g.stride.w))?)
+    let area = (g.kernel.h * g.kernel.w) as f64;
+    Ok((Tensor::stack(&windows(&x, g)?, 0)?.sum(0)? / area)?)
+}
+
+/// For each offset inside the pooling window, the `[n, c, oh, ow]` tensor of
+/// the input values at that offset of every window (no padding: pad first).
+fn windows(x: &Tensor, g: &PoolGeometry) -> Result<Vec<Tensor>> {
+    let (_, _, h, w) = x.dims4()?;
+    let oh = (h - g.kernel.h) / g.stride.h + 1;
+    let ow = (w - g.kernel.w) / g.stride.w + 1;
+    let index = |offset: usize, stride: usize, n: usize| -> Result<Tensor> {
+        let v: Vec<u32> = (0..n).map(|i| (i * stride + offset) as u32).collect();
+        Ok(Tensor::from_vec(v, n, x.device())?)
+    };
+    let mut out = Vec::with_capacity(g.kernel.h * g.kernel.w);
+    for ky in 0..g.kernel.h {
+        let rows = x.index_select(&index(ky, g.stride.h, oh)?, 2)?;
+        for kx in 0..g.kernel.w {
+            out.push(rows.index_select(&index(kx, g.stride.w, ow)?, 3)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Inverted dropout with a mask drawn from the project's generator.

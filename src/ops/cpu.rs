@@ -1,0 +1,269 @@
+//! Building blocks of the CPU kernels: slices out of candle tensors,
+//! im2col/col2im, a gemm wrapper and a deterministic parallel loop over
+//! images. Nothing here knows about layers.
+
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+/// The contiguous `f32` data of a CPU storage and layout.
+pub fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("cnn CPU kernels need contiguous tensors"),
+    }
+}
+
+/// Calls `f` with the contiguous `f32` data of a CPU tensor.
+pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(slice(s, layout)?),
+        _ => candle_core::bail!("cnn CPU kernel called on a non-CPU tensor"),
+    }
+}
+
+/// A contiguous copy of a tensor's data as a `Vec<f32>`.
+pub fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    with_slice(t, |s| Ok(s.to_vec()))
+}
+
+/// Images per parallel task. Fixed (not derived from the thread count) so
+/// that reductions over a batch add up in the same order on any machine.
+pub const IMAGES_PER_TASK: usize = 4;
+
+/// Runs `f(first_image, chunk)` over `out` split into chunks of
+/// `IMAGES_PER_TASK` images of `per_image` values each, in parallel.
+pub fn par_images<F>(out: &mut [f32], per_image: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if per_image == 0 {
+        return;
+    }
+    out.par_chunks_mut(per_image * IMAGES_PER_TASK)
+        .enumerate()
+        .for_each(|(i, chunk)| f(i * IMAGES_PER_TASK, chunk));
+}
+
+/// Runs `f(plane_index, plane)` over `out` cut into planes of `per_plane`
+/// values, in parallel (several planes per task: they are small).
+pub fn par_planes<F>(out: &mut [f32], per_plane: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if per_plane == 0 {
+        return;
+    }
+    let per_task = (4096 / per_plane).max(1);
+    out.par_chunks_mut(per_plane * per_task)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            for (j, plane) in chunk.chunks_mut(per_plane).enumerate() {
+                f(t * per_task + j, plane);
+            }
+        });
+}
+
+/// Like [`par_images`], but each chunk also returns a value; the values come
+/// back in chunk order (so that summing them is deterministic).
+pub fn par_chunks_map<R, F>(out: &mut [f32], per_image: usize, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(usize, &mut [f32]) -> R + Sync + Send,
+{
+    if per_image == 0 {
+        return Vec::new();
+    }
+    out.par_chunks_mut(per_image * IMAGES_PER_TASK)
+        .enumerate()
+        .map(|(i, chunk)| f(i * IMAGES_PER_TASK, chunk))
+        .collect()
+}
+
+/// `acc += x`, element by element.
+pub fn add_assign(acc: &mut [f32], x: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += *b;
+    }
+}
+
+/// Maps chunks of `n` images to partial results in parallel and returns them
+/// in chunk order (so that summing them is deterministic).
+pub fn par_map_chunks<R, F>(n: usize, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(std::ops::Range<usize>) -> R + Sync + Send,
+{
+    let chunks = n.div_ceil(IMAGES_PER_TASK);
+    (0..chunks)
+        .into_par_iter()
+        .map(|c| f(c * IMAGES_PER_TASK..((c + 1) * IMAGES_PER_TASK).min(n)))
+        .collect()
+}
+
+/// Geometry of one 2-D sliding window over a padded input.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    /// Padding on the top and left (bottom/right padding only shows in the output size).
+    pub pt: usize,
+    pub pl: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Window {
+    pub fn out_len(&self) -> usize {
+        self.oh * self.ow
+    }
+    pub fn in_len(&self) -> usize {
+        self.h * self.w
+    }
+    /// Range of output columns `x` whose input column `x*sw + off` lies in `0..w`.
+    #[inline]
+    fn valid_cols(&self, off: isize) -> (usize, usize) {
+        let w = self.w as isize;
+        let sw = self.sw as isize;
+        // x*sw + off >= 0  → x >= ceil(-off / sw)
+        let lo = if off >= 0 { 0 } else { ((-off) + sw - 1) / sw };
+        // x*sw + off <= w-1 → x <= floor((w-1-off)/sw)
+        let hi = if w - 1 - off < 0 {
+            0
+        } else {
+            (w - 1 - off) / sw + 1
+        };
+        let lo = (lo as usize).min(self.ow);
+        let hi = (hi as usize).min(self.ow).max(lo);
+        (lo, hi)
+    }
+}
+
+/// Unfolds `channels` planes of one image into `col`, a `(channels·kh·kw) × (oh·ow)`
+/// row-major matrix; positions in the padding are zeros.
+pub fn im2col(x: &[f32], channels: usize, g: &Window, col: &mut [f32]) {
+    let p = g.out_len();
+    for c in 0..channels {
+        let plane = &x[c * g.in_len()..(c + 1) * g.in_len()];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row_idx = (c * g.kh + ki) * g.kw + kj;
+                let row = &mut col[row_idx * p..(row_idx + 1) * p];
+                let off_x = (kj * g.dw) as isize - g.pl as isize;
+                let (lo, hi) = g.valid_cols(off_x);
+                for y in 0..g.oh {
+                    let dst = &mut row[y * g.ow..(y + 1) * g.ow];
+                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if g.sw == 1 {
+                        let s0 = (lo as isize + off_x) as usize;
+                        dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                    } else {
+                        for x in lo..hi {
+                            dst[x] = src[(x as isize * g.sw as isize + off_x) as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the columns of `col` back into `channels` planes of `dx` (the adjoint of [`im2col`]).
+pub fn col2im(col: &[f32], channels: usize, g: &Window, dx: &mut [f32]) {
+    let p = g.out_len();
+    for c in 0..channels {
+        let plane = &mut dx[c * g.in_len()..(c + 1) * g.in_len()];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row_idx = (c * g.kh + ki) * g.kw + kj;
+                let row = &col[row_idx * p..(row_idx + 1) * p];
+                let off_x = (kj * g.dw) as isize - g.pl as isize;
+                let (lo, hi) = g.valid_cols(off_x);
+                for y in 0..g.oh {
+                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let src = &row[y * g.ow..(y + 1) * g.ow];
+                    let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    if g.sw == 1 {
+                        let d0 = (lo as isize + off_x) as usize;
+                        for (d, s) in dst[d0..d0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
+                    } else {
+                        for x in lo..hi {
+                            dst[(x as isize * g.sw as isize + off_x) as usize] += src[x];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A matrix operand: pointer, row stride and column stride (in elements).
+#[derive(Clone, Copy)]
+pub struct Mat<T> {
+    pub ptr: T,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, single-threaded (callers
+/// parallelise over images).
+///
+/// # Safety
+/// The pointers and strides must describe valid, non-overlapping matrices of
+/// the given sizes.
+pub unsafe fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: Mat<*mut f32>,
+    accumulate: bool,
+    lhs: Mat<*const f32>,
+    rhs: Mat<*const f32>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.cs,
+            dst.rs,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}

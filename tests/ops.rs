@@ -1,0 +1,443 @@
+//! The project's CPU kernels against candle's reference ops and against
+//! finite differences: forward values and every gradient, on shapes with
+//! stride, padding (also uneven), dilation, groups, odd sizes and batch 1.
+
+use candle_core::{DType, Device, Tensor, Var};
+use cnn::arch::{ConvGeometry, Pad4, PoolGeometry};
+use cnn::config::{PaddingMode, Pair};
+use cnn::ops;
+use rand::{Rng, SeedableRng};
+
+fn random(rng: &mut rand_chacha::ChaCha8Rng, dims: &[usize]) -> Tensor {
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// Largest |a - b| relative to max(1, |b|).
+fn max_err(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    values(a)
+        .iter()
+        .zip(values(b))
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConvCase {
+    n: usize,
+    c: usize,
+    hw: (usize, usize),
+    o: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    pad: Pad4,
+    dilation: (usize, usize),
+    groups: usize,
+    bias: bool,
+}
+
+impl ConvCase {
+    fn geom(&self) -> ConvGeometry {
+        ConvGeometry {
+            in_channels: self.c,
+            out_channels: self.o,
+            kernel: Pair {
+                h: self.k.0,
+                w: self.k.1,
+            },
+            stride: Pair {
+                h: self.stride.0,
+                w: self.stride.1,
+            },
+            dilation: Pair {
+                h: self.dilation.0,
+                w: self.dilation.1,
+            },
+            padding: self.pad,
+            padding_mode: PaddingMode::Zeros,
+            groups: self.groups,
+            bias: self.bias,
+        }
+    }
+    /// What candle's conv2d can do: one padding, stride and dilation for both axes.
+    fn candle_can(&self) -> bool {
+        let p = self.pad;
+        p.top == p.bottom
+            && p.left == p.right
+            && p.top == p.left
+            && self.stride.0 == self.stride.1
+            && self.dilation.0 == self.dilation.1
+    }
+}
+
+fn pad(p: usize) -> Pad4 {
+    Pad4::symmetric(Pair::square(p))
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    let base = ConvCase {
+        n: 2,
+        c: 3,
+        hw: (9, 9),
+        o: 4,
+        k: (3, 3),
+        stride: (1, 1),
+        pad: pad(0),
+        dilation: (1, 1),
+        groups: 1,
+        bias: true,
+    };
+    vec![
+        base,
+        ConvCase { n: 1, ..base },
+        ConvCase {
+            n: 5,
+            c: 1,
+            hw: (28, 28),
+            o: 6,
+            k: (5, 5),
+            pad: pad(2),
+            ..base
+        },
+        ConvCase {
+            hw: (11, 7),
+            stride: (2, 2),
+            pad: pad(1),
+            ..base
+        },
+        ConvCase {
+            dilation: (2, 2),
+            pad: pad(2),
+            bias: false,
+            ..base
+        },
+        ConvCase {
+            c: 4,
+            o: 6,
+            groups: 2,
+            ..base
+        },
+        ConvCase {
+            c: 4,
+            o: 4,
+            groups: 4,
+            k: (3, 3),
+            pad: pad(1),
+            ..base
+        },
+        ConvCase {
+            hw: (5, 5),
+            k: (5, 5),
+            ..base
+        },
+        ConvCase {
+            k: (1, 1),
+            stride: (3, 3),
+            ..base
+        },
+        ConvCase {
+            n: 7,
+            c: 16,
+            hw: (10, 10),
+            o: 32,
+            k: (5, 5),
+            ..base
+        },
+        // Beyond candle: uneven padding, stride and dilation per axis.
+        ConvCase {
+            pad: Pad4 {
+                top: 1,
+                bottom: 2,
+                left: 0,
+                right: 1,
+            },
+            ..base
+        },
+        ConvCase {
+            k: (3, 2),
+            stride: (2, 1),
+            dilation: (1, 2),
+            hw: (10, 8),
+            ..base
+        },
+    ]
+}
+
+/// `sum(conv(x, w, b) · r)` and its gradients, through `f`.
+fn conv_grads(
+    case: &ConvCase,
+    f: &dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> Tensor,
+    seed: u64,
+) -> (Tensor, Vec<Tensor>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let x = Var::from_tensor(&random(&mut rng, &[case.n, case.c, case.hw.0, case.hw.1])).unwrap();
+    let w = Var::from_tensor(&random(
+        &mut rng,
+        &[case.o, case.c / case.groups, case.k.0, case.k.1],
+    ))
+    .unwrap();
+    let b = Var::from_tensor(&random(&mut rng, &[case.o])).unwrap();
+    let y = f(
+        x.as_tensor(),
+        w.as_tensor(),
+        case.bias.then(|| b.as_tensor()),
+    );
+    let r = random(&mut rng, y.dims());
+    let loss = (&y * &r).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let mut grads = vec![g.get(&x).unwrap().clone(), g.get(&w).unwrap().clone()];
+    if case.bias {
+        grads.push(g.get(&b).unwrap().clone());
+    }
+    (y, grads)
+}
+
+#[test]
+fn conv_matches_candle_forward_and_gradients() {
+    for (i, case) in conv_cases().iter().filter(|c| c.candle_can()).enumerate() {
+        for relu in [false, true] {
+            let g = case.geom();
+            let ours = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
+                ops::conv2d(x, w, b, &g, relu).unwrap()
+            };
+            let theirs = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
+                ops::candle_conv2d(x, w, b, &g, relu).unwrap()
+            };
+            let (y1, g1) = conv_grads(case, &ours, i as u64);
+            let (y2, g2) = conv_grads(case, &theirs, i as u64);
+            assert!(
+                max_err(&y1, &y2) < 1e-5,
+                "{case:?} relu {relu}: forward differs by {}",
+                max_err(&y1, &y2)
+            );
+            for (k, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                let e = max_err(a, b);
+                assert!(
+                    e < 1e-4,
+                    "{case:?} relu {relu}: gradient {k} differs by {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Central differences of `sum(conv(..) · r)` at a few coordinates of every
+/// input; the convolution is linear, so they are exact up to rounding.
+#[test]
+fn conv_gradients_match_finite_differences() {
+    for (i, case) in conv_cases().iter().enumerate() {
+        let g = case.geom();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(100 + i as u64);
+        let x = random(&mut rng, &[case.n, case.c, case.hw.0, case.hw.1]);
+        let w = random(
+            &mut rng,
+            &[case.o, case.c / case.groups, case.k.0, case.k.1],
+        );
+        let b = random(&mut rng, &[case.o]);
+        let loss_of = |x: &Tensor, w: &Tensor, b: &Tensor, r: Option<&Tensor>| -> (f64, Tensor) {
+            let y = ops::conv2d(x, w, case.bias.then_some(b), &g, false).unwrap();
+            let r = r
+                .cloned()
+                .unwrap_or_else(|| Tensor::ones(y.dims(), DType::F32, &Device::Cpu).unwrap());
+            let l = (y.to_dtype(DType::F64).unwrap() * r.to_dtype(DType::F64).unwrap()).unwrap();
+            (l.sum_all().unwrap().to_scalar::<f64>().unwrap(), y)
+        };
+        let (_, y) = loss_of(&x, &w, &b, None);
+        let r = random(&mut rng, y.dims());
+        let (xv, wv, bv) = (
+            Var::from_tensor(&x).unwrap(),
+            Var::from_tensor(&w).unwrap(),
+            Var::from_tensor(&b).unwrap(),
+        );
+        let y = ops::conv2d(
+            xv.as_tensor(),
+            wv.as_tensor(),
+            case.bias.then(|| bv.as_tensor()),
+            &g,
+            false,
+        )
+        .unwrap();
+        let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut inputs: Vec<(&str, &Tensor, &Var)> = vec![("x", &x, &xv), ("w", &w, &wv)];
+        if case.bias {
+            inputs.push(("b", &b, &bv));
+        }
+        for (which, t, var) in inputs {
+            let analytic = values(grads.get(var).unwrap());
+            let base = values(t);
+            for _ in 0..6 {
+                let j = rng.random_range(0..base.len());
+                let eps = 1e-2f32;
+                let shifted = |d: f32| {
+                    let mut v = base.clone();
+                    v[j] += d;
+                    Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
+                };
+                let at = |d: f32| match which {
+                    "x" => loss_of(&shifted(d), &w, &b, Some(&r)).0,
+                    "w" => loss_of(&x, &shifted(d), &b, Some(&r)).0,
+                    _ => loss_of(&x, &w, &shifted(d), Some(&r)).0,
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                let err = (numeric - analytic[j] as f64).abs() / numeric.abs().max(1.0);
+                assert!(
+                    err < 2e-3,
+                    "{case:?}: d{which}[{j}] analytic {} numeric {numeric}",
+                    analytic[j]
+                );
+            }
+        }
+    }
+}
+
+fn pool_geom(k: usize, s: usize, p: usize) -> PoolGeometry {
+    PoolGeometry {
+        kernel: Pair::square(k),
+        stride: Pair::square(s),
+        padding: Pair::square(p),
+    }
+}
+
+/// Naive pooling over one plane, for reference: values, and for max pooling
+/// the index of the first maximum of each window.
+fn naive_pool(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    g: &PoolGeometry,
+    max: bool,
+) -> (Vec<f32>, Vec<Vec<usize>>) {
+    let oh = (h + 2 * g.padding.h - g.kernel.h) / g.stride.h + 1;
+    let ow = (w + 2 * g.padding.w - g.kernel.w) / g.stride.w + 1;
+    let mut out = vec![];
+    let mut members = vec![];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut cells = vec![];
+            for ky in 0..g.kernel.h {
+                for kx in 0..g.kernel.w {
+                    let y = (oy * g.stride.h + ky) as isize - g.padding.h as isize;
+                    let xx = (ox * g.stride.w + kx) as isize - g.padding.w as isize;
+                    if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                        cells.push(y as usize * w + xx as usize);
+                    }
+                }
+            }
+            if max {
+                let best = *cells
+                    .iter()
+                    .fold(&cells[0], |b, c| if x[*c] > x[*b] { c } else { b });
+                out.push(x[best]);
+                members.push(vec![best]);
+            } else {
+                out.push(
+                    cells.iter().map(|&c| x[c]).sum::<f32>() / (g.kernel.h * g.kernel.w) as f32,
+                );
+                members.push(cells);
+            }
+        }
+    }
+    (out, members)
+}
+
+#[test]
+fn pooling_matches_a_naive_reference_and_candle() {
+    let cases = [
+        (2, 2, 0),
+        (3, 2, 1),
+        (3, 3, 0),
+        (2, 1, 0),
+        (3, 1, 1),
+        (5, 3, 2),
+    ];
+    for (i, &(k, s, p)) in cases.iter().enumerate() {
+        for max in [true, false] {
+            for (n, c, h, w) in [(2, 3, 8, 8), (1, 2, 7, 9)] {
+                let g = pool_geom(k, s, p);
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
+                let x = Var::from_tensor(&random(&mut rng, &[n, c, h, w])).unwrap();
+                let pool = |t: &Tensor| {
+                    if max {
+                        ops::max_pool2d(t, &g).unwrap()
+                    } else {
+                        ops::avg_pool2d(t, &g).unwrap()
+                    }
+                };
+                let y = pool(x.as_tensor());
+                let r = random(&mut rng, y.dims());
+                let dx = values(
+                    (&y * &r)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap()
+                        .get(&x)
+                        .unwrap(),
+                );
+                let (xs, ys, rs) = (values(x.as_tensor()), values(&y), values(&r));
+                let mut expected_dx = vec![0f32; xs.len()];
+                let (plane_in, plane_out) = (h * w, ys.len() / (n * c));
+                for plane in 0..n * c {
+                    let (vals, members) =
+                        naive_pool(&xs[plane * plane_in..(plane + 1) * plane_in], h, w, &g, max);
+                    for (o, (v, cells)) in vals.iter().zip(&members).enumerate() {
+                        let got = ys[plane * plane_out + o];
+                        assert!(
+                            (got - v).abs() < 1e-6,
+                            "k{k} s{s} p{p} max {max}: {got} vs {v}"
+                        );
+                        let share = if max { 1.0 } else { 1.0 / (k * k) as f32 };
+                        for &cell in cells {
+                            expected_dx[plane * plane_in + cell] +=
+                                rs[plane * plane_out + o] * share;
+                        }
+                    }
+                }
+                for (a, b) in dx.iter().zip(&expected_dx) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "k{k} s{s} p{p} max {max}: gradient {a} vs {b}"
+                    );
+                }
+                // The candle-op version (what other devices run) agrees, gradients too.
+                let reference = if max {
+                    ops::candle_max_pool2d(x.as_tensor(), &g)
+                } else {
+                    ops::candle_avg_pool2d(x.as_tensor(), &g)
+                }
+                .unwrap();
+                assert!(max_err(&y, &reference) < 1e-6);
+                let rdx = (&reference * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for (a, b) in dx.iter().zip(values(rdx.get(&x).unwrap())) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "candle ops k{k} s{s} p{p} max {max}: {a} vs {b}"
+                    );
+                }
+                // And candle's built-in pooling, forward only: its max-pool
+                // backward scales gradients by 1/(kh·kw) (candle 0.11).
+                if s == k && p == 0 {
+                    let builtin = if max {
+                        x.as_tensor().max_pool2d(k)
+                    } else {
+                        x.as_tensor().avg_pool2d(k)
+                    }
+                    .unwrap();
+                    assert!(max_err(&y, &builtin) < 1e-6);
+                }
+            }
+        }
+    }
+}
