@@ -9,6 +9,7 @@ use crate::data::Normalization;
 use crate::error::InputContext;
 use crate::fsutil::write_atomic;
 use crate::history::EpochRecord;
+use crate::train::RunState;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct Meta {
     pub normalization: Normalization,
     pub classes: Vec<String>,
     pub dataset: String,
+    /// Where the run stands (in `last.safetensors`): what `--resume` needs.
+    pub state: Option<RunState>,
 }
 
 /// The `__metadata__` string map of a safetensors file.
@@ -65,6 +68,9 @@ pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)]) -> Result<()
     info.insert("normalization".to_string(), to_json(&meta.normalization));
     info.insert("classes".to_string(), to_json(&meta.classes));
     info.insert("dataset".to_string(), meta.dataset.clone());
+    if let Some(state) = &meta.state {
+        info.insert("state".to_string(), to_json(state));
+    }
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
@@ -147,6 +153,10 @@ fn parse_meta(info: &HashMap<String, String>) -> Result<Meta> {
         normalization: json("normalization", get("normalization")?)?,
         classes: json("classes", get("classes")?)?,
         dataset: get("dataset")?.clone(),
+        state: match info.get("state") {
+            Some(text) => Some(json("state", text)?),
+            None => None,
+        },
     })
 }
 

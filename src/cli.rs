@@ -39,9 +39,11 @@ pub enum Command {
         cnn train --config configs/oneconv.json --epochs 1 --out runs/quick --limit-train 5000\n  \
         cnn train --config configs/lenet.json --set training.optimizer.type=sgd \\\n      \
         --set training.optimizer.momentum=0.9 --lr 0.05\n  \
-        cnn train --config configs/lenet.json --dataset fashion-mnist --device cuda\n\n\
+        cnn train --config configs/lenet.json --dataset fashion-mnist --device cuda\n  \
+        cnn train --resume runs/lenet --epochs 20\n\n\
         The run directory (default runs/<config name>) receives config.json, history.json, \
-        history.csv, last.safetensors and best.safetensors.")]
+        history.csv, steps.csv, last.safetensors and best.safetensors. Ctrl-C saves and exits 130; \
+        --resume continues from there.")]
     Train(TrainArgs),
     /// Evaluate a checkpoint on the test (or validation, or training) split.
     #[command(after_help = "Examples:\n  \
@@ -60,8 +62,18 @@ pub enum Command {
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Architecture and training config (JSON).
-    #[arg(short, long, value_name = "FILE")]
-    pub config: PathBuf,
+    #[arg(short, long, value_name = "FILE", required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+
+    /// Continue the run in RUN_DIR from its last.safetensors, exactly where
+    /// it stopped (same config; --epochs may extend it).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+
+    /// Also write last.safetensors every N optimizer steps, so that a crash
+    /// loses at most N steps (overrides training.checkpoint_every).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
 
     /// Run directory to create (default: runs/<config name>).
     #[arg(short, long, value_name = "RUN_DIR")]

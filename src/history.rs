@@ -86,3 +86,69 @@ pub fn read(dir: &Path) -> Result<Vec<EpochRecord>> {
         .map_err(|e| crate::input_error!("{} is not a cnn history: {e}", path.display()))
         .context("reading the history")
 }
+
+/// Header of `steps.csv`, the per-step log for live graphs.
+pub const STEP_COLUMNS: &str = "step,epoch,loss,accuracy,lr";
+
+/// `steps.csv`: one row per optimizer step, appended as training goes and
+/// flushed at every checkpoint; on resume, rows after the checkpoint's step
+/// are dropped (those steps are trained again).
+pub struct StepLog {
+    file: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+}
+
+impl StepLog {
+    /// Opens `dir/steps.csv`, keeping the rows up to step `keep_until`.
+    pub fn open(dir: &Path, keep_until: u64) -> Result<StepLog> {
+        use std::io::Write;
+        let path = dir.join("steps.csv");
+        let mut kept = String::from(STEP_COLUMNS);
+        kept.push('\n');
+        if keep_until > 0
+            && let Ok(old) = std::fs::read_to_string(&path)
+        {
+            for line in old.lines().skip(1) {
+                // Rows up to the checkpoint were flushed before it was
+                // written, so they are whole; a row cut by a crash is later.
+                let fields: Vec<&str> = line.split(',').collect();
+                let step = fields[0].parse::<u64>().ok();
+                if fields.len() == 5 && step.is_some_and(|s| s <= keep_until) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+        }
+        write_atomic(&path, kept.as_bytes())?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {} for appending", path.display()))?;
+        let mut log = StepLog {
+            file: std::io::BufWriter::new(file),
+            path,
+        };
+        log.file.flush()?;
+        Ok(log)
+    }
+
+    pub fn push(
+        &mut self,
+        step: u64,
+        epoch: usize,
+        loss: f64,
+        accuracy: f64,
+        lr: f64,
+    ) -> Result<()> {
+        use std::io::Write;
+        writeln!(self.file, "{step},{epoch},{loss},{accuracy},{lr}")
+            .with_context(|| format!("cannot write {} (disk full?)", self.path.display()))
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        use std::io::Write;
+        self.file
+            .flush()
+            .with_context(|| format!("cannot write {} (disk full?)", self.path.display()))
+    }
+}

@@ -20,8 +20,10 @@ pub mod history;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod profile;
 pub mod progress;
 pub mod rng;
+pub mod schedule;
 pub mod train;
 
 use anyhow::Result;

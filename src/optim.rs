@@ -121,6 +121,161 @@ struct Slot {
     momentum_buffer: Option<Tensor>,
 }
 
+/// The hyper-parameters of one update.
+struct Step {
+    rule: Rule,
+    lr: f64,
+    /// 1-based step number (for Adam's bias correction).
+    t: u64,
+}
+
+impl Step {
+    /// Adam's bias corrections `(1 - β1^t, 1 - β2^t)`.
+    fn bias_corrections(&self, beta1: f64, beta2: f64) -> (f64, f64) {
+        let t = self.t.min(i32::MAX as u64) as i32;
+        (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
+    }
+
+    /// Updates `theta` and the slot's state in place (CPU, f32): no new
+    /// tensors after the first step.
+    fn in_place(&self, theta: &Tensor, grad: &Tensor, slot: &mut Slot) -> Result<()> {
+        use crate::ops::inplace::update;
+        let lr = self.lr as f32;
+        match self.rule {
+            Rule::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+            } => {
+                let (mu, wd) = (momentum as f32, weight_decay as f32);
+                if momentum == 0.0 {
+                    update(theta, grad, grad, |th, g, _| *th -= lr * (g + wd * *th))?;
+                    return Ok(());
+                }
+                let buf = match &slot.momentum_buffer {
+                    // The first buffer is the gradient itself, as in PyTorch.
+                    None => (grad + (theta * weight_decay)?)?,
+                    Some(b) => {
+                        let keep = 1.0 - dampening as f32;
+                        update(b, grad, theta, |b, g, th| {
+                            *b = mu * *b + keep * (g + wd * th)
+                        })?;
+                        b.clone()
+                    }
+                };
+                update(theta, &buf, grad, |th, b, g| {
+                    let step = if nesterov { g + wd * *th + mu * b } else { b };
+                    *th -= lr * step;
+                })?;
+                slot.momentum_buffer = Some(buf);
+            }
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+            } => {
+                let (b1, b2, eps) = (beta1 as f32, beta2 as f32, eps as f32);
+                let l2 = if decoupled { 0.0 } else { weight_decay as f32 };
+                let shrink = if decoupled {
+                    (1.0 - self.lr * weight_decay) as f32
+                } else {
+                    1.0
+                };
+                let m = match &slot.exp_avg {
+                    Some(m) => m.clone(),
+                    None => theta.zeros_like()?,
+                };
+                let v = match &slot.exp_avg_sq {
+                    Some(v) => v.clone(),
+                    None => theta.zeros_like()?,
+                };
+                update(&m, grad, theta, |m, g, th| {
+                    *m = b1 * *m + (1.0 - b1) * (g + l2 * th)
+                })?;
+                update(&v, grad, theta, |v, g, th| {
+                    let g = g + l2 * th;
+                    *v = b2 * *v + (1.0 - b2) * g * g
+                })?;
+                let (bc1, bc2) = self.bias_corrections(beta1, beta2);
+                let step_size = (self.lr / bc1) as f32;
+                let bc2_sqrt = bc2.sqrt() as f32;
+                update(theta, &m, &v, |th, m, v| {
+                    *th = *th * shrink - step_size * m / (v.sqrt() / bc2_sqrt + eps)
+                })?;
+                slot.exp_avg = Some(m);
+                slot.exp_avg_sq = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The new value of `theta` from tensor ops (any device).
+    fn with_tensors(&self, theta: &Tensor, grad: &Tensor, slot: &mut Slot) -> Result<Tensor> {
+        let lr = self.lr;
+        Ok(match self.rule {
+            Rule::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+            } => {
+                let mut g = if weight_decay > 0.0 {
+                    (grad + (theta * weight_decay)?)?
+                } else {
+                    grad.clone()
+                };
+                if momentum > 0.0 {
+                    let buf = match slot.momentum_buffer.take() {
+                        None => g.clone(),
+                        Some(b) => ((b * momentum)? + (&g * (1.0 - dampening))?)?,
+                    };
+                    g = if nesterov {
+                        (&g + (&buf * momentum)?)?
+                    } else {
+                        buf.clone()
+                    };
+                    slot.momentum_buffer = Some(buf);
+                }
+                (theta - (g * lr)?)?
+            }
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+            } => {
+                let mut theta = theta.clone();
+                let g = if weight_decay > 0.0 && !decoupled {
+                    (grad + (&theta * weight_decay)?)?
+                } else {
+                    grad.clone()
+                };
+                if weight_decay > 0.0 && decoupled {
+                    theta = (theta * (1.0 - lr * weight_decay))?;
+                }
+                let m = match slot.exp_avg.take() {
+                    None => (&g * (1.0 - beta1))?,
+                    Some(m) => ((m * beta1)? + (&g * (1.0 - beta1))?)?,
+                };
+                let v = match slot.exp_avg_sq.take() {
+                    None => (g.sqr()? * (1.0 - beta2))?,
+                    Some(v) => ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
+                };
+                let (bc1, bc2) = self.bias_corrections(beta1, beta2);
+                let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
+                let update = ((&m / denom)? * (lr / bc1))?;
+                slot.exp_avg = Some(m);
+                slot.exp_avg_sq = Some(v);
+                (theta - update)?
+            }
+        })
+    }
+}
+
 pub struct Optimizer {
     rule: Rule,
     lr: f64,
@@ -161,72 +316,27 @@ impl Optimizer {
 
     /// One update from computed gradients.
     pub fn apply(&mut self, grads: &GradStore) -> Result<()> {
+        self.apply_with(grads, true)
+    }
+
+    /// One update; `fused` allows the in-place CPU path (tests compare it
+    /// with the tensor-op path that other devices take).
+    fn apply_with(&mut self, grads: &GradStore, fused: bool) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
-        let lr = self.lr;
+        let hp = Step {
+            rule: self.rule,
+            lr: self.lr,
+            t: self.step,
+        };
         for ((_, var), slot) in self.params.iter().zip(self.slots.iter_mut()) {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
             };
             let theta = var.as_tensor();
-            match self.rule {
-                Rule::Sgd {
-                    momentum,
-                    dampening,
-                    nesterov,
-                    weight_decay,
-                } => {
-                    let mut g = if weight_decay > 0.0 {
-                        (grad + (theta * weight_decay)?)?
-                    } else {
-                        grad.clone()
-                    };
-                    if momentum > 0.0 {
-                        let buf = match slot.momentum_buffer.take() {
-                            None => g.clone(),
-                            Some(b) => ((b * momentum)? + (&g * (1.0 - dampening))?)?,
-                        };
-                        g = if nesterov {
-                            (&g + (&buf * momentum)?)?
-                        } else {
-                            buf.clone()
-                        };
-                        slot.momentum_buffer = Some(buf);
-                    }
-                    var.set(&(theta - (g * lr)?)?)?;
-                }
-                Rule::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                    decoupled,
-                } => {
-                    let mut theta = theta.clone();
-                    let g = if weight_decay > 0.0 && !decoupled {
-                        (grad + (&theta * weight_decay)?)?
-                    } else {
-                        grad.clone()
-                    };
-                    if weight_decay > 0.0 && decoupled {
-                        theta = (theta * (1.0 - lr * weight_decay))?;
-                    }
-                    let m = match slot.exp_avg.take() {
-                        None => (&g * (1.0 - beta1))?,
-                        Some(m) => ((m * beta1)? + (&g * (1.0 - beta1))?)?,
-                    };
-                    let v = match slot.exp_avg_sq.take() {
-                        None => (g.sqr()? * (1.0 - beta2))?,
-                        Some(v) => ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
-                    };
-                    let bc1 = 1.0 - beta1.powi(t);
-                    let bc2 = 1.0 - beta2.powi(t);
-                    let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;
-                    let update = ((&m / denom)? * (lr / bc1))?;
-                    var.set(&(theta - update)?)?;
-                    slot.exp_avg = Some(m);
-                    slot.exp_avg_sq = Some(v);
-                }
+            if fused && theta.device().is_cpu() && theta.dtype() == candle_core::DType::F32 {
+                hp.in_place(theta, grad, slot)?;
+            } else {
+                var.set(&hp.with_tensors(theta, grad, slot)?)?;
             }
         }
         Ok(())
@@ -348,6 +458,70 @@ mod tests {
             format!("{err}").contains("momentum applies to sgd only"),
             "{err}"
         );
+    }
+
+    /// The in-place CPU path and the tensor-op path (other devices) agree.
+    #[test]
+    fn fused_and_tensor_updates_agree() {
+        let configs = [
+            OptimizerConfig::default(),
+            OptimizerConfig {
+                weight_decay: Some(0.1),
+                ..Default::default()
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::AdamW,
+                weight_decay: Some(0.05),
+                ..Default::default()
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Sgd,
+                lr: 0.1,
+                ..Default::default()
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Sgd,
+                lr: 0.1,
+                momentum: Some(0.9),
+                dampening: Some(0.3),
+                weight_decay: Some(0.01),
+                ..Default::default()
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Sgd,
+                lr: 0.1,
+                momentum: Some(0.8),
+                nesterov: Some(true),
+                weight_decay: Some(0.01),
+                ..Default::default()
+            },
+        ];
+        for cfg in configs {
+            let run = |fused: bool| {
+                let x = Var::new(&[1.0f32, -2.0, 0.5], &Device::Cpu).unwrap();
+                let mut opt = Optimizer::new(vec![("x".into(), x.clone())], &cfg).unwrap();
+                for _ in 0..5 {
+                    // A gradient that is not just x: 0.5|x|² + sum(x³)/3.
+                    let t = x.as_tensor();
+                    let loss = ((t.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap()
+                        + (t.powf(3.0).unwrap().sum_all().unwrap() / 3.0).unwrap())
+                    .unwrap();
+                    opt.apply_with(&loss.backward().unwrap(), fused).unwrap();
+                }
+                let mut state: Vec<Vec<f32>> = opt
+                    .state_tensors()
+                    .iter()
+                    .map(|(_, t)| t.to_vec1().unwrap())
+                    .collect();
+                state.push(x.as_tensor().to_vec1().unwrap());
+                state
+            };
+            let (a, b) = (run(true), run(false));
+            assert_eq!(a.len(), b.len(), "{cfg:?}");
+            for (u, v) in a.iter().zip(&b) {
+                close(u, v);
+            }
+        }
     }
 
     #[test]

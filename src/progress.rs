@@ -65,10 +65,14 @@ impl Progress {
         self.bar = Some(bar);
     }
 
-    pub fn start_epoch(&mut self, epoch: usize, epochs: usize, images: usize) {
+    /// A bar for an epoch of `images`, of which `done` were trained before
+    /// (a resumed epoch).
+    pub fn start_epoch(&mut self, epoch: usize, epochs: usize, images: usize, done: usize) {
         self.new_bar(images, "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}");
         if let Some(bar) = &self.bar {
             bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+            bar.set_position(done as u64);
+            bar.reset_eta();
         }
     }
 

@@ -441,3 +441,85 @@ fn pooling_matches_a_naive_reference_and_candle() {
         }
     }
 }
+
+type LinearFn = dyn Fn(&Tensor, &Tensor, Option<&Tensor>, bool) -> anyhow::Result<Tensor>;
+
+#[test]
+fn linear_matches_candle_forward_and_gradients() {
+    for (i, &(n, inp, out)) in [
+        (1, 5, 3),
+        (64, 400, 120),
+        (37, 84, 10),
+        (3, 1, 17),
+        (40, 33, 40),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for bias in [true, false] {
+            for relu in [false, true] {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
+                let x = Var::from_tensor(&random(&mut rng, &[n, inp])).unwrap();
+                let w = Var::from_tensor(&random(&mut rng, &[out, inp])).unwrap();
+                let b = Var::from_tensor(&random(&mut rng, &[out])).unwrap();
+                let r = random(&mut rng, &[n, out]);
+                let run = |f: &LinearFn| {
+                    let y = f(
+                        x.as_tensor(),
+                        w.as_tensor(),
+                        bias.then(|| b.as_tensor()),
+                        relu,
+                    )
+                    .unwrap();
+                    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let mut grads = vec![y, g.get(&x).unwrap().clone(), g.get(&w).unwrap().clone()];
+                    if bias {
+                        grads.push(g.get(&b).unwrap().clone());
+                    }
+                    grads
+                };
+                let ours = run(&ops::linear);
+                let theirs = run(&ops::candle_linear);
+                for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                    let e = max_err(a, b);
+                    assert!(
+                        e < 1e-4,
+                        "n{n} in{inp} out{out} bias {bias} relu {relu}: output {k} differs by {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_matches_candle_with_and_without_smoothing() {
+    for (i, &(n, k)) in [(1, 10), (64, 10), (33, 7), (5, 2)].iter().enumerate() {
+        for smoothing in [0.0, 0.1] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
+            // Large logits too: the softmax must stay stable.
+            let logits = Var::from_tensor(&(random(&mut rng, &[n, k]) * 30.0).unwrap()).unwrap();
+            let t: Vec<u32> = (0..n).map(|_| rng.random_range(0..k as u32)).collect();
+            let t = Tensor::from_vec(t, n, &Device::Cpu).unwrap();
+            let run = |f: &dyn Fn(&Tensor, &Tensor, f64) -> anyhow::Result<Tensor>| {
+                let l = f(logits.as_tensor(), &t, smoothing).unwrap();
+                let g = (&l * 3.0).unwrap().backward().unwrap();
+                (
+                    l.to_scalar::<f32>().unwrap(),
+                    g.get(&logits).unwrap().clone(),
+                )
+            };
+            let (l1, g1) = run(&ops::cross_entropy);
+            let (l2, g2) = run(&ops::candle_cross_entropy);
+            assert!(
+                (l1 - l2).abs() / l2.abs().max(1.0) < 1e-5,
+                "n{n} k{k} ε{smoothing}: loss {l1} vs {l2}"
+            );
+            assert!(
+                max_err(&g1, &g2) < 1e-5,
+                "n{n} k{k} ε{smoothing}: gradient differs by {}",
+                max_err(&g1, &g2)
+            );
+        }
+    }
+}

@@ -3,23 +3,29 @@
 
 use super::{check_dataset_fits, load_config, thousands};
 use crate::arch;
+use crate::checkpoint;
 use crate::cli::TrainArgs;
+use crate::config::Config;
 use crate::config::{DatasetName, Normalize};
 use crate::data::{Batcher, Dataset, Normalization, Splits};
+use crate::error::exit;
 use crate::fsutil::write_atomic;
 use crate::model::{Model, Weights};
 use crate::optim::Optimizer;
 use crate::progress::{Mode, Progress};
 use crate::train::{self, RunContext};
 use crate::{device, error::InputContext};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Files a run directory holds; `--force` removes exactly these.
 pub const RUN_FILES: &[&str] = &[
     "config.json",
     "history.json",
     "history.csv",
+    "steps.csv",
     "last.safetensors",
     "best.safetensors",
 ];
@@ -41,6 +47,10 @@ fn flag_overrides(args: &TrainArgs) -> Vec<(String, String)> {
     push("training.seed", args.seed.map(|v| v.to_string()));
     push("data.limit_train", args.limit_train.map(|v| v.to_string()));
     push("data.limit_test", args.limit_test.map(|v| v.to_string()));
+    push(
+        "training.checkpoint_every",
+        args.checkpoint_every.map(|v| v.to_string()),
+    );
     push(
         "data.dataset",
         args.dataset
@@ -89,11 +99,38 @@ fn create_run_dir(dir: &Path, force: bool) -> Result<()> {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let stop = interrupt_flag()?;
+    match &args.resume {
+        Some(dir) => resume(args, dir, &stop),
+        None => fresh(args, &stop),
+    }
+}
+
+/// Ctrl-C and SIGTERM set the returned flag: the loop finishes its step,
+/// saves and stops. A second signal exits at once (files are written
+/// atomically, so nothing is left half-written).
+fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag before the second handler sets it.
+        flag::register_conditional_shutdown(sig, exit::INTERRUPTED, Arc::clone(&stop))?;
+        flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+/// A new run: config and flags, a new run directory, fresh weights.
+fn fresh(args: &TrainArgs, stop: &AtomicBool) -> Result<()> {
     // 1. Settings: config file, then --set, then dedicated flags.
+    let Some(config_path) = &args.config else {
+        crate::bail_input!("cnn train needs --config FILE (or --resume RUN_DIR to continue a run)");
+    };
     if let Some(name) = &args.dataset {
         DatasetName::parse(name).map_err(|e| crate::input_error!("--dataset: {e:#}"))?;
     }
-    let mut config = load_config(&args.config, &args.sets, &flag_overrides(args))?;
+    let mut config = load_config(config_path, &args.sets, &flag_overrides(args))?;
     if let Some(dir) = &args.data_dir {
         config.data.dir = Some(dir.clone());
     }
@@ -118,6 +155,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     )?;
     check_dataset_fits(&config, &dataset)?;
     let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
+    train::steps_per_epoch(&config, splits.train.len())?;
     let normalization = Normalization::resolve(&config.data.normalize, &splits.train)?;
     config.data.dir = Some(dataset.dir.clone());
     config.data.normalize = Normalize::Given {
@@ -140,46 +178,207 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         },
         &device,
     )?;
+    let optim = Optimizer::new(model.params().to_vec(), &config.training.optimizer)?;
+    let what = "training";
+    train_and_report(
+        args,
+        what,
+        &config,
+        &dataset,
+        &splits,
+        &normalization,
+        &run_dir,
+        &model,
+        optim,
+        train::RunState::new(),
+        stop,
+        &mut progress,
+    )
+}
+
+/// Flags that would change a resumed run, with the reason each is refused.
+fn refused_on_resume(args: &TrainArgs) -> Vec<&'static str> {
+    let mut refused = Vec::new();
+    let mut check = |set: bool, flag: &'static str| {
+        if set {
+            refused.push(flag);
+        }
+    };
+    check(args.config.is_some(), "--config");
+    check(!args.sets.is_empty(), "--set");
+    check(args.lr.is_some(), "--lr");
+    check(args.batch_size.is_some(), "--batch-size");
+    check(args.seed.is_some(), "--seed");
+    check(args.dataset.is_some(), "--dataset");
+    check(args.limit_train.is_some(), "--limit-train");
+    check(args.limit_test.is_some(), "--limit-test");
+    check(args.out.is_some(), "--out");
+    check(args.force, "--force");
+    refused
+}
+
+/// Continues the run in `dir` from its `last.safetensors`.
+fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<()> {
+    let refused = refused_on_resume(args);
+    if !refused.is_empty() {
+        crate::bail_input!(
+            "--resume continues {} exactly as it was configured, so {} cannot be used with it (it would change \
+             the model, the data or the run directory). Start a new run with --config and --out instead; \
+             --epochs, --checkpoint-every, --device, --data-dir, --threads and --quiet are allowed",
+            dir.display(),
+            refused.join(", ")
+        );
+    }
+    if !dir.is_dir() {
+        crate::bail_input!("--resume {}: no such run directory", dir.display());
+    }
+    let last = train::last_path(dir);
+    if !last.is_file() {
+        crate::bail_input!(
+            "--resume {}: the run directory has no last.safetensors, so there is nothing to resume from \
+             (the run was never checkpointed); start it again with --config and --out",
+            dir.display()
+        );
+    }
+    let ck = checkpoint::load(&last).context("reading the checkpoint to resume from")?;
+    let Some(state) = ck.meta.state.clone() else {
+        crate::bail_input!(
+            "{} holds no training state (it is not a run's last.safetensors); resume from a run directory",
+            last.display()
+        );
+    };
+    let mut config = ck.meta.config.clone();
+    if let Some(epochs) = args.epochs {
+        if epochs < state.epochs_done {
+            crate::bail_input!(
+                "--epochs {epochs}: {} has already trained {} epochs; give at least that many",
+                dir.display(),
+                state.epochs_done
+            );
+        }
+        config.training.epochs = epochs;
+    }
+    if let Some(n) = args.checkpoint_every {
+        config.training.checkpoint_every = n;
+    }
+    let mut progress = Progress::new(Mode::detect(args.quiet));
+    if state.stopped_early || state.epochs_done >= config.training.epochs {
+        let why = if state.stopped_early {
+            "stopped early".to_string()
+        } else {
+            format!("finished all {} epochs", state.epochs_done)
+        };
+        progress.note(&format!(
+            "nothing to resume: {} {why}; pass a larger --epochs to train further",
+            dir.display()
+        ));
+        return Ok(());
+    }
+    config.check_settings()?;
+    let plan = arch::plan(&config).context("the config stored in the checkpoint")?;
+    let device = device::open(args.device)?;
+    let dataset = Dataset::load(
+        config.data.dataset,
+        args.data_dir.as_deref(),
+        config.data.dir.as_deref(),
+    )?;
+    check_dataset_fits(&config, &dataset)?;
+    let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
+    let normalization = ck.meta.normalization.clone();
+    let model = Model::new(&plan, Weights::Tensors(&ck.weights), &device)
+        .with_context(|| format!("checkpoint {}", last.display()))?;
     let mut optim = Optimizer::new(model.params().to_vec(), &config.training.optimizer)?;
+    optim
+        .load_state(&ck.optimizer, state.step)
+        .with_context(|| format!("optimizer state in {}", last.display()))?;
+    write_atomic(&dir.join("config.json"), config.to_pretty_json().as_bytes())?;
+    crate::history::write(dir, &state.history)?;
+    let what = format!(
+        "resuming at epoch {}, step {} of the run",
+        state.epochs_done + 1,
+        state.step
+    );
+    train_and_report(
+        args,
+        &what,
+        &config,
+        &dataset,
+        &splits,
+        &normalization,
+        dir,
+        &model,
+        optim,
+        state,
+        stop,
+        &mut progress,
+    )
+}
+
+/// Runs the loop and prints the result.
+#[allow(clippy::too_many_arguments)]
+fn train_and_report(
+    args: &TrainArgs,
+    what: &str,
+    config: &Config,
+    dataset: &Dataset,
+    splits: &Splits,
+    normalization: &Normalization,
+    run_dir: &Path,
+    model: &Model,
+    mut optim: Optimizer,
+    state: train::RunState,
+    stop: &AtomicBool,
+    progress: &mut Progress,
+) -> Result<()> {
+    let device = model.device();
     progress.note(&format!(
-        "training {} ({} parameters) on {}: {} train / {} val / {} test images, {} → {}",
+        "{what}: {} ({} parameters) on {}: {} train / {} val / {} test images, {} → {}",
         config.display_name(),
-        thousands(plan.params()),
+        thousands(model.plan().params()),
         dataset.name.name(),
         splits.train.len(),
         splits.val.len(),
         splits.test.len(),
-        device::describe(&device),
+        device::describe(device),
         run_dir.display()
     ));
-
-    // 5. Train.
-    let batcher = Batcher::new(&normalization, &device);
+    let batcher = Batcher::new(normalization, device);
     let ctx = RunContext {
-        config: &config,
-        splits: &splits,
+        config,
+        splits,
         batcher: &batcher,
-        normalization: &normalization,
+        normalization,
         classes: &dataset.classes,
-        run_dir: &run_dir,
+        run_dir,
+        stop: Some(stop),
     };
-    let outcome = train::fit(&ctx, &model, &mut optim, &mut progress)?;
+    crate::profile::enable_from_env();
+    let result = train::fit(&ctx, model, &mut optim, progress, state);
     progress.finish();
+    if let Some(table) = crate::profile::report() {
+        eprintln!("time per phase and op (CNN_PROFILE):\n{table}");
+    }
+    let outcome = result?;
 
-    // 6. Result.
     if !args.quiet {
-        let best = &outcome.history[outcome.best_epoch - 1];
-        let val = best
-            .val_acc
-            .map(|a| format!("val acc {:.2}%, ", 100.0 * a))
-            .unwrap_or_default();
-        println!(
-            "best epoch {}/{}: {val}test acc {:.2}% (test loss {:.4})",
-            best.epoch,
-            outcome.history.len(),
-            100.0 * best.test_acc,
-            best.test_loss
-        );
+        let best = outcome
+            .history
+            .iter()
+            .find(|r| r.epoch == outcome.best_epoch)
+            .or(outcome.history.last());
+        if let Some(best) = best {
+            let val = best
+                .val_acc
+                .map(|a| format!("val acc {:.2}%, ", 100.0 * a))
+                .unwrap_or_default();
+            println!(
+                "best epoch {}/{}: {val}test acc {:.2}% (test loss {:.4})",
+                best.epoch,
+                outcome.history.len(),
+                100.0 * best.test_acc,
+                best.test_loss
+            );
+        }
         println!("run directory: {}", run_dir.display());
         println!(
             "evaluate with: cnn eval --checkpoint {}",

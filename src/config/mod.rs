@@ -53,6 +53,28 @@ pub struct TrainingConfig {
     /// Cross-entropy label smoothing in [0, 1).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// How the learning rate changes over the run (default: constant).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The metric that picks `best.safetensors` and drives early stopping.
+    #[serde(default)]
+    pub monitor: Monitor,
+    /// Stop when the monitored metric has not improved for a while.
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Also write `last.safetensors` every N optimizer steps (0: only at
+    /// the end of each epoch), so a crash loses at most N steps.
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Divergence guard: stop when a batch's mean loss is above this (or not
+    /// finite). Cross-entropy starts near ln(classes); healthy training never
+    /// comes near 1000. `null` keeps only the non-finite check.
+    #[serde(default = "default_max_loss")]
+    pub max_loss: Option<f64>,
+}
+
+fn default_max_loss() -> Option<f64> {
+    Some(1000.0)
 }
 
 fn default_epochs() -> usize {
@@ -73,7 +95,163 @@ impl Default for TrainingConfig {
             seed: default_seed(),
             optimizer: OptimizerConfig::default(),
             label_smoothing: 0.0,
+            lr_schedule: LrSchedule::default(),
+            monitor: Monitor::default(),
+            early_stopping: None,
+            checkpoint_every: 0,
+            max_loss: default_max_loss(),
         }
+    }
+}
+
+/// A per-epoch metric of the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    #[default]
+    ValAcc,
+    ValLoss,
+    TrainAcc,
+    TrainLoss,
+}
+
+impl Monitor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::ValAcc => "val_acc",
+            Monitor::ValLoss => "val_loss",
+            Monitor::TrainAcc => "train_acc",
+            Monitor::TrainLoss => "train_loss",
+        }
+    }
+    /// Accuracies improve upwards, losses downwards.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Monitor::ValAcc | Monitor::TrainAcc)
+    }
+    pub fn needs_validation(self) -> bool {
+        matches!(self, Monitor::ValAcc | Monitor::ValLoss)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Smallest change that counts as an improvement.
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+/// A learning-rate schedule (see `schedule`), with an optional linear warmup:
+/// `{"type": "cosine", "warmup_epochs": 1}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LrSchedule {
+    pub kind: ScheduleKind,
+    /// Epochs (may be fractional) of linear warmup before the schedule.
+    pub warmup_epochs: f64,
+    /// The warmup starts at this fraction of the rate.
+    pub warmup_start_factor: f64,
+}
+
+impl Default for LrSchedule {
+    fn default() -> Self {
+        LrSchedule {
+            kind: ScheduleKind::Constant,
+            warmup_epochs: 0.0,
+            warmup_start_factor: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleKind {
+    Constant,
+    /// Multiply by `gamma` every `step_size` epochs.
+    Step {
+        step_size: usize,
+        gamma: f64,
+    },
+    /// Multiply by `gamma` at each listed epoch (0-based).
+    Multistep {
+        milestones: Vec<usize>,
+        gamma: f64,
+    },
+    /// Multiply by `gamma` every epoch.
+    Exponential {
+        gamma: f64,
+    },
+    /// Half a cosine from the rate down to `eta_min` over `t_max` epochs
+    /// (default: the whole run after warmup).
+    Cosine {
+        #[serde(default)]
+        t_max: Option<usize>,
+        #[serde(default)]
+        eta_min: f64,
+    },
+    /// Up from `max_lr/div_factor` to `max_lr` over `pct_start` of the run,
+    /// then down to `max_lr/(div_factor·final_div_factor)`, every step.
+    OneCycle {
+        #[serde(default)]
+        max_lr: Option<f64>,
+        #[serde(default = "pct_start")]
+        pct_start: f64,
+        #[serde(default = "div_factor")]
+        div_factor: f64,
+        #[serde(default = "final_div_factor")]
+        final_div_factor: f64,
+    },
+}
+
+fn pct_start() -> f64 {
+    0.3
+}
+fn div_factor() -> f64 {
+    25.0
+}
+fn final_div_factor() -> f64 {
+    1e4
+}
+
+impl Serialize for LrSchedule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v = serde_json::to_value(&self.kind).map_err(serde::ser::Error::custom)?;
+        if let Value::Object(map) = &mut v {
+            map.insert("warmup_epochs".into(), self.warmup_epochs.into());
+            map.insert(
+                "warmup_start_factor".into(),
+                self.warmup_start_factor.into(),
+            );
+        }
+        v.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LrSchedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut v = Value::deserialize(d)?;
+        let defaults = LrSchedule::default();
+        let mut number = |key: &str, default: f64| -> Result<f64, D::Error> {
+            match v.as_object_mut().and_then(|m| m.remove(key)) {
+                None | Some(Value::Null) => Ok(default),
+                Some(Value::Number(n)) => n
+                    .as_f64()
+                    .ok_or_else(|| D::Error::custom(format!("`{key}` must be a number"))),
+                Some(other) => Err(D::Error::custom(format!(
+                    "`{key}` must be a number, got {other}"
+                ))),
+            }
+        };
+        let warmup_epochs = number("warmup_epochs", defaults.warmup_epochs)?;
+        let warmup_start_factor = number("warmup_start_factor", defaults.warmup_start_factor)?;
+        let kind = ScheduleKind::deserialize(v).map_err(D::Error::custom)?;
+        Ok(LrSchedule {
+            kind,
+            warmup_epochs,
+            warmup_start_factor,
+        })
     }
 }
 
@@ -481,6 +659,20 @@ impl Config {
             bail_input!(
                 "training.label_smoothing is {}; it must be in [0, 1), e.g. 0.1",
                 t.label_smoothing
+            );
+        }
+        crate::schedule::check(&t.lr_schedule, t.epochs)?;
+        if let Some(m) = t.max_loss
+            && !(m.is_finite() && m > 0.0)
+        {
+            bail_input!("training.max_loss is {m}; give a positive number (default 1000) or null");
+        }
+        if let Some(es) = &t.early_stopping
+            && !(es.min_delta.is_finite() && es.min_delta >= 0.0)
+        {
+            bail_input!(
+                "training.early_stopping.min_delta is {}; it must be 0 or positive",
+                es.min_delta
             );
         }
         if self.data.eval_batch_size == 0 {

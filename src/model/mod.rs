@@ -9,7 +9,7 @@ use crate::arch::{ConvGeometry, LayerPlan, Op, Plan};
 use crate::ops;
 use crate::rng::{self, Rng};
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -27,7 +27,10 @@ enum Layer {
         weight: Tensor,
         bias: Option<Tensor>,
     },
-    Linear(candle_nn::Linear),
+    Linear {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
     BatchNorm(candle_nn::BatchNorm),
     MaxPool(crate::arch::PoolGeometry),
     AvgPool(crate::arch::PoolGeometry),
@@ -93,7 +96,7 @@ impl Model {
         }
         let fused = (0..layers.len())
             .map(|i| {
-                matches!(layers[i], Layer::Conv { .. })
+                matches!(layers[i], Layer::Conv { .. } | Layer::Linear { .. })
                     && matches!(layers.get(i + 1), Some(Layer::Relu))
             })
             .collect();
@@ -187,7 +190,7 @@ impl Model {
             Layer::Conv { geom, weight, bias } => {
                 ops::conv2d(x, weight, bias.as_ref(), geom, relu)?
             }
-            Layer::Linear(l) => l.forward(x)?,
+            Layer::Linear { weight, bias } => ops::linear(x, weight, bias.as_ref(), relu)?,
             Layer::BatchNorm(bn) => bn.forward_t(x, train)?,
             Layer::MaxPool(g) => ops::max_pool2d(x, g)?,
             Layer::AvgPool(g) => ops::avg_pool2d(x, g)?,
@@ -241,7 +244,7 @@ fn build_layer(
             } else {
                 None
             };
-            Layer::Linear(candle_nn::Linear::new(w, b))
+            Layer::Linear { weight: w, bias: b }
         }
         Op::BatchNorm {
             features,

@@ -90,6 +90,11 @@ impl Conv {
         })
     }
 
+    fn label(&self) -> String {
+        let g = &self.geom;
+        format!("conv2d {}→{} k{}", g.in_channels, g.out_channels, g.kernel)
+    }
+
     fn forward(
         &self,
         x: &[f32],
@@ -98,6 +103,7 @@ impl Conv {
         wl: &Layout,
         b: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope(|| format!("{} forward", self.label()));
         let d = self.dims(xl, wl)?;
         let (k, p) = (d.k(), d.win.out_len());
         let mut y = vec![0f32; d.n * d.out_image()];
@@ -158,6 +164,10 @@ impl Conv {
         dy: &Tensor,
         need_dx: bool,
     ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let _t = crate::profile::scope(|| {
+            let dx = if need_dx { "" } else { " (no dx)" };
+            format!("{} backward{dx}", self.label())
+        });
         let d = self.dims(x.layout(), w.layout())?;
         let (k, p) = (d.k(), d.win.out_len());
         let x = x.contiguous()?;

@@ -5,7 +5,10 @@
 
 pub mod conv;
 pub mod cpu;
+pub mod inplace;
+pub mod linear;
 pub mod pool;
+pub mod xent;
 
 use crate::arch::{ConvGeometry, Pad4, PoolGeometry};
 use crate::config::PaddingMode;
@@ -86,6 +89,57 @@ pub fn candle_conv2d(
         None => y,
     };
     Ok(if relu { y.relu()? } else { y })
+}
+
+/// Fully connected layer `y = x·Wᵀ + b` on `x: [n, in]`, `weight: [out, in]`,
+/// followed by a ReLU when `relu` is set.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    if native(x) {
+        let op = linear::Linear { relu };
+        return Ok(match bias {
+            Some(b) => x.apply_op3(weight, b, linear::LinearBias(op))?,
+            None => x.apply_op2(weight, linear::LinearNoBias(op))?,
+        });
+    }
+    candle_linear(x, weight, bias, relu)
+}
+
+/// [`linear`] from candle's ops.
+pub fn candle_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    let y = x.matmul(&weight.t()?)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    Ok(if relu { y.relu()? } else { y })
+}
+
+/// Mean cross-entropy of `logits [n, k]` against class indices `targets [n]`
+/// (u32). With smoothing ε the target is `(1-ε)·one_hot + ε/k`, as in PyTorch.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, smoothing: f64) -> Result<Tensor> {
+    if native(logits) {
+        let op = xent::SoftmaxCrossEntropy {
+            smoothing: smoothing as f32,
+        };
+        return Ok(logits.apply_op2(&targets.contiguous()?, op)?);
+    }
+    candle_cross_entropy(logits, targets, smoothing)
+}
+
+/// [`cross_entropy`] from candle's ops.
+pub fn candle_cross_entropy(logits: &Tensor, targets: &Tensor, smoothing: f64) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
+    let nll = candle_nn::loss::nll(&logp, targets)?;
+    if smoothing == 0.0 {
+        return Ok(nll);
+    }
+    let uniform = (logp.mean(candle_core::D::Minus1)?.mean_all()? * -1.0)?;
+    Ok(((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?)
 }
 
 /// Pads the two spatial dimensions with the given mode.

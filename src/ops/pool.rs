@@ -104,6 +104,7 @@ impl CustomOp1 for Pool {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope(|| format!("{} forward", self.name()));
         let d = self.dims(l)?;
         let x = cpu::slice(s, l)?;
         let (in_plane, out_plane) = (d.h * d.w, d.oh * d.ow);
@@ -134,6 +135,7 @@ impl CustomOp1 for Pool {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let _t = crate::profile::scope(|| format!("{} backward", self.name()));
         let arg = arg.contiguous()?;
         let grad = grad.contiguous()?;
         let d = self.dims(arg.layout())?;

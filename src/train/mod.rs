@@ -1,22 +1,29 @@
 //! The training loop: epochs of seeded shuffled batches, an optimizer step
 //! per batch, then validation and test passes, the history files and the
-//! `last`/`best` checkpoints. Reporting goes through [`Progress`].
+//! `last`/`best` checkpoints. Everything the loop depends on is either in
+//! [`RunState`] (saved in `last.safetensors`) or derived from the seed, so a
+//! run resumed from any checkpoint continues exactly as if never stopped.
 
 pub mod eval;
 pub mod loss;
+pub mod state;
 
 use crate::checkpoint::{self, Meta};
 use crate::config::Config;
 use crate::data::{Batcher, Normalization, Splits};
-use crate::history::{self, EpochRecord};
+use crate::error::Interrupted;
+use crate::history::{self, EpochRecord, StepLog};
 use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::progress::Progress;
-use crate::rng;
+use crate::schedule::{self, Position};
+use crate::{profile, rng};
 use anyhow::{Context, Result};
 use eval::{EvalResult, evaluate};
 use rand::seq::SliceRandom;
+pub use state::RunState;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Everything a run needs besides the model and optimizer.
@@ -27,6 +34,8 @@ pub struct RunContext<'a> {
     pub normalization: &'a Normalization,
     pub classes: &'a [String],
     pub run_dir: &'a Path,
+    /// Set by Ctrl-C / SIGTERM: finish the step, save, stop.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// How a finished run went.
@@ -37,43 +46,54 @@ pub struct Outcome {
     pub best_epoch: usize,
     pub best_path: PathBuf,
     pub last_path: PathBuf,
+    pub stopped_early: bool,
 }
 
-/// The metric that picks `best.safetensors`: validation accuracy, or training
-/// accuracy when the run has no validation split.
-fn monitored(r: &EpochRecord) -> f64 {
-    r.val_acc.unwrap_or(r.train_acc)
+pub fn last_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("last.safetensors")
+}
+pub fn best_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("best.safetensors")
 }
 
+/// Training batches per epoch.
+pub fn steps_per_epoch(config: &Config, train_images: usize) -> Result<usize> {
+    let bs = config.training.batch_size;
+    let steps = if config.data.drop_last {
+        train_images / bs
+    } else {
+        train_images.div_ceil(bs)
+    };
+    if steps == 0 {
+        crate::bail_input!(
+            "the training split has {train_images} images, fewer than one batch of {bs}, and data.drop_last is true; \
+             lower training.batch_size or set data.drop_last=false"
+        );
+    }
+    Ok(steps)
+}
+
+/// Trains from `state` (fresh or resumed) until the configured number of
+/// epochs, early stopping or an interruption.
 pub fn fit(
     ctx: &RunContext,
     model: &Model,
     optim: &mut Optimizer,
     progress: &mut Progress,
+    mut state: RunState,
 ) -> Result<Outcome> {
     let cfg = &ctx.config.training;
     let data_cfg = &ctx.config.data;
     let train = &ctx.splits.train;
     let batch_size = cfg.batch_size;
-    let steps_per_epoch = if data_cfg.drop_last {
-        train.len() / batch_size
-    } else {
-        train.len().div_ceil(batch_size)
-    };
-    if steps_per_epoch == 0 {
-        crate::bail_input!(
-            "the training split has {} images, fewer than one batch of {batch_size}, and data.drop_last is true; \
-             lower training.batch_size or set data.drop_last=false",
-            train.len()
-        );
-    }
-    let last_path = ctx.run_dir.join("last.safetensors");
-    let best_path = ctx.run_dir.join("best.safetensors");
-    let mut history: Vec<EpochRecord> = Vec::with_capacity(cfg.epochs);
-    let mut best: Option<(usize, f64)> = None;
+    let steps_per_epoch = steps_per_epoch(ctx.config, train.len())?;
+    let base_lr = cfg.optimizer.lr;
+    let mut steps = StepLog::open(ctx.run_dir, state.step)?;
+    let stop_requested = || ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst));
 
-    for epoch in 1..=cfg.epochs {
-        // 1. This epoch's order and dropout stream, both derived from the seed.
+    while state.epochs_done < cfg.epochs && !state.stopped_early {
+        let epoch = state.epochs_done + 1;
+        // 1. This epoch's order, derived from the seed and the epoch.
         let mut order = train.indices.clone();
         if data_cfg.shuffle {
             order.shuffle(&mut rng::stream(
@@ -82,38 +102,81 @@ pub fn fit(
                 epoch as u64,
             ));
         }
-        model.set_dropout_rng(rng::stream(cfg.seed, rng::Purpose::Dropout, epoch as u64));
 
-        // 2. One pass over the training images.
-        progress.start_epoch(epoch, cfg.epochs, train.len());
+        // 2. The training steps not yet done.
+        progress.start_epoch(epoch, cfg.epochs, train.len(), state.partial.seen);
         let started = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0usize);
-        for chunk in order.chunks(batch_size).take(steps_per_epoch) {
+        let seconds_before = state.partial.seconds;
+        for chunk in order
+            .chunks(batch_size)
+            .take(steps_per_epoch)
+            .skip(state.batches_done)
+        {
+            let lr = schedule::lr(
+                &cfg.lr_schedule,
+                base_lr,
+                Position {
+                    epoch: epoch - 1,
+                    step: state.step,
+                    steps_per_epoch,
+                    epochs: cfg.epochs,
+                },
+            );
+            optim.set_lr(lr);
+            model.set_dropout_rng(rng::stream(cfg.seed, rng::Purpose::Dropout, state.step));
+            let phase = |name: &'static str| profile::scope(|| format!("step: {name}"));
+
+            let t = phase("batch assembly");
             let (x, y) = ctx.batcher.batch(train.set, chunk)?;
+            drop(t);
+            let t = phase("forward + loss");
             let logits = model.logits(&x, true)?;
             let loss = loss::cross_entropy(&logits, &y, cfg.label_smoothing)?;
-            optim.backward_step(&loss)?;
             let l = loss.to_scalar::<f32>()? as f64;
-            if !l.is_finite() {
-                anyhow::bail!(
-                    "the loss became {l} at epoch {epoch}, step {} (training diverged); lower the learning rate \
-                     (training.optimizer.lr is {}); the checkpoints on disk are from the last finite epoch",
-                    optim.steps(),
-                    optim.lr()
-                );
+            drop(t);
+            if !l.is_finite() || cfg.max_loss.is_some_and(|m| l > m) {
+                return Err(diverged(ctx, epoch, &state, l, lr));
             }
-            loss_sum += l * chunk.len() as f64;
-            correct += loss::correct(&logits.detach(), &y)?;
-            seen += chunk.len();
-            let secs = started.elapsed().as_secs_f64();
+            let t = phase("backward");
+            let grads = loss.backward().context("computing gradients")?;
+            drop(t);
+            let t = phase("optimizer");
+            optim.apply(&grads)?;
+            drop(t);
+
+            let _t = phase("metrics");
+            let correct = loss::correct(&logits.detach(), &y)?;
+            state.step += 1;
+            state.batches_done += 1;
+            let p = &mut state.partial;
+            p.loss_sum += l * chunk.len() as f64;
+            p.correct += correct;
+            p.seen += chunk.len();
+            p.seconds = seconds_before + started.elapsed().as_secs_f64();
+            steps.push(
+                state.step,
+                epoch,
+                l,
+                correct as f64 / chunk.len() as f64,
+                lr,
+            )?;
             progress.step(
-                seen,
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-                seen as f64 / secs.max(1e-9),
+                p.seen,
+                p.loss_sum / p.seen as f64,
+                p.correct as f64 / p.seen as f64,
+                p.seen as f64 / p.seconds.max(1e-9),
             );
+            let interrupted = stop_requested();
+            if interrupted || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) {
+                // The step log first: it may run ahead of the checkpoint
+                // (resume drops the extra rows), never behind it.
+                steps.flush()?;
+                save_last(ctx, model, optim, &state, epoch)?;
+            }
+            if interrupted {
+                return Err(interrupted_error(ctx, epoch, &state));
+            }
         }
-        let epoch_seconds = started.elapsed().as_secs_f64();
 
         // 3. Validation and test passes.
         let eval_bs = data_cfg.eval_batch_size;
@@ -133,47 +196,134 @@ pub fn fit(
         let test = evaluate(model, &ctx.splits.test, ctx.batcher, eval_bs, |n| {
             progress.eval_step(n)
         })?;
-
+        let p = &state.partial;
         let record = EpochRecord {
             epoch,
             lr: optim.lr(),
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
+            train_loss: p.loss_sum / p.seen.max(1) as f64,
+            train_acc: p.correct as f64 / p.seen.max(1) as f64,
             val_loss: val.map(|v| v.loss),
             val_acc: val.map(|v| v.accuracy),
             test_loss: test.loss,
             test_acc: test.accuracy,
-            epoch_seconds,
-            images_per_second: seen as f64 / epoch_seconds.max(1e-9),
+            epoch_seconds: p.seconds,
+            images_per_second: p.seen as f64 / p.seconds.max(1e-9),
         };
         progress.finish_epoch(&record, cfg.epochs);
-        history.push(record.clone());
 
-        // 4. Files: history first, then `last`, then `best` if it improved.
-        history::write(ctx.run_dir, &history)?;
-        let meta = Meta {
-            config: ctx.config.clone(),
-            epoch,
-            step: optim.steps(),
-            metrics: Some(record.clone()),
-            normalization: ctx.normalization.clone(),
-            classes: ctx.classes.to_vec(),
-            dataset: data_cfg.dataset.name().to_string(),
-        };
-        let mut tensors = model.tensors();
-        tensors.extend(optim.state_tensors());
-        checkpoint::save(&last_path, &meta, &tensors).context("saving last.safetensors")?;
-        let score = monitored(&record);
-        if best.is_none_or(|(_, b)| score > b) {
-            best = Some((epoch, score));
-            checkpoint::save(&best_path, &meta, &model.tensors())
+        // 4. Files. `best` first, then `last` (which records the new best),
+        //    then the history: a crash anywhere in between resumes from the
+        //    previous `last` and redoes identical work.
+        let is_best = state.judge(&record, cfg.monitor, cfg.early_stopping.as_ref());
+        state.history.push(record.clone());
+        state.epochs_done = epoch;
+        state.batches_done = 0;
+        state.partial = Default::default();
+        ensure_finite(ctx, model, epoch, &state)?;
+        if is_best {
+            let meta = meta(ctx, &state, None);
+            checkpoint::save(&best_path(ctx.run_dir), &meta, &model.tensors())
                 .context("saving best.safetensors")?;
+        }
+        steps.flush()?;
+        save_last(ctx, model, optim, &state, epoch)?;
+        history::write(ctx.run_dir, &state.history)?;
+        if state.stopped_early {
+            progress.note(&format!(
+                "early stopping: {} has not improved for {} epoch(s) (best {:.4} at epoch {})",
+                cfg.monitor.name(),
+                state.epochs_without_improvement,
+                state.best.map_or(f64::NAN, |b| b.value),
+                state.best.map_or(0, |b| b.epoch)
+            ));
+        }
+        if stop_requested() && state.epochs_done < cfg.epochs && !state.stopped_early {
+            return Err(interrupted_error(ctx, epoch + 1, &state));
         }
     }
     Ok(Outcome {
-        history,
-        best_epoch: best.map(|b| b.0).unwrap_or(0),
-        best_path,
-        last_path,
+        best_epoch: state.best.map_or(0, |b| b.epoch),
+        history: state.history,
+        best_path: best_path(ctx.run_dir),
+        last_path: last_path(ctx.run_dir),
+        stopped_early: state.stopped_early,
     })
+}
+
+/// Checkpoint metadata; `run` (the resumable state) goes into `last` only.
+fn meta(ctx: &RunContext, state: &RunState, run: Option<&RunState>) -> Meta {
+    Meta {
+        config: ctx.config.clone(),
+        epoch: state.epochs_done,
+        step: state.step,
+        metrics: state.history.last().cloned(),
+        normalization: ctx.normalization.clone(),
+        classes: ctx.classes.to_vec(),
+        dataset: ctx.config.data.dataset.name().to_string(),
+        state: run.cloned(),
+    }
+}
+
+/// Writes `last.safetensors`: weights, optimizer state and the run state.
+fn save_last(
+    ctx: &RunContext,
+    model: &Model,
+    optim: &Optimizer,
+    state: &RunState,
+    epoch: usize,
+) -> Result<()> {
+    let _t = profile::scope(|| "checkpoint: last".to_string());
+    ensure_finite(ctx, model, epoch, state)?;
+    let mut tensors = model.tensors();
+    tensors.extend(optim.state_tensors());
+    checkpoint::save(
+        &last_path(ctx.run_dir),
+        &meta(ctx, state, Some(state)),
+        &tensors,
+    )
+    .context("saving last.safetensors")
+}
+
+/// Refuses to save weights that are no longer finite (a divergence the loss
+/// has not shown yet): the checkpoints on disk stay the last finite ones.
+fn ensure_finite(ctx: &RunContext, model: &Model, epoch: usize, state: &RunState) -> Result<()> {
+    for (name, var) in model.params() {
+        let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            anyhow::bail!(
+                "training diverged in epoch {epoch} by step {}: {name} holds {bad}; lower the learning rate \
+                 (training.optimizer.lr is {}). The checkpoints in {} are from before, with finite weights",
+                state.step,
+                ctx.config.training.optimizer.lr,
+                ctx.run_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn diverged(ctx: &RunContext, epoch: usize, state: &RunState, loss: f64, lr: f64) -> anyhow::Error {
+    let why = match ctx.config.training.max_loss {
+        Some(max) if loss.is_finite() => {
+            format!("reached {loss:.4e}, above training.max_loss = {max}")
+        }
+        _ => format!("became {loss}"),
+    };
+    anyhow::anyhow!(
+        "training diverged: the loss {why} at epoch {epoch}, step {} of the epoch (step {} of the run) \
+         with learning rate {lr:e}; lower it (training.optimizer.lr, --lr) or add a warmup \
+         (training.lr_schedule.warmup_epochs). The checkpoints in {} are from before, with finite weights",
+        state.batches_done + 1,
+        state.step + 1,
+        ctx.run_dir.display()
+    )
+}
+
+fn interrupted_error(ctx: &RunContext, epoch: usize, state: &RunState) -> anyhow::Error {
+    anyhow::Error::new(Interrupted(format!(
+        "interrupted in epoch {epoch} after step {} of the run; saved {}. Resume with: cnn train --resume {}",
+        state.step,
+        last_path(ctx.run_dir).display(),
+        ctx.run_dir.display()
+    )))
 }

@@ -1,0 +1,307 @@
+//! Learning-rate schedules, as pure functions of where training is (epoch
+//! and step), so a resumed run needs no scheduler state: step, multistep,
+//! exponential and cosine change the rate once per epoch, as PyTorch's
+//! schedulers do when stepped per epoch; one-cycle changes it every step;
+//! an optional linear warmup runs in front of any of them, step by step.
+
+use crate::config::{LrSchedule, ScheduleKind};
+use anyhow::Result;
+
+/// Where training is: `epoch` is 0-based, `step` counts optimizer steps of
+/// the whole run, `steps_per_epoch` and `epochs` give the run's length.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    pub epoch: usize,
+    pub step: u64,
+    pub steps_per_epoch: usize,
+    pub epochs: usize,
+}
+
+/// Checks a schedule's settings; every message names the field.
+pub fn check(s: &LrSchedule, epochs: usize) -> Result<()> {
+    let field = |f: &str| format!("training.lr_schedule.{f}");
+    if !(s.warmup_epochs.is_finite() && s.warmup_epochs >= 0.0) {
+        crate::bail_input!(
+            "{} is {}; it must be 0 or more epochs",
+            field("warmup_epochs"),
+            s.warmup_epochs
+        );
+    }
+    if !(s.warmup_start_factor > 0.0 && s.warmup_start_factor <= 1.0) {
+        crate::bail_input!(
+            "{} is {}; it must be in (0, 1], e.g. 0.1",
+            field("warmup_start_factor"),
+            s.warmup_start_factor
+        );
+    }
+    let gamma_ok = |g: f64| g.is_finite() && g > 0.0;
+    match &s.kind {
+        ScheduleKind::Constant => {}
+        ScheduleKind::Step { step_size, gamma } => {
+            if *step_size == 0 {
+                crate::bail_input!("{} is 0; decay every 1 or more epochs", field("step_size"));
+            }
+            if !gamma_ok(*gamma) {
+                crate::bail_input!(
+                    "{} is {gamma}; it must be positive, e.g. 0.1",
+                    field("gamma")
+                );
+            }
+        }
+        ScheduleKind::Multistep { milestones, gamma } => {
+            if milestones.windows(2).any(|w| w[0] >= w[1]) {
+                crate::bail_input!(
+                    "{} is {milestones:?}; list epochs in increasing order",
+                    field("milestones")
+                );
+            }
+            if !gamma_ok(*gamma) {
+                crate::bail_input!(
+                    "{} is {gamma}; it must be positive, e.g. 0.1",
+                    field("gamma")
+                );
+            }
+        }
+        ScheduleKind::Exponential { gamma } => {
+            if !gamma_ok(*gamma) {
+                crate::bail_input!(
+                    "{} is {gamma}; it must be positive, e.g. 0.95",
+                    field("gamma")
+                );
+            }
+        }
+        ScheduleKind::Cosine { t_max, eta_min } => {
+            if *t_max == Some(0) {
+                crate::bail_input!(
+                    "{} is 0; give the number of epochs of one half-period",
+                    field("t_max")
+                );
+            }
+            if !(eta_min.is_finite() && *eta_min >= 0.0) {
+                crate::bail_input!(
+                    "{} is {eta_min}; it must be 0 or positive",
+                    field("eta_min")
+                );
+            }
+        }
+        ScheduleKind::OneCycle {
+            max_lr,
+            pct_start,
+            div_factor,
+            final_div_factor,
+        } => {
+            if let Some(m) = max_lr
+                && !(m.is_finite() && *m > 0.0)
+            {
+                crate::bail_input!("{} is {m}; it must be positive", field("max_lr"));
+            }
+            if !(*pct_start > 0.0 && *pct_start < 1.0) {
+                crate::bail_input!(
+                    "{} is {pct_start}; it must be in (0, 1), e.g. 0.3",
+                    field("pct_start")
+                );
+            }
+            if !(*div_factor >= 1.0 && *final_div_factor >= 1.0) {
+                crate::bail_input!(
+                    "{} and {} must be at least 1",
+                    field("div_factor"),
+                    field("final_div_factor")
+                );
+            }
+            if s.warmup_epochs > 0.0 {
+                crate::bail_input!(
+                    "{} is {}, but one_cycle warms up by itself (pct_start); remove warmup_epochs",
+                    field("warmup_epochs"),
+                    s.warmup_epochs
+                );
+            }
+        }
+    }
+    if s.warmup_epochs >= epochs as f64 && s.warmup_epochs > 0.0 {
+        crate::bail_input!(
+            "{} is {} but the run has only {epochs} epochs; shorten the warmup",
+            field("warmup_epochs"),
+            s.warmup_epochs
+        );
+    }
+    Ok(())
+}
+
+/// The learning rate for the step at `pos`, given the optimizer's base rate.
+pub fn lr(s: &LrSchedule, base: f64, pos: Position) -> f64 {
+    let spe = pos.steps_per_epoch.max(1) as f64;
+    // Warmup: linear over the first `warmup_epochs`, counted in steps.
+    let warmup_steps = (s.warmup_epochs * spe).round();
+    let in_warmup = (pos.step as f64) < warmup_steps;
+    let warmup_epochs_whole = s.warmup_epochs.ceil() as usize;
+    // The main schedule starts counting after the warmup.
+    let epoch = pos.epoch.saturating_sub(warmup_epochs_whole);
+    let main = match &s.kind {
+        ScheduleKind::Constant => base,
+        ScheduleKind::Step { step_size, gamma } => {
+            base * gamma.powi((epoch / step_size.max(&1)) as i32)
+        }
+        ScheduleKind::Multistep { milestones, gamma } => {
+            base * gamma.powi(milestones.iter().filter(|&&m| m <= epoch).count() as i32)
+        }
+        ScheduleKind::Exponential { gamma } => base * gamma.powi(epoch as i32),
+        ScheduleKind::Cosine { t_max, eta_min } => {
+            let t_max = t_max.unwrap_or(pos.epochs.saturating_sub(warmup_epochs_whole).max(1));
+            let t = epoch.min(t_max) as f64;
+            eta_min
+                + (base - eta_min) * (1.0 + (std::f64::consts::PI * t / t_max as f64).cos()) / 2.0
+        }
+        ScheduleKind::OneCycle {
+            max_lr,
+            pct_start,
+            div_factor,
+            final_div_factor,
+        } => {
+            // PyTorch's OneCycleLR (anneal_strategy="cos", three_phase=False).
+            let max_lr = max_lr.unwrap_or(base);
+            let initial = max_lr / div_factor;
+            let min_lr = initial / final_div_factor;
+            let total = (pos.epochs * pos.steps_per_epoch).max(2) as f64;
+            let up_end = pct_start * total - 1.0;
+            let down_end = total - 1.0;
+            let t = (pos.step as f64).min(down_end);
+            let cos = |from: f64, to: f64, frac: f64| {
+                to + (from - to) / 2.0 * (1.0 + (std::f64::consts::PI * frac).cos())
+            };
+            if t <= up_end {
+                cos(initial, max_lr, t / up_end.max(1e-9))
+            } else {
+                cos(max_lr, min_lr, (t - up_end) / (down_end - up_end).max(1e-9))
+            }
+        }
+    };
+    if in_warmup {
+        let frac = pos.step as f64 / warmup_steps.max(1.0);
+        main * (s.warmup_start_factor + (1.0 - s.warmup_start_factor) * frac)
+    } else {
+        main
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(kind: ScheduleKind) -> LrSchedule {
+        LrSchedule {
+            kind,
+            warmup_epochs: 0.0,
+            warmup_start_factor: 0.1,
+        }
+    }
+
+    fn at(s: &LrSchedule, epoch: usize, step_in_epoch: u64) -> f64 {
+        let spe = 10;
+        lr(
+            s,
+            0.1,
+            Position {
+                epoch,
+                step: epoch as u64 * spe as u64 + step_in_epoch,
+                steps_per_epoch: spe,
+                epochs: 10,
+            },
+        )
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+    }
+
+    // torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5), lr 0.1:
+    // epochs 0-2 → 0.1, 3-5 → 0.05, 6-8 → 0.025, 9 → 0.0125
+    #[test]
+    fn step_decays_every_step_size_epochs() {
+        let s = sched(ScheduleKind::Step {
+            step_size: 3,
+            gamma: 0.5,
+        });
+        for (e, want) in [
+            (0, 0.1),
+            (2, 0.1),
+            (3, 0.05),
+            (5, 0.05),
+            (6, 0.025),
+            (9, 0.0125),
+        ] {
+            close(at(&s, e, 7), want);
+        }
+    }
+
+    // MultiStepLR(milestones=[2, 5], gamma=0.1): 0.1, 0.1, 0.01, 0.01, 0.01, 0.001
+    #[test]
+    fn multistep_decays_at_milestones() {
+        let s = sched(ScheduleKind::Multistep {
+            milestones: vec![2, 5],
+            gamma: 0.1,
+        });
+        for (e, want) in [
+            (0, 0.1),
+            (1, 0.1),
+            (2, 0.01),
+            (4, 0.01),
+            (5, 0.001),
+            (9, 0.001),
+        ] {
+            close(at(&s, e, 0), want);
+        }
+    }
+
+    // ExponentialLR(gamma=0.9): 0.1 · 0.9^epoch
+    #[test]
+    fn exponential_multiplies_each_epoch() {
+        let s = sched(ScheduleKind::Exponential { gamma: 0.9 });
+        close(at(&s, 0, 5), 0.1);
+        close(at(&s, 3, 5), 0.1 * 0.729);
+    }
+
+    // CosineAnnealingLR(T_max=10, eta_min=0.001): epoch 5 is the midpoint,
+    // 0.001 + 0.099·(1+cos(π/2))/2 = 0.0505; epoch 0 is 0.1.
+    #[test]
+    fn cosine_follows_half_a_cosine() {
+        let s = sched(ScheduleKind::Cosine {
+            t_max: Some(10),
+            eta_min: 0.001,
+        });
+        close(at(&s, 0, 3), 0.1);
+        close(at(&s, 5, 3), 0.0505);
+        close(at(&s, 10, 0), 0.001);
+    }
+
+    // Linear warmup over 2 epochs (20 steps) from 0.1·lr, then the schedule.
+    #[test]
+    fn warmup_ramps_linearly_then_hands_over() {
+        let mut s = sched(ScheduleKind::Step {
+            step_size: 1,
+            gamma: 0.5,
+        });
+        s.warmup_epochs = 2.0;
+        close(at(&s, 0, 0), 0.01);
+        close(at(&s, 1, 0), 0.1 * (0.1 + 0.9 * 0.5));
+        // After the warmup the step schedule starts from its own epoch 0.
+        close(at(&s, 2, 0), 0.1);
+        close(at(&s, 3, 0), 0.05);
+    }
+
+    // OneCycleLR(max_lr=0.1, total_steps=100, pct_start=0.3, div_factor=25,
+    // final_div_factor=1e4): starts at 0.004, peaks at 0.1 on step 29,
+    // ends at 4e-7 on step 99.
+    #[test]
+    fn one_cycle_matches_pytorch_endpoints() {
+        let s = sched(ScheduleKind::OneCycle {
+            max_lr: None,
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        });
+        close(at(&s, 0, 0), 0.004);
+        close(at(&s, 2, 9), 0.1);
+        close(at(&s, 9, 9), 4e-7);
+        assert!(at(&s, 1, 0) > 0.004 && at(&s, 1, 0) < 0.1);
+    }
+}
