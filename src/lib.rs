@@ -24,6 +24,7 @@ pub mod profile;
 pub mod progress;
 pub mod rng;
 pub mod schedule;
+pub mod status;
 pub mod train;
 
 use anyhow::Result;

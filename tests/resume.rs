@@ -128,8 +128,16 @@ fn killed_runs_resume_to_identical_tensors_and_history() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
+    assert_eq!(
+        cnn::status::read(&killed).unwrap().status,
+        cnn::status::State::Killed
+    );
     let status = spawn(dir.path(), &resume, "2").wait().unwrap();
     assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        cnn::status::read(&killed).unwrap().status,
+        cnn::status::State::Done
+    );
     assert_eq!(saved_step(&killed), steps);
     assert_same_run(&full, &killed);
 
@@ -171,6 +179,10 @@ fn ctrl_c_saves_an_evaluable_checkpoint_and_exits_130() {
         err.contains("interrupted") && err.contains("cnn train --resume"),
         "{err}"
     );
+    assert_eq!(
+        cnn::status::read(&out).unwrap().status,
+        cnn::status::State::Interrupted
+    );
     let (code, out_json, err) = run(cnn(dir.path())
         .args(["eval", "--json", "--checkpoint"])
         .arg(out.join("last.safetensors")));
@@ -204,6 +216,9 @@ fn a_diverging_run_stops_with_a_clear_message_and_finite_checkpoints() {
         "{err}"
     );
     assert!(!err.contains("panicked"));
+    let status = cnn::status::read(&out).unwrap();
+    assert_eq!(status.status, cnn::status::State::Failed);
+    assert!(status.message.unwrap().contains("training diverged"));
     for f in ["last.safetensors", "best.safetensors"] {
         let p = out.join(f);
         if p.exists() {

@@ -3,7 +3,6 @@
 
 use super::{check_dataset_fits, load_config, thousands};
 use crate::arch;
-use crate::checkpoint;
 use crate::cli::TrainArgs;
 use crate::config::Config;
 use crate::config::{DatasetName, Normalize};
@@ -14,6 +13,7 @@ use crate::model::{Model, Weights};
 use crate::optim::Optimizer;
 use crate::progress::{Mode, Progress};
 use crate::train::{self, RunContext};
+use crate::{checkpoint, status};
 use crate::{device, error::InputContext};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ pub const RUN_FILES: &[&str] = &[
     "history.json",
     "history.csv",
     "steps.csv",
+    "status.json",
     "last.safetensors",
     "best.safetensors",
 ];
@@ -165,35 +166,40 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool) -> Result<()> {
 
     // 3. Run directory with the resolved config, written before training.
     create_run_dir(&run_dir, args.force)?;
-    write_atomic(
-        &run_dir.join("config.json"),
-        config.to_pretty_json().as_bytes(),
-    )?;
+    let started = status::start(&run_dir)?;
+    let result = (|| {
+        write_atomic(
+            &run_dir.join("config.json"),
+            config.to_pretty_json().as_bytes(),
+        )?;
 
-    // 4. Model and optimizer.
-    let model = Model::new(
-        &plan,
-        Weights::Init {
-            seed: config.training.seed,
-        },
-        &device,
-    )?;
-    let optim = Optimizer::new(model.params().to_vec(), &config.training.optimizer)?;
-    let what = "training";
-    train_and_report(
-        args,
-        what,
-        &config,
-        &dataset,
-        &splits,
-        &normalization,
-        &run_dir,
-        &model,
-        optim,
-        train::RunState::new(),
-        stop,
-        &mut progress,
-    )
+        // 4. Model and optimizer.
+        let model = Model::new(
+            &plan,
+            Weights::Init {
+                seed: config.training.seed,
+            },
+            &device,
+        )?;
+        let optim = Optimizer::new(model.params().to_vec(), &config.training.optimizer)?;
+        let what = "training";
+        train_and_report(
+            args,
+            what,
+            &config,
+            &dataset,
+            &splits,
+            &normalization,
+            &run_dir,
+            &model,
+            optim,
+            train::RunState::new(),
+            stop,
+            &mut progress,
+        )
+    })();
+    status::finish(&run_dir, &started, &result);
+    result.map(|_| ())
 }
 
 /// Flags that would change a resumed run, with the reason each is refused.
@@ -232,6 +238,13 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<()> {
     if !dir.is_dir() {
         crate::bail_input!("--resume {}: no such run directory", dir.display());
     }
+    let started = status::start(dir)?;
+    let result = resume_in(args, dir, stop);
+    status::finish(dir, &started, &result);
+    result.map(|_| ())
+}
+
+fn resume_in(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<Option<String>> {
     let last = train::last_path(dir);
     if !last.is_file() {
         crate::bail_input!(
@@ -272,7 +285,7 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<()> {
             "nothing to resume: {} {why}; pass a larger --epochs to train further",
             dir.display()
         ));
-        return Ok(());
+        return Ok(Some(format!("nothing to resume: {why}")));
     }
     config.check_settings()?;
     let plan = arch::plan(&config).context("the config stored in the checkpoint")?;
@@ -329,7 +342,7 @@ fn train_and_report(
     state: train::RunState,
     stop: &AtomicBool,
     progress: &mut Progress,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let device = model.device();
     progress.note(&format!(
         "{what}: {} ({} parameters) on {}: {} train / {} val / {} test images, {} → {}",
@@ -385,5 +398,16 @@ fn train_and_report(
             outcome.best_path.display()
         );
     }
-    Ok(())
+    Ok(outcome.stopped_early.then(|| {
+        format!(
+            "stopped early after epoch {}: {} had not improved for {} epoch(s)",
+            outcome.history.len(),
+            config.training.monitor.name(),
+            config
+                .training
+                .early_stopping
+                .as_ref()
+                .map_or(0, |e| e.patience)
+        )
+    }))
 }
