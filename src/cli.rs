@@ -40,6 +40,8 @@ pub enum Command {
         cnn train --config configs/lenet.json --set training.optimizer.type=sgd \\\n      \
         --set training.optimizer.momentum=0.9 --lr 0.05\n  \
         cnn train --config configs/lenet.json --dataset fashion-mnist --device cuda\n  \
+        cnn train --config configs/cifar10-cnn.json --data-dir data/cifar-10-batches-bin\n  \
+        cnn train --config my.json --dataset imagefolder --data-dir photos/  (photos/<class>/*.jpg)\n  \
         cnn train --resume runs/lenet --epochs 20\n\n\
         The run directory (default runs/<config name>) receives config.json, history.json, \
         history.csv, steps.csv, last.safetensors and best.safetensors. Ctrl-C saves and exits 130; \
@@ -49,6 +51,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         cnn eval --checkpoint runs/lenet/best.safetensors\n  \
         cnn eval --checkpoint runs/lenet/best.safetensors --split val --json\n  \
+        cnn eval --checkpoint runs/digits/best.safetensors --test-dir held-back/\n  \
         cnn eval --checkpoint torch_lenet.safetensors --config configs/lenet.json")]
     Eval(EvalArgs),
     /// Show each layer's output shape, parameters and multiply-adds.
@@ -83,13 +86,20 @@ pub struct TrainArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Directory holding the dataset files (default: see README, "Data").
+    /// Directory holding the dataset files (default: see README, "Data");
+    /// for --dataset imagefolder, the folder with one sub-folder per class.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Dataset to train on: mnist or fashion-mnist (overrides data.dataset).
+    /// Dataset to train on: mnist, fashion-mnist, cifar10 or imagefolder
+    /// (overrides data.dataset).
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
+
+    /// Never download a dataset from the Hugging Face Hub; use local files
+    /// and files already in the hub's cache only.
+    #[arg(long)]
+    pub no_download: bool,
 
     /// cpu, cuda, cuda:N or auto (CUDA when available).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
@@ -141,9 +151,19 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Directory holding the dataset files (default: where training found them).
+    /// Directory holding the dataset files (default: where training found
+    /// them); for an image folder, the folder of class sub-folders.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Image folders: evaluate on this folder (one sub-folder per class,
+    /// named as in training) as the test split.
+    #[arg(long, value_name = "DIR")]
+    pub test_dir: Option<PathBuf>,
+
+    /// Never download a dataset from the Hugging Face Hub.
+    #[arg(long)]
+    pub no_download: bool,
 
     /// Which split to evaluate.
     #[arg(long, value_enum, default_value = "test")]

@@ -6,7 +6,7 @@ use crate::arch;
 use crate::checkpoint;
 use crate::cli::EvalArgs;
 use crate::config::Config;
-use crate::data::{Batcher, Dataset, Normalization, Splits, class_names};
+use crate::data::{Batcher, Dataset, LoadOptions, Normalization, Splits, class_names};
 use crate::device;
 use crate::model::{Model, Weights};
 use crate::progress::{Mode, Progress};
@@ -66,12 +66,26 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let model = Model::new(&plan, Weights::Tensors(&loaded.weights), &device)
         .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
 
+    // An image folder's labels follow the checkpoint's class names.
+    let known = (!loaded.classes.is_empty()).then_some(&loaded.classes[..]);
     let dataset = Dataset::load(
-        config.data.dataset,
-        args.data_dir.as_deref(),
-        config.data.dir.as_deref(),
+        config,
+        &LoadOptions {
+            data_dir: args.data_dir.as_deref(),
+            test_dir: args.test_dir.as_deref(),
+            no_download: args.no_download,
+            classes: known,
+            quiet: false,
+        },
     )?;
+    for note in &dataset.notes {
+        eprintln!("{note}");
+    }
     check_dataset_fits(config, &dataset)?;
+    let classes = match known {
+        Some(c) => c.to_vec(),
+        None => dataset.classes.clone(),
+    };
     let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
     let normalization = match &loaded.normalization {
         Some(n) => n.clone(),
@@ -109,7 +123,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "correct": result.correct,
             "loss": result.loss,
             "accuracy": result.accuracy,
-            "classes": loaded.classes,
+            "classes": classes,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -125,6 +139,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             result.samples,
             dataset.dir.display()
         );
+        println!("classes     {} ({})", classes.join(", "), classes.len());
         println!("loss        {:.4}", result.loss);
         println!(
             "accuracy    {:.2}% ({}/{})",

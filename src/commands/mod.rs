@@ -5,7 +5,7 @@ pub mod eval;
 pub mod summary;
 pub mod train;
 
-use crate::config::{Config, apply_overrides, parse_assignment};
+use crate::config::{Config, DatasetName, apply_overrides, parse_assignment};
 use crate::data::Dataset;
 use anyhow::Result;
 use std::path::Path;
@@ -37,11 +37,18 @@ pub fn check_dataset_fits(config: &Config, data: &Dataset) -> Result<()> {
         );
     }
     if config.num_classes != data.classes.len() {
+        let what = match data.name {
+            DatasetName::ImageFolder => format!(
+                "the image folder {} has {} class folders ({})",
+                data.dir.display(),
+                data.classes.len(),
+                data.classes.join(", ")
+            ),
+            name => format!("{} has {} classes", name.name(), data.classes.len()),
+        };
         crate::bail_input!(
-            "num_classes is {} but {} has {} classes; set num_classes to {} (and the last layer's width)",
+            "num_classes is {} but {what}; set num_classes to {} (and the last layer's width)",
             config.num_classes,
-            data.name.name(),
-            data.classes.len(),
             data.classes.len()
         );
     }

@@ -6,7 +6,7 @@ use crate::arch;
 use crate::cli::TrainArgs;
 use crate::config::Config;
 use crate::config::{DatasetName, Normalize};
-use crate::data::{Batcher, Dataset, Normalization, Splits};
+use crate::data::{Batcher, Dataset, LoadOptions, Normalization, Splits};
 use crate::error::exit;
 use crate::fsutil::write_atomic;
 use crate::model::{Model, Weights};
@@ -59,6 +59,17 @@ fn flag_overrides(args: &TrainArgs) -> Vec<(String, String)> {
             .map(|d| serde_json::Value::String(d.clone()).to_string()),
     );
     sets
+}
+
+/// Where and how `train` finds its data.
+fn load_options<'a>(args: &'a TrainArgs, classes: Option<&'a [String]>) -> LoadOptions<'a> {
+    LoadOptions {
+        data_dir: args.data_dir.as_deref(),
+        test_dir: None,
+        no_download: args.no_download,
+        classes,
+        quiet: args.quiet,
+    }
 }
 
 /// Refuses a non-empty run directory unless `force`; touches nothing.
@@ -148,17 +159,22 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool) -> Result<()> {
     check_run_dir(&run_dir, args.force)?;
     let device = device::open(args.device)?;
 
-    // 2. Data, split and normalisation.
-    let dataset = Dataset::load(
-        config.data.dataset,
-        args.data_dir.as_deref(),
-        config.data.dir.as_deref(),
-    )?;
+    // 2. Data, split and normalisation; the config records what they came
+    //    to (directories, split sizes, statistics) so that eval and resume
+    //    rebuild exactly the same.
+    let dataset = Dataset::load(&config, &load_options(args, None))?;
+    for note in &dataset.notes {
+        progress.note(note);
+    }
     check_dataset_fits(&config, &dataset)?;
     let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
     train::steps_per_epoch(&config, splits.train.len())?;
     let normalization = Normalization::resolve(&config.data.normalize, &splits.train)?;
-    config.data.dir = Some(dataset.dir.clone());
+    config.data.dir = (!dataset.from_hub).then(|| dataset.dir.clone());
+    if let Some(t) = &config.data.test_dir {
+        config.data.test_dir = Some(t.canonicalize().unwrap_or_else(|_| t.clone()));
+    }
+    splits.record_sizes(&mut config.data);
     config.data.normalize = Normalize::Given {
         mean: normalization.mean.clone(),
         std: normalization.std.clone(),
@@ -230,7 +246,7 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<()> {
         crate::bail_input!(
             "--resume continues {} exactly as it was configured, so {} cannot be used with it (it would change \
              the model, the data or the run directory). Start a new run with --config and --out instead; \
-             --epochs, --checkpoint-every, --device, --data-dir, --threads and --quiet are allowed",
+             --epochs, --checkpoint-every, --device, --data-dir, --no-download, --threads and --quiet are allowed",
             dir.display(),
             refused.join(", ")
         );
@@ -290,11 +306,10 @@ fn resume_in(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<Option<S
     config.check_settings()?;
     let plan = arch::plan(&config).context("the config stored in the checkpoint")?;
     let device = device::open(args.device)?;
-    let dataset = Dataset::load(
-        config.data.dataset,
-        args.data_dir.as_deref(),
-        config.data.dir.as_deref(),
-    )?;
+    let dataset = Dataset::load(&config, &load_options(args, Some(&ck.meta.classes)))?;
+    for note in &dataset.notes {
+        progress.note(note);
+    }
     check_dataset_fits(&config, &dataset)?;
     let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
     let normalization = ck.meta.normalization.clone();

@@ -3,9 +3,11 @@
 //! overrides; it does not check that the layers fit together (that is
 //! `arch`) nor touch tensors.
 
+mod data;
 mod layers;
 mod overrides;
 
+pub use data::*;
 pub use layers::*;
 pub use overrides::{apply_overrides, parse_assignment};
 
@@ -14,7 +16,7 @@ use crate::error::InputContext;
 use anyhow::Result;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A whole config file, with every default filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,205 +327,6 @@ impl Default for OptimizerConfig {
     }
 }
 
-/// The datasets the tool knows how to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DatasetName {
-    #[serde(rename = "mnist")]
-    Mnist,
-    #[serde(rename = "fashion-mnist", alias = "fashion_mnist")]
-    FashionMnist,
-}
-
-impl DatasetName {
-    pub const ALL: &[DatasetName] = &[DatasetName::Mnist, DatasetName::FashionMnist];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DatasetName::Mnist => "mnist",
-            DatasetName::FashionMnist => "fashion-mnist",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "mnist" => Ok(DatasetName::Mnist),
-            "fashion-mnist" | "fashion_mnist" => Ok(DatasetName::FashionMnist),
-            other => bail_input!(
-                "unknown dataset `{other}`; expected one of: {}",
-                Self::ALL
-                    .iter()
-                    .map(|d| d.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    #[serde(default = "default_dataset")]
-    pub dataset: DatasetName,
-    /// Directory holding the dataset files; recorded so that `cnn eval` finds
-    /// the data again. Looked up when not given (see README).
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// Images held out of the training file for validation: a count, or a
-    /// fraction in (0, 1). Chosen with the training seed.
-    #[serde(default = "default_val_size")]
-    pub val_size: ValSize,
-    /// Use only the first N training images (after the validation split).
-    #[serde(default)]
-    pub limit_train: Option<usize>,
-    /// Use only the first N test images.
-    #[serde(default)]
-    pub limit_test: Option<usize>,
-    /// Input normalisation: "auto" (per-channel mean and std of the training
-    /// split), "none", or {"mean": [...], "std": [...]}.
-    #[serde(default)]
-    pub normalize: Normalize,
-    /// Reshuffle the training images every epoch.
-    #[serde(default = "yes")]
-    pub shuffle: bool,
-    /// Drop the last incomplete training batch instead of training on it.
-    #[serde(default)]
-    pub drop_last: bool,
-    /// Batch size for validation and test passes (no gradients are kept).
-    #[serde(default = "default_eval_batch_size")]
-    pub eval_batch_size: usize,
-}
-
-fn default_dataset() -> DatasetName {
-    DatasetName::Mnist
-}
-fn default_val_size() -> ValSize {
-    ValSize::Count(10_000)
-}
-fn default_eval_batch_size() -> usize {
-    1000
-}
-fn yes() -> bool {
-    true
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            dataset: default_dataset(),
-            dir: None,
-            val_size: default_val_size(),
-            limit_train: None,
-            limit_test: None,
-            normalize: Normalize::default(),
-            shuffle: true,
-            drop_last: false,
-            eval_batch_size: default_eval_batch_size(),
-        }
-    }
-}
-
-/// Size of the validation split.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ValSize {
-    Count(usize),
-    Fraction(f64),
-}
-
-impl ValSize {
-    /// How many of `n` training images go to validation.
-    pub fn of(self, n: usize) -> usize {
-        match self {
-            ValSize::Count(c) => c,
-            ValSize::Fraction(f) => (f * n as f64).round() as usize,
-        }
-    }
-}
-
-impl Serialize for ValSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self {
-            ValSize::Count(c) => s.serialize_u64(c as u64),
-            ValSize::Fraction(f) => s.serialize_f64(f),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ValSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let x = f64::deserialize(d)?;
-        if x >= 1.0 && x.fract() == 0.0 && x < 1e15 {
-            Ok(ValSize::Count(x as usize))
-        } else if x == 0.0 {
-            Ok(ValSize::Count(0))
-        } else if x > 0.0 && x < 1.0 {
-            Ok(ValSize::Fraction(x))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "{x} is neither a whole number of images nor a fraction between 0 and 1"
-            )))
-        }
-    }
-}
-
-/// How inputs are normalised before the first layer.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum Normalize {
-    /// Per-channel mean and std computed from the training split.
-    #[default]
-    Auto,
-    /// Pixels scaled to [0, 1] only.
-    None,
-    /// Given per-channel statistics (of pixels scaled to [0, 1]).
-    Given { mean: Vec<f64>, std: Vec<f64> },
-}
-
-impl Serialize for Normalize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Stats<'a> {
-            mean: &'a [f64],
-            std: &'a [f64],
-        }
-        match self {
-            Normalize::Auto => s.serialize_str("auto"),
-            Normalize::None => s.serialize_str("none"),
-            Normalize::Given { mean, std } => Stats { mean, std }.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Normalize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        enum Word {
-            Auto,
-            None,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Stats {
-            mean: Vec<f64>,
-            std: Vec<f64>,
-        }
-        #[derive(Deserialize)]
-        #[serde(
-            untagged,
-            expecting = "\"auto\", \"none\" or {\"mean\": [..], \"std\": [..]}"
-        )]
-        enum Repr {
-            Word(Word),
-            Stats(Stats),
-        }
-        Ok(match Repr::deserialize(d)? {
-            Repr::Word(Word::Auto) => Normalize::Auto,
-            Repr::Word(Word::None) => Normalize::None,
-            Repr::Stats(Stats { mean, std }) => Normalize::Given { mean, std },
-        })
-    }
-}
-
 /// The top level as read, before the layers are decoded one by one so that
 /// every layer error can name its index.
 #[derive(Deserialize)]
@@ -675,9 +478,7 @@ impl Config {
                 es.min_delta
             );
         }
-        if self.data.eval_batch_size == 0 {
-            bail_input!("data.eval_batch_size is 0; use a positive batch size such as 1000");
-        }
+        self.data.check(self.input_shape)?;
         crate::optim::Rule::from_config(&t.optimizer)?;
         Ok(())
     }

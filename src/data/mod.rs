@@ -1,14 +1,29 @@
-//! Datasets: where the files are looked for, reading them into compact `u8`
-//! memory, the seeded train/validation split, normalisation statistics and
+//! Datasets: reading MNIST and Fashion-MNIST (IDX), CIFAR-10 (binary
+//! batches), image folders and the Hugging Face Hub's parquet files into
+//! compact `u8` memory; the seeded splits, normalisation, augmentation and
 //! batch assembly. Nothing here knows about models or training.
+//!
+//! One module per concern: [`locate`] (where files are looked for),
+//! [`idx`], [`cifar`], [`folder`], [`hub`] (readers), [`split`],
+//! [`normalize`], [`augment`], [`batch`].
 
+pub mod augment;
+pub mod batch;
+pub mod cifar;
+pub mod folder;
+pub mod hub;
 pub mod idx;
+pub mod locate;
+pub mod normalize;
+pub mod split;
 
-use crate::config::{DataConfig, DatasetName, Normalize};
-use crate::rng;
-use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
-use rand::seq::SliceRandom;
+pub use batch::Batcher;
+pub use locate::candidate_dirs;
+pub use normalize::Normalization;
+pub use split::{Splits, Subset};
+
+use crate::config::{Config, DataConfig, DatasetName};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -41,14 +56,22 @@ impl ImageSet {
     }
 }
 
-/// A dataset read from disk: its training and test files and class names.
+/// A dataset read into memory: training and test images and class names.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub name: DatasetName,
+    /// Where the images were read from (for an image folder: its root; for
+    /// the hub: the repository's folder in the cache).
     pub dir: PathBuf,
+    /// Read from the Hugging Face Hub's cache rather than a local directory.
+    pub from_hub: bool,
     pub classes: Vec<String>,
     pub train: ImageSet,
-    pub test: ImageSet,
+    /// `None` for an image folder without a test folder: the test images
+    /// are then carved from `train` by the seed (see [`Splits`]).
+    pub test: Option<ImageSet>,
+    /// Worth telling the user: images skipped or resized, files ignored.
+    pub notes: Vec<String>,
 }
 
 /// Which part of the data to use.
@@ -70,10 +93,29 @@ impl Split {
     }
 }
 
+/// How a command wants the data found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// `--data-dir`: the only place looked at for MNIST, Fashion-MNIST and
+    /// CIFAR-10; the root for an image folder (overrides `data.dir`).
+    pub data_dir: Option<&'a Path>,
+    /// `cnn eval --test-dir`: other test images for an image folder.
+    pub test_dir: Option<&'a Path>,
+    /// `--no-download`: use local files and the hub's cache only.
+    pub no_download: bool,
+    /// The class names labels must follow (a checkpoint's); `None` for the
+    /// dataset's own.
+    pub classes: Option<&'a [String]>,
+    /// Print nothing (no download line or bar).
+    pub quiet: bool,
+}
+
+/// The fixed class names of the built-in datasets (an image folder's are
+/// its sub-folder names).
 pub fn class_names(name: DatasetName) -> Vec<String> {
-    match name {
-        DatasetName::Mnist => (0..10).map(|d| d.to_string()).collect(),
-        DatasetName::FashionMnist => [
+    let names: Vec<&str> = match name {
+        DatasetName::Mnist => vec!["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+        DatasetName::FashionMnist => vec![
             "T-shirt/top",
             "Trouser",
             "Pullover",
@@ -84,116 +126,212 @@ pub fn class_names(name: DatasetName) -> Vec<String> {
             "Sneaker",
             "Bag",
             "Ankle boot",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    }
-}
-
-/// Where a dataset is looked for, in order. An explicit `--data-dir` is the
-/// only place tried when given.
-pub fn candidate_dirs(
-    name: DatasetName,
-    explicit: Option<&Path>,
-    recorded: Option<&Path>,
-) -> Vec<(PathBuf, &'static str)> {
-    if let Some(dir) = explicit {
-        return vec![(dir.to_path_buf(), "--data-dir")];
-    }
-    let mut dirs = Vec::new();
-    if let Some(env) = std::env::var_os("CNN_DATA_DIR").filter(|v| !v.is_empty()) {
-        let env = PathBuf::from(env);
-        // CNN_DATA_DIR may hold the files or one folder per dataset.
-        dirs.push((env.join(name.name()), "CNN_DATA_DIR/<dataset>"));
-        dirs.push((env, "CNN_DATA_DIR"));
-    }
-    if let Some(dir) = recorded {
-        dirs.push((dir.to_path_buf(), "data.dir in the config"));
-    }
-    dirs.push((PathBuf::from("data").join(name.name()), "./data/<dataset>"));
-    dirs.push((
-        PathBuf::from("/usr/share/datasets").join(name.name()),
-        "system datasets",
-    ));
-    dirs
-}
-
-fn how_to_get(name: DatasetName) -> &'static str {
-    match name {
-        DatasetName::Mnist => {
-            "download the four MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
-             t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into ./data/mnist, or pass \
-             --data-dir DIR (on the project's machines: --data-dir ../shared/data/mnist)"
-        }
-        DatasetName::FashionMnist => {
-            "install Debian's package (apt-get install dataset-fashion-mnist), or put the four \
-             Fashion-MNIST IDX files into ./data/fashion-mnist, or pass --data-dir DIR"
-        }
-    }
-}
-
-/// Finds the directory holding the dataset's files.
-pub fn resolve_dir(
-    name: DatasetName,
-    explicit: Option<&Path>,
-    recorded: Option<&Path>,
-) -> Result<(PathBuf, [PathBuf; 4])> {
-    let candidates = candidate_dirs(name, explicit, recorded);
-    for (dir, _) in &candidates {
-        if let Some(files) = idx::find_files(dir) {
-            return Ok((dir.clone(), files));
-        }
-    }
-    let tried: Vec<String> = candidates
-        .iter()
-        .map(|(d, why)| {
-            let state = if d.is_dir() {
-                "no complete set of IDX files"
-            } else {
-                "no such directory"
-            };
-            format!("  {} ({why}): {state}", d.display())
-        })
-        .collect();
-    crate::bail_input!(
-        "cannot find the {} dataset. Looked in:\n{}\nEach place needs {} (raw or .gz).\nTo fix: {}",
-        name.name(),
-        tried.join("\n"),
-        idx::FILES.join(", "),
-        how_to_get(name)
-    )
+        ],
+        DatasetName::Cifar10 => cifar::CLASSES.to_vec(),
+        DatasetName::ImageFolder => Vec::new(),
+    };
+    names.into_iter().map(str::to_string).collect()
 }
 
 impl Dataset {
-    /// Finds and reads a dataset (see [`resolve_dir`]).
-    pub fn load(
-        name: DatasetName,
-        explicit: Option<&Path>,
-        recorded: Option<&Path>,
-    ) -> Result<Dataset> {
-        let (dir, files) = resolve_dir(name, explicit, recorded)?;
-        let classes = class_names(name);
-        let train = read_pair(&files[0], &files[1], classes.len())?;
-        let test = read_pair(&files[2], &files[3], classes.len())?;
-        if train.shape() != test.shape() {
-            crate::bail_input!(
-                "in {}: training images are {}×{} but test images are {}×{}",
-                dir.display(),
-                train.height,
-                train.width,
-                test.height,
-                test.width
-            );
+    /// Finds and reads the dataset of `config.data` (images of an image
+    /// folder come out in the config's input shape).
+    pub fn load(config: &Config, opts: &LoadOptions) -> Result<Dataset> {
+        match config.data.dataset {
+            DatasetName::ImageFolder => load_folder(config, opts),
+            name => load_builtin(name, &config.data, opts),
         }
-        let dir = dir.canonicalize().unwrap_or(dir);
-        Ok(Dataset {
+    }
+}
+
+/// The local files of a built-in dataset.
+enum Files {
+    Idx([PathBuf; 4]),
+    Cifar([PathBuf; 6]),
+}
+
+fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Result<Dataset> {
+    let candidates = candidate_dirs(name, opts.data_dir, data.dir.as_deref());
+    let classes = class_names(name);
+    let found = match name {
+        DatasetName::Cifar10 => locate::find(
+            &candidates,
+            |d| cifar::find_files(d).map(|(dir, f)| (dir, Files::Cifar(f))),
+            "no complete set of CIFAR-10 binary files",
+        ),
+        _ => locate::find(
+            &candidates,
+            |d| idx::find_files(d).map(|f| (d.to_path_buf(), Files::Idx(f))),
+            "no complete set of IDX files",
+        ),
+    };
+    let mut tried = match found {
+        Ok((_, (dir, files))) => {
+            let (train, test) = match files {
+                Files::Idx(f) => {
+                    let train = read_pair(&f[0], &f[1], classes.len())?;
+                    let test = read_pair(&f[2], &f[3], classes.len())?;
+                    (train, test)
+                }
+                Files::Cifar(f) => cifar::read(&f)?,
+            };
+            if train.shape() != test.shape() {
+                crate::bail_input!(
+                    "in {}: training images are {}×{} but test images are {}×{}",
+                    dir.display(),
+                    train.height,
+                    train.width,
+                    test.height,
+                    test.width
+                );
+            }
+            let dir = dir.canonicalize().unwrap_or(dir);
+            return Ok(Dataset {
+                name,
+                dir,
+                from_hub: false,
+                classes,
+                train,
+                test: Some(test),
+                notes: Vec::new(),
+            });
+        }
+        Err(tried) => tried,
+    };
+    let needs = locate::files_needed(name);
+    let fix = locate::how_to_get(name);
+    let remote = hub::remote(name).filter(|_| opts.data_dir.is_none());
+    let Some(remote) = remote else {
+        crate::bail_input!(
+            "cannot find the {} dataset. Looked in:\n{}\n{needs}\nTo fix: {fix}",
+            name.name(),
+            tried.join("\n")
+        );
+    };
+    let download = if opts.no_download {
+        Err("downloading is off (--no-download)".to_string())
+    } else if !data.download {
+        Err("downloading is off (data.download is false)".to_string())
+    } else if hub::offline_env() {
+        Err("downloading is off (HF_HUB_OFFLINE is set)".to_string())
+    } else {
+        Ok(())
+    };
+    match hub::fetch(&remote, classes.len(), download, opts.quiet)? {
+        Ok(h) => Ok(Dataset {
             name,
-            dir,
+            notes: vec![format!(
+                "{} from the Hugging Face Hub cache ({})",
+                name.name(),
+                h.dir.display()
+            )],
+            dir: h.dir,
+            from_hub: true,
             classes,
-            train,
-            test,
-        })
+            train: h.train,
+            test: Some(h.test),
+        }),
+        Err(u) => {
+            tried.push(format!(
+                "  {} (Hugging Face Hub cache): not downloaded",
+                u.cache.display()
+            ));
+            let remote_line = if u.downloading_off {
+                format!("and did not download it from {}: {}.", u.url, u.reason)
+            } else {
+                format!("and could not download it from {}: {}.", u.url, u.reason)
+            };
+            crate::bail_input!(
+                "cannot find the {} dataset. Looked in:\n{}\n{remote_line}\n{needs}\nTo fix: {fix}",
+                name.name(),
+                tried.join("\n")
+            )
+        }
+    }
+}
+
+fn load_folder(config: &Config, opts: &LoadOptions) -> Result<Dataset> {
+    let data = &config.data;
+    let Some(root) = opts.data_dir.or(data.dir.as_deref()) else {
+        crate::bail_input!(
+            "data.dataset is imagefolder but no folder is given; set data.dir (or pass --data-dir DIR) to \
+             a folder with one sub-folder of images per class, e.g. DIR/cat/001.png"
+        );
+    };
+    let present = folder::class_folders(root, "image folder")?;
+    let classes = match opts.classes {
+        Some(known) => {
+            if data.carves_test() && present != known {
+                crate::bail_input!(
+                    "image folder {} has the classes {} but the checkpoint was trained on {}; its test \
+                     images are carved from the same folder, so it must be unchanged (or give a test \
+                     folder with --test-dir)",
+                    root.display(),
+                    present.join(", "),
+                    known.join(", ")
+                );
+            }
+            known.to_vec()
+        }
+        None => present.clone(),
+    };
+    if classes.len() > 256 {
+        crate::bail_input!(
+            "image folder {} has {} class folders; at most 256 classes are supported",
+            root.display(),
+            classes.len()
+        );
+    }
+    let shape = config.input_shape;
+    let mut notes = Vec::new();
+    let train = folder::read(root, &present, &classes, shape, data.on_bad_image)?;
+    report(&train, root, shape, &mut notes);
+    let test = match opts.test_dir.or(data.test_dir.as_deref()) {
+        Some(dir) => {
+            let present = folder::class_folders(dir, "test folder")?;
+            let test = folder::read(dir, &present, &classes, shape, data.on_bad_image)?;
+            report(&test, dir, shape, &mut notes);
+            Some(test.set)
+        }
+        None => None,
+    };
+    Ok(Dataset {
+        name: DatasetName::ImageFolder,
+        dir: root.canonicalize().unwrap_or_else(|_| root.to_path_buf()),
+        from_hub: false,
+        classes,
+        train: train.set,
+        test,
+        notes,
+    })
+}
+
+/// Notes on what reading a folder skipped, resized or ignored.
+fn report(f: &folder::Folder, dir: &Path, [_, h, w]: [usize; 3], notes: &mut Vec<String>) {
+    if !f.skipped.is_empty() {
+        notes.push(format!(
+            "skipped {} unreadable image(s) in {} (data.on_bad_image is \"skip\"): {}",
+            f.skipped.len(),
+            dir.display(),
+            folder::list(&f.skipped)
+        ));
+    }
+    if let Some((path, ow, oh)) = &f.resized_example {
+        notes.push(format!(
+            "resized {} of {} image(s) in {} to {h}×{w} (input_shape), e.g. {} ({oh}×{ow})",
+            f.resized,
+            f.set.len(),
+            dir.display(),
+            path.display()
+        ));
+    }
+    if f.ignored > 0 {
+        notes.push(format!(
+            "ignored {} file(s) in {} that are not images ({})",
+            f.ignored,
+            dir.display(),
+            folder::EXTENSIONS.join(", ")
+        ));
     }
 }
 
@@ -227,221 +365,4 @@ fn read_pair(images: &Path, labels: &Path, classes: usize) -> Result<ImageSet> {
         pixels: img.pixels,
         labels: lab,
     })
-}
-
-/// A list of images of one [`ImageSet`].
-#[derive(Debug, Clone)]
-pub struct Subset<'a> {
-    pub set: &'a ImageSet,
-    pub indices: Vec<u32>,
-}
-
-impl Subset<'_> {
-    pub fn len(&self) -> usize {
-        self.indices.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
-    }
-}
-
-/// The three parts a run uses, after the validation split and the limits.
-#[derive(Debug, Clone)]
-pub struct Splits<'a> {
-    pub train: Subset<'a>,
-    pub val: Subset<'a>,
-    pub test: Subset<'a>,
-}
-
-impl<'a> Splits<'a> {
-    /// Carves the validation images out of the training file with the seed,
-    /// then applies `limit_train` / `limit_test`.
-    pub fn new(data: &'a Dataset, cfg: &DataConfig, seed: u64) -> Result<Splits<'a>> {
-        let n = data.train.len();
-        let n_val = cfg.val_size.of(n);
-        if n_val >= n {
-            crate::bail_input!(
-                "data.val_size asks for {n_val} validation images but the training file of {} has only {n}; \
-                 lower it, e.g. --set data.val_size=0.1",
-                data.name.name()
-            );
-        }
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.shuffle(&mut rng::stream(seed, rng::Purpose::Split, 0));
-        let mut val = order[..n_val].to_vec();
-        let mut train = order[n_val..].to_vec();
-        val.sort_unstable();
-        train.sort_unstable();
-        if let Some(limit) = cfg.limit_train {
-            if limit == 0 {
-                crate::bail_input!(
-                    "data.limit_train is 0; it must be at least 1 (or null for all images)"
-                );
-            }
-            train.truncate(limit);
-        }
-        let mut test: Vec<u32> = (0..data.test.len() as u32).collect();
-        if let Some(limit) = cfg.limit_test {
-            if limit == 0 {
-                crate::bail_input!(
-                    "data.limit_test is 0; it must be at least 1 (or null for all images)"
-                );
-            }
-            test.truncate(limit);
-        }
-        Ok(Splits {
-            train: Subset {
-                set: &data.train,
-                indices: train,
-            },
-            val: Subset {
-                set: &data.train,
-                indices: val,
-            },
-            test: Subset {
-                set: &data.test,
-                indices: test,
-            },
-        })
-    }
-
-    pub fn get(&self, split: Split) -> &Subset<'a> {
-        match split {
-            Split::Train => &self.train,
-            Split::Val => &self.val,
-            Split::Test => &self.test,
-        }
-    }
-}
-
-/// Per-channel statistics of pixels scaled to [0, 1]; inputs become
-/// `(pixel/255 - mean) / std`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Normalization {
-    pub mean: Vec<f64>,
-    pub std: Vec<f64>,
-}
-
-impl Normalization {
-    pub fn identity(channels: usize) -> Self {
-        Normalization {
-            mean: vec![0.0; channels],
-            std: vec![1.0; channels],
-        }
-    }
-
-    /// Resolves the config's setting against the training images.
-    pub fn resolve(setting: &Normalize, train: &Subset) -> Result<Normalization> {
-        let c = train.set.channels;
-        match setting {
-            Normalize::None => Ok(Self::identity(c)),
-            Normalize::Given { mean, std } => {
-                if mean.len() != c || std.len() != c {
-                    crate::bail_input!(
-                        "data.normalize gives {} means and {} stds but the images have {c} channel(s); give one of each per channel",
-                        mean.len(),
-                        std.len()
-                    );
-                }
-                if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-                    crate::bail_input!(
-                        "data.normalize.std contains {s}; every std must be positive"
-                    );
-                }
-                if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
-                    crate::bail_input!(
-                        "data.normalize.mean contains {m}; every mean must be finite"
-                    );
-                }
-                Ok(Normalization {
-                    mean: mean.clone(),
-                    std: std.clone(),
-                })
-            }
-            Normalize::Auto => Ok(Self::compute(train)),
-        }
-    }
-
-    /// Mean and standard deviation per channel over a subset.
-    pub fn compute(subset: &Subset) -> Normalization {
-        let set = subset.set;
-        let plane = set.height * set.width;
-        let mut sum = vec![0u64; set.channels];
-        let mut sq = vec![0u64; set.channels];
-        for &i in &subset.indices {
-            let img = set.image(i as usize);
-            for ch in 0..set.channels {
-                for &p in &img[ch * plane..(ch + 1) * plane] {
-                    sum[ch] += p as u64;
-                    sq[ch] += (p as u64) * (p as u64);
-                }
-            }
-        }
-        let count = (subset.len() * plane).max(1) as f64;
-        let mean: Vec<f64> = sum.iter().map(|&s| s as f64 / count / 255.0).collect();
-        let std = sq
-            .iter()
-            .zip(&mean)
-            .map(|(&q, &m)| {
-                let var = q as f64 / count / (255.0 * 255.0) - m * m;
-                let s = var.max(0.0).sqrt();
-                if s > 1e-6 { s } else { 1.0 }
-            })
-            .collect();
-        Normalization { mean, std }
-    }
-
-    /// Lookup tables byte → normalised value, one per channel.
-    fn tables(&self) -> Vec<[f32; 256]> {
-        self.mean
-            .iter()
-            .zip(&self.std)
-            .map(|(&m, &s)| {
-                let mut t = [0f32; 256];
-                for (p, v) in t.iter_mut().enumerate() {
-                    *v = ((p as f64 / 255.0 - m) / s) as f32;
-                }
-                t
-            })
-            .collect()
-    }
-}
-
-/// Turns lists of image indices into normalised `f32` batches on a device.
-pub struct Batcher {
-    tables: Vec<[f32; 256]>,
-    device: Device,
-}
-
-impl Batcher {
-    pub fn new(norm: &Normalization, device: &Device) -> Self {
-        Batcher {
-            tables: norm.tables(),
-            device: device.clone(),
-        }
-    }
-
-    /// Images `[n, c, h, w]` (f32) and labels `[n]` (u32) for `indices` of `set`.
-    pub fn batch(&self, set: &ImageSet, indices: &[u32]) -> Result<(Tensor, Tensor)> {
-        let plane = set.height * set.width;
-        let mut xs = Vec::with_capacity(indices.len() * set.image_len());
-        let mut ys = Vec::with_capacity(indices.len());
-        for &i in indices {
-            let img = set.image(i as usize);
-            for (ch, table) in self.tables.iter().enumerate() {
-                xs.extend(
-                    img[ch * plane..(ch + 1) * plane]
-                        .iter()
-                        .map(|&p| table[p as usize]),
-                );
-            }
-            ys.push(set.labels[i as usize] as u32);
-        }
-        let n = indices.len();
-        let x = Tensor::from_vec(xs, (n, set.channels, set.height, set.width), &Device::Cpu)?
-            .to_device(&self.device)
-            .context("moving a batch of images to the device")?;
-        let y = Tensor::from_vec(ys, n, &Device::Cpu)?.to_device(&self.device)?;
-        Ok((x, y))
-    }
 }

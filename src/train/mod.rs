@@ -1,5 +1,5 @@
-//! The training loop: epochs of seeded shuffled batches, an optimizer step
-//! per batch, then validation and test passes, the history files and the
+//! The training loop: epochs of seeded shuffled (and optionally augmented)
+//! batches, an optimizer step per batch, then validation and test passes, the history files and the
 //! `last`/`best` checkpoints. Everything the loop depends on is either in
 //! [`RunState`] (saved in `last.safetensors`) or derived from the seed, so a
 //! run resumed from any checkpoint continues exactly as if never stopped.
@@ -127,7 +127,10 @@ pub fn fit(
             let phase = |name: &'static str| profile::scope(|| format!("step: {name}"));
 
             let t = phase("batch assembly");
-            let (x, y) = ctx.batcher.batch(train.set, chunk)?;
+            let mut augment_rng = rng::stream(cfg.seed, rng::Purpose::Augment, state.step);
+            let (x, y) =
+                ctx.batcher
+                    .train_batch(train.set, chunk, &data_cfg.augment, &mut augment_rng)?;
             drop(t);
             let t = phase("forward + loss");
             let logits = model.logits(&x, true)?;

@@ -1,0 +1,531 @@
+//! The `data` section of a config: which dataset, where it is, how it is
+//! split, normalised and augmented. Only the settings and their checks live
+//! here; reading the files is `crate::data`.
+
+use crate::bail_input;
+use anyhow::Result;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::path::PathBuf;
+
+/// The datasets the tool knows how to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DatasetName {
+    #[serde(rename = "mnist")]
+    Mnist,
+    #[serde(rename = "fashion-mnist", alias = "fashion_mnist")]
+    FashionMnist,
+    #[serde(rename = "cifar10", alias = "cifar-10")]
+    Cifar10,
+    /// `root/<class>/*.png|jpg|…`, the torchvision ImageFolder convention.
+    #[serde(rename = "imagefolder", alias = "image-folder", alias = "image_folder")]
+    ImageFolder,
+}
+
+impl DatasetName {
+    pub const ALL: &[DatasetName] = &[
+        DatasetName::Mnist,
+        DatasetName::FashionMnist,
+        DatasetName::Cifar10,
+        DatasetName::ImageFolder,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetName::Mnist => "mnist",
+            DatasetName::FashionMnist => "fashion-mnist",
+            DatasetName::Cifar10 => "cifar10",
+            DatasetName::ImageFolder => "imagefolder",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "mnist" => Ok(DatasetName::Mnist),
+            "fashion-mnist" | "fashion_mnist" => Ok(DatasetName::FashionMnist),
+            "cifar10" | "cifar-10" => Ok(DatasetName::Cifar10),
+            "imagefolder" | "image-folder" | "image_folder" => Ok(DatasetName::ImageFolder),
+            other => bail_input!(
+                "unknown dataset `{other}`; expected one of: {}",
+                Self::ALL
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Validation images when `data.val_size` is not given.
+    pub fn default_val_size(self) -> ValSize {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => ValSize::Count(10_000),
+            DatasetName::Cifar10 => ValSize::Count(5_000),
+            DatasetName::ImageFolder => ValSize::Fraction(0.1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    #[serde(default = "default_dataset")]
+    pub dataset: DatasetName,
+    /// Directory holding the dataset files (for `imagefolder`: the root with
+    /// one sub-folder per class); recorded so that `cnn eval` finds the data
+    /// again. Looked up when not given (see README).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// `imagefolder` only: a separate folder of test images, laid out like
+    /// `dir`. Without it the test images are carved from `dir` (`test_size`).
+    #[serde(default)]
+    pub test_dir: Option<PathBuf>,
+    /// Images held out of the training images for validation: a count, or a
+    /// fraction in (0, 1). Chosen with the training seed. Default per dataset
+    /// (10,000 for MNIST and Fashion-MNIST, 5,000 for CIFAR-10, 10% of an
+    /// image folder); the run's config.json records the count used.
+    #[serde(default)]
+    pub val_size: Option<ValSize>,
+    /// `imagefolder` without `test_dir`: images of `dir` held out for testing,
+    /// a count or a fraction (default 0.1), chosen with the training seed.
+    #[serde(default)]
+    pub test_size: Option<ValSize>,
+    /// `imagefolder`: what to do with a file that cannot be decoded: "fail"
+    /// (default) or "skip" (count them and name the first few).
+    #[serde(default)]
+    pub on_bad_image: OnBadImage,
+    /// Fetch MNIST, Fashion-MNIST or CIFAR-10 from the Hugging Face Hub when
+    /// no local copy is found (`--no-download` turns it off for one command).
+    #[serde(default = "yes")]
+    pub download: bool,
+    /// Use only the first N training images (after the validation split).
+    #[serde(default)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N test images.
+    #[serde(default)]
+    pub limit_test: Option<usize>,
+    /// Input normalisation: "auto" (per-channel mean and std of the training
+    /// split), "none", or {"mean": [...], "std": [...]}.
+    #[serde(default)]
+    pub normalize: Normalize,
+    /// Random changes to each training image (never to validation or test).
+    #[serde(default)]
+    pub augment: Augment,
+    /// Reshuffle the training images every epoch.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Drop the last incomplete training batch instead of training on it.
+    #[serde(default)]
+    pub drop_last: bool,
+    /// Batch size for validation and test passes (no gradients are kept).
+    #[serde(default = "default_eval_batch_size")]
+    pub eval_batch_size: usize,
+}
+
+fn default_dataset() -> DatasetName {
+    DatasetName::Mnist
+}
+fn default_eval_batch_size() -> usize {
+    1000
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: default_dataset(),
+            dir: None,
+            test_dir: None,
+            val_size: None,
+            test_size: None,
+            on_bad_image: OnBadImage::default(),
+            download: true,
+            limit_train: None,
+            limit_test: None,
+            normalize: Normalize::default(),
+            augment: Augment::default(),
+            shuffle: true,
+            drop_last: false,
+            eval_batch_size: default_eval_batch_size(),
+        }
+    }
+}
+
+impl DataConfig {
+    /// The validation size, or the dataset's default.
+    pub fn val_size(&self) -> ValSize {
+        self.val_size
+            .unwrap_or_else(|| self.dataset.default_val_size())
+    }
+
+    /// Whether the test images are carved out of the training images.
+    pub fn carves_test(&self) -> bool {
+        self.dataset == DatasetName::ImageFolder && self.test_dir.is_none()
+    }
+
+    /// The test size of an image folder without `test_dir` (default 10%).
+    pub fn test_size(&self) -> ValSize {
+        self.test_size.unwrap_or(ValSize::Fraction(0.1))
+    }
+
+    /// Checks the section against the input shape. Messages name the field.
+    pub fn check(&self, input_shape: [usize; 3]) -> Result<()> {
+        if self.eval_batch_size == 0 {
+            bail_input!("data.eval_batch_size is 0; use a positive batch size such as 1000");
+        }
+        let folder = self.dataset == DatasetName::ImageFolder;
+        if !folder && self.test_dir.is_some() {
+            bail_input!(
+                "data.test_dir is set but data.dataset is {}; a separate test folder is only for \
+                 \"imagefolder\" (remove data.test_dir)",
+                self.dataset.name()
+            );
+        }
+        if !folder && self.test_size.is_some() {
+            bail_input!(
+                "data.test_size is set but data.dataset is {}, which has its own test images; \
+                 test_size is only for \"imagefolder\" (remove it)",
+                self.dataset.name()
+            );
+        }
+        if folder && self.test_dir.is_some() && self.test_size.is_some() {
+            bail_input!(
+                "data.test_size and data.test_dir are both set; the test images come from test_dir, \
+                 so remove test_size (or test_dir, to carve the test images out of data.dir)"
+            );
+        }
+        if folder && !matches!(input_shape[0], 1 | 3) {
+            bail_input!(
+                "input_shape is {input_shape:?}: image folders are read as grayscale (1 channel) or RGB \
+                 (3 channels); set input_shape[0] to 1 or 3"
+            );
+        }
+        self.augment.check(input_shape)
+    }
+}
+
+/// What to do with an image file that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadImage {
+    /// Stop with an error naming the file.
+    #[default]
+    Fail,
+    /// Leave it out, report how many were left out and the first few paths.
+    Skip,
+}
+
+/// Size of a held-out split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValSize {
+    Count(usize),
+    Fraction(f64),
+}
+
+impl ValSize {
+    /// How many of `n` images go to the split.
+    pub fn of(self, n: usize) -> usize {
+        match self {
+            ValSize::Count(c) => c,
+            ValSize::Fraction(f) => (f * n as f64).round() as usize,
+        }
+    }
+}
+
+impl Serialize for ValSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            ValSize::Count(c) => s.serialize_u64(c as u64),
+            ValSize::Fraction(f) => s.serialize_f64(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ValSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let x = f64::deserialize(d)?;
+        if x >= 1.0 && x.fract() == 0.0 && x < 1e15 {
+            Ok(ValSize::Count(x as usize))
+        } else if x == 0.0 {
+            Ok(ValSize::Count(0))
+        } else if x > 0.0 && x < 1.0 {
+            Ok(ValSize::Fraction(x))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{x} is neither a whole number of images nor a fraction between 0 and 1"
+            )))
+        }
+    }
+}
+
+/// How inputs are normalised before the first layer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Normalize {
+    /// Per-channel mean and std computed from the training split.
+    #[default]
+    Auto,
+    /// Pixels scaled to [0, 1] only.
+    None,
+    /// Given per-channel statistics (of pixels scaled to [0, 1]).
+    Given { mean: Vec<f64>, std: Vec<f64> },
+}
+
+impl Serialize for Normalize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Stats<'a> {
+            mean: &'a [f64],
+            std: &'a [f64],
+        }
+        match self {
+            Normalize::Auto => s.serialize_str("auto"),
+            Normalize::None => s.serialize_str("none"),
+            Normalize::Given { mean, std } => Stats { mean, std }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Normalize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Word {
+            Auto,
+            None,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Stats {
+            mean: Vec<f64>,
+            std: Vec<f64>,
+        }
+        #[derive(Deserialize)]
+        #[serde(
+            untagged,
+            expecting = "\"auto\", \"none\" or {\"mean\": [..], \"std\": [..]}"
+        )]
+        enum Repr {
+            Word(Word),
+            Stats(Stats),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Word(Word::Auto) => Normalize::Auto,
+            Repr::Word(Word::None) => Normalize::None,
+            Repr::Stats(Stats { mean, std }) => Normalize::Given { mean, std },
+        })
+    }
+}
+
+/// Training-time augmentation, applied in this order to each training image
+/// (see `crate::data::augment`): random crop with padding, horizontal flip,
+/// random affine. Every part is optional; none is the default.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Pad every side, then crop back to the image size at a random offset.
+    #[serde(default)]
+    pub random_crop: Option<RandomCrop>,
+    /// Probability of mirroring an image left to right (0.5 is usual; not
+    /// for digits or text, whose meaning changes when mirrored).
+    #[serde(default)]
+    pub horizontal_flip: Option<f64>,
+    /// A random rotation, shift and zoom about the image centre, sampled
+    /// bilinearly.
+    #[serde(default)]
+    pub affine: Option<Affine>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomCrop {
+    /// Pixels added on each side (4 for 32×32 CIFAR images is usual).
+    pub padding: usize,
+    /// Value of the added pixels, 0..=255 (default 0, black).
+    #[serde(default)]
+    pub fill: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Affine {
+    /// Rotation drawn from [-degrees, degrees].
+    #[serde(default)]
+    pub degrees: f64,
+    /// Largest shift as a fraction of the width and height: one number for
+    /// both, or [x, y].
+    #[serde(default)]
+    pub translate: Translate,
+    /// Zoom factor drawn from [min, max] (default [1, 1]: no zoom).
+    #[serde(default = "unit_scale")]
+    pub scale: [f64; 2],
+    /// Value of pixels that come from outside the image, 0..=255 (default 0).
+    #[serde(default)]
+    pub fill: u8,
+}
+
+fn unit_scale() -> [f64; 2] {
+    [1.0, 1.0]
+}
+
+/// Largest shift as fractions of the width (`x`) and height (`y`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Translate {
+    pub x: f64,
+    pub y: f64,
+}
+
+impl Serialize for Translate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.x == self.y {
+            s.serialize_f64(self.x)
+        } else {
+            [self.x, self.y].serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Translate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a fraction such as 0.1, or a pair [x, y]")]
+        enum Repr {
+            One(f64),
+            Two([f64; 2]),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::One(f) => Translate { x: f, y: f },
+            Repr::Two([x, y]) => Translate { x, y },
+        })
+    }
+}
+
+impl Augment {
+    /// True when no transform is configured.
+    pub fn is_none(&self) -> bool {
+        self.random_crop.is_none() && self.horizontal_flip.is_none() && self.affine.is_none()
+    }
+
+    /// Checks every value; messages name the field and a valid value.
+    pub fn check(&self, input_shape: [usize; 3]) -> Result<()> {
+        let [_, h, w] = input_shape;
+        if let Some(c) = &self.random_crop
+            && c.padding >= h.min(w)
+        {
+            bail_input!(
+                "data.augment.random_crop.padding is {} but the images are {h}×{w}; use a padding smaller \
+                 than the image, e.g. 4",
+                c.padding
+            );
+        }
+        if let Some(p) = self.horizontal_flip
+            && !(0.0..=1.0).contains(&p)
+        {
+            bail_input!(
+                "data.augment.horizontal_flip is {p}; it is a probability, give a value in [0, 1] such as 0.5"
+            );
+        }
+        if let Some(a) = &self.affine {
+            if !(a.degrees.is_finite() && (0.0..=180.0).contains(&a.degrees)) {
+                bail_input!(
+                    "data.augment.affine.degrees is {}; give the largest rotation in [0, 180], e.g. 10",
+                    a.degrees
+                );
+            }
+            for (axis, t) in [("x", a.translate.x), ("y", a.translate.y)] {
+                if !(t.is_finite() && (0.0..1.0).contains(&t)) {
+                    bail_input!(
+                        "data.augment.affine.translate ({axis}) is {t}; give the largest shift as a fraction \
+                         of the image in [0, 1), e.g. 0.1"
+                    );
+                }
+            }
+            let [lo, hi] = a.scale;
+            if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi && hi <= 10.0) {
+                bail_input!(
+                    "data.augment.affine.scale is [{lo}, {hi}]; give [min, max] with 0 < min <= max <= 10, \
+                     e.g. [0.9, 1.1]"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn augment(json: &str) -> Augment {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn message(a: &Augment) -> String {
+        format!("{:#}", a.check([3, 32, 32]).unwrap_err())
+    }
+
+    #[test]
+    fn augment_parses_every_part_and_checks_values() {
+        let a = augment(
+            r#"{"random_crop": {"padding": 4}, "horizontal_flip": 0.5,
+                "affine": {"degrees": 10, "translate": 0.1, "scale": [0.9, 1.1]}}"#,
+        );
+        assert!(a.check([3, 32, 32]).is_ok());
+        let affine = a.affine.unwrap();
+        assert_eq!(affine.translate, Translate { x: 0.1, y: 0.1 });
+        assert_eq!(affine.fill, 0);
+        assert!(Augment::default().is_none());
+
+        let bad = augment(r#"{"horizontal_flip": 1.5}"#);
+        assert!(message(&bad).contains("data.augment.horizontal_flip is 1.5"));
+        let bad = augment(r#"{"random_crop": {"padding": 32}}"#);
+        assert!(message(&bad).contains("random_crop.padding is 32"));
+        let bad = augment(r#"{"affine": {"degrees": 200}}"#);
+        assert!(message(&bad).contains("affine.degrees is 200"));
+        let bad = augment(r#"{"affine": {"translate": [0.1, 1.0]}}"#);
+        assert!(message(&bad).contains("translate (y) is 1"));
+        let bad = augment(r#"{"affine": {"scale": [1.2, 0.8]}}"#);
+        assert!(message(&bad).contains("affine.scale is [1.2, 0.8]"));
+        assert!(serde_json::from_str::<Augment>(r#"{"vertical_flip": 0.5}"#).is_err());
+    }
+
+    #[test]
+    fn translate_round_trips_as_one_number_or_a_pair() {
+        for json in ["0.1", "[0.1,0.2]"] {
+            let t: Translate = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&t).unwrap(), json);
+        }
+    }
+
+    #[test]
+    fn val_size_defaults_per_dataset() {
+        let mut d = DataConfig::default();
+        assert_eq!(d.val_size(), ValSize::Count(10_000));
+        d.dataset = DatasetName::Cifar10;
+        assert_eq!(d.val_size(), ValSize::Count(5_000));
+        d.dataset = DatasetName::ImageFolder;
+        assert_eq!(d.val_size(), ValSize::Fraction(0.1));
+        assert!(d.carves_test());
+        d.val_size = Some(ValSize::Count(7));
+        assert_eq!(d.val_size(), ValSize::Count(7));
+    }
+
+    #[test]
+    fn folder_only_fields_are_refused_elsewhere() {
+        let d = DataConfig {
+            test_dir: Some("t".into()),
+            ..Default::default()
+        };
+        let msg = format!("{:#}", d.check([1, 28, 28]).unwrap_err());
+        assert!(
+            msg.contains("data.test_dir is set but data.dataset is mnist"),
+            "{msg}"
+        );
+        let d = DataConfig {
+            dataset: DatasetName::ImageFolder,
+            ..Default::default()
+        };
+        let msg = format!("{:#}", d.check([4, 28, 28]).unwrap_err());
+        assert!(msg.contains("grayscale (1 channel) or RGB"), "{msg}");
+    }
+}

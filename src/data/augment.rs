@@ -1,0 +1,347 @@
+//! Training-time augmentation of `u8` images (`c×h×w`), configured by
+//! `data.augment`: a random crop with padding, a horizontal flip and a small
+//! random affine transform (rotation, shift, zoom), applied in that order and
+//! never to validation or test images.
+//!
+//! Everything random comes from the generator passed in. The training loop
+//! passes `rng::stream(seed, Purpose::Augment, step)`, so the same step of
+//! a resumed run gets the same images. Each configured transform draws the
+//! same count of numbers whatever it decides, so one image's draws never
+//! shift another's.
+
+use crate::config::{Affine, Augment, RandomCrop};
+use rand::Rng;
+
+/// An augmented copy of `image` (`shape` = `[c, h, w]`, bytes in `c×h×w`
+/// order). With no transform configured the copy equals the input.
+pub fn augment(cfg: &Augment, image: &[u8], shape: [usize; 3], rng: &mut impl Rng) -> Vec<u8> {
+    let mut out = image.to_vec();
+    augment_in_place(cfg, &mut out, shape, rng);
+    out
+}
+
+/// Augments `image` in place (see [`augment`]).
+pub fn augment_in_place(cfg: &Augment, image: &mut [u8], shape: [usize; 3], rng: &mut impl Rng) {
+    debug_assert_eq!(image.len(), shape.iter().product::<usize>());
+    if let Some(crop) = &cfg.random_crop {
+        let p = crop.padding as i64;
+        // Offsets of the crop window in the padded image, 0..=2p each.
+        let dy = rng.random_range(0..=2 * p);
+        let dx = rng.random_range(0..=2 * p);
+        shift(image, shape, p - dy, p - dx, crop);
+    }
+    if let Some(p) = cfg.horizontal_flip {
+        let u: f64 = rng.random();
+        if u < p {
+            flip_horizontal(image, shape);
+        }
+    }
+    if let Some(a) = &cfg.affine {
+        let params = AffineParams::draw(a, shape, rng);
+        if !params.is_identity() {
+            let src = image.to_vec();
+            warp(&src, image, shape, &params, a.fill);
+        }
+    }
+}
+
+/// `lo + (hi - lo)·u`: exactly `lo` when the range is empty.
+fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
+    let u: f64 = rng.random();
+    lo + (hi - lo) * u
+}
+
+/// Moves the content down by `dy` and right by `dx` pixels (negative: up,
+/// left); uncovered pixels get the crop's fill value. This is the crop of
+/// the padded image at offset `(p - dy, p - dx)`.
+fn shift(image: &mut [u8], [c, h, w]: [usize; 3], dy: i64, dx: i64, crop: &RandomCrop) {
+    if dy == 0 && dx == 0 {
+        return;
+    }
+    let src = image.to_vec();
+    let (h, w) = (h as i64, w as i64);
+    for ch in 0..c {
+        let plane = ch * (h * w) as usize;
+        for y in 0..h {
+            let sy = y - dy;
+            for x in 0..w {
+                let sx = x - dx;
+                let v = if (0..h).contains(&sy) && (0..w).contains(&sx) {
+                    src[plane + (sy * w + sx) as usize]
+                } else {
+                    crop.fill
+                };
+                image[plane + (y * w + x) as usize] = v;
+            }
+        }
+    }
+}
+
+/// Mirrors every row.
+pub fn flip_horizontal(image: &mut [u8], [_, _, w]: [usize; 3]) {
+    for row in image.chunks_exact_mut(w) {
+        row.reverse();
+    }
+}
+
+/// One draw of the affine transform.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AffineParams {
+    /// Radians.
+    angle: f64,
+    /// Whole pixels, as torchvision rounds them.
+    tx: f64,
+    ty: f64,
+    scale: f64,
+}
+
+impl AffineParams {
+    fn draw(a: &Affine, [_, h, w]: [usize; 3], rng: &mut impl Rng) -> Self {
+        let degrees = uniform(rng, -a.degrees, a.degrees);
+        let max_x = a.translate.x * w as f64;
+        let max_y = a.translate.y * h as f64;
+        let tx = uniform(rng, -max_x, max_x).round();
+        let ty = uniform(rng, -max_y, max_y).round();
+        let scale = uniform(rng, a.scale[0], a.scale[1]);
+        AffineParams {
+            angle: degrees.to_radians(),
+            // `+ 0.0` turns a rounded -0.0 into 0.0.
+            tx: tx + 0.0,
+            ty: ty + 0.0,
+            scale,
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        self.angle == 0.0 && self.tx == 0.0 && self.ty == 0.0 && self.scale == 1.0
+    }
+}
+
+/// Output pixel `p'` takes the input at `c + R(-angle)·(p' - c - t) / scale`
+/// (`c` the image centre), sampled bilinearly; outside the image is `fill`.
+fn warp(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], p: &AffineParams, fill: u8) {
+    let (cos, sin) = (p.angle.cos(), p.angle.sin());
+    let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
+    let fill = fill as f64;
+    let at = |plane: &[u8], x: i64, y: i64| -> f64 {
+        if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
+            plane[y as usize * w + x as usize] as f64
+        } else {
+            fill
+        }
+    };
+    for y in 0..h {
+        for x in 0..w {
+            // Pixel centres sit at +0.5.
+            let u = (x as f64 + 0.5 - cx - p.tx) / p.scale;
+            let v = (y as f64 + 0.5 - cy - p.ty) / p.scale;
+            let sx = cos * u + sin * v + cx - 0.5;
+            let sy = -sin * u + cos * v + cy - 0.5;
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (fx, fy) = (sx - x0, sy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            for ch in 0..c {
+                let plane = &src[ch * h * w..(ch + 1) * h * w];
+                let top = at(plane, x0, y0) * (1.0 - fx) + at(plane, x0 + 1, y0) * fx;
+                let bottom = at(plane, x0, y0 + 1) * (1.0 - fx) + at(plane, x0 + 1, y0 + 1) * fx;
+                let value = top * (1.0 - fy) + bottom * fy;
+                dst[ch * h * w + y * w + x] = value.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Translate;
+    use crate::rng;
+
+    const SHAPE: [usize; 3] = [2, 5, 6];
+
+    /// Two 5×6 planes with distinct values.
+    fn image() -> Vec<u8> {
+        (0..60).map(|i| (i * 4 + 3) as u8).collect()
+    }
+
+    fn rng_for(i: u64) -> rng::Rng {
+        rng::stream(1, rng::Purpose::Augment, i)
+    }
+
+    fn full() -> Augment {
+        Augment {
+            random_crop: Some(RandomCrop {
+                padding: 2,
+                fill: 0,
+            }),
+            horizontal_flip: Some(0.5),
+            affine: Some(Affine {
+                degrees: 15.0,
+                translate: Translate { x: 0.1, y: 0.1 },
+                scale: [0.9, 1.1],
+                fill: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn same_generator_same_result_and_shape_is_kept() {
+        let img = image();
+        let a = augment(&full(), &img, SHAPE, &mut rng_for(3));
+        let b = augment(&full(), &img, SHAPE, &mut rng_for(3));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), img.len());
+        let others: Vec<Vec<u8>> = (4..12)
+            .map(|i| augment(&full(), &img, SHAPE, &mut rng_for(i)))
+            .collect();
+        assert!(others.iter().any(|o| *o != a), "other steps differ");
+    }
+
+    #[test]
+    fn nothing_configured_is_the_identity() {
+        let img = image();
+        for i in 0..5 {
+            assert_eq!(
+                augment(&Augment::default(), &img, SHAPE, &mut rng_for(i)),
+                img
+            );
+        }
+    }
+
+    #[test]
+    fn flip_with_probability_one_mirrors_each_row() {
+        let cfg = Augment {
+            horizontal_flip: Some(1.0),
+            ..Default::default()
+        };
+        let img = image();
+        let out = augment(&cfg, &img, SHAPE, &mut rng_for(0));
+        // Row 0 of plane 0 is 3, 7, 11, 15, 19, 23.
+        assert_eq!(&out[..6], &[23, 19, 15, 11, 7, 3]);
+        // Plane 1, row 4.
+        assert_eq!(out[30 + 24], img[30 + 29]);
+        let never = Augment {
+            horizontal_flip: Some(0.0),
+            ..Default::default()
+        };
+        assert_eq!(augment(&never, &img, SHAPE, &mut rng_for(0)), img);
+    }
+
+    #[test]
+    fn crop_with_padding_shifts_and_fills() {
+        let cfg = Augment {
+            random_crop: Some(RandomCrop {
+                padding: 1,
+                fill: 9,
+            }),
+            ..Default::default()
+        };
+        let img = image();
+        let mut seen_shifts = std::collections::HashSet::new();
+        for i in 0..60 {
+            let out = augment(&cfg, &img, SHAPE, &mut rng_for(i));
+            // Find the shift that explains the output.
+            let mut found = None;
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let mut expect = img.clone();
+                    shift(
+                        &mut expect,
+                        SHAPE,
+                        dy,
+                        dx,
+                        cfg.random_crop.as_ref().unwrap(),
+                    );
+                    if expect == out {
+                        found = Some((dy, dx));
+                    }
+                }
+            }
+            let (dy, dx) = found.expect("output is the image shifted by at most the padding");
+            if (dy, dx) == (1, 0) {
+                // Moved down one row: the top row is fill, row 1 is old row 0.
+                assert!(out[..6].iter().all(|&v| v == 9));
+                assert_eq!(&out[6..12], &img[..6]);
+            }
+            seen_shifts.insert((dy, dx));
+        }
+        assert_eq!(seen_shifts.len(), 9, "every offset in 0..=2p occurs");
+    }
+
+    #[test]
+    fn affine_with_zero_ranges_is_the_identity() {
+        let cfg = Augment {
+            affine: Some(Affine {
+                degrees: 0.0,
+                translate: Translate::default(),
+                scale: [1.0, 1.0],
+                fill: 7,
+            }),
+            ..Default::default()
+        };
+        let img = image();
+        for i in 0..5 {
+            assert_eq!(augment(&cfg, &img, SHAPE, &mut rng_for(i)), img);
+        }
+        // Forced through the warp too.
+        let mut out = vec![0; img.len()];
+        let p = AffineParams {
+            angle: 0.0,
+            tx: 0.0,
+            ty: 0.0,
+            scale: 1.0,
+        };
+        warp(&img, &mut out, SHAPE, &p, 7);
+        assert_eq!(out, img);
+    }
+
+    #[test]
+    fn affine_shift_moves_whole_pixels_and_rotation_by_180_turns_the_image() {
+        let img = image();
+        let mut out = vec![0; img.len()];
+        let p = AffineParams {
+            angle: 0.0,
+            tx: 2.0,
+            ty: 0.0,
+            scale: 1.0,
+        };
+        warp(&img, &mut out, SHAPE, &p, 1);
+        assert_eq!(&out[..6], &[1, 1, img[0], img[1], img[2], img[3]]);
+        let p = AffineParams {
+            angle: std::f64::consts::PI,
+            tx: 0.0,
+            ty: 0.0,
+            scale: 1.0,
+        };
+        warp(&img, &mut out, SHAPE, &p, 0);
+        for ch in 0..2 {
+            for y in 0..5 {
+                for x in 0..6 {
+                    assert_eq!(
+                        out[ch * 30 + y * 6 + x],
+                        img[ch * 30 + (4 - y) * 6 + (5 - x)],
+                        "({ch}, {y}, {x})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zoom_in_keeps_the_centre_and_spreads_it() {
+        // A 1×4×4 image, zoomed ×2: the middle 2×2 fills the image.
+        let img: Vec<u8> = vec![0, 0, 0, 0, 0, 100, 200, 0, 0, 100, 200, 0, 0, 0, 0, 0];
+        let mut out = vec![0; 16];
+        let p = AffineParams {
+            angle: 0.0,
+            tx: 0.0,
+            ty: 0.0,
+            scale: 2.0,
+        };
+        warp(&img, &mut out, [1, 4, 4], &p, 0);
+        // Columns 1 and 2 of each output row sample between the two middle values.
+        assert_eq!(out[5], 125);
+        assert_eq!(out[6], 175);
+        assert!(out[4] < out[5] && out[7] < out[6]);
+    }
+}

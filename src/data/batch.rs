@@ -1,0 +1,79 @@
+//! Batch assembly: lists of image indices become normalised `f32` tensors on
+//! the device, training batches optionally augmented first.
+
+use super::augment::augment_in_place;
+use super::{ImageSet, Normalization};
+use crate::config::Augment;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+
+/// Turns lists of image indices into normalised `f32` batches on a device.
+pub struct Batcher {
+    tables: Vec<[f32; 256]>,
+    device: Device,
+}
+
+impl Batcher {
+    pub fn new(norm: &Normalization, device: &Device) -> Self {
+        Batcher {
+            tables: norm.tables(),
+            device: device.clone(),
+        }
+    }
+
+    /// Images `[n, c, h, w]` (f32) and labels `[n]` (u32) for `indices` of `set`.
+    pub fn batch(&self, set: &ImageSet, indices: &[u32]) -> Result<(Tensor, Tensor)> {
+        self.assemble(set, indices, None)
+    }
+
+    /// A training batch: each image augmented (in order, drawing from `rng`)
+    /// before it is normalised. The same as [`Batcher::batch`] when `augment`
+    /// configures nothing.
+    pub fn train_batch(
+        &self,
+        set: &ImageSet,
+        indices: &[u32],
+        augment: &Augment,
+        rng: &mut crate::rng::Rng,
+    ) -> Result<(Tensor, Tensor)> {
+        if augment.is_none() {
+            return self.batch(set, indices);
+        }
+        self.assemble(set, indices, Some((augment, rng)))
+    }
+
+    fn assemble(
+        &self,
+        set: &ImageSet,
+        indices: &[u32],
+        mut augment: Option<(&Augment, &mut crate::rng::Rng)>,
+    ) -> Result<(Tensor, Tensor)> {
+        let plane = set.height * set.width;
+        let mut xs = Vec::with_capacity(indices.len() * set.image_len());
+        let mut ys = Vec::with_capacity(indices.len());
+        let mut scratch = Vec::new();
+        for &i in indices {
+            let mut img = set.image(i as usize);
+            if let Some((cfg, rng)) = augment.as_mut() {
+                scratch.clear();
+                scratch.extend_from_slice(img);
+                augment_in_place(cfg, &mut scratch, set.shape(), *rng);
+                img = &scratch;
+            }
+            for (ch, table) in self.tables.iter().enumerate() {
+                xs.extend(
+                    img[ch * plane..(ch + 1) * plane]
+                        .iter()
+                        .map(|&p| table[p as usize]),
+                );
+            }
+            ys.push(set.labels[i as usize] as u32);
+        }
+        let n = indices.len();
+        let x = Tensor::from_vec(xs, (n, set.channels, set.height, set.width), &Device::Cpu)?
+            .to_device(&self.device)
+            .context("moving a batch of images to the device")?;
+        let y = Tensor::from_vec(ys, n, &Device::Cpu)?.to_device(&self.device)?;
+        Ok((x, y))
+    }
+}

@@ -1,0 +1,350 @@
+//! MNIST, Fashion-MNIST and CIFAR-10 from the Hugging Face Hub, for when no
+//! local copy is found: the parquet conversions candle-datasets also uses
+//! (revision `refs/convert/parquet`), fetched with `hf-hub` into its cache
+//! and read into bytes here.
+//!
+//! The hub client honours `HF_ENDPOINT` (a mirror, or the local server of
+//! the tests), `HF_HOME` / `HF_HUB_CACHE` (where files go) and `HF_TOKEN`;
+//! `HF_HUB_OFFLINE=1` is honoured here: only cached files are used. A file
+//! already in the cache is used without contacting the hub.
+//!
+//! The rows hold PNG bytes (`image.bytes`, or `img.bytes` for CIFAR-10) and
+//! an integer `label`. candle-datasets' own parquet readers unwrap every
+//! decode and transpose CIFAR's height and width; here a bad row is an error
+//! naming the cached file, and RGB pixels go to `c×h×w` planes as decoded.
+
+use super::ImageSet;
+use super::folder::hwc_to_chw;
+use crate::config::DatasetName;
+use crate::error::InputContext;
+use anyhow::Result;
+use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
+use hf_hub::{HFClient, HFClientSync, HFError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parquet::file::reader::SerializedFileReader;
+use parquet::record::Field;
+use rayon::prelude::*;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// The parquet conversion every dataset repository gets on the hub.
+pub const REVISION: &str = "refs/convert/parquet";
+
+/// Where a dataset lives on the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote {
+    pub repo: &'static str,
+    /// Training and test files in the repository.
+    pub files: [&'static str; 2],
+    /// The struct column holding the PNG `bytes`.
+    pub image_column: &'static str,
+    pub channels: usize,
+}
+
+pub fn remote(name: DatasetName) -> Option<Remote> {
+    match name {
+        DatasetName::Mnist => Some(Remote {
+            repo: "ylecun/mnist",
+            files: ["mnist/train/0000.parquet", "mnist/test/0000.parquet"],
+            image_column: "image",
+            channels: 1,
+        }),
+        DatasetName::FashionMnist => Some(Remote {
+            repo: "zalando-datasets/fashion_mnist",
+            files: [
+                "fashion_mnist/train/0000.parquet",
+                "fashion_mnist/test/0000.parquet",
+            ],
+            image_column: "image",
+            channels: 1,
+        }),
+        DatasetName::Cifar10 => Some(Remote {
+            repo: "uoft-cs/cifar10",
+            files: [
+                "plain_text/train/0000.parquet",
+                "plain_text/test/0000.parquet",
+            ],
+            image_column: "img",
+            channels: 3,
+        }),
+        DatasetName::ImageFolder => None,
+    }
+}
+
+/// A dataset read from the hub's cache.
+#[derive(Debug)]
+pub struct HubData {
+    /// The repository's folder in the cache.
+    pub dir: PathBuf,
+    pub train: ImageSet,
+    pub test: ImageSet,
+}
+
+/// Why the hub gave nothing; part of the "cannot find" message.
+#[derive(Debug)]
+pub struct Unavailable {
+    /// The cache folder that was looked at.
+    pub cache: PathBuf,
+    /// The repository's address on the hub.
+    pub url: String,
+    /// Not downloaded because downloading is off (and why), or the error.
+    pub reason: String,
+    pub downloading_off: bool,
+}
+
+/// `HF_HUB_OFFLINE` set to a true value.
+pub fn offline_env() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Reads the dataset from the cache, downloading what is missing when
+/// `download` is allowed (`off_reason` says why it is not). `Ok(Err(..))`
+/// when the files could not be had; `Err` for a client that cannot be set
+/// up or a cached file that does not read.
+pub fn fetch(
+    remote: &Remote,
+    classes: usize,
+    download: Result<(), String>,
+    quiet: bool,
+) -> Result<Result<HubData, Unavailable>> {
+    let client = HFClient::builder().build().input_context(|| {
+        "cannot set up the Hugging Face Hub client (is HF_ENDPOINT a valid URL?)".to_string()
+    })?;
+    let cache = client.cache_dir().to_path_buf();
+    let url = format!("{}/datasets/{}", client.endpoint(), remote.repo);
+    let dir = cache.join(format!("datasets--{}", remote.repo.replace('/', "--")));
+    let client = HFClientSync::from_inner(client)
+        .map_err(|e| anyhow::anyhow!("starting the Hugging Face Hub client: {}", describe(&e)))?;
+    let (owner, name) = hf_hub::split_id(remote.repo);
+    let repo = client.dataset(owner, name);
+
+    let mut paths = Vec::new();
+    for file in remote.files {
+        let request = repo.download_file().filename(file).revision(REVISION);
+        let cached = match request.clone().local_files_only(true).send() {
+            Ok(path) => path,
+            Err(HFError::LocalEntryNotFound { .. }) => {
+                if let Err(why) = &download {
+                    return Ok(Err(Unavailable {
+                        cache: dir,
+                        url,
+                        reason: why.clone(),
+                        downloading_off: true,
+                    }));
+                }
+                if !quiet {
+                    eprintln!(
+                        "downloading {file} of {url} (revision {REVISION}) into {}",
+                        cache.display()
+                    );
+                }
+                let bar = bar(file, quiet);
+                let result = match &bar {
+                    Some(b) => request.progress(BarHandler(b.clone())).send(),
+                    None => request.send(),
+                };
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                match result {
+                    Ok(path) => path,
+                    Err(e) => {
+                        return Ok(Err(Unavailable {
+                            cache: dir,
+                            url: format!("{url} ({file})"),
+                            reason: describe(&e),
+                            downloading_off: false,
+                        }));
+                    }
+                }
+            }
+            Err(e) => {
+                return Ok(Err(Unavailable {
+                    cache: dir,
+                    url,
+                    reason: describe(&e),
+                    downloading_off: false,
+                }));
+            }
+        };
+        paths.push(cached);
+    }
+    let train = read_parquet(&paths[0], remote, classes)?;
+    let test = read_parquet(&paths[1], remote, classes)?;
+    if train.shape() != test.shape() {
+        crate::bail_input!(
+            "the cached files of {} hold images of different sizes ({:?} and {:?}); delete {} to download \
+             them again",
+            remote.repo,
+            train.shape(),
+            test.shape(),
+            dir.display()
+        );
+    }
+    Ok(Ok(HubData { dir, train, test }))
+}
+
+/// A byte bar on a terminal; nothing when stderr is piped or quiet.
+fn bar(file: &str, quiet: bool) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(file.to_string());
+    Some(bar)
+}
+
+struct BarHandler(ProgressBar);
+
+impl ProgressHandler for BarHandler {
+    fn on_progress(&self, event: &ProgressEvent) {
+        match event {
+            ProgressEvent::Download(DownloadEvent::Start { total_bytes, .. }) => {
+                self.0.set_length(*total_bytes)
+            }
+            ProgressEvent::Download(DownloadEvent::Progress { files }) => {
+                for f in files {
+                    self.0.set_position(f.bytes_completed);
+                }
+            }
+            ProgressEvent::Download(DownloadEvent::AggregateProgress {
+                bytes_completed, ..
+            }) => self.0.set_position(*bytes_completed),
+            _ => {}
+        }
+    }
+}
+
+/// Width, height and `c×h×w` pixels of one row, or why it does not decode.
+type DecodedRow = Result<(u32, u32, Vec<u8>), String>;
+
+/// Reads the rows of a hub parquet file: PNG bytes and a label each.
+pub fn read_parquet(path: &Path, remote: &Remote, classes: usize) -> Result<ImageSet> {
+    let again = || format!("delete {} to download it again", path.display());
+    let file =
+        std::fs::File::open(path).input_context(|| format!("cannot open {}", path.display()))?;
+    let reader = SerializedFileReader::new(file).input_context(|| {
+        format!(
+            "{} is not a readable parquet file (an interrupted download?); {}",
+            path.display(),
+            again()
+        )
+    })?;
+    let mut rows: Vec<(Vec<u8>, i64)> = Vec::new();
+    for (i, row) in reader.into_iter().enumerate() {
+        let row = row
+            .input_context(|| format!("{}: row {i} does not read; {}", path.display(), again()))?;
+        let mut image = None;
+        let mut label = None;
+        for (name, field) in row.get_column_iter() {
+            match field {
+                Field::Group(inner) if name == remote.image_column => {
+                    for (key, value) in inner.get_column_iter() {
+                        if let (true, Field::Bytes(b)) = (key == "bytes", value) {
+                            image = Some(b.data().to_vec());
+                        }
+                    }
+                }
+                Field::Long(l) if name == "label" => label = Some(*l),
+                Field::Int(l) if name == "label" => label = Some(*l as i64),
+                _ => {}
+            }
+        }
+        let (Some(image), Some(label)) = (image, label) else {
+            let columns: Vec<&str> = row.get_column_iter().map(|(n, _)| n.as_str()).collect();
+            crate::bail_input!(
+                "{}: row {i} has no `{}.bytes` image or no integer `label` (its columns: {}); this is not \
+                 the hub's parquet conversion of {}; {}",
+                path.display(),
+                remote.image_column,
+                columns.join(", "),
+                remote.repo,
+                again()
+            );
+        };
+        if !(0..classes as i64).contains(&label) {
+            crate::bail_input!(
+                "{}: row {i} has label {label}, outside 0..{}; {}",
+                path.display(),
+                classes - 1,
+                again()
+            );
+        }
+        rows.push((image, label));
+    }
+    if rows.is_empty() {
+        crate::bail_input!("{} holds no images; {}", path.display(), again());
+    }
+    let channels = remote.channels;
+    let decoded: Vec<DecodedRow> = rows
+        .par_iter()
+        .map(|(bytes, _)| {
+            let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+            let (w, h) = (img.width(), img.height());
+            let pixels = if channels == 1 {
+                img.to_luma8().into_raw()
+            } else {
+                hwc_to_chw(img.to_rgb8().as_raw(), (w * h) as usize)
+            };
+            Ok((w, h, pixels))
+        })
+        .collect();
+    let mut set = ImageSet {
+        channels,
+        height: 0,
+        width: 0,
+        pixels: Vec::new(),
+        labels: Vec::with_capacity(rows.len()),
+    };
+    for (i, (result, (_, label))) in decoded.into_iter().zip(&rows).enumerate() {
+        let (w, h, pixels) = result.map_err(|e| {
+            crate::input_error!(
+                "{}: the image of row {i} does not decode ({e}); {}",
+                path.display(),
+                again()
+            )
+        })?;
+        if i == 0 {
+            set.width = w as usize;
+            set.height = h as usize;
+            set.pixels.reserve(rows.len() * pixels.len());
+        } else if (w as usize, h as usize) != (set.width, set.height) {
+            crate::bail_input!(
+                "{}: row {i} is a {w}×{h} image but row 0 is {}×{}; {}",
+                path.display(),
+                set.width,
+                set.height,
+                again()
+            );
+        }
+        set.pixels.extend_from_slice(&pixels);
+        set.labels.push(*label as u8);
+    }
+    Ok(set)
+}
