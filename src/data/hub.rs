@@ -102,14 +102,30 @@ pub fn offline_env() -> bool {
     })
 }
 
-fn describe(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, without the repetitions of
+/// reqwest's messages; a failed connection says so plainly.
+fn describe(e: &HFError) -> String {
+    if let HFError::Request { source, url } = e {
+        let mut root: &dyn std::error::Error = source;
+        while let Some(s) = root.source() {
+            root = s;
+        }
+        let url = url.as_deref().unwrap_or("the hub");
+        return if source.is_connect() {
+            format!("cannot connect to {url}: {root}")
+        } else if source.is_timeout() {
+            format!("timed out reaching {url}: {root}")
+        } else {
+            format!("the request to {url} failed: {root}")
+        };
+    }
     let mut out = e.to_string();
-    let mut source = e.source();
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
+        let text = s.to_string();
+        if !out.contains(&text) {
             out.push_str(": ");
-            out.push_str(&s_text);
+            out.push_str(&text);
         }
         source = s.source();
     }
@@ -170,7 +186,7 @@ pub fn fetch(
                     Err(e) => {
                         return Ok(Err(Unavailable {
                             cache: dir,
-                            url: format!("{url} ({file})"),
+                            url,
                             reason: describe(&e),
                             downloading_off: false,
                         }));
