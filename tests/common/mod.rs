@@ -5,13 +5,72 @@
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
-/// The `cnn` binary, run in `dir`, with no data directory from the environment.
+/// The `cnn` binary, run in `dir`, with no data directory from the
+/// environment and the Hugging Face Hub out of reach (offline, with an
+/// empty cache of its own under `dir`).
 pub fn cnn(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("cnn").expect("binary built");
     cmd.current_dir(dir)
         .env_remove("CNN_DATA_DIR")
         .env("RAYON_NUM_THREADS", "2");
+    isolate_hub(&mut cmd, dir);
     cmd
+}
+
+/// No hub endpoint or cache from the environment: `HF_HOME` under `dir`,
+/// `HF_HUB_OFFLINE=1`.
+pub fn isolate_hub(cmd: &mut Command, dir: &Path) {
+    for var in [
+        "HF_ENDPOINT",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
+        "HF_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HF_HOME", dir.join("hf-home"))
+        .env("HF_HUB_OFFLINE", "1");
+}
+
+/// Images (`n×28×28` bytes) and labels of the committed MNIST subset:
+/// (train images, train labels, test images, test labels).
+pub fn mnist_arrays() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    use cnn::data::idx;
+    let dir = mnist_small();
+    let train = idx::read_images(&dir.join("train-images-idx3-ubyte.gz")).unwrap();
+    let train_labels = idx::read_labels(&dir.join("train-labels-idx1-ubyte.gz")).unwrap();
+    let test = idx::read_images(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let test_labels = idx::read_labels(&dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    (train.pixels, train_labels, test.pixels, test_labels)
+}
+
+/// `history.json` of a run directory.
+pub fn history(run_dir: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("history.json")).unwrap()).unwrap()
+}
+
+/// The history without the timing columns, to compare runs.
+pub fn history_without_timing(run_dir: &Path) -> Vec<serde_json::Value> {
+    history(run_dir)
+        .into_iter()
+        .map(|mut r| {
+            let o = r.as_object_mut().unwrap();
+            o.remove("epoch_seconds");
+            o.remove("images_per_second");
+            r
+        })
+        .collect()
+}
+
+/// `cnn eval --json` of a checkpoint, run in `dir`.
+pub fn eval_json(dir: &Path, checkpoint: &Path, extra: &[&str]) -> serde_json::Value {
+    let (code, out, err) = run(cnn(dir)
+        .args(["eval", "--json", "--checkpoint"])
+        .arg(checkpoint)
+        .args(extra));
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
 }
 
 pub fn repo() -> PathBuf {

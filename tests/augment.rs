@@ -1,0 +1,159 @@
+//! Augmentation in training runs: it changes what the network sees, it still
+//! learns, evaluation never augments, and a run killed and resumed with
+//! augmentation on ends with bit-identical weights and history.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+const AUGMENT: &str = r#"data.augment={"random_crop": {"padding": 2},
+    "affine": {"degrees": 10, "translate": 0.05, "scale": [0.9, 1.1]}}"#;
+
+fn args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["train", "--quiet", "--set", "data.val_size=500", "--config"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.push(config_path("lenet.json").display().to_string());
+    v.push("--data-dir".into());
+    v.push(mnist_small().display().to_string());
+    v.push("--out".into());
+    v.push(out.display().to_string());
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn augmented_training_learns_and_evaluation_is_not_augmented() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    let aug = dir.path().join("aug");
+    let (code, _, err) = run(cnn(dir.path()).args(args(&plain, &["--epochs", "1"])));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) =
+        run(cnn(dir.path()).args(args(&aug, &["--epochs", "4", "--set", AUGMENT])));
+    assert_eq!(code, 0, "{err}");
+    let (hp, ha) = (history(&plain), history(&aug));
+    // Augmentation changes the training batches...
+    assert_ne!(hp[0]["train_loss"], ha[0]["train_loss"]);
+    // ...and the network still learns (chance is 10%), if more slowly on
+    // 2,500 images.
+    assert!(ha[3]["test_acc"].as_f64().unwrap() > 0.8, "{ha:?}");
+    // The recorded config keeps the setting.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(aug.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["data"]["augment"]["random_crop"]["padding"], 2);
+    // Evaluation sees the plain images: eval reproduces the epoch's test
+    // accuracy exactly, every time.
+    let best = aug.join("best.safetensors");
+    let a = eval_json(dir.path(), &best, &[]);
+    let b = eval_json(dir.path(), &best, &[]);
+    assert_eq!(a, b);
+    assert!(ha.iter().any(|r| r["test_acc"] == a["accuracy"]), "{a}");
+}
+
+#[test]
+fn bad_augment_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, needle) in [
+        (
+            r#"data.augment={"horizontal_flip": 2}"#,
+            "data.augment.horizontal_flip is 2",
+        ),
+        (
+            r#"data.augment={"random_crop": {"padding": 30}}"#,
+            "data.augment.random_crop.padding is 30 but the images are 28×28",
+        ),
+        (
+            r#"data.augment={"affine": {"scale": [0, 1]}}"#,
+            "data.augment.affine.scale is [0, 1]",
+        ),
+        (r#"data.augment={"afine": {}}"#, "unknown field `afine`"),
+    ] {
+        assert_usage_error(
+            cnn(dir.path()).args(args(&dir.path().join("x"), &["--set", set])),
+            &[needle],
+        );
+    }
+}
+
+fn spawn(dir: &Path, args: &[String]) -> Child {
+    StdCommand::new(assert_cmd::cargo::cargo_bin("cnn"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CNN_DATA_DIR")
+        .env("RAYON_NUM_THREADS", "2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn saved_step(run: &Path) -> u64 {
+    cnn::checkpoint::load(&run.join("last.safetensors")).map_or(0, |c| c.meta.step)
+}
+
+fn tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let (_, t) = cnn::checkpoint::read_raw(&run.join("last.safetensors")).unwrap();
+    let mut v: Vec<_> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_killed_augmented_run_resumes_to_identical_tensors_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let killed = dir.path().join("killed");
+    let extra = [
+        "--epochs",
+        "2",
+        "--limit-train",
+        "1200",
+        "--checkpoint-every",
+        "4",
+        "--set",
+        AUGMENT,
+    ];
+    let status = spawn(dir.path(), &args(&full, &extra)).wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // Kill -9 once the first mid-epoch checkpoint exists, then resume.
+    let mut child = spawn(dir.path(), &args(&killed, &extra));
+    let start = Instant::now();
+    while saved_step(&killed) < 4 && child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stopped_at = saved_step(&killed);
+    assert!(
+        stopped_at < 2 * 1200u64.div_ceil(64),
+        "killed before the end"
+    );
+    let resume: Vec<String> = ["train", "--quiet", "--resume", killed.to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(spawn(dir.path(), &resume).wait().unwrap().code(), Some(0));
+
+    let (a, b) = (tensors(&full), tensors(&killed));
+    assert_eq!(a.len(), b.len());
+    for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(
+            va == vb,
+            "{ka} differs after resuming from step {stopped_at}"
+        );
+    }
+    assert_eq!(
+        history_without_timing(&full),
+        history_without_timing(&killed)
+    );
+}
