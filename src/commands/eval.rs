@@ -5,7 +5,7 @@ use super::check_dataset_fits;
 use crate::arch;
 use crate::checkpoint;
 use crate::cli::EvalArgs;
-use crate::config::Config;
+use crate::config::{Config, DatasetName};
 use crate::data::{Batcher, Dataset, LoadOptions, Normalization, Splits, class_names};
 use crate::device;
 use crate::model::{Model, Weights};
@@ -66,6 +66,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let model = Model::new(&plan, Weights::Tensors(&loaded.weights), &device)
         .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
 
+    if args.test_dir.is_some() && config.data.dataset != DatasetName::ImageFolder {
+        crate::bail_input!(
+            "--test-dir is for image folders, but this model was trained on {}; its test images are \
+             found with the training files (see --data-dir)",
+            config.data.dataset.name()
+        );
+    }
     // An image folder's labels follow the checkpoint's class names.
     let known = (!loaded.classes.is_empty()).then_some(&loaded.classes[..]);
     let dataset = Dataset::load(
