@@ -56,6 +56,12 @@ pub enum Command {
         cnn summary --config configs/lenet.json\n  \
         cnn summary --config configs/three-conv.json --json")]
     Summary(SummaryArgs),
+    /// Draw loss, accuracy and learning rate per epoch of one or more runs.
+    #[command(after_help = "Examples:\n  \
+        cnn plot runs/lenet -o lenet.png\n  \
+        cnn plot runs/lenet runs/three-conv runs/oneconv -o compare.svg --title \"Seed models\"\n\n\
+        Colour tells runs apart; solid lines are training, dashed validation, dotted test.")]
+    Plot(PlotArgs),
 }
 
 #[derive(Debug, Args)]
@@ -175,4 +181,19 @@ pub struct SummaryArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run directories (each holding a history.json).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+
+    /// Picture to write: .png or .svg.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Title above the charts (default: the run names).
+    #[arg(long)]
+    pub title: Option<String>,
 }

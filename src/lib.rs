@@ -20,6 +20,7 @@ pub mod history;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod rng;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Summary(args) => commands::summary::run(args),
+        Command::Plot(args) => commands::plot::run(args),
     }
 }
 
