@@ -41,6 +41,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => commands::eval::run(args),
         Command::Summary(args) => commands::summary::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Filters(args) => commands::filters::run(args),
+        Command::FeatureMaps(args) => commands::feature_maps::run(args),
+        Command::Samples(args) => commands::samples::run(args),
     }
 }
 

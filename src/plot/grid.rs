@@ -115,6 +115,9 @@ pub struct Grid {
     pub scale: Scale,
     /// Extra footer line.
     pub note: Option<String>,
+    /// Row labels in a column on the left (a matrix of tiles) instead of
+    /// above each row.
+    pub labels_left: bool,
 }
 
 const TITLE_H: u32 = 50;
@@ -122,6 +125,11 @@ const ROW_LABEL_H: u32 = 26;
 const CAPTION_H: u32 = 22;
 const GAP: u32 = 8;
 const FOOTER_LINE_H: u32 = 24;
+
+/// Rough width of a line of text: about 0.55 em per character.
+fn text_width(s: &str, px: f64) -> u32 {
+    (s.chars().count() as f64 * px * 0.55) as u32
+}
 
 impl Grid {
     fn columns(&self) -> usize {
@@ -132,15 +140,24 @@ impl Grid {
             .unwrap_or(0)
             .max(1)
     }
-    fn has_captions(&self) -> bool {
-        self.rows
-            .iter()
-            .any(|r| r.tiles.iter().any(|t| !t.caption.is_empty()))
+    fn label_above(&self, row: &Row) -> u32 {
+        if row.label.is_some() && !self.labels_left {
+            ROW_LABEL_H
+        } else {
+            0
+        }
     }
     fn row_height(&self, row: &Row) -> u32 {
-        let label = if row.label.is_some() { ROW_LABEL_H } else { 0 };
-        let caption = if self.has_captions() { CAPTION_H } else { 0 };
-        label + self.cell + caption + GAP
+        let captioned = row.tiles.iter().any(|t| !t.caption.is_empty());
+        self.label_above(row) + self.cell + if captioned { CAPTION_H } else { 0 } + GAP
+    }
+    /// Where the tiles start: after the label column, if any.
+    fn left(&self) -> u32 {
+        let labels = self.rows.iter().filter_map(|r| r.label.as_deref());
+        match labels.map(|l| text_width(l, 15.0)).max() {
+            Some(w) if self.labels_left => w + 2 * GAP,
+            _ => GAP,
+        }
     }
     fn footer_lines(&self) -> Vec<String> {
         self.scale
@@ -153,27 +170,50 @@ impl Grid {
 
 impl Figure for Grid {
     fn size(&self) -> (u32, u32) {
-        let w = (self.columns() as u32 * (self.cell + GAP) + GAP).max(420);
+        // Wide enough for the tiles, the title, the row labels and the footer.
+        let labels = self.rows.iter().filter_map(|r| r.label.as_deref());
+        let widest_label = labels.map(|l| text_width(l, 17.0)).max().unwrap_or(0);
+        let widest_footer = self
+            .footer_lines()
+            .iter()
+            .map(|l| text_width(l, 15.0))
+            .max()
+            .unwrap_or(0);
+        let w = (self.left() + self.columns() as u32 * (self.cell + GAP))
+            .max(text_width(&self.title, 24.0) + 2 * GAP)
+            .max(widest_label + 2 * GAP)
+            .max(widest_footer + 2 * GAP)
+            .max(320);
         let rows: u32 = self.rows.iter().map(|r| self.row_height(r)).sum();
         let footer = self.footer_lines().len() as u32 * FOOTER_LINE_H + GAP;
         (w, TITLE_H + rows + footer)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let (w, h) = self.size();
+        let (_, h) = self.size();
         drawn(root.draw(&Text::new(
             self.title.clone(),
             (GAP as i32, 12),
             font(24.0).pos(Pos::new(HPos::Left, VPos::Top)),
         )))?;
+        let left = self.left();
         let mut y = TITLE_H as i32;
         for row in &self.rows {
             if let Some(label) = &row.label {
-                drawn(root.draw(&Text::new(label.clone(), (GAP as i32, y + 4), font(17.0))))?;
-                y += ROW_LABEL_H as i32;
+                let text = if self.labels_left {
+                    Text::new(
+                        label.clone(),
+                        (GAP as i32, y + self.cell as i32 / 2),
+                        font(15.0).pos(Pos::new(HPos::Left, VPos::Center)),
+                    )
+                } else {
+                    Text::new(label.clone(), (GAP as i32, y + 4), font(17.0))
+                };
+                drawn(root.draw(&text))?;
             }
+            y += self.label_above(row) as i32;
             for (i, tile) in row.tiles.iter().enumerate() {
-                let x0 = (GAP + i as u32 * (self.cell + GAP)) as i32;
+                let x0 = (left + i as u32 * (self.cell + GAP)) as i32;
                 self.draw_tile(root, tile, x0, y)?;
                 if !tile.caption.is_empty() {
                     let color = if tile.alert {
@@ -192,14 +232,13 @@ impl Figure for Grid {
                     )?;
                 }
             }
-            y += (self.row_height(row) - if row.label.is_some() { ROW_LABEL_H } else { 0 }) as i32;
+            y += (self.row_height(row) - self.label_above(row)) as i32;
         }
         let mut fy = h as i32 - (self.footer_lines().len() as u32 * FOOTER_LINE_H) as i32 - 4;
         for line in self.footer_lines() {
             drawn(root.draw(&Text::new(line, (GAP as i32, fy), font(15.0))))?;
             fy += FOOTER_LINE_H as i32;
         }
-        let _ = w;
         Ok(())
     }
 }

@@ -184,18 +184,16 @@ pub fn fit(
             None
         } else {
             progress.start_eval("validating", ctx.splits.val.len());
-            Some(evaluate(
-                model,
-                &ctx.splits.val,
-                ctx.batcher,
-                eval_bs,
-                |n| progress.eval_step(n),
-            )?)
+            let eval = evaluate(model, &ctx.splits.val, ctx.batcher, eval_bs, |n| {
+                progress.eval_step(n)
+            })?;
+            Some(eval.result)
         };
         progress.start_eval("testing", ctx.splits.test.len());
         let test = evaluate(model, &ctx.splits.test, ctx.batcher, eval_bs, |n| {
             progress.eval_step(n)
-        })?;
+        })?
+        .result;
         let p = &state.partial;
         let record = EpochRecord {
             epoch,
