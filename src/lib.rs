@@ -26,6 +26,7 @@ pub mod progress;
 pub mod rng;
 pub mod schedule;
 pub mod status;
+pub mod tensorboard;
 pub mod train;
 
 use anyhow::Result;
