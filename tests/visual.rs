@@ -378,8 +378,19 @@ fn steps_csv_logs_every_step() {
     assert_eq!(rows.len(), 2 * 40);
     assert!(rows[0].starts_with("1,1,") && rows[79].starts_with("80,2,"));
     // And TensorBoard event files beside it.
-    let events: Vec<_> = std::fs::read_dir(trained().join("tensorboard")).unwrap().flatten().collect();
+    let events: Vec<_> = std::fs::read_dir(trained().join("tensorboard"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(events.len(), 1);
-    assert!(events[0].file_name().to_string_lossy().starts_with("events.out.tfevents."));
-    assert!(events[0].metadata().unwrap().len() > 80 * 40, "a record per step");
+    assert!(
+        events[0]
+            .file_name()
+            .to_string_lossy()
+            .starts_with("events.out.tfevents.")
+    );
+    assert!(
+        events[0].metadata().unwrap().len() > 80 * 40,
+        "a record per step"
+    );
 }
