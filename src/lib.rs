@@ -20,11 +20,13 @@ pub mod history;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod rng;
 pub mod schedule;
 pub mod status;
+pub mod tensorboard;
 pub mod train;
 
 use anyhow::Result;
@@ -39,6 +41,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Summary(args) => commands::summary::run(args),
+        Command::Plot(args) => commands::plot::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Filters(args) => commands::filters::run(args),
+        Command::FeatureMaps(args) => commands::feature_maps::run(args),
+        Command::Samples(args) => commands::samples::run(args),
     }
 }
 

@@ -5,11 +5,13 @@
 //!
 //! One module per concern: [`locate`] (where files are looked for),
 //! [`idx`], [`cifar`], [`folder`], [`hub`] (readers), [`split`],
-//! [`normalize`], [`augment`], [`batch`].
+//! [`normalize`], [`augment`], [`batch`]; [`convert`] fits single image
+//! files to a model's input for `cnn predict`.
 
 pub mod augment;
 pub mod batch;
 pub mod cifar;
+pub mod convert;
 pub mod folder;
 pub mod hub;
 pub mod idx;
@@ -137,10 +139,31 @@ impl Dataset {
     /// Finds and reads the dataset of `config.data` (images of an image
     /// folder come out in the config's input shape).
     pub fn load(config: &Config, opts: &LoadOptions) -> Result<Dataset> {
-        match config.data.dataset {
-            DatasetName::ImageFolder => load_folder(config, opts),
-            name => load_builtin(name, &config.data, opts),
+        Self::load_data(&config.data, Some(config.input_shape), opts)
+    }
+
+    /// As [`Dataset::load`], for commands that may have no model config
+    /// (`cnn samples`): an image folder needs `input_shape`, which says the
+    /// size and channels its images are read at.
+    pub fn load_data(
+        data: &DataConfig,
+        input_shape: Option<[usize; 3]>,
+        opts: &LoadOptions,
+    ) -> Result<Dataset> {
+        match (data.dataset, input_shape) {
+            (DatasetName::ImageFolder, Some(shape)) => load_folder(data, shape, opts),
+            (DatasetName::ImageFolder, None) => crate::bail_input!(
+                "reading an image folder needs a model config: its input_shape says the size and \
+                 channels the images are read at; pass --config FILE (or a --checkpoint)"
+            ),
+            (name, _) => load_builtin(name, data, opts),
         }
+    }
+
+    /// The test images for display: the test file or folder, or, for an
+    /// image folder that carves its test split, the whole folder.
+    pub fn test_images(&self) -> &ImageSet {
+        self.test.as_ref().unwrap_or(&self.train)
     }
 }
 
@@ -250,8 +273,7 @@ fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Res
     }
 }
 
-fn load_folder(config: &Config, opts: &LoadOptions) -> Result<Dataset> {
-    let data = &config.data;
+fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Result<Dataset> {
     let Some(root) = opts.data_dir.or(data.dir.as_deref()) else {
         crate::bail_input!(
             "data.dataset is imagefolder but no folder is given; set data.dir (or pass --data-dir DIR) to \
@@ -282,7 +304,6 @@ fn load_folder(config: &Config, opts: &LoadOptions) -> Result<Dataset> {
             classes.len()
         );
     }
-    let shape = config.input_shape;
     let mut notes = Vec::new();
     let train = folder::read(root, &present, &classes, shape, data.on_bad_image)?;
     report(&train, root, shape, &mut notes);
