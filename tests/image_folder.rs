@@ -1,6 +1,7 @@
 //! Image folders (`root/<class>/*.png`): a folder of real MNIST digits as
 //! PNG and BMP files of mixed sizes, some inverted, trains; the checkpoint
-//! evaluates held-back folders with the folder names as class names; the
+//! evaluates and predicts held-back digits with the folder names as class
+//! names; the
 //! seeded test split is rebuilt exactly by `cnn eval`; and every broken
 //! layout is a clear error.
 
@@ -102,6 +103,33 @@ fn a_folder_of_png_digits_trains_and_its_checkpoint_labels_held_back_digits_by_f
         best_row.is_some(),
         "eval reproduces an epoch's test accuracy: {e}"
     );
+
+    // `cnn predict` names held-back digits by their folder names.
+    let mut files: Vec<PathBuf> = Vec::new();
+    for name in NAMES {
+        let mut in_class: Vec<PathBuf> = std::fs::read_dir(held.join(name))
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        in_class.sort();
+        files.extend(in_class.into_iter().take(5));
+    }
+    let (code, out, err) = run(cnn(other.path())
+        .args(["predict", "--json", "--checkpoint"])
+        .arg(&best)
+        .args(&files));
+    assert_eq!(code, 0, "{err}");
+    let predictions: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(predictions.len(), 50);
+    let right = predictions
+        .iter()
+        .zip(&files)
+        .filter(|(p, f)| {
+            let folder = f.parent().unwrap().file_name().unwrap().to_str().unwrap();
+            p["label"] == folder
+        })
+        .count();
+    assert!(right >= 40, "{right}/50 named by their folder: {out}");
 
     // A folder of only two classes: labels still follow the checkpoint's names.
     let few = dir.path().join("few");
