@@ -154,7 +154,7 @@ impl Dataset {
             (DatasetName::ImageFolder, Some(shape)) => load_folder(data, shape, opts),
             (DatasetName::ImageFolder, None) => crate::bail_input!(
                 "reading an image folder needs a model config: its input_shape says the size and \
-                 channels the images are read at; pass --config FILE (or a --checkpoint)"
+                 channels the images are read at; pass the model's --config FILE"
             ),
             (name, _) => load_builtin(name, data, opts),
         }
@@ -386,4 +386,59 @@ fn read_pair(images: &Path, labels: &Path, classes: usize) -> Result<ImageSet> {
         pixels: img.pixels,
         labels: lab,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::InputError;
+
+    fn write_idx(dir: &Path, side: usize, test_side: usize) {
+        let files = [
+            (
+                idx::FILES[0],
+                idx::encode_images(2, side, side, &vec![1; 2 * side * side]),
+            ),
+            (idx::FILES[1], idx::encode_labels(&[1, 2])),
+            (
+                idx::FILES[2],
+                idx::encode_images(1, test_side, test_side, &vec![1; test_side * test_side]),
+            ),
+            (idx::FILES[3], idx::encode_labels(&[3])),
+        ];
+        for (name, bytes) in files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn training_and_test_images_of_different_sizes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx(dir.path(), 28, 20);
+        let opts = LoadOptions {
+            data_dir: Some(dir.path()),
+            ..Default::default()
+        };
+        let err = Dataset::load_data(&DataConfig::default(), None, &opts).unwrap_err();
+        assert!(err.is::<InputError>());
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("training images are 28×28 but test images are 20×20"),
+            "{msg}"
+        );
+        write_idx(dir.path(), 28, 28);
+        let data = Dataset::load_data(&DataConfig::default(), None, &opts).unwrap();
+        assert_eq!((data.train.len(), data.test_images().len()), (2, 1));
+        assert_eq!(data.classes[9], "9");
+    }
+
+    #[test]
+    fn an_image_folder_without_a_model_config_asks_for_one() {
+        let data = DataConfig {
+            dataset: DatasetName::ImageFolder,
+            ..Default::default()
+        };
+        let err = Dataset::load_data(&data, None, &LoadOptions::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("needs a model config"));
+    }
 }
