@@ -96,6 +96,8 @@ fn a_folder_of_png_digits_trains_and_its_checkpoint_labels_held_back_digits_by_f
     let e = eval_json(other.path(), &best, &[]);
     assert_eq!(e["dataset"], "imagefolder");
     assert_eq!(e["samples"], 1000);
+    assert!(e["data_dir"].as_str().unwrap().ends_with("digits"));
+    assert!(e["test_dir"].as_str().unwrap().ends_with("held-back"));
     let classes: Vec<String> = serde_json::from_value(e["classes"].clone()).unwrap();
     assert_eq!(classes, sorted_names());
     let best_row = h.iter().find(|r| r["test_acc"] == e["accuracy"]);

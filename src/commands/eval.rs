@@ -6,7 +6,7 @@
 use super::{check_dataset_fits, load_model};
 use crate::cli::EvalArgs;
 use crate::config::DatasetName;
-use crate::data::{Batcher, Dataset, ImageSet, LoadOptions, Normalization, Splits};
+use crate::data::{Batcher, Dataset, ImageSet, LoadOptions, Normalization, Split, Splits};
 use crate::device;
 use crate::plot::{self, grid};
 use crate::progress::{Mode, Progress};
@@ -120,6 +120,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "epoch": loaded.epoch,
             "dataset": dataset.name.name(),
             "data_dir": dataset.dir,
+            "test_dir": dataset.test_dir,
             "split": split,
             "samples": r.samples,
             "correct": r.correct,
@@ -137,11 +138,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .map(|e| format!(", epoch {e}"))
         .unwrap_or_default();
     println!("checkpoint  {} ({name}{epoch})", args.checkpoint.display());
+    // Test images of an image folder may come from their own folder.
+    let source = match (&dataset.test_dir, args.split) {
+        (Some(t), Split::Test) => t,
+        _ => &dataset.dir,
+    };
     println!(
         "data        {split} split of {}: {} images ({})",
         dataset.name.name(),
         r.samples,
-        dataset.dir.display()
+        source.display()
     );
     println!("loss        {:.4}", r.loss);
     println!(

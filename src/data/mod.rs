@@ -72,6 +72,8 @@ pub struct Dataset {
     /// `None` for an image folder without a test folder: the test images
     /// are then carved from `train` by the seed (see [`Splits`]).
     pub test: Option<ImageSet>,
+    /// The separate test folder of an image folder, when there is one.
+    pub test_dir: Option<PathBuf>,
     /// Worth telling the user: images skipped or resized, files ignored.
     pub notes: Vec<String>,
 }
@@ -216,6 +218,7 @@ fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Res
                 classes,
                 train,
                 test: Some(test),
+                test_dir: None,
                 notes: Vec::new(),
             });
         }
@@ -253,6 +256,7 @@ fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Res
             classes,
             train: h.train,
             test: Some(h.test),
+            test_dir: None,
         }),
         Err(u) => {
             tried.push(format!(
@@ -307,7 +311,8 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
     let mut notes = Vec::new();
     let train = folder::read(root, &present, &classes, shape, data.on_bad_image)?;
     report(&train, root, shape, &mut notes);
-    let test = match opts.test_dir.or(data.test_dir.as_deref()) {
+    let test_dir = opts.test_dir.or(data.test_dir.as_deref());
+    let test = match test_dir {
         Some(dir) => {
             let present = folder::class_folders(dir, "test folder")?;
             let test = folder::read(dir, &present, &classes, shape, data.on_bad_image)?;
@@ -323,6 +328,7 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
         classes,
         train: train.set,
         test,
+        test_dir: test_dir.map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf())),
         notes,
     })
 }
