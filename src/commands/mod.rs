@@ -2,6 +2,7 @@
 //! library, print the result. Output formats live here; the work does not.
 
 pub mod eval;
+pub mod report;
 pub mod summary;
 pub mod train;
 
