@@ -262,7 +262,10 @@ while :; do
     [[ -n $THREADS ]] && args=(--threads "$THREADS" "${args[@]}")
     case $what in
     fresh) note "starting" ;;
-    resume) note "resuming (${MESSAGE:-$STATE})" ;;
+    resume)
+        why=${MESSAGE:-$STATE}
+        note "resuming (${why%%;*})"
+        ;;
     restart) note "starting again (${MESSAGE:-$STATE}, before its first checkpoint)" ;;
     *) note "$what after failure: ${MESSAGE:-cnn exited with status $last_rc}" ;;
     esac
