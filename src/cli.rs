@@ -2,6 +2,7 @@
 //! `--help`. Turning these into settings happens in `commands`.
 
 use crate::data::Split;
+use crate::data::convert::Fit;
 use crate::device::DeviceSpec;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         cnn eval --checkpoint runs/lenet/best.safetensors\n  \
         cnn eval --checkpoint runs/lenet/best.safetensors --split val --json\n  \
+        cnn eval --checkpoint runs/lenet/best.safetensors --confusion-png confusion.png --mistakes-png mistakes.png\n  \
         cnn eval --checkpoint torch_lenet.safetensors --config configs/lenet.json")]
     Eval(EvalArgs),
     /// Show each layer's output shape, parameters and multiply-adds.
@@ -68,6 +70,37 @@ pub enum Command {
         fractions; best_val_acc is the highest validation accuracy and test_acc the test \
         accuracy at that epoch (at the last epoch when there is no validation split).")]
     Report(ReportArgs),
+    /// Draw loss, accuracy and learning rate per epoch of one or more runs.
+    #[command(after_help = "Examples:\n  \
+        cnn plot runs/lenet -o lenet.png\n  \
+        cnn plot runs/lenet runs/three-conv runs/oneconv -o compare.svg --title \"Seed models\"\n\n\
+        Colour tells runs apart; solid lines are training, dashed validation, dotted test.")]
+    Plot(PlotArgs),
+    /// Classify image files (PNG, JPEG, BMP, PGM) with a checkpoint.
+    #[command(after_help = "Examples:\n  \
+        cnn predict --checkpoint runs/lenet/best.safetensors digit.png photo-of-a-7.jpg\n  \
+        cnn predict --checkpoint runs/lenet/best.safetensors --top 3 --json scans/*.png\n\n\
+        Images of any size are made to look like the training data: grayscale or RGB as the \
+        model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
+        says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see README, Predict.")]
+    Predict(PredictArgs),
+    /// Draw the learned kernels of a conv layer.
+    #[command(after_help = "Examples:\n  \
+        cnn filters --checkpoint runs/lenet/best.safetensors -o filters.png\n  \
+        cnn filters --checkpoint runs/three-conv/best.safetensors --layer 2 -o conv2.png")]
+    Filters(FiltersArgs),
+    /// Draw the activation maps of every conv layer for one image, or apply a fixed filter.
+    #[command(after_help = "Examples:\n  \
+        cnn feature-maps --checkpoint runs/lenet/best.safetensors --index 0 -o maps.png\n  \
+        cnn feature-maps --checkpoint runs/lenet/best.safetensors --image my-digit.png -o maps.png\n  \
+        cnn feature-maps --kernel vertical-edge --data-dir ../shared/data/mnist -o edges.png\n  \
+        cnn feature-maps --kernel my-kernel.json --dataset fashion-mnist -o filtered.png")]
+    FeatureMaps(FeatureMapsArgs),
+    /// Draw a labelled grid of dataset images.
+    #[command(after_help = "Examples:\n  \
+        cnn samples --data-dir ../shared/data/mnist -o mnist.png\n  \
+        cnn samples --dataset fashion-mnist --count 48 --seed 3 -o fashion.png")]
+    Samples(SamplesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +205,18 @@ pub struct EvalArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Draw the confusion matrix (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub confusion_png: Option<PathBuf>,
+
+    /// Draw the most confident mistakes with true and predicted labels.
+    #[arg(long, value_name = "FILE")]
+    pub mistakes_png: Option<PathBuf>,
+
+    /// How many mistakes --mistakes-png shows.
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub mistakes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -208,4 +253,132 @@ pub struct ReportArgs {
     /// Also write the rows to FILE as CSV.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run directories (each holding a history.json).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+
+    /// Picture to write: .png or .svg.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Title above the charts (default: the run names).
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Checkpoint written by `cnn train`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+
+    /// Image files to classify.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+
+    /// How many of the most likely classes to show.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub top: usize,
+
+    /// How images are fitted to the input size (default: by dataset).
+    #[arg(long, value_enum)]
+    pub preprocess: Option<Fit>,
+
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+
+    /// Print a JSON array of {path, class, label, top} objects on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FiltersArgs {
+    /// Checkpoint written by `cnn train`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+
+    /// Index of the conv2d layer in the config's layer list (default: the first conv2d).
+    #[arg(long, value_name = "N")]
+    pub layer: Option<usize>,
+
+    /// Picture to write: .png or .svg.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FeatureMapsArgs {
+    /// Checkpoint written by `cnn train` (optional with --kernel).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// An image file to look at (made to look like the training data).
+    #[arg(long, value_name = "IMG", conflicts_with = "index")]
+    pub image: Option<PathBuf>,
+
+    /// The N-th image of --split instead of a file.
+    #[arg(long, value_name = "N")]
+    pub index: Option<usize>,
+
+    /// Which split --index (and --kernel's samples) come from.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: Split,
+
+    /// Apply a fixed filter instead: vertical-edge, horizontal-edge, or a file
+    /// with the kernel as JSON rows ([[-1,0,1],...]) or rows of numbers.
+    #[arg(long, value_name = "KERNEL")]
+    pub kernel: Option<String>,
+
+    /// How many sample images --kernel filters.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub count: usize,
+
+    /// Dataset for --kernel without a checkpoint (default: mnist).
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+
+    /// Directory holding the dataset files (default: see README, Data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Picture to write: .png or .svg.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SamplesArgs {
+    /// Dataset to show (default: the config's, else mnist).
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+
+    /// A config whose data section says which dataset and where.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the dataset files (default: see README, Data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Training or test images.
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: Split,
+
+    /// How many images.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub count: usize,
+
+    /// Seed for picking the images.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Picture to write: .png or .svg.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }

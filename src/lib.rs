@@ -21,12 +21,14 @@ pub mod history;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod status;
+pub mod tensorboard;
 pub mod train;
 
 use anyhow::Result;
@@ -42,6 +44,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => commands::eval::run(args),
         Command::Summary(args) => commands::summary::run(args),
         Command::Report(args) => commands::report::run(args),
+        Command::Plot(args) => commands::plot::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Filters(args) => commands::filters::run(args),
+        Command::FeatureMaps(args) => commands::feature_maps::run(args),
+        Command::Samples(args) => commands::samples::run(args),
     }
 }
 

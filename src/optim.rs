@@ -333,7 +333,7 @@ impl Optimizer {
                 continue;
             };
             let theta = var.as_tensor();
-            if fused && theta.device().is_cpu() && theta.dtype() == candle_core::DType::F32 {
+            if fused && crate::ops::native(theta) {
                 hp.in_place(theta, grad, slot)?;
             } else {
                 var.set(&hp.with_tensors(theta, grad, slot)?)?;

@@ -16,6 +16,8 @@ pub enum Purpose {
     Shuffle = 3,
     Dropout = 4,
     Augment = 5,
+    /// Images picked for display (`cnn samples`).
+    Display = 6,
 }
 
 /// The generator for `purpose` and `index` (an epoch, say) under `seed`.

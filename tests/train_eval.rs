@@ -340,3 +340,66 @@ fn every_layer_type_trains() {
     let e = eval_json(dir.path(), &dir.path().join("run/best.safetensors"), &[]);
     assert_eq!(e["accuracy"], h[0]["test_acc"]);
 }
+
+// What CUDA runs: candle's own ops instead of the CPU kernels (conv, pooling
+// with overlapping windows, linear, cross-entropy, the tensor-op optimizer).
+// Forced on the CPU with CNN_KERNELS=candle, the same run learns alike.
+#[test]
+fn candle_ops_path_trains_like_the_cpu_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serde_json::json!({
+        "input_shape": [1, 28, 28],
+        "num_classes": 10,
+        "layers": [
+            {"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+            {"type": "relu"},
+            {"type": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
+            {"type": "conv2d", "out_channels": 16, "kernel_size": 3},
+            {"type": "batch_norm2d"},
+            {"type": "relu"},
+            {"type": "avg_pool2d", "kernel_size": 2},
+            {"type": "flatten"},
+            {"type": "dropout", "p": 0.2},
+            {"type": "linear", "out_features": 10}
+        ]
+    });
+    let p = write_config(dir.path(), "mix.json", &cfg);
+    let args = ["--epochs", "2", "--limit-train", "1200", "--quiet"];
+    let (code, _, err) = train(dir.path(), &p, "native", &args);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(cnn(dir.path())
+        .env("CNN_KERNELS", "candle")
+        .args([
+            "train",
+            "--out",
+            "candle",
+            "--set",
+            "data.val_size=500",
+            "--data-dir",
+        ])
+        .arg(mnist_small())
+        .arg("--config")
+        .arg(&p)
+        .args(args));
+    assert_eq!(code, 0, "{err}");
+    let (a, b) = (
+        history(&dir.path().join("native")),
+        history(&dir.path().join("candle")),
+    );
+    let acc = |h: &[Value]| h[1]["test_acc"].as_f64().unwrap();
+    assert!(acc(&a) > 0.75 && acc(&b) > 0.75, "{} {}", acc(&a), acc(&b));
+    assert!(
+        (acc(&a) - acc(&b)).abs() < 0.03,
+        "native {} vs candle ops {}",
+        acc(&a),
+        acc(&b)
+    );
+    // The first epoch's training loss agrees closely: same data, same init.
+    let loss = |h: &[Value]| h[0]["train_loss"].as_f64().unwrap();
+    assert!(
+        (loss(&a) - loss(&b)).abs() < 0.01,
+        "{} vs {}",
+        loss(&a),
+        loss(&b)
+    );
+}

@@ -1,71 +1,28 @@
 //! `cnn eval`: rebuild the model from a checkpoint alone (or from a config
-//! plus a foreign safetensors file), find the data, report loss and accuracy.
+//! plus a foreign safetensors file), find the data, report loss, accuracy,
+//! per-class accuracy and the confusion matrix; optionally draw the matrix
+//! and the most confident mistakes.
 
-use super::check_dataset_fits;
-use crate::arch;
-use crate::checkpoint;
+use super::{check_dataset_fits, load_model};
 use crate::cli::EvalArgs;
-use crate::config::Config;
-use crate::data::{Batcher, Dataset, Normalization, Splits, class_names};
+use crate::data::{Batcher, Dataset, ImageSet, Normalization, Splits};
 use crate::device;
-use crate::model::{Model, Weights};
+use crate::plot::{self, grid};
 use crate::progress::{Mode, Progress};
-use crate::train::eval::evaluate;
-use anyhow::{Context, Result};
+use crate::train::eval::{Evaluation, evaluate};
+use anyhow::Result;
 use serde_json::json;
-use std::collections::HashMap;
-
-/// What `eval` needs from a weights file.
-struct Loaded {
-    config: Config,
-    weights: HashMap<String, candle_core::Tensor>,
-    normalization: Option<Normalization>,
-    classes: Vec<String>,
-    epoch: Option<usize>,
-}
-
-fn load(args: &EvalArgs) -> Result<Loaded> {
-    match &args.config {
-        None => {
-            let ck = checkpoint::load(&args.checkpoint)?;
-            Ok(Loaded {
-                classes: ck.meta.classes.clone(),
-                normalization: Some(ck.meta.normalization.clone()),
-                epoch: Some(ck.meta.epoch),
-                config: ck.meta.config,
-                weights: ck.weights,
-            })
-        }
-        Some(path) => {
-            let config = Config::load(path)?;
-            let plan = arch::plan(&config)?;
-            let (_, tensors) = checkpoint::read_raw(&args.checkpoint)?;
-            let weights = checkpoint::import_foreign(tensors, &plan).with_context(|| {
-                format!(
-                    "{} does not fit config {}",
-                    args.checkpoint.display(),
-                    path.display()
-                )
-            })?;
-            Ok(Loaded {
-                classes: class_names(config.data.dataset),
-                normalization: None,
-                epoch: None,
-                config,
-                weights,
-            })
-        }
-    }
-}
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let loaded = load(args)?;
-    let config = &loaded.config;
-    let plan = arch::plan(config).context("the checkpoint's config")?;
+    for path in [&args.confusion_png, &args.mistakes_png]
+        .into_iter()
+        .flatten()
+    {
+        plot::format_of(path)?;
+    }
     let device = device::open(args.device)?;
-    let model = Model::new(&plan, Weights::Tensors(&loaded.weights), &device)
-        .with_context(|| format!("checkpoint {}", args.checkpoint.display()))?;
-
+    let loaded = load_model(&args.checkpoint, args.config.as_deref(), &device)?;
+    let config = &loaded.config;
     let dataset = Dataset::load(
         config.data.dataset,
         args.data_dir.as_deref(),
@@ -91,47 +48,198 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let batcher = Batcher::new(&normalization, &device);
     let mut progress = Progress::new(Mode::detect(false));
     progress.start_eval("evaluating", subset.len());
-    let result = evaluate(&model, subset, &batcher, batch_size, |n| {
+    let eval = evaluate(&loaded.model, subset, &batcher, batch_size, |n| {
         progress.eval_step(n)
     })?;
     progress.finish();
-
+    let classes = &loaded.classes;
     let name = config.display_name();
+    let split = args.split.name();
+
+    if let Some(path) = &args.confusion_png {
+        let figure = grid::ConfusionFigure {
+            title: format!(
+                "{name}: confusion matrix, {split} split ({} images)",
+                eval.result.samples
+            ),
+            classes: classes.clone(),
+            matrix: eval.confusion.clone(),
+        };
+        plot::save(&figure, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.mistakes_png {
+        plot::save(
+            &mistakes_grid(&eval, subset.set, classes, args.mistakes, name),
+            path,
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+
+    let r = &eval.result;
+    let per_class = eval.per_class();
     if args.json {
+        let per_class: Vec<_> = per_class
+            .iter()
+            .enumerate()
+            .map(|(c, &(n, ok))| {
+                json!({
+                    "class": c,
+                    "label": classes.get(c),
+                    "samples": n,
+                    "correct": ok,
+                    "accuracy": if n == 0 { None } else { Some(ok as f64 / n as f64) },
+                })
+            })
+            .collect();
         let out = json!({
             "checkpoint": args.checkpoint,
             "model": name,
             "epoch": loaded.epoch,
             "dataset": dataset.name.name(),
             "data_dir": dataset.dir,
-            "split": args.split.name(),
-            "samples": result.samples,
-            "correct": result.correct,
-            "loss": result.loss,
-            "accuracy": result.accuracy,
-            "classes": loaded.classes,
+            "split": split,
+            "samples": r.samples,
+            "correct": r.correct,
+            "loss": r.loss,
+            "accuracy": r.accuracy,
+            "classes": classes,
+            "per_class": per_class,
+            "confusion": eval.confusion,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        let epoch = loaded
-            .epoch
-            .map(|e| format!(", epoch {e}"))
-            .unwrap_or_default();
-        println!("checkpoint  {} ({name}{epoch})", args.checkpoint.display());
-        println!(
-            "data        {} split of {}: {} images ({})",
-            args.split.name(),
-            dataset.name.name(),
-            result.samples,
-            dataset.dir.display()
-        );
-        println!("loss        {:.4}", result.loss);
-        println!(
-            "accuracy    {:.2}% ({}/{})",
-            100.0 * result.accuracy,
-            result.correct,
-            result.samples
-        );
+        return Ok(());
     }
+    let epoch = loaded
+        .epoch
+        .map(|e| format!(", epoch {e}"))
+        .unwrap_or_default();
+    println!("checkpoint  {} ({name}{epoch})", args.checkpoint.display());
+    println!(
+        "data        {split} split of {}: {} images ({})",
+        dataset.name.name(),
+        r.samples,
+        dataset.dir.display()
+    );
+    println!("loss        {:.4}", r.loss);
+    println!(
+        "accuracy    {:.2}% ({}/{})",
+        100.0 * r.accuracy,
+        r.correct,
+        r.samples
+    );
+    println!();
+    print!("{}", per_class_table(classes, &per_class));
+    println!();
+    print!("{}", confusion_table(classes, &eval.confusion));
     Ok(())
+}
+
+fn per_class_table(classes: &[String], per_class: &[(u64, u64)]) -> String {
+    let width = classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!("{:<width$}  {:>7}  {:>8}\n", "class", "images", "accuracy");
+    for (c, &(n, ok)) in per_class.iter().enumerate() {
+        let acc = if n == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}%", 100.0 * ok as f64 / n as f64)
+        };
+        out.push_str(&format!("{:<width$}  {n:>7}  {acc:>8}\n", classes[c]));
+    }
+    out
+}
+
+/// Rows are true classes, columns predicted ones.
+fn confusion_table(classes: &[String], m: &[Vec<u64>]) -> String {
+    let label_w = classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(1)
+        .max(4);
+    let cell_w = m
+        .iter()
+        .flatten()
+        .map(|v| v.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(
+            classes
+                .iter()
+                .map(|c| c.chars().count().min(6))
+                .max()
+                .unwrap_or(1),
+        );
+    let mut out = String::from("confusion matrix (rows: true class, columns: predicted class)\n");
+    out.push_str(&format!("{:>label_w$}", ""));
+    for c in classes {
+        let short: String = c.chars().take(6).collect();
+        out.push_str(&format!(" {short:>cell_w$}"));
+    }
+    out.push('\n');
+    for (t, row) in m.iter().enumerate() {
+        out.push_str(&format!("{:>label_w$}", classes[t]));
+        for v in row {
+            out.push_str(&format!(" {v:>cell_w$}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The `n` most confident mistakes, with their true and predicted labels.
+fn mistakes_grid(
+    eval: &Evaluation,
+    set: &ImageSet,
+    classes: &[String],
+    n: usize,
+    model: &str,
+) -> grid::Grid {
+    let tiles: Vec<grid::Tile> = eval
+        .worst_mistakes(n)
+        .into_iter()
+        .map(|p| {
+            let label = |c: u32| {
+                classes
+                    .get(c as usize)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string())
+            };
+            let mut tile = grid::Tile::from_bytes(
+                set.image(p.image as usize),
+                set.channels,
+                set.height,
+                set.width,
+                format!(
+                    "{} → {} {:.0}%",
+                    label(p.target),
+                    label(p.predicted),
+                    100.0 * p.confidence
+                ),
+            );
+            tile.alert = true;
+            tile
+        })
+        .collect();
+    let count = tiles.len();
+    let rows = tiles
+        .chunks(8)
+        .map(|c| grid::Row {
+            label: None,
+            tiles: c.to_vec(),
+        })
+        .collect();
+    grid::Grid {
+        title: format!("{model}: the {count} most confident mistakes"),
+        rows,
+        cell: 112,
+        scale: grid::Scale::Gray,
+        note: Some("caption: true label → predicted label, with the predicted probability".into()),
+        labels_left: false,
+    }
 }

@@ -2,14 +2,74 @@
 //! library, print the result. Output formats live here; the work does not.
 
 pub mod eval;
+pub mod feature_maps;
+pub mod filters;
+pub mod plot;
+pub mod predict;
 pub mod report;
+pub mod samples;
 pub mod summary;
 pub mod train;
 
+use crate::arch;
+use crate::checkpoint;
 use crate::config::{Config, apply_overrides, parse_assignment};
-use crate::data::Dataset;
-use anyhow::Result;
+use crate::data::{Dataset, Normalization, class_names};
+use crate::model::{Model, Weights};
+use anyhow::{Context, Result};
+use candle_core::Device;
 use std::path::Path;
+
+/// A model rebuilt from a weights file, with what is known about its data.
+pub struct Loaded {
+    pub config: Config,
+    pub model: Model,
+    /// From the checkpoint; `None` for foreign weights (computed from the data then).
+    pub normalization: Option<Normalization>,
+    pub classes: Vec<String>,
+    pub epoch: Option<usize>,
+}
+
+/// Loads a cnn checkpoint, or any safetensors file (such as a PyTorch
+/// state_dict) when `config` describes its architecture.
+pub fn load_model(weights: &Path, config: Option<&Path>, device: &Device) -> Result<Loaded> {
+    let (config, tensors, normalization, classes, epoch) = match config {
+        None => {
+            let ck = checkpoint::load(weights)?;
+            (
+                ck.meta.config,
+                ck.weights,
+                Some(ck.meta.normalization),
+                ck.meta.classes,
+                Some(ck.meta.epoch),
+            )
+        }
+        Some(path) => {
+            let config = Config::load(path)?;
+            let plan = arch::plan(&config)?;
+            let (_, tensors) = checkpoint::read_raw(weights)?;
+            let tensors = checkpoint::import_foreign(tensors, &plan).with_context(|| {
+                format!(
+                    "{} does not fit config {}",
+                    weights.display(),
+                    path.display()
+                )
+            })?;
+            let classes = class_names(config.data.dataset);
+            (config, tensors, None, classes, None)
+        }
+    };
+    let plan = arch::plan(&config).context("the checkpoint's config")?;
+    let model = Model::new(&plan, Weights::Tensors(&tensors), device)
+        .with_context(|| format!("checkpoint {}", weights.display()))?;
+    Ok(Loaded {
+        config,
+        model,
+        normalization,
+        classes,
+        epoch,
+    })
+}
 
 /// Loads a config file and applies `--set` assignments, then `extra` ones
 /// coming from dedicated flags (which win).

@@ -95,6 +95,19 @@ fn create_run_dir(dir: &Path, force: bool) -> Result<()> {
                     .input_context(|| format!("cannot remove {}", p.display()))?;
             }
         }
+        // The old run's TensorBoard events would mix with the new ones.
+        if let Ok(entries) = std::fs::read_dir(dir.join("tensorboard")) {
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("events.out.tfevents.")
+                {
+                    std::fs::remove_file(entry.path())
+                        .input_context(|| format!("cannot remove {}", entry.path().display()))?;
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -71,6 +71,9 @@ pub struct TrainingConfig {
     /// comes near 1000. `null` keeps only the non-finite check.
     #[serde(default = "default_max_loss")]
     pub max_loss: Option<f64>,
+    /// Also write TensorBoard event files to `RUN_DIR/tensorboard`.
+    #[serde(default = "yes")]
+    pub tensorboard: bool,
 }
 
 fn default_max_loss() -> Option<f64> {
@@ -100,6 +103,7 @@ impl Default for TrainingConfig {
             early_stopping: None,
             checkpoint_every: 0,
             max_loss: default_max_loss(),
+            tensorboard: true,
         }
     }
 }

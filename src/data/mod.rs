@@ -2,6 +2,7 @@
 //! memory, the seeded train/validation split, normalisation statistics and
 //! batch assembly. Nothing here knows about models or training.
 
+pub mod convert;
 pub mod idx;
 
 use crate::config::{DataConfig, DatasetName, Normalize};
@@ -419,6 +420,17 @@ impl Batcher {
             tables: norm.tables(),
             device: device.clone(),
         }
+    }
+
+    /// One image's bytes (`c×h×w`) as a normalised `[1, c, h, w]` tensor.
+    pub fn tensor_from_pixels(&self, pixels: &[u8], [c, h, w]: [usize; 3]) -> Result<Tensor> {
+        let plane = h * w;
+        let xs: Vec<f32> = pixels
+            .chunks(plane)
+            .zip(&self.tables)
+            .flat_map(|(ch, table)| ch.iter().map(|&p| table[p as usize]))
+            .collect();
+        Ok(Tensor::from_vec(xs, (1, c, h, w), &Device::Cpu)?.to_device(&self.device)?)
     }
 
     /// Images `[n, c, h, w]` (f32) and labels `[n]` (u32) for `indices` of `set`.

@@ -17,9 +17,14 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 
-/// Whether the project's CPU kernels handle this tensor (else candle's ops do).
-fn native(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+/// Whether the project's CPU kernels handle this tensor (else candle's ops
+/// do, as on CUDA). `CNN_KERNELS=candle` sends the CPU through candle's ops
+/// too: the code path other devices take, testable without a GPU.
+pub fn native(x: &Tensor) -> bool {
+    static CANDLE_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let candle_only =
+        *CANDLE_ONLY.get_or_init(|| std::env::var("CNN_KERNELS").is_ok_and(|v| v == "candle"));
+    !candle_only && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// Refuses geometries the implementation for `device` does not handle:

@@ -17,6 +17,7 @@ use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::progress::Progress;
 use crate::schedule::{self, Position};
+use crate::tensorboard::EventWriter;
 use crate::{profile, rng};
 use anyhow::{Context, Result};
 use eval::{EvalResult, evaluate};
@@ -89,6 +90,11 @@ pub fn fit(
     let steps_per_epoch = steps_per_epoch(ctx.config, train.len())?;
     let base_lr = cfg.optimizer.lr;
     let mut steps = StepLog::open(ctx.run_dir, state.step)?;
+    let mut events = if cfg.tensorboard {
+        Some(EventWriter::create(&ctx.run_dir.join("tensorboard"))?)
+    } else {
+        None
+    };
     let stop_requested = || ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst));
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
@@ -153,13 +159,12 @@ pub fn fit(
             p.correct += correct;
             p.seen += chunk.len();
             p.seconds = seconds_before + started.elapsed().as_secs_f64();
-            steps.push(
-                state.step,
-                epoch,
-                l,
-                correct as f64 / chunk.len() as f64,
-                lr,
-            )?;
+            let batch_acc = correct as f64 / chunk.len() as f64;
+            steps.push(state.step, epoch, l, batch_acc, lr)?;
+            if let Some(ev) = &mut events {
+                let scalars = [("step/loss", l), ("step/accuracy", batch_acc), ("lr", lr)];
+                ev.scalars(state.step, &scalars)?;
+            }
             progress.step(
                 p.seen,
                 p.loss_sum / p.seen as f64,
@@ -171,6 +176,9 @@ pub fn fit(
                 // The step log first: it may run ahead of the checkpoint
                 // (resume drops the extra rows), never behind it.
                 steps.flush()?;
+                if let Some(ev) = &mut events {
+                    ev.flush()?;
+                }
                 save_last(ctx, model, optim, &state, epoch)?;
             }
             if interrupted {
@@ -184,18 +192,16 @@ pub fn fit(
             None
         } else {
             progress.start_eval("validating", ctx.splits.val.len());
-            Some(evaluate(
-                model,
-                &ctx.splits.val,
-                ctx.batcher,
-                eval_bs,
-                |n| progress.eval_step(n),
-            )?)
+            let eval = evaluate(model, &ctx.splits.val, ctx.batcher, eval_bs, |n| {
+                progress.eval_step(n)
+            })?;
+            Some(eval.result)
         };
         progress.start_eval("testing", ctx.splits.test.len());
         let test = evaluate(model, &ctx.splits.test, ctx.batcher, eval_bs, |n| {
             progress.eval_step(n)
-        })?;
+        })?
+        .result;
         let p = &state.partial;
         let record = EpochRecord {
             epoch,
@@ -210,6 +216,20 @@ pub fn fit(
             images_per_second: p.seen as f64 / p.seconds.max(1e-9),
         };
         progress.finish_epoch(&record, cfg.epochs);
+        if let Some(ev) = &mut events {
+            let mut scalars = vec![
+                ("epoch", epoch as f64),
+                ("train/loss", record.train_loss),
+                ("train/accuracy", record.train_acc),
+                ("test/loss", record.test_loss),
+                ("test/accuracy", record.test_acc),
+                ("images_per_second", record.images_per_second),
+            ];
+            if let (Some(l), Some(a)) = (record.val_loss, record.val_acc) {
+                scalars.extend([("val/loss", l), ("val/accuracy", a)]);
+            }
+            ev.scalars(state.step, &scalars)?;
+        }
 
         // 4. Files. `best` first, then `last` (which records the new best),
         //    then the history: a crash anywhere in between resumes from the
@@ -226,6 +246,9 @@ pub fn fit(
                 .context("saving best.safetensors")?;
         }
         steps.flush()?;
+        if let Some(ev) = &mut events {
+            ev.flush()?;
+        }
         save_last(ctx, model, optim, &state, epoch)?;
         history::write(ctx.run_dir, &state.history)?;
         if state.stopped_early {
