@@ -63,7 +63,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         cnn report sweeps/lr-batch\n  \
         cnn report sweeps/lr-batch --sort test_acc --csv results.csv\n  \
-        cnn report runs/ --json\n\n\
+        cnn report runs/ --json\n  \
+        cnn report sweeps/lr-batch --plot val-acc.png\n\n\
         A sweep directory (scripts/sweep.sh) lists its points in manifest.json, whose varied \
         parameters become columns; for a plain directory of run directories the columns are \
         the config fields that differ between the runs. Accuracies in --json and --csv are \
@@ -253,6 +254,11 @@ pub struct ReportArgs {
     /// Also write the rows to FILE as CSV.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+
+    /// Also draw every run's validation accuracy per epoch on one chart
+    /// (FILE ends in .png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -208,6 +208,17 @@ fn a_two_by_two_sweep_runs_every_point_and_the_report_matches_the_histories() {
         .collect();
     assert!(accs.windows(2).all(|w| w[0] >= w[1]), "{accs:?}");
 
+    // The same rows as CSV, and the validation curves on one chart.
+    let (csv, png) = (tmp.path().join("r.csv"), tmp.path().join("val.png"));
+    let (code, _, stderr) = run(cnn(tmp.path())
+        .args(["report", "--csv", "r.csv", "--plot", "val.png"])
+        .arg(&out));
+    assert_eq!(code, 0, "{stderr}");
+    let csv = std::fs::read_to_string(csv).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.starts_with("run,training.optimizer.lr,training.batch_size,status,"));
+    assert!(std::fs::read(png).unwrap().starts_with(b"\x89PNG"));
+
     // Running it again trains nothing.
     let before = std::fs::read_to_string(out.join("sweep.log")).unwrap();
     let (code, _, stderr) = output(&mut sweep(&out, &args, &["--epochs", "1"]));

@@ -4,16 +4,29 @@
 
 use crate::cli::ReportArgs;
 use crate::fsutil::write_atomic;
+use crate::plot::{self, chart};
 use crate::report::{self, Report, Row, Status};
 use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 
 pub fn run(args: &ReportArgs) -> Result<()> {
+    if let Some(path) = &args.plot
+        && plot::format_of(path).is_err()
+    {
+        crate::bail_input!(
+            "--plot {}: the chart's file name must end in .png or .svg",
+            path.display()
+        );
+    }
     let mut report = report::collect(&args.dirs)?;
     report::sort(&mut report, &args.sort)?;
     if let Some(path) = &args.csv {
         write_atomic(path, to_csv(&report).as_bytes())
             .with_context(|| format!("writing --csv {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        plot::save(&val_chart(&report)?, path)?;
+        eprintln!("wrote {}", path.display());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
@@ -21,6 +34,36 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         print!("{}", table(&report));
     }
     Ok(())
+}
+
+/// The validation accuracy per epoch of every run with a history, in the
+/// report's order.
+pub fn val_chart(report: &Report) -> Result<chart::MetricChart> {
+    let runs: Vec<chart::RunHistory> = report
+        .rows
+        .iter()
+        .filter(|r| r.history.iter().any(|e| e.val_acc.is_some()))
+        .map(|r| chart::RunHistory {
+            name: r.run.clone(),
+            records: r.history.clone(),
+        })
+        .collect();
+    if runs.is_empty() {
+        crate::bail_input!(
+            "--plot draws validation accuracy, but no run has a validated epoch yet{}",
+            if report.rows.iter().any(|r| r.epochs > 0) {
+                " (their data.val_size is 0)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(chart::MetricChart {
+        title: format!("Validation accuracy of {} runs", runs.len()),
+        y_label: "validation accuracy (%)",
+        metric: chart::Metric::Accuracy(chart::Split::Val),
+        runs,
+    })
 }
 
 /// A parameter's value as the user typed it: strings bare, the rest as JSON.
@@ -289,6 +332,23 @@ mod tests {
         assert!(t.contains("failed: training diverged at step 3"), "{t}");
         assert!(t.contains("not started"), "{t}");
         assert!(t.contains("unreadable: "), "{t}");
+    }
+
+    #[test]
+    fn the_chart_has_a_validation_curve_per_run_that_has_one() {
+        let (dir, r) = report();
+        let c = val_chart(&r).unwrap();
+        let names: Vec<&str> = c.runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["lr=0.1,batch_size=128", "lr=0.1,batch_size=64"]);
+        let png = dir.path().join("val.png");
+        plot::save(&c, &png).unwrap();
+        assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+        let empty = Report {
+            params: vec![],
+            rows: vec![],
+        };
+        let err = val_chart(&empty).err().unwrap();
+        assert_eq!(crate::error::exit_code(&err), 2);
     }
 
     #[test]
