@@ -664,6 +664,15 @@ while :; do
 done
 PAR_PID=""
 if ((INTERRUPTED)); then
+    # On other hosts, a point outlives its ssh connection while it saves.
+    if ((${#PARALLEL_OPTS[@]})); then
+        for ((i = 0; i < 40; i++)); do
+            busy=$("$POINT" --state "$OUT_ABS" "${TODO[@]}" | cut -f3 | grep -cE '^(running|killed)$' || true)
+            ((busy == 0)) && break
+            ((i == 0)) && note "waiting up to 20 s for $busy point(s) on other hosts to save their state"
+            sleep 0.5
+        done
+    fi
     summarize || true
     note "interrupted; re-run the same command to resume"
     exit 130
