@@ -19,8 +19,10 @@
 #                   any machine (a 32-bit LCG in this script).
 #
 # Running:
-#   --jobs N        points run at a time (per host; default 1, or cores / --threads)
-#   --threads T     CPU threads per run (default: cores / jobs, at least 1)
+#   --jobs N        points run at a time (per host; default 1, or cores / --threads);
+#                   with --slurm, at most N array tasks at once (--array=...%N)
+#   --threads T     CPU threads per run (default: cores / jobs, at least 1; with
+#                   --slurm, the task's --cpus-per-task)
 #   --retries N     times a failed point is tried again per sweep run (default 1)
 #   -S, --sshlogin LOGINS, --sshloginfile FILE
 #                   passed to GNU parallel to run points on other machines; they
