@@ -29,11 +29,24 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&report))?);
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&to_json(&report))?
+        ))
     } else {
-        print!("{}", table(&report));
+        emit(&table(&report))
     }
-    Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`cnn report ... | head`) is
+/// not an error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing the report to stdout"),
+    }
 }
 
 /// The validation accuracy per epoch of every run with a history, in the
