@@ -33,7 +33,7 @@ fn main() {
     };
     let mut col = vec![0f32; 25 * 784];
     time("im2col 1x28x28 k5 p2 (1 image)", 2000, || {
-        cpu::im2col(&x, 1, &win, &mut col)
+        cpu::im2col(&x, 1, &win, &mut col, 784)
     });
     let w = vec![0.1f32; 6 * 25];
     let mut y = vec![0f32; 6 * 784];
@@ -102,7 +102,7 @@ fn main() {
     };
     let mut col2 = vec![0f32; 150 * 100];
     time("im2col 6x14x14 k5 (1 image)", 2000, || {
-        cpu::im2col(&x2, 6, &win2, &mut col2)
+        cpu::im2col(&x2, 6, &win2, &mut col2, 100)
     });
     let w2 = vec![0.1f32; 16 * 150];
     let mut y2 = vec![0f32; 16 * 100];
@@ -178,7 +178,7 @@ fn main() {
     });
     let mut dx2 = vec![0f32; 6 * 14 * 14];
     time("col2im 6x14x14 k5 (1 image)", 2000, || {
-        cpu::col2im(&col2, 6, &win2, &mut dx2)
+        cpu::col2im(&col2, 6, &win2, &mut dx2, 100)
     });
     // batched: 64 images of conv1 as one gemm
     let colb = vec![0.5f32; 25 * 784 * 64];

@@ -42,33 +42,79 @@ impl std::fmt::Display for DeviceSpec {
 }
 
 /// Opens the device; CUDA problems under an explicit `cuda` request are
-/// input errors (exit 2) with what to do.
+/// input errors (exit 2) with what to do. Under `auto`, a CUDA build that
+/// finds no usable GPU says why on stderr and uses the CPU.
 pub fn open(spec: DeviceSpec) -> Result<Device> {
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
         DeviceSpec::Auto => {
-            if candle_core::utils::cuda_is_available()
-                && let Ok(d) = Device::new_cuda(0)
-            {
-                return Ok(d);
+            if !candle_core::utils::cuda_is_available() {
+                return Ok(Device::Cpu);
             }
-            Ok(Device::Cpu)
+            match open_cuda(0) {
+                Ok(d) => Ok(d),
+                Err(why) => {
+                    eprintln!("note: no usable CUDA GPU ({why}); using the CPU");
+                    Ok(Device::Cpu)
+                }
+            }
         }
         DeviceSpec::Cuda(n) => {
             if !candle_core::utils::cuda_is_available() {
                 crate::bail_input!(
-                    "--device {spec}: this cnn was built without CUDA support; rebuild it with \
-                     `cargo build --release --features cuda` (see README, CUDA), or use --device cpu"
+                    "--device {spec}: this cnn was built without CUDA support; build one with \
+                     scripts/build-cuda.sh (see README, CUDA), or use --device cpu"
                 );
             }
-            Device::new_cuda(n).map_err(|e| {
+            open_cuda(n).map_err(|why| {
                 crate::input_error!(
-                    "--device {spec}: cannot open GPU {n} ({e}); check that the NVIDIA driver is loaded \
-                     and the GPU exists (nvidia-smi lists them), or use --device cpu / auto"
+                    "--device {spec}: cannot use GPU {n}: {why}. Check that the NVIDIA driver is \
+                     installed and the GPU exists (nvidia-smi lists them), that the CUDA 12 libraries \
+                     (libcublas, libcurand) are on the library path, or use --device cpu / auto"
                 )
             })
         }
     }
+}
+
+/// Opens GPU `n`. A CUDA build made with scripts/build-cuda.sh loads the
+/// NVIDIA libraries only now, and cudarc panics when one is missing; that
+/// panic is caught (silently) and becomes the reason returned.
+fn open_cuda(n: usize) -> std::result::Result<Device, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| Device::new_cuda(n));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(e)) => Err(first_line(&e.to_string())),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the CUDA libraries could not be loaded".into());
+            Err(first_line(&msg))
+        }
+    }
+}
+
+/// The gist of a CUDA error: its first line (candle appends backtraces),
+/// and for cudarc's "Unable to dynamically load the "cuda" shared library -
+/// searched for [40 names]..." just which library is missing.
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("").trim();
+    if let Some(rest) = line.split("Unable to dynamically load the \"").nth(1)
+        && let Some((lib, _)) = rest.split_once('"')
+    {
+        let what = if lib == "cuda" {
+            " (the NVIDIA driver's library) is not installed".to_string()
+        } else {
+            " cannot be found on the library path".to_string()
+        };
+        return format!("lib{lib}{what}");
+    }
+    line.to_string()
 }
 
 /// A short description such as `cpu (2 threads)` or `cuda:0`.

@@ -149,6 +149,24 @@ fn conv_cases() -> Vec<ConvCase> {
             k: (5, 5),
             ..base
         },
+        // Images large enough that fewer of them share one gemm (2, then 1).
+        ConvCase {
+            n: 5,
+            c: 8,
+            hw: (16, 16),
+            o: 6,
+            k: (5, 5),
+            ..base
+        },
+        ConvCase {
+            n: 3,
+            c: 16,
+            hw: (20, 20),
+            o: 8,
+            k: (5, 5),
+            pad: pad(1),
+            ..base
+        },
         // Beyond candle: uneven padding, stride and dilation per axis.
         ConvCase {
             pad: Pad4 {

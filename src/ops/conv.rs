@@ -1,9 +1,11 @@
 //! 2-D convolution on the CPU as one candle custom op: forward by im2col and
-//! gemm, image by image in parallel; backward computes the weight, bias and
-//! (when the input needs it) input gradients in a single pass over the batch,
-//! re-running im2col instead of keeping the unfolded input. A trailing ReLU
-//! can be fused in: the forward clamps in place and the backward masks the
-//! incoming gradient with the op's own output.
+//! gemm; backward computes the weight, bias and (when the input needs it)
+//! input gradients in one pass over the batch, re-running im2col instead of
+//! keeping the unfolded input. Work is split into tasks of a few images, in
+//! parallel; within a task the images' unfolded inputs sit side by side, so
+//! each gemm covers several small images at once. A trailing ReLU can be
+//! fused in: the forward clamps as it stores the output and the backward
+//! masks the incoming gradient with the op's own output.
 //!
 //! Zero padding only (other padding modes pad first, see `ops::pad2d`);
 //! padding may differ per side.
@@ -44,6 +46,12 @@ impl Dims {
     }
     fn out_shape(&self) -> Shape {
         Shape::from((self.n, self.groups * self.og, self.win.oh, self.win.ow))
+    }
+    /// Images unfolded side by side for one gemm: as many of a task's as fit
+    /// in about 256 KiB (a core's L2 cache holds it with room to spare).
+    fn batch(&self) -> usize {
+        let per_image = self.k() * self.win.out_len() * 4;
+        (256 * 1024 / per_image.max(1)).clamp(1, cpu::IMAGES_PER_TASK)
     }
 }
 
@@ -105,52 +113,62 @@ impl Conv {
     ) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope(|| format!("{} forward", self.label()));
         let d = self.dims(xl, wl)?;
-        let (k, p) = (d.k(), d.win.out_len());
-        let mut y = vec![0f32; d.n * d.out_image()];
+        let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
+        let mut y = cpu::uninit(d.n * d.out_image());
         cpu::par_images(&mut y, d.out_image(), |first, ys| {
-            let mut col = vec![0f32; k * p];
-            for (j, yi) in ys.chunks_mut(d.out_image()).enumerate() {
-                let xi = &x[(first + j) * d.in_image()..(first + j + 1) * d.in_image()];
-                for g in 0..d.groups {
-                    let xg = &xi[g * d.cg * d.win.in_len()..];
-                    cpu::im2col(xg, d.cg, &d.win, &mut col);
-                    let yg = &mut yi[g * d.og * p..(g + 1) * d.og * p];
-                    if let Some(b) = b {
-                        for (row, &bias) in yg.chunks_mut(p).zip(&b[g * d.og..(g + 1) * d.og]) {
-                            row.fill(bias);
+            let images = ys.len() / d.out_image();
+            cpu::with_scratch([k * nb * p, d.og * nb * p], |[col, out]| {
+                for b0 in (0..images).step_by(nb) {
+                    let bsz = nb.min(images - b0);
+                    let ld = bsz * p;
+                    for g in 0..d.groups {
+                        for j in 0..bsz {
+                            let xi = &x[(first + b0 + j) * d.in_image()..];
+                            let xg = &xi[g * d.cg * d.win.in_len()..];
+                            cpu::im2col(xg, d.cg, &d.win, &mut col[j * p..], ld);
+                        }
+                        // out (og × bsz·p) = W_g (og×k) · col (k × bsz·p) [+ bias]
+                        if let Some(b) = b {
+                            for (row, &bias) in out.chunks_mut(ld).zip(&b[g * d.og..(g + 1) * d.og])
+                            {
+                                row[..ld].fill(bias);
+                            }
+                        }
+                        let dst = Mat {
+                            ptr: out.as_mut_ptr(),
+                            rs: ld as isize,
+                            cs: 1,
+                        };
+                        let lhs = Mat {
+                            ptr: w[g * d.og * k..].as_ptr(),
+                            rs: k as isize,
+                            cs: 1,
+                        };
+                        let rhs = Mat {
+                            ptr: col.as_ptr(),
+                            rs: ld as isize,
+                            cs: 1,
+                        };
+                        unsafe { cpu::gemm(d.og, ld, k, dst, b.is_some(), lhs, rhs) };
+                        // Each image's rows to its place in y, through the ReLU.
+                        for j in 0..bsz {
+                            let yi =
+                                &mut ys[(b0 + j) * d.out_image()..(b0 + j + 1) * d.out_image()];
+                            for oc in 0..d.og {
+                                let src = &out[oc * ld + j * p..oc * ld + (j + 1) * p];
+                                let dst = &mut yi[(g * d.og + oc) * p..(g * d.og + oc + 1) * p];
+                                if self.relu {
+                                    for (d, &s) in dst.iter_mut().zip(src) {
+                                        *d = s.max(0.0);
+                                    }
+                                } else {
+                                    dst.copy_from_slice(src);
+                                }
+                            }
                         }
                     }
-                    // y_g (og×p) [+]= W_g (og×k) · col (k×p)
-                    unsafe {
-                        cpu::gemm(
-                            d.og,
-                            p,
-                            k,
-                            Mat {
-                                ptr: yg.as_mut_ptr(),
-                                rs: p as isize,
-                                cs: 1,
-                            },
-                            b.is_some(),
-                            Mat {
-                                ptr: w[g * d.og * k..].as_ptr(),
-                                rs: k as isize,
-                                cs: 1,
-                            },
-                            Mat {
-                                ptr: col.as_ptr(),
-                                rs: p as isize,
-                                cs: 1,
-                            },
-                        );
-                    }
                 }
-                if self.relu {
-                    for v in yi.iter_mut() {
-                        *v = v.max(0.0);
-                    }
-                }
-            }
+            })
         });
         Ok((CpuStorage::F32(y), d.out_shape()))
     }
@@ -169,132 +187,128 @@ impl Conv {
             format!("{} backward{dx}", self.label())
         });
         let d = self.dims(x.layout(), w.layout())?;
-        let (k, p) = (d.k(), d.win.out_len());
+        let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let x = x.contiguous()?;
         let w = w.contiguous()?;
         let dy = dy.contiguous()?;
         let y = y.contiguous()?;
-        let weights = d.groups * d.og * k;
         let o = d.groups * d.og;
         cpu::with_slice(&x, |xs| {
             cpu::with_slice(&w, |ws| {
                 cpu::with_slice(&dy, |dys| {
                     cpu::with_slice(&y, |ys| {
-                        // One image's part: accumulate dW and db, write dx.
-                        let image = |i: usize,
-                                     dz: &mut [f32],
-                                     col: &mut [f32],
-                                     dw: &mut [f32],
-                                     db: &mut [f32],
-                                     dx: Option<&mut [f32]>| {
-                            let out = i * d.out_image()..(i + 1) * d.out_image();
-                            dz.copy_from_slice(&dys[out.clone()]);
-                            if self.relu {
-                                for (g, &v) in dz.iter_mut().zip(&ys[out]) {
-                                    if v <= 0.0 {
-                                        *g = 0.0;
-                                    }
-                                }
+                        // One task's images: its share of dW and db, and its dx.
+                        let task = |first: usize, images: usize, mut dx: Option<&mut [f32]>| {
+                            let mut dw = vec![0f32; o * k];
+                            let mut db = vec![0f32; o];
+                            if let Some(dx) = dx.as_deref_mut() {
+                                // col2im adds into dx.
+                                dx.fill(0.0);
                             }
-                            for (row, acc) in dz.chunks(p).zip(db.iter_mut()) {
-                                *acc += row.iter().sum::<f32>();
-                            }
-                            let xi = &xs[i * d.in_image()..(i + 1) * d.in_image()];
-                            let mut dx = dx;
-                            for g in 0..d.groups {
-                                let dzg = &dz[g * d.og * p..(g + 1) * d.og * p];
-                                cpu::im2col(&xi[g * d.cg * d.win.in_len()..], d.cg, &d.win, col);
-                                // dW_g (og×k) += dZ_g (og×p) · colᵀ (p×k)
-                                unsafe {
-                                    cpu::gemm(
-                                        d.og,
-                                        k,
-                                        p,
-                                        Mat {
+                            cpu::with_scratch([k * nb * p, d.og * nb * p], |[col, dz]| {
+                                for b0 in (0..images).step_by(nb) {
+                                    let bsz = nb.min(images - b0);
+                                    let ld = bsz * p;
+                                    for g in 0..d.groups {
+                                        // dZ (og × bsz·p): the incoming gradient, masked by the ReLU.
+                                        for j in 0..bsz {
+                                            let img = first + b0 + j;
+                                            for oc in 0..d.og {
+                                                let at = img * d.out_image() + (g * d.og + oc) * p;
+                                                let dst =
+                                                    &mut dz[oc * ld + j * p..oc * ld + (j + 1) * p];
+                                                let src = &dys[at..at + p];
+                                                if self.relu {
+                                                    for ((z, &gv), &v) in
+                                                        dst.iter_mut().zip(src).zip(&ys[at..at + p])
+                                                    {
+                                                        *z = if v > 0.0 { gv } else { 0.0 };
+                                                    }
+                                                } else {
+                                                    dst.copy_from_slice(src);
+                                                }
+                                            }
+                                        }
+                                        for (oc, row) in dz.chunks(ld).take(d.og).enumerate() {
+                                            db[g * d.og + oc] += row[..ld].iter().sum::<f32>();
+                                        }
+                                        for j in 0..bsz {
+                                            let xi = &xs[(first + b0 + j) * d.in_image()..];
+                                            cpu::im2col(
+                                                &xi[g * d.cg * d.win.in_len()..],
+                                                d.cg,
+                                                &d.win,
+                                                &mut col[j * p..],
+                                                ld,
+                                            );
+                                        }
+                                        // dW_g (og×k) += dZ (og × bsz·p) · colᵀ (bsz·p × k)
+                                        let dst = Mat {
                                             ptr: dw[g * d.og * k..].as_mut_ptr(),
                                             rs: k as isize,
                                             cs: 1,
-                                        },
-                                        true,
-                                        Mat {
-                                            ptr: dzg.as_ptr(),
-                                            rs: p as isize,
+                                        };
+                                        let lhs = Mat {
+                                            ptr: dz.as_ptr(),
+                                            rs: ld as isize,
                                             cs: 1,
-                                        },
-                                        Mat {
+                                        };
+                                        let rhs = Mat {
                                             ptr: col.as_ptr(),
                                             rs: 1,
-                                            cs: p as isize,
-                                        },
-                                    );
-                                }
-                                if let Some(dx) = dx.as_deref_mut() {
-                                    // dcol (k×p) = W_gᵀ (k×og) · dZ_g (og×p), then fold back.
-                                    unsafe {
-                                        cpu::gemm(
-                                            k,
-                                            p,
-                                            d.og,
-                                            Mat {
+                                            cs: ld as isize,
+                                        };
+                                        unsafe { cpu::gemm(d.og, k, ld, dst, true, lhs, rhs) };
+                                        if let Some(dx) = dx.as_deref_mut() {
+                                            // dcol (k × bsz·p) = W_gᵀ (k×og) · dZ, then fold back per image.
+                                            let dst = Mat {
                                                 ptr: col.as_mut_ptr(),
-                                                rs: p as isize,
+                                                rs: ld as isize,
                                                 cs: 1,
-                                            },
-                                            false,
-                                            Mat {
+                                            };
+                                            let lhs = Mat {
                                                 ptr: ws[g * d.og * k..].as_ptr(),
                                                 rs: 1,
                                                 cs: k as isize,
-                                            },
-                                            Mat {
-                                                ptr: dzg.as_ptr(),
-                                                rs: p as isize,
+                                            };
+                                            let rhs = Mat {
+                                                ptr: dz.as_ptr(),
+                                                rs: ld as isize,
                                                 cs: 1,
-                                            },
-                                        );
+                                            };
+                                            unsafe { cpu::gemm(k, ld, d.og, dst, false, lhs, rhs) };
+                                            for j in 0..bsz {
+                                                let dxi = &mut dx[(b0 + j) * d.in_image()
+                                                    ..(b0 + j + 1) * d.in_image()];
+                                                cpu::col2im(
+                                                    &col[j * p..],
+                                                    d.cg,
+                                                    &d.win,
+                                                    &mut dxi[g * d.cg * d.win.in_len()..],
+                                                    ld,
+                                                );
+                                            }
+                                        }
                                     }
-                                    cpu::col2im(
-                                        col,
-                                        d.cg,
-                                        &d.win,
-                                        &mut dx[g * d.cg * d.win.in_len()..],
-                                    );
                                 }
-                            }
+                            });
+                            (dw, db)
                         };
-                        let new_partial = || (vec![0f32; weights], vec![0f32; o]);
-                        let scratch = || (vec![0f32; d.out_image()], vec![0f32; k * p]);
                         let (partials, dx) = if need_dx {
-                            let mut dx = vec![0f32; d.n * d.in_image()];
+                            let mut dx = cpu::uninit(d.n * d.in_image());
                             let partials =
                                 cpu::par_chunks_map(&mut dx, d.in_image(), |first, chunk| {
-                                    let (mut dw, mut db) = new_partial();
-                                    let (mut dz, mut col) = scratch();
-                                    for (j, dxi) in chunk.chunks_mut(d.in_image()).enumerate() {
-                                        image(
-                                            first + j,
-                                            &mut dz,
-                                            &mut col,
-                                            &mut dw,
-                                            &mut db,
-                                            Some(dxi),
-                                        );
-                                    }
-                                    (dw, db)
+                                    task(first, chunk.len() / d.in_image(), Some(chunk))
                                 });
                             (partials, Some(dx))
                         } else {
                             let partials = cpu::par_map_chunks(d.n, |range| {
-                                let (mut dw, mut db) = new_partial();
-                                let (mut dz, mut col) = scratch();
-                                for i in range {
-                                    image(i, &mut dz, &mut col, &mut dw, &mut db, None);
-                                }
-                                (dw, db)
+                                task(range.start, range.len(), None)
                             });
                             (partials, None)
                         };
-                        let (mut dw, mut db) = new_partial();
+                        let mut dw = vec![0f32; o * k];
+                        let mut db = vec![0f32; o];
                         for (pw, pb) in &partials {
                             cpu::add_assign(&mut dw, pw);
                             cpu::add_assign(&mut db, pb);

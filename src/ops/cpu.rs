@@ -128,6 +128,23 @@ impl Window {
     pub fn in_len(&self) -> usize {
         self.h * self.w
     }
+    /// Output rows `y` whose input row `y*sh + ki*dh - pt` lies in `0..h`.
+    #[inline]
+    fn valid_rows(&self, ki: usize) -> (usize, usize) {
+        let off = (ki * self.dh) as isize - self.pt as isize;
+        let h = self.h as isize;
+        let sh = self.sh as isize;
+        let lo = if off >= 0 { 0 } else { ((-off) + sh - 1) / sh };
+        let hi = if h - 1 - off < 0 {
+            0
+        } else {
+            (h - 1 - off) / sh + 1
+        };
+        let lo = (lo as usize).min(self.oh);
+        let hi = (hi as usize).min(self.oh).max(lo);
+        (lo, hi)
+    }
+
     /// Range of output columns `x` whose input column `x*sw + off` lies in `0..w`.
     #[inline]
     fn valid_cols(&self, off: isize) -> (usize, usize) {
@@ -148,33 +165,40 @@ impl Window {
 }
 
 /// Unfolds `channels` planes of one image into `col`, a `(channels·kh·kw) × (oh·ow)`
-/// row-major matrix; positions in the padding are zeros.
-pub fn im2col(x: &[f32], channels: usize, g: &Window, col: &mut [f32]) {
+/// matrix whose rows start `ld` values apart (`ld ≥ oh·ow` leaves room for
+/// other images' columns beside it). Every element of the image's columns is
+/// written (positions in the padding as zeros), so `col` may hold anything before.
+pub fn im2col(x: &[f32], channels: usize, g: &Window, col: &mut [f32], ld: usize) {
     let p = g.out_len();
+    let (ow, w) = (g.ow, g.w);
+    // Output rows whose input row is inside the image, for each kernel row.
+    let rows_in = |ki: usize| -> (usize, usize) { g.valid_rows(ki) };
     for c in 0..channels {
         let plane = &x[c * g.in_len()..(c + 1) * g.in_len()];
         for ki in 0..g.kh {
+            let (y_lo, y_hi) = rows_in(ki);
             for kj in 0..g.kw {
                 let row_idx = (c * g.kh + ki) * g.kw + kj;
-                let row = &mut col[row_idx * p..(row_idx + 1) * p];
+                let row = &mut col[row_idx * ld..row_idx * ld + p];
                 let off_x = (kj * g.dw) as isize - g.pl as isize;
                 let (lo, hi) = g.valid_cols(off_x);
-                for y in 0..g.oh {
-                    let dst = &mut row[y * g.ow..(y + 1) * g.ow];
-                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        dst.fill(0.0);
-                        continue;
+                row[..y_lo * ow].fill(0.0);
+                row[y_hi * ow..].fill(0.0);
+                for (y, dst) in row.chunks_exact_mut(ow).enumerate().take(y_hi).skip(y_lo) {
+                    let iy = y * g.sh + ki * g.dh - g.pt;
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    if lo > 0 {
+                        dst[..lo].fill(0.0);
                     }
-                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
+                    if hi < ow {
+                        dst[hi..].fill(0.0);
+                    }
                     if g.sw == 1 {
                         let s0 = (lo as isize + off_x) as usize;
-                        dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        copy_short(&mut dst[lo..hi], &src[s0..s0 + (hi - lo)]);
                     } else {
-                        for x in lo..hi {
-                            dst[x] = src[(x as isize * g.sw as isize + off_x) as usize];
+                        for (x, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[((x + lo) as isize * g.sw as isize + off_x) as usize];
                         }
                     }
                 }
@@ -183,29 +207,26 @@ pub fn im2col(x: &[f32], channels: usize, g: &Window, col: &mut [f32]) {
     }
 }
 
-/// Adds the columns of `col` back into `channels` planes of `dx` (the adjoint of [`im2col`]).
-pub fn col2im(col: &[f32], channels: usize, g: &Window, dx: &mut [f32]) {
+/// Adds the columns of `col` (rows `ld` apart) back into `channels` planes
+/// of `dx` (the adjoint of [`im2col`]).
+pub fn col2im(col: &[f32], channels: usize, g: &Window, dx: &mut [f32], ld: usize) {
     let p = g.out_len();
+    let (ow, w) = (g.ow, g.w);
     for c in 0..channels {
         let plane = &mut dx[c * g.in_len()..(c + 1) * g.in_len()];
         for ki in 0..g.kh {
+            let (y_lo, y_hi) = g.valid_rows(ki);
             for kj in 0..g.kw {
                 let row_idx = (c * g.kh + ki) * g.kw + kj;
-                let row = &col[row_idx * p..(row_idx + 1) * p];
+                let row = &col[row_idx * ld..row_idx * ld + p];
                 let off_x = (kj * g.dw) as isize - g.pl as isize;
                 let (lo, hi) = g.valid_cols(off_x);
-                for y in 0..g.oh {
-                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let src = &row[y * g.ow..(y + 1) * g.ow];
-                    let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                for (y, src) in row.chunks_exact(ow).enumerate().take(y_hi).skip(y_lo) {
+                    let iy = y * g.sh + ki * g.dh - g.pt;
+                    let dst = &mut plane[iy * w..(iy + 1) * w];
                     if g.sw == 1 {
                         let d0 = (lo as isize + off_x) as usize;
-                        for (d, s) in dst[d0..d0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
-                            *d += *s;
-                        }
+                        add_short(&mut dst[d0..d0 + (hi - lo)], &src[lo..hi]);
                     } else {
                         for x in lo..hi {
                             dst[(x as isize * g.sw as isize + off_x) as usize] += src[x];
@@ -215,6 +236,91 @@ pub fn col2im(col: &[f32], channels: usize, g: &Window, dx: &mut [f32]) {
             }
         }
     }
+}
+
+/// `dst = src` for the short rows of small images: fixed-size moves of
+/// eight, then four values, without a `memcpy` call, whose overhead
+/// outweighs a 10-value copy.
+#[inline]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    let mut i = 0;
+    // SAFETY: every access is below `n`, within both slices.
+    unsafe {
+        while i + 8 <= n {
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(i), dst.as_mut_ptr().add(i), 8);
+            i += 8;
+        }
+        if i + 4 <= n {
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(i), dst.as_mut_ptr().add(i), 4);
+            i += 4;
+        }
+        while i < n {
+            *dst.get_unchecked_mut(i) = *src.get_unchecked(i);
+            i += 1;
+        }
+    }
+}
+
+/// `dst += src`, eight lanes at a time (see [`copy_short`]).
+#[inline]
+fn add_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (dc, sc) in (&mut d).zip(&mut s) {
+        for i in 0..8 {
+            dc[i] += sc[i];
+        }
+    }
+    for (dv, sv) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *dv += *sv;
+    }
+}
+
+/// A vector of `n` values that the caller overwrites completely before
+/// reading any (gemm outputs, pooled maps): skips zeroing, which costs as
+/// much as the work for small layers. candle's own CPU kernels do the same.
+#[allow(clippy::uninit_vec)]
+pub fn uninit(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns and every caller writes each
+    // element before the vector is read or handed to candle.
+    unsafe { v.set_len(n) };
+    v
+}
+
+thread_local! {
+    /// Per-thread scratch buffers, kept between calls (im2col matrices,
+    /// masked gradients): allocating and zeroing them per image cost more
+    /// than filling them.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with `N` scratch buffers of the given lengths. Their contents
+/// are unspecified: `f` must write before it reads.
+pub fn with_scratch<const N: usize, R>(
+    lens: [usize; N],
+    f: impl FnOnce([&mut [f32]; N]) -> R,
+) -> R {
+    let mut bufs: [Vec<f32>; N] = SCRATCH.with(|s| {
+        let mut pool = s.borrow_mut();
+        std::array::from_fn(|_| pool.pop().unwrap_or_default())
+    });
+    for (b, &len) in bufs.iter_mut().zip(&lens) {
+        if b.len() < len {
+            b.resize(len, 0.0);
+        }
+    }
+    let result = {
+        let mut it = bufs.iter_mut().zip(lens);
+        let slices: [&mut [f32]; N] = std::array::from_fn(|_| {
+            let (b, len) = it.next().expect("N buffers");
+            &mut b[..len]
+        });
+        f(slices)
+    };
+    SCRATCH.with(|s| s.borrow_mut().extend(bufs));
+    result
 }
 
 /// A matrix operand: pointer, row stride and column stride (in elements).

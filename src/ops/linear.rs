@@ -35,7 +35,7 @@ impl Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, i, o) = Self::dims(xl, wl)?;
         let _t = crate::profile::scope(|| format!("linear {i}→{o} forward"));
-        let mut y = vec![0f32; n * o];
+        let mut y = cpu::uninit(n * o);
         if o > 0 {
             y.par_chunks_mut(ROWS_PER_TASK * o)
                 .enumerate()
@@ -112,7 +112,12 @@ impl Linear {
         let (dx, dw) = cpu::with_slice(&x, |xs| {
             cpu::with_slice(&w, |ws| {
                 // dW (o×i) = dZᵀ (o×n) · x (n×i), split over output features.
-                let mut dw = vec![0f32; o * i];
+                // Written whole by the gemm below (or zero when the batch is empty).
+                let mut dw = if n == 0 {
+                    vec![0f32; o * i]
+                } else {
+                    cpu::uninit(o * i)
+                };
                 if i > 0 {
                     dw.par_chunks_mut(ROWS_PER_TASK * i)
                         .enumerate()
@@ -145,7 +150,7 @@ impl Linear {
                 }
                 // dx (n×i) = dZ (n×o) · W (o×i), split over rows of the batch.
                 let dx = if need_dx && i > 0 {
-                    let mut dx = vec![0f32; n * i];
+                    let mut dx = cpu::uninit(n * i);
                     dx.par_chunks_mut(ROWS_PER_TASK * i)
                         .enumerate()
                         .for_each(|(t, block)| {

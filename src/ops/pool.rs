@@ -3,10 +3,14 @@
 //! ignores padded positions and routes the gradient to the first maximum of
 //! each window (as PyTorch does); average pooling counts padded positions as
 //! zeros (PyTorch's `count_include_pad=True`).
+//!
+//! The windows' row and column ranges depend only on the output position, so
+//! they are worked out once per call; the loops over planes then only index.
 
 use super::cpu;
 use crate::arch::PoolGeometry;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use std::ops::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -21,78 +25,75 @@ pub struct Pool {
     pub geom: PoolGeometry,
 }
 
-/// Sizes of one call.
-#[derive(Debug, Clone, Copy)]
-struct Dims {
+/// Sizes of one call and the input range of every window row and column.
+struct Windows {
     planes: usize,
     h: usize,
     w: usize,
     oh: usize,
     ow: usize,
+    rows: Vec<Range<usize>>,
+    cols: Vec<Range<usize>>,
+    /// Windows tile the input exactly: stride = kernel, no padding.
+    tiled: bool,
+}
+
+/// Input indices covered by each of `n_out` windows of `k` at stride `s`
+/// over `n` values padded by `p`, clipped to the input.
+fn ranges(n: usize, n_out: usize, k: usize, s: usize, p: usize) -> Vec<Range<usize>> {
+    (0..n_out)
+        .map(|o| {
+            let start = (o * s) as isize - p as isize;
+            let end = (start + k as isize).min(n as isize);
+            start.max(0) as usize..end.max(0) as usize
+        })
+        .collect()
 }
 
 impl Pool {
-    fn dims(&self, l: &Layout) -> Result<Dims> {
+    fn windows(&self, l: &Layout) -> Result<Windows> {
         let (n, c, h, w) = l.shape().dims4()?;
         let g = &self.geom;
         let (ph, pw) = (h + 2 * g.padding.h, w + 2 * g.padding.w);
         if g.kernel.h > ph || g.kernel.w > pw {
             candle_core::bail!("pool: window {} does not fit input {h}×{w}", g.kernel);
         }
-        Ok(Dims {
+        let oh = (ph - g.kernel.h) / g.stride.h + 1;
+        let ow = (pw - g.kernel.w) / g.stride.w + 1;
+        Ok(Windows {
             planes: n * c,
             h,
             w,
-            oh: (ph - g.kernel.h) / g.stride.h + 1,
-            ow: (pw - g.kernel.w) / g.stride.w + 1,
+            oh,
+            ow,
+            rows: ranges(h, oh, g.kernel.h, g.stride.h, g.padding.h),
+            cols: ranges(w, ow, g.kernel.w, g.stride.w, g.padding.w),
+            tiled: g.stride == g.kernel && g.padding.h == 0 && g.padding.w == 0,
         })
-    }
-
-    /// Input rows and columns covered by output position (`oy`, `ox`),
-    /// clipped to the image.
-    #[inline]
-    fn window(
-        &self,
-        d: &Dims,
-        oy: usize,
-        ox: usize,
-    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-        let g = &self.geom;
-        let y0 = (oy * g.stride.h) as isize - g.padding.h as isize;
-        let x0 = (ox * g.stride.w) as isize - g.padding.w as isize;
-        let rows =
-            y0.max(0) as usize..((y0 + g.kernel.h as isize).min(d.h as isize)).max(0) as usize;
-        let cols =
-            x0.max(0) as usize..((x0 + g.kernel.w as isize).min(d.w as isize)).max(0) as usize;
-        (rows, cols)
-    }
-
-    /// Index (within the plane) of the first maximum of a window.
-    #[inline]
-    fn argmax(
-        plane: &[f32],
-        w: usize,
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
-    ) -> usize {
-        let mut best = rows.start * w + cols.start;
-        let mut best_v = f32::NEG_INFINITY;
-        for y in rows {
-            for x in cols.clone() {
-                let v = plane[y * w + x];
-                // `!(v <= best)` also picks a NaN, so NaNs propagate as in PyTorch.
-                if v > best_v || v.is_nan() && !best_v.is_nan() {
-                    best_v = v;
-                    best = y * w + x;
-                }
-            }
-        }
-        best
     }
 
     fn area(&self) -> f32 {
         (self.geom.kernel.h * self.geom.kernel.w) as f32
     }
+}
+
+/// Index (within the plane) of the first maximum of a window; a NaN wins,
+/// so NaNs propagate as in PyTorch.
+#[inline]
+fn argmax(plane: &[f32], w: usize, rows: &Range<usize>, cols: &Range<usize>) -> usize {
+    let mut best = rows.start * w + cols.start;
+    let mut best_v = f32::NEG_INFINITY;
+    for y in rows.clone() {
+        let line = &plane[y * w..(y + 1) * w];
+        for x in cols.clone() {
+            let v = line[x];
+            if v > best_v || (v.is_nan() && !best_v.is_nan()) {
+                best_v = v;
+                best = y * w + x;
+            }
+        }
+    }
+    best
 }
 
 impl CustomOp1 for Pool {
@@ -105,58 +106,89 @@ impl CustomOp1 for Pool {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let _t = crate::profile::scope(|| format!("{} forward", self.name()));
-        let d = self.dims(l)?;
+        let win = self.windows(l)?;
         let x = cpu::slice(s, l)?;
-        let (in_plane, out_plane) = (d.h * d.w, d.oh * d.ow);
-        let mut y = vec![0f32; d.planes * out_plane];
-        let area = self.area();
-        cpu::par_planes(&mut y, out_plane, |plane_idx, out| {
-            let plane = &x[plane_idx * in_plane..(plane_idx + 1) * in_plane];
-            for oy in 0..d.oh {
-                for ox in 0..d.ow {
-                    let (rows, cols) = self.window(&d, oy, ox);
-                    out[oy * d.ow + ox] = match self.kind {
-                        Kind::Max => plane[Self::argmax(plane, d.w, rows, cols)],
+        let (in_plane, out_plane) = (win.h * win.w, win.oh * win.ow);
+        let inv_area = 1.0 / self.area();
+        let (k, kind) = (self.geom.kernel.w, self.kind);
+        let mut y = cpu::uninit(win.planes * out_plane);
+        cpu::par_planes(&mut y, out_plane, |p, out| {
+            let plane = &x[p * in_plane..(p + 1) * in_plane];
+            for (oy, rows) in win.rows.iter().enumerate() {
+                let out_row = &mut out[oy * win.ow..(oy + 1) * win.ow];
+                if win.tiled && kind == Kind::Avg {
+                    // Sum the window's input rows, k columns at a time.
+                    out_row.fill(0.0);
+                    for yy in rows.clone() {
+                        let line = &plane[yy * win.w..yy * win.w + win.ow * k];
+                        for (o, chunk) in out_row.iter_mut().zip(line.chunks_exact(k)) {
+                            *o += chunk.iter().sum::<f32>();
+                        }
+                    }
+                    for o in out_row.iter_mut() {
+                        *o *= inv_area;
+                    }
+                    continue;
+                }
+                for (o, cols) in out_row.iter_mut().zip(&win.cols) {
+                    *o = match kind {
+                        Kind::Max => plane[argmax(plane, win.w, rows, cols)],
                         Kind::Avg => {
                             let mut s = 0f32;
-                            for y in rows {
-                                s += plane[y * d.w + cols.start..y * d.w + cols.end]
+                            for yy in rows.clone() {
+                                s += plane[yy * win.w + cols.start..yy * win.w + cols.end]
                                     .iter()
                                     .sum::<f32>();
                             }
-                            s / area
+                            s * inv_area
                         }
                     };
                 }
             }
         });
         let (n, c, _, _) = l.shape().dims4()?;
-        Ok((CpuStorage::F32(y), Shape::from((n, c, d.oh, d.ow))))
+        Ok((CpuStorage::F32(y), Shape::from((n, c, win.oh, win.ow))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let _t = crate::profile::scope(|| format!("{} backward", self.name()));
         let arg = arg.contiguous()?;
         let grad = grad.contiguous()?;
-        let d = self.dims(arg.layout())?;
-        let (in_plane, out_plane) = (d.h * d.w, d.oh * d.ow);
-        let area = self.area();
-        let mut dx = vec![0f32; d.planes * in_plane];
+        let win = self.windows(arg.layout())?;
+        let (in_plane, out_plane) = (win.h * win.w, win.oh * win.ow);
+        let inv_area = 1.0 / self.area();
+        let (k, kind) = (self.geom.kernel.w, self.kind);
+        let mut dx = cpu::uninit(win.planes * in_plane);
         cpu::with_slice(&arg, |x| {
             cpu::with_slice(&grad, |dy| {
-                cpu::par_planes(&mut dx, in_plane, |plane_idx, dxp| {
-                    let plane = &x[plane_idx * in_plane..(plane_idx + 1) * in_plane];
-                    let dyp = &dy[plane_idx * out_plane..(plane_idx + 1) * out_plane];
-                    for oy in 0..d.oh {
-                        for ox in 0..d.ow {
-                            let g = dyp[oy * d.ow + ox];
-                            let (rows, cols) = self.window(&d, oy, ox);
-                            match self.kind {
-                                Kind::Max => dxp[Self::argmax(plane, d.w, rows, cols)] += g,
+                cpu::par_planes(&mut dx, in_plane, |p, dxp| {
+                    let plane = &x[p * in_plane..(p + 1) * in_plane];
+                    let dyp = &dy[p * out_plane..(p + 1) * out_plane];
+                    if win.tiled && kind == Kind::Avg {
+                        // Every input inside the tiling gets its window's share.
+                        dxp.fill(0.0);
+                        for (oy, rows) in win.rows.iter().enumerate() {
+                            let g = &dyp[oy * win.ow..(oy + 1) * win.ow];
+                            for yy in rows.clone() {
+                                let line = &mut dxp[yy * win.w..yy * win.w + win.ow * k];
+                                for (chunk, &gv) in line.chunks_exact_mut(k).zip(g) {
+                                    chunk.fill(gv * inv_area);
+                                }
+                            }
+                        }
+                        return;
+                    }
+                    dxp.fill(0.0);
+                    for (oy, rows) in win.rows.iter().enumerate() {
+                        for (ox, cols) in win.cols.iter().enumerate() {
+                            let g = dyp[oy * win.ow + ox];
+                            match kind {
+                                Kind::Max => dxp[argmax(plane, win.w, rows, cols)] += g,
                                 Kind::Avg => {
-                                    let share = g / area;
-                                    for y in rows {
-                                        for v in &mut dxp[y * d.w + cols.start..y * d.w + cols.end]
+                                    let share = g * inv_area;
+                                    for yy in rows.clone() {
+                                        for v in
+                                            &mut dxp[yy * win.w + cols.start..yy * win.w + cols.end]
                                         {
                                             *v += share;
                                         }
