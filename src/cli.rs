@@ -61,6 +61,19 @@ pub enum Command {
         cnn summary --config configs/lenet.json\n  \
         cnn summary --config configs/three-conv.json --json")]
     Summary(SummaryArgs),
+    /// Compare runs: one row per run of a sweep (or of any run directories)
+    /// with the parameters that vary and the best validation accuracy.
+    #[command(after_help = "Examples:\n  \
+        cnn report sweeps/lr-batch\n  \
+        cnn report sweeps/lr-batch --sort test_acc --csv results.csv\n  \
+        cnn report runs/ --json\n  \
+        cnn report sweeps/lr-batch --plot val-acc.png\n\n\
+        A sweep directory (scripts/sweep.sh) lists its points in manifest.json, whose varied \
+        parameters become columns; for a plain directory of run directories the columns are \
+        the config fields that differ between the runs. Accuracies in --json and --csv are \
+        fractions; best_val_acc is the highest validation accuracy and test_acc the test \
+        accuracy at that epoch (at the last epoch when there is no validation split).")]
+    Report(ReportArgs),
     /// Draw loss, accuracy and learning rate per epoch of one or more runs.
     #[command(after_help = "Examples:\n  \
         cnn plot runs/lenet -o lenet.png\n  \
@@ -240,6 +253,32 @@ pub struct SummaryArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Sweep directories (made by scripts/sweep.sh), directories of run
+    /// directories, or run directories.
+    #[arg(value_name = "DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+
+    /// Order of the rows: best_val_acc, test_acc (best first), seconds,
+    /// epochs, run, status, or a varied parameter (by path or column name).
+    #[arg(long, value_name = "COLUMN", default_value = "best_val_acc")]
+    pub sort: String,
+
+    /// Print a JSON array of objects on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the rows to FILE as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Also draw every run's validation accuracy per epoch on one chart
+    /// (FILE ends in .png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,8 @@
 //! [`arch`] (shape inference and validation) → [`model`] (candle modules,
 //! [`ops`]) ← [`data`] (IDX files, split, batches) → [`train`] (loop,
 //! evaluation, [`optim`]) → [`checkpoint`] and [`history`] files.
-//! [`cli`] holds the clap types and [`commands`] the subcommands.
+//! [`cli`] holds the clap types and [`commands`] the subcommands; [`report`]
+//! compares the runs of a sweep.
 
 pub mod arch;
 pub mod checkpoint;
@@ -23,6 +24,7 @@ pub mod optim;
 pub mod plot;
 pub mod profile;
 pub mod progress;
+pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod status;
@@ -41,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Summary(args) => commands::summary::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Filters(args) => commands::filters::run(args),

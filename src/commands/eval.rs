@@ -71,9 +71,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let batcher = Batcher::new(&normalization, &device);
     let mut progress = Progress::new(Mode::detect(false));
     progress.start_eval("evaluating", subset.len());
+    let started = std::time::Instant::now();
     let eval = evaluate(&loaded.model, subset, &batcher, batch_size, |n| {
         progress.eval_step(n)
     })?;
+    let seconds = started.elapsed().as_secs_f64();
     progress.finish();
     let name = config.display_name();
     let split = args.split.name();
@@ -127,6 +129,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "loss": r.loss,
             "accuracy": r.accuracy,
             "classes": classes,
+            "eval_seconds": seconds,
+            "images_per_second": r.samples as f64 / seconds.max(1e-9),
             "per_class": per_class,
             "confusion": eval.confusion,
         });

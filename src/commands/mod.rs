@@ -6,6 +6,7 @@ pub mod feature_maps;
 pub mod filters;
 pub mod plot;
 pub mod predict;
+pub mod report;
 pub mod samples;
 pub mod summary;
 pub mod train;

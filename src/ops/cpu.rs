@@ -169,36 +169,49 @@ impl Window {
 /// other images' columns beside it). Every element of the image's columns is
 /// written (positions in the padding as zeros), so `col` may hold anything before.
 pub fn im2col(x: &[f32], channels: usize, g: &Window, col: &mut [f32], ld: usize) {
-    let p = g.out_len();
-    let (ow, w) = (g.ow, g.w);
-    // Output rows whose input row is inside the image, for each kernel row.
-    let rows_in = |ki: usize| -> (usize, usize) { g.valid_rows(ki) };
+    let (p, ow, w) = (g.out_len(), g.ow, g.w);
+    let rows = channels * g.kh * g.kw;
+    if rows == 0 || p == 0 {
+        return;
+    }
+    assert!(x.len() >= channels * g.in_len() && ld >= p && col.len() >= (rows - 1) * ld + p);
+    let (xp, cp) = (x.as_ptr(), col.as_mut_ptr());
     for c in 0..channels {
-        let plane = &x[c * g.in_len()..(c + 1) * g.in_len()];
         for ki in 0..g.kh {
-            let (y_lo, y_hi) = rows_in(ki);
+            let (y_lo, y_hi) = g.valid_rows(ki);
             for kj in 0..g.kw {
-                let row_idx = (c * g.kh + ki) * g.kw + kj;
-                let row = &mut col[row_idx * ld..row_idx * ld + p];
                 let off_x = (kj * g.dw) as isize - g.pl as isize;
                 let (lo, hi) = g.valid_cols(off_x);
-                row[..y_lo * ow].fill(0.0);
-                row[y_hi * ow..].fill(0.0);
-                for (y, dst) in row.chunks_exact_mut(ow).enumerate().take(y_hi).skip(y_lo) {
-                    let iy = y * g.sh + ki * g.dh - g.pt;
-                    let src = &plane[iy * w..(iy + 1) * w];
-                    if lo > 0 {
-                        dst[..lo].fill(0.0);
+                let row = ((c * g.kh + ki) * g.kw + kj) * ld;
+                // SAFETY: the assert above bounds every row of `col`; rows
+                // y_lo..y_hi and columns lo..hi read inside the plane (see
+                // valid_rows/valid_cols), so every pointer stays in bounds.
+                unsafe {
+                    let dst = cp.add(row);
+                    // (Zero-length fills are skipped: even they cost a call.)
+                    if y_lo > 0 {
+                        std::ptr::write_bytes(dst, 0, y_lo * ow);
                     }
-                    if hi < ow {
-                        dst[hi..].fill(0.0);
+                    if y_hi < g.oh {
+                        std::ptr::write_bytes(dst.add(y_hi * ow), 0, (g.oh - y_hi) * ow);
                     }
-                    if g.sw == 1 {
-                        let s0 = (lo as isize + off_x) as usize;
-                        copy_short(&mut dst[lo..hi], &src[s0..s0 + (hi - lo)]);
-                    } else {
-                        for (x, d) in dst[lo..hi].iter_mut().enumerate() {
-                            *d = src[((x + lo) as isize * g.sw as isize + off_x) as usize];
+                    for y in y_lo..y_hi {
+                        let iy = y * g.sh + ki * g.dh - g.pt;
+                        let src = xp.add(c * g.in_len() + iy * w);
+                        let d = dst.add(y * ow);
+                        if lo > 0 {
+                            std::ptr::write_bytes(d, 0, lo);
+                        }
+                        if hi < ow {
+                            std::ptr::write_bytes(d.add(hi), 0, ow - hi);
+                        }
+                        if g.sw == 1 {
+                            let s = src.offset(lo as isize + off_x);
+                            std::ptr::copy_nonoverlapping(s, d.add(lo), hi - lo);
+                        } else {
+                            for xo in lo..hi {
+                                *d.add(xo) = *src.offset(xo as isize * g.sw as isize + off_x);
+                            }
                         }
                     }
                 }
@@ -210,26 +223,30 @@ pub fn im2col(x: &[f32], channels: usize, g: &Window, col: &mut [f32], ld: usize
 /// Adds the columns of `col` (rows `ld` apart) back into `channels` planes
 /// of `dx` (the adjoint of [`im2col`]).
 pub fn col2im(col: &[f32], channels: usize, g: &Window, dx: &mut [f32], ld: usize) {
-    let p = g.out_len();
-    let (ow, w) = (g.ow, g.w);
+    let (p, ow, w) = (g.out_len(), g.ow, g.w);
+    let rows = channels * g.kh * g.kw;
+    if rows == 0 || p == 0 {
+        return;
+    }
+    assert!(dx.len() >= channels * g.in_len() && ld >= p && col.len() >= (rows - 1) * ld + p);
     for c in 0..channels {
         let plane = &mut dx[c * g.in_len()..(c + 1) * g.in_len()];
         for ki in 0..g.kh {
             let (y_lo, y_hi) = g.valid_rows(ki);
             for kj in 0..g.kw {
-                let row_idx = (c * g.kh + ki) * g.kw + kj;
-                let row = &col[row_idx * ld..row_idx * ld + p];
                 let off_x = (kj * g.dw) as isize - g.pl as isize;
                 let (lo, hi) = g.valid_cols(off_x);
-                for (y, src) in row.chunks_exact(ow).enumerate().take(y_hi).skip(y_lo) {
+                let row = ((c * g.kh + ki) * g.kw + kj) * ld;
+                for y in y_lo..y_hi {
                     let iy = y * g.sh + ki * g.dh - g.pt;
+                    let src = &col[row + y * ow..row + (y + 1) * ow];
                     let dst = &mut plane[iy * w..(iy + 1) * w];
                     if g.sw == 1 {
                         let d0 = (lo as isize + off_x) as usize;
                         add_short(&mut dst[d0..d0 + (hi - lo)], &src[lo..hi]);
                     } else {
-                        for x in lo..hi {
-                            dst[(x as isize * g.sw as isize + off_x) as usize] += src[x];
+                        for xo in lo..hi {
+                            dst[(xo as isize * g.sw as isize + off_x) as usize] += src[xo];
                         }
                     }
                 }
@@ -238,31 +255,7 @@ pub fn col2im(col: &[f32], channels: usize, g: &Window, dx: &mut [f32], ld: usiz
     }
 }
 
-/// `dst = src` for the short rows of small images: fixed-size moves of
-/// eight, then four values, without a `memcpy` call, whose overhead
-/// outweighs a 10-value copy.
-#[inline]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    let n = dst.len().min(src.len());
-    let mut i = 0;
-    // SAFETY: every access is below `n`, within both slices.
-    unsafe {
-        while i + 8 <= n {
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(i), dst.as_mut_ptr().add(i), 8);
-            i += 8;
-        }
-        if i + 4 <= n {
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(i), dst.as_mut_ptr().add(i), 4);
-            i += 4;
-        }
-        while i < n {
-            *dst.get_unchecked_mut(i) = *src.get_unchecked(i);
-            i += 1;
-        }
-    }
-}
-
-/// `dst += src`, eight lanes at a time (see [`copy_short`]).
+/// `dst += src` for the short rows of small images, eight lanes at a time.
 #[inline]
 fn add_short(dst: &mut [f32], src: &[f32]) {
     let mut d = dst.chunks_exact_mut(8);

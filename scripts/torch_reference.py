@@ -1,0 +1,813 @@
+#!/usr/bin/env python3
+"""PyTorch reference trainer for cnn's JSON model configs.
+
+This is the reference side of scripts/bench.sh and of the checkpoint interop
+check: it builds the same network as `cnn` from the same config file, trains
+it on MNIST with PyTorch on the CPU and reports throughput, accuracy and
+memory in the same terms, so that the two can be compared side by side. It
+also evaluates safetensors checkpoints written by itself or by `cnn train`.
+
+    scripts/torch-venv.sh        # once: creates .venv-torch
+    .venv-torch/bin/python scripts/torch_reference.py train \\
+        --config configs/lenet.json --data-dir ../shared/data/mnist --json \\
+        --save /tmp/lenet-torch.safetensors
+    .venv-torch/bin/python scripts/torch_reference.py eval \\
+        --config configs/lenet.json --data-dir ../shared/data/mnist \\
+        --checkpoint runs/lenet/best.safetensors --json
+
+How it mirrors cnn:
+  * The model is `nn.Sequential` stored as `layers`, one module per config
+    entry (parameterless ones included), so state_dict keys are
+    `layers.<index>.weight|bias|running_mean|running_var`, exactly the tensor
+    names of a cnn checkpoint. Initialisation is PyTorch's default.
+  * in_channels / in_features / num_features are inferred from the input
+    shape; when a config states them they must match.
+  * A trailing softmax / log_softmax is left out of the loss: the loss is
+    cross-entropy (with the config's label_smoothing) on the output of the
+    layer before it. Evaluation loss is plain cross-entropy, averaged per image.
+  * The validation split (data.val_size images, a count or a fraction) is
+    drawn from the training file with the seed; data.limit_train keeps the
+    first N of the rest. The split itself differs from cnn's (another RNG),
+    so the images trained on differ, but not how many.
+  * Inputs are (pixel/255 - mean)/std, mean and std taken over the training
+    split (data.normalize "auto"), or as data.normalize gives them, via a
+    256-entry lookup table applied per batch, as cnn does.
+  * Average pooling counts padding (count_include_pad=True); gelu is the
+    exact (erf) form; padding "same" puts the odd extra pixel at the bottom
+    and right.
+
+Timing: each epoch's clock covers only the training steps (batch assembly,
+forward, backward, optimizer step), not data loading or evaluation; the test
+pass (no_grad, batches of data.eval_batch_size, default 1000) is timed
+separately. No validation pass is run.
+
+Standard library + numpy + torch + safetensors only. Input errors (bad
+config, missing or malformed files) exit with status 2 and a message naming
+the problem; other failures exit with status 1.
+"""
+
+import argparse
+import gzip
+import json
+import math
+import os
+import resource
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+
+class InputError(Exception):
+    """A problem the user can fix: bad config, flag or file."""
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+LAYER_ALIASES = {
+    "maxpool2d": "max_pool2d",
+    "max_pool": "max_pool2d",
+    "avgpool2d": "avg_pool2d",
+    "avg_pool": "avg_pool2d",
+    "batchnorm2d": "batch_norm2d",
+    "batchnorm1d": "batch_norm1d",
+    "dense": "linear",
+}
+
+# Accepted fields per layer type (besides "type"); mirrors src/config/layers.rs.
+LAYER_FIELDS = {
+    "conv2d": {"in_channels", "out_channels", "kernel_size", "stride", "padding",
+               "dilation", "groups", "bias", "padding_mode"},
+    "max_pool2d": {"kernel_size", "stride", "padding"},
+    "avg_pool2d": {"kernel_size", "stride", "padding"},
+    "batch_norm2d": {"num_features", "eps", "momentum", "affine"},
+    "batch_norm1d": {"num_features", "eps", "momentum", "affine"},
+    "relu": set(),
+    "leaky_relu": {"negative_slope"},
+    "sigmoid": set(),
+    "tanh": set(),
+    "gelu": set(),
+    "flatten": set(),
+    "linear": {"in_features", "out_features", "bias"},
+    "dropout": {"p"},
+    "log_softmax": set(),
+    "softmax": set(),
+}
+
+OUTPUT_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def load_config_file(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise InputError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"config {path}: the top level must be a JSON object")
+    if not config.get("name"):
+        config["name"] = os.path.splitext(os.path.basename(path))[0]
+    return config
+
+
+def section(config, key):
+    """A sub-object of the config; missing or null means all defaults."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"config field `{key}` must be an object")
+    return value
+
+
+def opt(d, key, default):
+    """d[key], or the default when the key is absent or null (cnn writes
+    resolved configs with nulls for unset options)."""
+    value = d.get(key)
+    return default if value is None else value
+
+
+def pair(value, what):
+    """5 -> (5, 5); [3, 5] -> (3, 5)."""
+    if isinstance(value, bool):
+        raise InputError(f"{what}: expected a non-negative integer or [height, width], got {value!r}")
+    if isinstance(value, int) and value >= 0:
+        return (value, value)
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        return (value[0], value[1])
+    raise InputError(f"{what}: expected a non-negative integer or [height, width], got {json.dumps(value)}")
+
+
+def positive_pair(value, what):
+    p = pair(value, what)
+    if min(p) < 1:
+        raise InputError(f"{what} is {json.dumps(value)}; it must be at least 1")
+    return p
+
+
+def number(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what}: expected a number, got {json.dumps(value)}")
+    return float(value)
+
+
+def boolean(value, what):
+    if not isinstance(value, bool):
+        raise InputError(f"{what}: expected true or false, got {json.dumps(value)}")
+    return value
+
+
+def layer_kind(index, spec):
+    if not isinstance(spec, dict):
+        raise InputError(f'layer {index}: expected an object like {{"type": "relu"}}, got {json.dumps(spec)}')
+    kind = spec.get("type")
+    if kind is None:
+        raise InputError(f'layer {index}: missing "type"; expected one of: {", ".join(LAYER_FIELDS)}')
+    if not isinstance(kind, str):
+        raise InputError(f'layer {index}: "type" must be a string, got {json.dumps(kind)}')
+    kind = LAYER_ALIASES.get(kind, kind)
+    if kind not in LAYER_FIELDS:
+        raise InputError(f'layer {index}: unknown layer type "{spec["type"]}"; '
+                         f'expected one of: {", ".join(LAYER_FIELDS)}')
+    unknown = sorted(set(spec) - LAYER_FIELDS[kind] - {"type"})
+    if unknown:
+        allowed = ", ".join(sorted(LAYER_FIELDS[kind])) or "none"
+        raise InputError(f"layer {index} ({kind}): unknown field `{unknown[0]}`; allowed fields: {allowed}")
+    return kind
+
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+
+def build_layer(index, kind, spec, shape):
+    """One module for one config entry, given the input shape (without the
+    batch dimension): (c, h, w) for images, (n,) for feature vectors."""
+    where = f"layer {index} ({kind})"
+    image = len(shape) == 3
+
+    def need_image():
+        if not image:
+            raise InputError(f"{where}: needs an image input but gets {shape[0]} features; "
+                             "put it before flatten")
+
+    def need_flat(hint):
+        if image:
+            c, h, w = shape
+            raise InputError(f"{where}: needs a feature vector but gets an image of "
+                             f"{c}×{h}×{w} = {c * h * w} values; {hint}")
+
+    def check_given(field, actual):
+        given = spec.get(field)
+        if given is not None and given != actual:
+            raise InputError(f"{where}: {field} is {given} but the input has {actual}; "
+                             f"remove {field} or set it to {actual}")
+
+    if kind == "conv2d":
+        need_image()
+        c = shape[0]
+        check_given("in_channels", c)
+        if "out_channels" not in spec or spec["out_channels"] is None:
+            raise InputError(f"{where}: missing field `out_channels`")
+        out = spec["out_channels"]
+        if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+            raise InputError(f"{where}: out_channels must be a positive integer, got {json.dumps(out)}")
+        if "kernel_size" not in spec or spec["kernel_size"] is None:
+            raise InputError(f"{where}: missing field `kernel_size`")
+        kernel = positive_pair(spec["kernel_size"], f"{where}: kernel_size")
+        stride = positive_pair(opt(spec, "stride", 1), f"{where}: stride")
+        dilation = positive_pair(opt(spec, "dilation", 1), f"{where}: dilation")
+        groups = opt(spec, "groups", 1)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 \
+                or c % groups or out % groups:
+            raise InputError(f"{where}: groups is {json.dumps(groups)}; it must divide both "
+                             f"in_channels ({c}) and out_channels ({out})")
+        padding = opt(spec, "padding", 0)
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise InputError(f'{where}: padding "same" needs stride 1 (stride is {list(stride)}); '
+                                 "give the padding as a number")
+        else:
+            if isinstance(padding, str):
+                raise InputError(f'{where}: padding must be a number, [h, w], "same" or "valid", '
+                                 f'got "{padding}"')
+            padding = pair(padding, f"{where}: padding")
+        mode = opt(spec, "padding_mode", "zeros")
+        if mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise InputError(f'{where}: padding_mode "{mode}" is not one of zeros, reflect, replicate, circular')
+        bias = boolean(opt(spec, "bias", True), f"{where}: bias")
+        return nn.Conv2d(c, out, kernel, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias, padding_mode=mode)
+
+    if kind in ("max_pool2d", "avg_pool2d"):
+        need_image()
+        if "kernel_size" not in spec or spec["kernel_size"] is None:
+            raise InputError(f"{where}: missing field `kernel_size`")
+        kernel = positive_pair(spec["kernel_size"], f"{where}: kernel_size")
+        stride = positive_pair(opt(spec, "stride", list(kernel)), f"{where}: stride")
+        padding = pair(opt(spec, "padding", 0), f"{where}: padding")
+        if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+            raise InputError(f"{where}: padding {list(padding)} is more than half the kernel size {list(kernel)}")
+        if kind == "max_pool2d":
+            return nn.MaxPool2d(kernel, stride=stride, padding=padding)
+        return nn.AvgPool2d(kernel, stride=stride, padding=padding, count_include_pad=True)
+
+    if kind in ("batch_norm2d", "batch_norm1d"):
+        if kind == "batch_norm2d":
+            need_image()
+        else:
+            need_flat("use batch_norm2d before flatten")
+        features = shape[0]
+        check_given("num_features", features)
+        eps = number(opt(spec, "eps", 1e-5), f"{where}: eps")
+        momentum = number(opt(spec, "momentum", 0.1), f"{where}: momentum")
+        if not (eps > 0 and math.isfinite(eps)):
+            raise InputError(f"{where}: eps is {eps}; it must be a small positive number like 1e-5")
+        if not 0 <= momentum <= 1:
+            raise InputError(f"{where}: momentum is {momentum}; it must be between 0 and 1")
+        affine = boolean(opt(spec, "affine", True), f"{where}: affine")
+        cls = nn.BatchNorm2d if kind == "batch_norm2d" else nn.BatchNorm1d
+        return cls(features, eps=eps, momentum=momentum, affine=affine)
+
+    if kind == "linear":
+        need_flat('add {"type": "flatten"} before it')
+        n = shape[0]
+        check_given("in_features", n)
+        out = spec.get("out_features")
+        if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+            raise InputError(f"{where}: out_features must be a positive integer, got {json.dumps(out)}")
+        bias = boolean(opt(spec, "bias", True), f"{where}: bias")
+        return nn.Linear(n, out, bias=bias)
+
+    if kind == "dropout":
+        p = number(opt(spec, "p", 0.5), f"{where}: p")
+        if not 0 <= p < 1:
+            raise InputError(f"{where}: p is {p}; the drop probability must be in [0, 1)")
+        return nn.Dropout(p)
+
+    if kind in OUTPUT_ACTIVATIONS:
+        need_flat("put it after the last linear layer")
+        return nn.Softmax(dim=1) if kind == "softmax" else nn.LogSoftmax(dim=1)
+
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(number(opt(spec, "negative_slope", 0.01), f"{where}: negative_slope"))
+    if kind == "flatten":
+        return nn.Flatten()
+    return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+            "gelu": nn.GELU}[kind]()
+
+
+class ConfigNet(nn.Module):
+    """The network of a cnn config: `self.layers[i]` is config layer i."""
+
+    def __init__(self, config):
+        super().__init__()
+        input_shape = config.get("input_shape")
+        if (not isinstance(input_shape, list) or len(input_shape) != 3
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape)):
+            raise InputError(f"config field `input_shape` must be [channels, height, width], "
+                             f"got {json.dumps(input_shape)}")
+        num_classes = config.get("num_classes")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise InputError(f"config field `num_classes` must be a positive integer, got {json.dumps(num_classes)}")
+        specs = config.get("layers")
+        if not isinstance(specs, list) or not specs:
+            raise InputError("config field `layers` must be a non-empty list of layer objects")
+
+        modules, kinds = [], []
+        x = torch.zeros(1, *input_shape)
+        for i, spec in enumerate(specs):
+            kind = layer_kind(i, spec)
+            module = build_layer(i, kind, spec, tuple(x.shape[1:]))
+            module.eval()
+            try:
+                with torch.no_grad():
+                    x = module(x)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0]
+                raise InputError(f"layer {i} ({kind}) does not fit its input of shape "
+                                 f"{list(x.shape[1:])}: {first}") from None
+            if x.numel() == 0:
+                raise InputError(f"layer {i} ({kind}) leaves an empty output {list(x.shape[1:])}; "
+                                 "use smaller kernels or less pooling")
+            modules.append(module)
+            kinds.append(kind)
+        if tuple(x.shape[1:]) != (num_classes,):
+            raise InputError(f"the last layer outputs {list(x.shape[1:])} but num_classes is {num_classes}; "
+                             f'end with {{"type": "linear", "out_features": {num_classes}}}')
+        self.layers = nn.Sequential(*modules)
+        self.kinds = kinds
+        # The loss is taken before a trailing softmax / log_softmax.
+        self.loss_end = len(modules) - 1 if kinds[-1] in OUTPUT_ACTIVATIONS else len(modules)
+
+    def logits(self, x):
+        for module in self.layers[: self.loss_end]:
+            x = module(x)
+        return x
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def make_optimizer(params, training, lr_override):
+    o = section(training, "optimizer")
+    kind = opt(o, "type", "adam")
+    lr = lr_override if lr_override is not None else number(opt(o, "lr", 1e-3), "training.optimizer.lr")
+    wd = number(opt(o, "weight_decay", 0.0), "training.optimizer.weight_decay")
+    if kind in ("adam", "adamw"):
+        for key in ("momentum", "nesterov", "dampening"):
+            if o.get(key) is not None:
+                raise InputError(f"training.optimizer.{key} applies to sgd, not {kind}; remove it")
+        betas = tuple(opt(o, "betas", [0.9, 0.999]))
+        eps = number(opt(o, "eps", 1e-8), "training.optimizer.eps")
+        if kind == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=wd)
+        wd = number(opt(o, "weight_decay", 0.01), "training.optimizer.weight_decay")
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=wd)
+    if kind == "sgd":
+        for key in ("betas", "eps"):
+            if o.get(key) is not None:
+                raise InputError(f"training.optimizer.{key} applies to adam/adamw, not sgd; remove it")
+        try:
+            return torch.optim.SGD(params, lr=lr, weight_decay=wd,
+                                   momentum=number(opt(o, "momentum", 0.0), "training.optimizer.momentum"),
+                                   dampening=number(opt(o, "dampening", 0.0), "training.optimizer.dampening"),
+                                   nesterov=boolean(opt(o, "nesterov", False), "training.optimizer.nesterov"))
+        except ValueError as e:
+            raise InputError(f"training.optimizer: {e}") from None
+    raise InputError(f'training.optimizer.type "{kind}" is not one of adam, adamw, sgd')
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def find_idx(data_dir, stem):
+    dotted = stem.replace("-idx", ".idx", 1)
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise InputError(f"{data_dir} has no {stem}[.gz]; it needs the four MNIST IDX files: "
+                     f"{', '.join(f + '.gz' for f in IDX_FILES)}")
+
+
+def read_idx(path, magic, what):
+    """The IDX file's dimensions and its bytes as a uint8 array of that shape."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise InputError(f"cannot read {path} ({e}); is it a complete download?") from None
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise InputError(f"{path} is too short to be an IDX {what} file ({len(raw)} bytes)")
+    (got,) = struct.unpack(">I", raw[:4])
+    if got != magic:
+        raise InputError(f"{path} is not an IDX {what} file: magic number is 0x{got:08x}, expected 0x{magic:08x}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    need = int(np.prod(dims))
+    have = len(raw) - header
+    if have != need:
+        state = "truncated" if have < need else "longer than its header says"
+        raise InputError(f"{path} is {state}: its header promises {need} bytes of data but {have} follow")
+    # A writable copy (torch.from_numpy warns about read-only buffers).
+    return np.frombuffer(raw, dtype=np.uint8, count=need, offset=header).reshape(dims).copy()
+
+
+def load_mnist(data_dir, input_shape, num_classes):
+    """(train_images, train_labels, test_images, test_labels) as uint8 arrays,
+    images shaped (N, 1, H, W)."""
+    if not os.path.isdir(data_dir):
+        raise InputError(f"--data-dir {data_dir}: no such directory")
+    paths = [find_idx(data_dir, stem) for stem in IDX_FILES]
+    out = []
+    for img_path, lab_path in ((paths[0], paths[1]), (paths[2], paths[3])):
+        images = read_idx(img_path, 0x803, "images")
+        labels = read_idx(lab_path, 0x801, "labels")
+        if len(images) != len(labels):
+            raise InputError(f"{img_path} holds {len(images)} images but {lab_path} holds "
+                             f"{len(labels)} labels; the files do not belong together")
+        if len(labels) and labels.max() >= num_classes:
+            raise InputError(f"{lab_path}: label {labels.max()} is outside the {num_classes} classes")
+        images = images[:, None, :, :]
+        if list(images.shape[1:]) != list(input_shape):
+            raise InputError(f"{img_path}: images are {list(images.shape[1:])} but the config's "
+                             f"input_shape is {list(input_shape)}")
+        out += [images, labels]
+    return out
+
+
+def split_train(n, val_size, seed, limit_train):
+    """Indices (sorted) of the training split: val_size images (a count or a
+    fraction) are held out at random with the seed, then the first
+    limit_train of the rest are kept."""
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) or val_size < 0:
+        raise InputError(f"data.val_size must be a count or a fraction in (0, 1), got {json.dumps(val_size)}")
+    if 0 < val_size < 1:
+        n_val = int(math.floor(val_size * n + 0.5))
+    elif float(val_size).is_integer():
+        n_val = int(val_size)
+    else:
+        raise InputError(f"data.val_size is {val_size}: neither a whole number of images nor a fraction")
+    if n_val >= n:
+        raise InputError(f"data.val_size asks for {n_val} validation images but the training file has only {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    train = np.sort(order[n_val:])
+    if limit_train is not None:
+        if isinstance(limit_train, bool) or not isinstance(limit_train, int) or limit_train < 1:
+            raise InputError(f"limit_train must be a positive integer, got {json.dumps(limit_train)}")
+        train = train[:limit_train]
+    return train
+
+
+def normalization(setting, train_images):
+    """(mean, std) per channel, of pixels scaled to [0, 1]."""
+    channels = train_images.shape[1]
+    if setting is None or setting == "auto":
+        # Population statistics over every pixel of the training split, as cnn.
+        # A histogram of the byte values gives both exactly, without a
+        # float copy of the images.
+        mean, std = [], []
+        values = np.arange(256, dtype=np.float64)
+        for ch in range(channels):
+            plane = train_images[:, ch].reshape(-1)
+            counts = np.zeros(256, dtype=np.float64)
+            for lo in range(0, len(plane), 1 << 20):  # bincount widens to int64: go in chunks
+                counts += np.bincount(plane[lo: lo + (1 << 20)], minlength=256)
+            total = max(counts.sum(), 1.0)
+            m = float((counts * values).sum() / total / 255.0)
+            var = float((counts * values * values).sum() / total / (255.0 * 255.0)) - m * m
+            s = math.sqrt(max(var, 0.0))
+            mean.append(m)
+            std.append(s if s > 1e-6 else 1.0)
+        return mean, std
+    if setting == "none":
+        return [0.0] * channels, [1.0] * channels
+    if isinstance(setting, dict) and set(setting) == {"mean", "std"}:
+        mean, std = list(setting["mean"]), list(setting["std"])
+        if len(mean) != channels or len(std) != channels:
+            raise InputError(f"data.normalize gives {len(mean)} means and {len(std)} stds "
+                             f"but the images have {channels} channel(s)")
+        if not all(isinstance(s, (int, float)) and s > 0 for s in std):
+            raise InputError("data.normalize.std: every std must be positive")
+        return [float(m) for m in mean], [float(s) for s in std]
+    raise InputError(f'data.normalize must be "auto", "none" or {{"mean": [..], "std": [..]}}, '
+                     f"got {json.dumps(setting)}")
+
+
+class Batcher:
+    """Turns uint8 images into normalised float32 batches through a 256-entry
+    lookup table per channel: (pixel/255 - mean)/std."""
+
+    def __init__(self, mean, std):
+        p = np.arange(256, dtype=np.float64) / 255.0
+        tables = [((p - m) / s).astype(np.float32) for m, s in zip(mean, std)]
+        # Channel c's table at offset 256*c, so one gather serves all channels.
+        self.table = torch.from_numpy(np.concatenate(tables))
+        self.offsets = (torch.arange(len(mean), dtype=torch.long) * 256).view(1, -1, 1, 1)
+
+    def __call__(self, images_u8, labels_u8, idx):
+        x = torch.from_numpy(images_u8[idx]).long()
+        if self.offsets.numel() > 1:
+            x = x + self.offsets
+        return self.table[x], torch.from_numpy(labels_u8[idx].astype(np.int64))
+
+
+def evaluate(model, batcher, images, labels, batch_size):
+    """(mean cross-entropy, correct, seconds) over all images."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    start = time.perf_counter()
+    with torch.no_grad():
+        for lo in range(0, len(labels), batch_size):
+            x, y = batcher(images, labels, slice(lo, lo + batch_size))
+            logits = model.logits(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(dim=1) == y).sum())
+    seconds = time.perf_counter() - start
+    n = len(labels)
+    return (loss_sum / n if n else float("nan")), correct, seconds
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+def set_threads(threads):
+    if threads < 1:
+        raise InputError("--threads must be at least 1")
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+
+
+def eval_batch_size(data):
+    bs = opt(data, "eval_batch_size", 1000)
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise InputError(f"data.eval_batch_size must be a positive integer, got {json.dumps(bs)}")
+    return bs
+
+
+def test_set(data, test_images, test_labels):
+    limit = data.get("limit_test")
+    if limit is not None:
+        return test_images[:limit], test_labels[:limit]
+    return test_images, test_labels
+
+
+def cmd_train(args):
+    set_threads(args.threads)
+    config = load_config_file(args.config)
+    training, data = section(config, "training"), section(config, "data")
+    seed = args.seed if args.seed is not None else opt(training, "seed", 42)
+    torch.manual_seed(seed)
+    model = ConfigNet(config)
+
+    batch_size = args.batch_size if args.batch_size is not None else opt(training, "batch_size", 64)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch size must be a positive integer, got {json.dumps(batch_size)}")
+    if args.epochs < 1:
+        raise InputError("--epochs must be at least 1")
+    smoothing = number(opt(training, "label_smoothing", 0.0), "training.label_smoothing")
+    if not 0 <= smoothing < 1:
+        raise InputError(f"training.label_smoothing is {smoothing}; it must be in [0, 1)")
+    optimizer = make_optimizer(model.parameters(), training, args.lr)
+    shuffle = boolean(opt(data, "shuffle", True), "data.shuffle")
+    drop_last = boolean(opt(data, "drop_last", False), "data.drop_last")
+
+    train_x, train_y, test_x, test_y = load_mnist(args.data_dir, config["input_shape"], config["num_classes"])
+    val_size = args.val_size if args.val_size is not None else opt(data, "val_size", 10000)
+    limit_train = args.limit_train if args.limit_train is not None else data.get("limit_train")
+    keep = split_train(len(train_y), val_size, seed, limit_train)
+    train_x, train_y = train_x[keep], train_y[keep]  # contiguous copies of the split
+    mean, std = normalization(data.get("normalize"), train_x)
+    batcher = Batcher(mean, std)
+    test_x, test_y = test_set(data, test_x, test_y)
+
+    n = len(train_y)
+    rng = np.random.default_rng(seed + 1)
+    epoch_seconds, last_loss = [], float("nan")
+    for epoch in range(args.epochs):
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        model.train()
+        loss_sum, seen = torch.zeros(()), 0
+        start = time.perf_counter()
+        for lo in range(0, stop, batch_size):
+            idx = order[lo: min(lo + batch_size, stop)]
+            x, y = batcher(train_x, train_y, idx)
+            loss = F.cross_entropy(model.logits(x), y, label_smoothing=smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            seen += len(idx)
+        epoch_seconds.append(time.perf_counter() - start)
+        last_loss = float(loss_sum) / max(seen, 1)
+        if not args.json:
+            print(f"epoch {epoch + 1}/{args.epochs}: train loss {last_loss:.4f}, "
+                  f"{epoch_seconds[-1]:.2f} s, {seen / epoch_seconds[-1]:.0f} images/s", file=sys.stderr)
+        if not math.isfinite(last_loss):
+            raise RuntimeError(f"the training loss became {last_loss} in epoch {epoch + 1}; lower the learning rate")
+
+    test_loss, correct, eval_seconds = evaluate(model, batcher, test_x, test_y, eval_batch_size(data))
+    trained = n - n % batch_size if drop_last else n
+    result = {
+        "model": config["name"],
+        "epochs": args.epochs,
+        "batch_size": batch_size,
+        "train_images": n,
+        "images_per_second": trained * args.epochs / sum(epoch_seconds),
+        "epoch_seconds": sum(epoch_seconds) / len(epoch_seconds),
+        "epoch_seconds_each": epoch_seconds,
+        "train_loss": last_loss,
+        "test_loss": test_loss,
+        "test_acc": correct / len(test_y) if len(test_y) else float("nan"),
+        "eval_seconds": eval_seconds,
+        "eval_images_per_second": len(test_y) / eval_seconds if eval_seconds > 0 else float("nan"),
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": args.threads,
+        "torch_version": torch.__version__,
+    }
+
+    if args.save:
+        tensors = {k: v.detach().to(torch.float32).contiguous()
+                   for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+        metadata = {
+            "format": "torch-reference",
+            "config": json.dumps(config),
+            "normalization": json.dumps({"mean": mean, "std": std}),
+        }
+        try:
+            save_file(tensors, args.save, metadata=metadata)
+        except OSError as e:
+            raise InputError(f"cannot write {args.save}: {e}") from None
+        result["saved"] = args.save
+
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['model']}: {args.epochs} epoch(s) on {n} images, batch {batch_size}, "
+              f"{args.threads} thread(s): {result['images_per_second']:.0f} images/s "
+              f"({result['epoch_seconds']:.2f} s/epoch); test accuracy {result['test_acc']:.4f}, "
+              f"loss {test_loss:.4f} (eval {eval_seconds:.2f} s); peak RSS {result['peak_rss_mb']:.0f} MB; "
+              f"torch {torch.__version__}")
+    return 0
+
+
+def match_tensors(tensors, model, path):
+    """Maps a checkpoint's tensors onto the model's `layers.<i>.<name>` keys,
+    whatever prefix the file uses (`layers.`, `model.layers.`, `0.` ...)."""
+    tensors = {k: v for k, v in tensors.items()
+               if not k.startswith("optim.") and not k.endswith(".num_batches_tracked")}
+    wanted = [k for k in model.layers.state_dict() if not k.endswith("num_batches_tracked")]
+    if not wanted:
+        return {}
+    first = wanted[0]
+    prefixes = sorted({k[: -len(first)] for k in tensors
+                       if k.endswith(first) and (len(k) == len(first) or k[-len(first) - 1] == ".")},
+                      key=len, reverse=True)
+    for prefix in prefixes:
+        if all(prefix + w in tensors for w in wanted):
+            mapped = {w: tensors[prefix + w] for w in wanted}
+            extra = sorted(set(tensors) - {prefix + w for w in wanted})
+            if extra:
+                raise InputError(f"{path} has tensors the config's model does not: {', '.join(extra[:5])}")
+            return mapped
+    missing = [w for w in wanted if not any(k.endswith(w) for k in tensors)]
+    raise InputError(f"{path} does not fit the config: no tensor for layers.{(missing or wanted)[0]} "
+                     f"(the file has: {', '.join(sorted(tensors)[:8])})")
+
+
+def cmd_eval(args):
+    set_threads(args.threads)
+    if not os.path.isfile(args.checkpoint):
+        raise InputError(f"cannot read checkpoint {args.checkpoint}: no such file")
+    try:
+        with safe_open(args.checkpoint, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise InputError(f"{args.checkpoint} is not a valid safetensors file: {e}") from None
+
+    if "config" in metadata:
+        try:
+            config = json.loads(metadata["config"])
+        except json.JSONDecodeError as e:
+            raise InputError(f"the config stored in {args.checkpoint} is not valid JSON: {e}") from None
+        config.setdefault("name", os.path.splitext(os.path.basename(args.checkpoint))[0])
+        if args.config and load_config_file(args.config).get("layers") != config.get("layers"):
+            print(f"warning: {args.checkpoint} carries its own config ({config['name']}), whose layers "
+                  f"differ from {args.config}; using the checkpoint's", file=sys.stderr)
+    elif args.config:
+        config = load_config_file(args.config)
+    else:
+        raise InputError(f"{args.checkpoint} has no config in its metadata; pass --config FILE")
+
+    model = ConfigNet(config)
+    weights = match_tensors(tensors, model, args.checkpoint)
+    try:
+        model.layers.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()}, strict=False)
+    except RuntimeError as e:
+        raise InputError(f"{args.checkpoint} does not fit the config: {e}") from None
+
+    data, training = section(config, "data"), section(config, "training")
+    train_x, train_y, test_x, test_y = load_mnist(args.data_dir, config["input_shape"], config["num_classes"])
+    if "normalization" in metadata:
+        stats = json.loads(metadata["normalization"])
+        mean, std = normalization({"mean": stats["mean"], "std": stats["std"]}, train_x)
+    else:
+        setting = data.get("normalize")
+        if setting is None or setting == "auto":
+            keep = split_train(len(train_y), opt(data, "val_size", 10000), opt(training, "seed", 42),
+                               data.get("limit_train"))
+            train_x = train_x[keep]
+        mean, std = normalization(setting, train_x)
+    del train_x, train_y
+    test_x, test_y = test_set(data, test_x, test_y)
+
+    loss, correct, seconds = evaluate(model, Batcher(mean, std), test_x, test_y, eval_batch_size(data))
+    n = len(test_y)
+    result = {
+        "checkpoint": args.checkpoint,
+        "model": config.get("name"),
+        "samples": n,
+        "correct": correct,
+        "loss": loss,
+        "accuracy": correct / n if n else float("nan"),
+        "eval_seconds": seconds,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.checkpoint} ({result['model']}): test accuracy {result['accuracy']:.4f} "
+              f"({correct}/{n}), loss {loss:.4f}, {seconds:.2f} s")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="PyTorch reference trainer for cnn model configs (MNIST, CPU).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a config and report speed, accuracy and memory")
+    t.add_argument("--config", required=True, help="cnn JSON model config")
+    t.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX files (raw or .gz)")
+    t.add_argument("--epochs", type=int, default=1, help="epochs to train (default 1; the config's epochs are ignored)")
+    t.add_argument("--batch-size", type=int, help="default: training.batch_size of the config (64)")
+    t.add_argument("--lr", type=float, help="default: training.optimizer.lr of the config (1e-3)")
+    t.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2); inter-op is 1")
+    t.add_argument("--limit-train", type=int, help="train on only the first N images of the training split")
+    t.add_argument("--val-size", type=float,
+                   help="images held out for validation, a count or a fraction (default: data.val_size, 10000)")
+    t.add_argument("--seed", type=int, help="default: training.seed of the config (42)")
+    t.add_argument("--save", metavar="FILE.safetensors", help="write the trained state_dict here")
+    t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    t.set_defaults(run=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a safetensors checkpoint (from this script or cnn) on the test set")
+    e.add_argument("--config", help="cnn JSON model config (the checkpoint's own config wins when it has one)")
+    e.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX files (raw or .gz)")
+    e.add_argument("--checkpoint", required=True, metavar="FILE.safetensors")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    e.set_defaults(run=cmd_eval)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "val_size", None) is not None and args.val_size.is_integer():
+        args.val_size = int(args.val_size)
+    try:
+        return args.run(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
