@@ -3,9 +3,9 @@
 //! random affine transform (rotation, shift, zoom), applied in that order and
 //! never to validation or test images.
 //!
-//! Everything random comes from the generator passed in. The training loop
-//! passes `rng::stream(seed, Purpose::Augment, step)`, so the same step of
-//! a resumed run gets the same images. Each configured transform draws the
+//! Everything random comes from the generator passed in. Training passes
+//! a stream keyed by the seed, the optimizer step and the micro-batch
+//! (`train::step`), so the same step of a resumed run gets the same images. Each configured transform draws the
 //! same count of numbers whatever it decides, so one image's draws never
 //! shift another's.
 

@@ -11,7 +11,6 @@ use crate::rng::{self, Rng};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// Where a model's tensors come from.
 pub enum Weights<'a> {
@@ -54,8 +53,6 @@ pub struct Model {
     /// Non-trainable state (batch-norm running statistics).
     buffers: Vec<(String, Var)>,
     device: Device,
-    /// Dropout's generator; reset per epoch by the trainer.
-    dropout_rng: Mutex<Rng>,
     /// `fused[i]`: layer `i` (conv or linear) applies the ReLU of layer
     /// `i + 1` itself, which is then skipped.
     fused: Vec<bool>,
@@ -107,7 +104,6 @@ impl Model {
             params,
             buffers,
             device: device.clone(),
-            dropout_rng: Mutex::new(rng::stream(0, rng::Purpose::Dropout, 0)),
         })
     }
 
@@ -131,29 +127,24 @@ impl Model {
             .collect()
     }
 
-    /// Sets dropout's generator (the trainer does this at each epoch start
-    /// or when resuming mid-epoch).
-    pub fn set_dropout_rng(&self, rng: Rng) {
-        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) = rng;
-    }
-    /// The dropout generator's current state, for checkpoints.
-    pub fn dropout_rng(&self) -> Rng {
-        self.dropout_rng
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Whether a layer needs the whole batch at once (batch norm's
+    /// statistics), so a batch cannot be split across threads.
+    pub fn needs_whole_batch(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_)))
     }
 
     /// Scores before a trailing softmax/log-softmax: what the loss and
     /// accuracy are computed from.
-    pub fn logits(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn logits(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
         let end = self.plan.output_activation().unwrap_or(self.layers.len());
-        self.run(xs, train, end)
+        self.run(xs, pass, end)
     }
 
     /// Class probabilities.
     pub fn probabilities(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::softmax_last_dim(&self.logits(xs, false)?)?)
+        Ok(candle_nn::ops::softmax_last_dim(
+            &self.logits(xs, Pass::Eval)?,
+        )?)
     }
 
     /// Outputs of every layer, for looking inside the network.
@@ -161,31 +152,28 @@ impl Model {
         let mut out = Vec::with_capacity(self.layers.len());
         let mut x = xs.clone();
         for i in 0..self.layers.len() {
-            x = self.apply(i, &x, false)?;
+            x = self.apply_fused(i, &x, &mut Pass::Eval, false)?;
             out.push(x.clone());
         }
         Ok(out)
     }
 
-    fn run(&self, xs: &Tensor, train: bool, end: usize) -> Result<Tensor> {
+    fn run(&self, xs: &Tensor, mut pass: Pass, end: usize) -> Result<Tensor> {
         let mut x = xs.clone();
         let mut i = 0;
         while i < end {
             let fuse = self.fused[i] && i + 1 < end;
             x = self
-                .apply_fused(i, &x, train, fuse)
+                .apply_fused(i, &x, &mut pass, fuse)
                 .with_context(|| format!("in layer {} ({})", i, self.plan.layers[i].kind))?;
             i += if fuse { 2 } else { 1 };
         }
         Ok(x)
     }
 
-    fn apply(&self, i: usize, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.apply_fused(i, x, train, false)
-    }
-
     /// Layer `i`; with `relu`, also the ReLU that follows it.
-    fn apply_fused(&self, i: usize, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+    fn apply_fused(&self, i: usize, x: &Tensor, pass: &mut Pass, relu: bool) -> Result<Tensor> {
+        let train = matches!(pass, Pass::Train(_));
         Ok(match &self.layers[i] {
             Layer::Conv { geom, weight, bias } => {
                 ops::conv2d(x, weight, bias.as_ref(), geom, relu)?
@@ -200,9 +188,11 @@ impl Model {
             Layer::Tanh => x.tanh()?,
             Layer::Gelu => x.gelu_erf()?,
             Layer::Flatten => x.flatten_from(1)?,
-            Layer::Dropout(p) if train && *p > 0.0 => {
-                let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-                ops::dropout(x, *p, &mut rng)?
+            Layer::Dropout(p)
+                if *p > 0.0
+                    && let Pass::Train(rng) = pass =>
+            {
+                ops::dropout(x, *p, rng)?
             }
             Layer::Dropout(_) => x.clone(),
             Layer::Softmax => candle_nn::ops::softmax_last_dim(x)?,
@@ -211,9 +201,26 @@ impl Model {
     }
 }
 
+/// How a forward pass runs.
+pub enum Pass<'a> {
+    /// Evaluation: dropout off, batch norm on its running statistics.
+    Eval,
+    /// Training, with the generator dropout draws its masks from.
+    Train(&'a mut Rng),
+}
+
+/// candle's module interface; training in this crate goes through
+/// [`Model::logits`] with the step's generator, so `forward_t` in training
+/// mode draws dropout masks from a fixed stream.
 impl ModuleT for Model {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.run(xs, train, self.layers.len())
+        let mut rng = rng::stream(0, rng::Purpose::Dropout, 0);
+        let pass = if train {
+            Pass::Train(&mut rng)
+        } else {
+            Pass::Eval
+        };
+        self.run(xs, pass, self.layers.len())
             .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
     }
 }

@@ -7,6 +7,7 @@
 pub mod eval;
 pub mod loss;
 pub mod state;
+pub mod step;
 
 use crate::checkpoint::{self, Meta};
 use crate::config::Config;
@@ -129,32 +130,25 @@ pub fn fit(
                 },
             );
             optim.set_lr(lr);
-            model.set_dropout_rng(rng::stream(cfg.seed, rng::Purpose::Dropout, state.step));
-            let phase = |name: &'static str| profile::scope(|| format!("step: {name}"));
-
-            let t = phase("batch assembly");
-            let mut augment_rng = rng::stream(cfg.seed, rng::Purpose::Augment, state.step);
-            let (x, y) =
-                ctx.batcher
-                    .train_batch(train.set, chunk, &data_cfg.augment, &mut augment_rng)?;
+            let t = profile::scope(|| "step: forward + backward".to_string());
+            let out = step::gradients(
+                model,
+                ctx.batcher,
+                train.set,
+                chunk,
+                cfg.label_smoothing,
+                &data_cfg.augment,
+                cfg.seed,
+                state.step,
+            )?;
             drop(t);
-            let t = phase("forward + loss");
-            let logits = model.logits(&x, true)?;
-            let loss = loss::cross_entropy(&logits, &y, cfg.label_smoothing)?;
-            let l = loss.to_scalar::<f32>()? as f64;
-            drop(t);
+            let (l, correct) = (out.loss, out.correct);
             if !l.is_finite() || cfg.max_loss.is_some_and(|m| l > m) {
                 return Err(diverged(ctx, epoch, &state, l, lr));
             }
-            let t = phase("backward");
-            let grads = loss.backward().context("computing gradients")?;
+            let t = profile::scope(|| "step: optimizer".to_string());
+            optim.apply(&out.grads)?;
             drop(t);
-            let t = phase("optimizer");
-            optim.apply(&grads)?;
-            drop(t);
-
-            let _t = phase("metrics");
-            let correct = loss::correct(&logits.detach(), &y)?;
             state.step += 1;
             state.batches_done += 1;
             let p = &mut state.partial;

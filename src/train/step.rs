@@ -1,0 +1,123 @@
+//! One optimizer step's gradients. On the CPU a batch is cut into
+//! micro-batches of about 32 images that run forward and backward on their
+//! own threads, with no synchronisation between the layers; their gradients
+//! are then added in micro-batch order. The cut depends only on the batch
+//! size, never on the thread count, so the numbers are the same with any
+//! number of threads. Networks with batch norm (whose statistics need the
+//! whole batch) and other devices run the batch in one piece. Each part's
+//! dropout masks and augmentation come from streams keyed by the step and
+//! the part, so a resumed run repeats them exactly.
+
+use super::loss;
+use crate::config::Augment;
+use crate::data::{Batcher, ImageSet};
+use crate::model::{Model, Pass};
+use crate::rng;
+use anyhow::{Context, Result};
+use candle_core::backprop::GradStore;
+use rayon::prelude::*;
+
+/// Images per micro-batch, roughly.
+pub const MICRO_BATCH: usize = 32;
+
+/// What one step computed.
+pub struct StepOutput {
+    /// Gradients of the batch's mean loss.
+    pub grads: GradStore,
+    /// The batch's mean loss.
+    pub loss: f64,
+    pub correct: u64,
+}
+
+/// `indices` cut into `ceil(n / MICRO_BATCH)` nearly equal parts.
+fn split(indices: &[u32]) -> Vec<&[u32]> {
+    let parts = indices.len().div_ceil(MICRO_BATCH).max(1);
+    let (base, extra) = (indices.len() / parts, indices.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut at = 0;
+    for j in 0..parts {
+        let len = base + usize::from(j < extra);
+        out.push(&indices[at..at + len]);
+        at += len;
+    }
+    out
+}
+
+/// Forward and backward passes of the batch `indices` of `set`, augmented
+/// as `augment` says; dropout masks and augmentation come from the `step`'s
+/// streams.
+#[allow(clippy::too_many_arguments)]
+pub fn gradients(
+    model: &Model,
+    batcher: &Batcher,
+    set: &ImageSet,
+    indices: &[u32],
+    smoothing: f64,
+    augment: &Augment,
+    seed: u64,
+    step: u64,
+) -> Result<StepOutput> {
+    let parts = if model.device().is_cpu() && !model.needs_whole_batch() {
+        split(indices)
+    } else {
+        vec![indices]
+    };
+    let n = indices.len() as f64;
+    let one = |(j, part): (usize, &&[u32])| -> Result<(GradStore, f64, u64)> {
+        let stream = (step << 16) | j as u64;
+        let mut dropout = rng::stream(seed, rng::Purpose::Dropout, stream);
+        let mut augmentation = rng::stream(seed, rng::Purpose::Augment, stream);
+        let (x, y) = batcher.train_batch(set, part, augment, &mut augmentation)?;
+        let logits = model.logits(&x, Pass::Train(&mut dropout))?;
+        // Each part's mean loss, weighted by its share of the batch: the
+        // gradients then add up to those of the batch's mean loss.
+        let loss = (loss::cross_entropy(&logits, &y, smoothing)? * (part.len() as f64 / n))?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        let correct = loss::correct(&logits.detach(), &y)?;
+        let grads = loss.backward().context("computing gradients")?;
+        Ok((grads, value, correct))
+    };
+    let results: Vec<Result<(GradStore, f64, u64)>> = if parts.len() > 1 {
+        parts.par_iter().enumerate().map(one).collect()
+    } else {
+        parts.iter().enumerate().map(one).collect()
+    };
+    let mut results = results.into_iter();
+    let (mut grads, mut total, mut correct) = results.next().expect("at least one part")?;
+    for result in results {
+        let (g, l, c) = result?;
+        total += l;
+        correct += c;
+        for (_, var) in model.params() {
+            let t = var.as_tensor();
+            if let (Some(sum), Some(part)) = (grads.get(t), g.get(t)) {
+                let added = (sum + part)?;
+                grads.insert(t, added);
+            }
+        }
+    }
+    Ok(StepOutput {
+        grads,
+        loss: total,
+        correct,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_nearly_equal_parts_whatever_the_threads() {
+        let idx: Vec<u32> = (0..100).collect();
+        let sizes: Vec<usize> = split(&idx).iter().map(|p| p.len()).collect();
+        assert_eq!(sizes, vec![25, 25, 25, 25]);
+        let idx: Vec<u32> = (0..64).collect();
+        assert_eq!(split(&idx).len(), 2);
+        let idx: Vec<u32> = (0..5).collect();
+        assert_eq!(
+            split(&idx).iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![5]
+        );
+    }
+}
