@@ -103,7 +103,8 @@ pub enum Command {
     /// Draw a labelled grid of dataset images.
     #[command(after_help = "Examples:\n  \
         cnn samples --data-dir ../shared/data/mnist -o mnist.png\n  \
-        cnn samples --dataset fashion-mnist --count 48 --seed 3 -o fashion.png")]
+        cnn samples --dataset fashion-mnist --count 48 --seed 3 -o fashion.png\n  \
+        cnn samples --config configs/cifar10-cnn.json --augmented -o augmented.png")]
     Samples(SamplesArgs),
 }
 
@@ -396,9 +397,15 @@ pub struct SamplesArgs {
     #[arg(long, value_enum, default_value = "train")]
     pub split: Split,
 
-    /// How many images.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub count: usize,
+    /// How many images (default 32; 8 with --augmented).
+    #[arg(long, value_name = "N")]
+    pub count: Option<usize>,
+
+    /// Show each image beside N augmented copies, drawn as training draws
+    /// them from the config's data.augment section (default N: 7).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "7",
+          requires = "config")]
+    pub augmented: Option<usize>,
 
     /// Seed for picking the images.
     #[arg(long, value_name = "N", default_value_t = 0)]

@@ -163,3 +163,55 @@ fn a_killed_augmented_run_resumes_to_identical_tensors_and_history() {
         history_without_timing(&killed)
     );
 }
+
+#[test]
+fn samples_show_augmented_copies_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = shipped("lenet.json");
+    config["data"]["augment"] = serde_json::json!({"random_crop": {"padding": 3}});
+    let config = write_config(dir.path(), "aug.json", &config);
+    let picture = |name: &str, seed: &str| {
+        let out = dir.path().join(name);
+        let (code, _, err) = run(cnn(dir.path())
+            .args([
+                "samples",
+                "--augmented",
+                "3",
+                "--count",
+                "4",
+                "--seed",
+                seed,
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(mnist_small())
+            .arg("-o")
+            .arg(&out));
+        assert_eq!(code, 0, "{err}");
+        image::open(&out).unwrap().to_rgb8()
+    };
+    let (a, b, c) = (
+        picture("a.png", "1"),
+        picture("b.png", "1"),
+        picture("c.png", "2"),
+    );
+    // Four rows of an original and three copies: taller than wide.
+    assert!(a.height() > a.width() / 2, "{}x{}", a.width(), a.height());
+    assert_eq!(a, b, "the same seed draws the same copies");
+    assert_ne!(a, c, "another seed draws other images and copies");
+
+    // A config without augmentation has nothing to show.
+    let (code, _, err) = run(cnn(dir.path())
+        .args(["samples", "--augmented", "--config"])
+        .arg(config_path("lenet.json"))
+        .arg("--data-dir")
+        .arg(mnist_small())
+        .arg("-o")
+        .arg(dir.path().join("d.png")));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("lenet.json") && err.contains("data.augment"),
+        "{err}"
+    );
+}

@@ -2,7 +2,8 @@
 //! a seed, as the seed notebooks' `display_dataset` shows them.
 
 use crate::cli::SamplesArgs;
-use crate::config::{Config, DatasetName};
+use crate::config::{Augment, Config, DatasetName};
+use crate::data::augment::augment;
 use crate::data::{Dataset, LoadOptions, Split};
 use crate::plot::{self, grid};
 use crate::rng;
@@ -11,10 +12,28 @@ use rand::seq::index::sample;
 
 pub fn run(args: &SamplesArgs) -> Result<()> {
     plot::format_of(&args.output)?;
-    if args.count == 0 {
+    let count = args
+        .count
+        .unwrap_or(if args.augmented.is_some() { 8 } else { 32 });
+    if count == 0 {
         crate::bail_input!("--count 0: show at least 1 image");
     }
+    if args.augmented == Some(0) {
+        crate::bail_input!(
+            "--augmented 0: show at least 1 augmented copy, or leave out --augmented"
+        );
+    }
     let config = args.config.as_deref().map(Config::load).transpose()?;
+    if let (Some(_), Some(c), Some(path)) = (args.augmented, &config, &args.config) {
+        if c.data.augment == Augment::default() {
+            crate::bail_input!(
+                "{}: data.augment is empty, so training sees the images unchanged; \
+                 add e.g. \"augment\": {{\"random_crop\": {{\"padding\": 2}}}} to the data \
+                 section (see README, Augmentation)",
+                path.display()
+            );
+        }
+    }
     let name = match (&args.dataset, &config) {
         (Some(d), _) => {
             DatasetName::parse(d).map_err(|e| crate::input_error!("--dataset: {e:#}"))?
@@ -41,7 +60,7 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
         Split::Test => data.test_images(),
         _ => &data.train,
     };
-    let n = args.count.min(set.len());
+    let n = count.min(set.len());
     let mut picks = sample(
         &mut rng::stream(args.seed, rng::Purpose::Display, 0),
         set.len(),
@@ -49,41 +68,86 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
     )
     .into_vec();
     picks.sort_unstable();
-    let tiles: Vec<grid::Tile> = picks
-        .iter()
-        .map(|&i| {
-            let label = set.labels[i] as usize;
-            let caption = data
-                .classes
-                .get(label)
-                .cloned()
-                .unwrap_or_else(|| label.to_string());
-            grid::Tile::from_bytes(set.image(i), set.channels, set.height, set.width, caption)
-        })
-        .collect();
-    let per_row = ((n as f64 * 1.5).sqrt().ceil() as usize).clamp(4, 12);
-    let figure = grid::Grid {
-        title: format!(
-            "{}: {n} random {} images (seed {})",
-            data.name.name(),
-            if args.split == Split::Test {
-                "test"
-            } else {
-                "training"
-            },
-            args.seed
-        ),
-        rows: tiles
-            .chunks(per_row)
-            .map(|c| grid::Row {
-                label: None,
-                tiles: c.to_vec(),
-            })
-            .collect(),
-        cell: 84,
-        scale: grid::Scale::Gray,
-        note: Some(format!("from {}", data.dir.display())),
-        labels_left: false,
+    let caption = |i: usize| {
+        let label = set.labels[i] as usize;
+        data.classes
+            .get(label)
+            .cloned()
+            .unwrap_or_else(|| label.to_string())
+    };
+    let tile = |bytes: &[u8], caption: String| {
+        grid::Tile::from_bytes(bytes, set.channels, set.height, set.width, caption)
+    };
+    let split = if args.split == Split::Test {
+        "test"
+    } else {
+        "training"
+    };
+    let figure = match (args.augmented, &config) {
+        (Some(copies), Some(config)) => {
+            // One row per image: the image, then `copies` augmented versions,
+            // each from its own stream so that adding copies keeps the others.
+            let shape = [set.channels, set.height, set.width];
+            let rows = picks
+                .iter()
+                .map(|&i| {
+                    let mut tiles = vec![tile(set.image(i), "original".into())];
+                    tiles.extend((0..copies).map(|k| {
+                        let mut rng = rng::stream(
+                            args.seed,
+                            rng::Purpose::Augment,
+                            ((i as u64) << 16) | k as u64,
+                        );
+                        let bytes = augment(&config.data.augment, set.image(i), shape, &mut rng);
+                        tile(&bytes, format!("#{}", k + 1))
+                    }));
+                    grid::Row {
+                        label: Some(caption(i)),
+                        tiles,
+                    }
+                })
+                .collect();
+            grid::Grid {
+                title: format!(
+                    "{}: {n} {split} images and {copies} augmented copies each (seed {})",
+                    data.name.name(),
+                    args.seed
+                ),
+                rows,
+                cell: 84,
+                scale: grid::Scale::Gray,
+                note: Some(format!(
+                    "augmentation: {}",
+                    serde_json::to_string(&config.data.augment)?
+                )),
+                labels_left: true,
+            }
+        }
+        _ => {
+            let tiles: Vec<grid::Tile> = picks
+                .iter()
+                .map(|&i| tile(set.image(i), caption(i)))
+                .collect();
+            let per_row = ((n as f64 * 1.5).sqrt().ceil() as usize).clamp(4, 12);
+            grid::Grid {
+                title: format!(
+                    "{}: {n} random {split} images (seed {})",
+                    data.name.name(),
+                    args.seed
+                ),
+                rows: tiles
+                    .chunks(per_row)
+                    .map(|c| grid::Row {
+                        label: None,
+                        tiles: c.to_vec(),
+                    })
+                    .collect(),
+                cell: 84,
+                scale: grid::Scale::Gray,
+                note: Some(format!("from {}", data.dir.display())),
+                labels_left: false,
+            }
+        }
     };
     plot::save(&figure, &args.output)?;
     eprintln!("wrote {}", args.output.display());
