@@ -541,3 +541,30 @@ fn cross_entropy_matches_candle_with_and_without_smoothing() {
         }
     }
 }
+
+#[test]
+fn max_pooling_gives_ties_to_the_first_maximum_and_propagates_nan() {
+    // 2×2 windows over a 4×5 plane (the last column is in no window).
+    #[rustfmt::skip]
+    let xs: Vec<f32> = vec![
+        1.0, 1.0,   0.0, 3.0,       9.0,
+        1.0, 1.0,   3.0, 3.0,       9.0,
+        -1.0, 2.0,  f32::NAN, 5.0,  9.0,
+        2.0, 0.0,   5.0, f32::NAN,  9.0,
+    ];
+    let x = Var::from_tensor(&Tensor::from_vec(xs, (1, 1, 4, 5), &Device::Cpu).unwrap()).unwrap();
+    let y = ops::max_pool2d(x.as_tensor(), &pool_geom(2, 2, 0)).unwrap();
+    let ys = values(&y);
+    assert_eq!(&ys[..3], &[1.0, 3.0, 2.0]);
+    assert!(ys[3].is_nan());
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let dx = values(grads.get(&x).unwrap());
+    #[rustfmt::skip]
+    let expected: Vec<f32> = vec![
+        1.0, 0.0,  0.0, 1.0,  0.0,
+        0.0, 0.0,  0.0, 0.0,  0.0,
+        0.0, 1.0,  1.0, 0.0,  0.0,
+        0.0, 0.0,  0.0, 0.0,  0.0,
+    ];
+    assert_eq!(dx, expected);
+}

@@ -77,6 +77,12 @@ impl Pool {
     }
 }
 
+/// The larger of two values; a NaN in either wins, as in [`argmax`].
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
 /// Index (within the plane) of the first maximum of a window; a NaN wins,
 /// so NaNs propagate as in PyTorch.
 #[inline]
@@ -116,6 +122,17 @@ impl CustomOp1 for Pool {
             let plane = &x[p * in_plane..(p + 1) * in_plane];
             for (oy, rows) in win.rows.iter().enumerate() {
                 let out_row = &mut out[oy * win.ow..(oy + 1) * win.ow];
+                if win.tiled && kind == Kind::Max {
+                    // The max of the window's input rows, k columns at a time.
+                    for (r, yy) in rows.clone().enumerate() {
+                        let line = &plane[yy * win.w..yy * win.w + win.ow * k];
+                        for (o, chunk) in out_row.iter_mut().zip(line.chunks_exact(k)) {
+                            let m = chunk[1..].iter().fold(chunk[0], |a, &b| nan_max(a, b));
+                            *o = if r == 0 { m } else { nan_max(*o, m) };
+                        }
+                    }
+                    continue;
+                }
                 if win.tiled && kind == Kind::Avg {
                     // Sum the window's input rows, k columns at a time.
                     out_row.fill(0.0);
@@ -150,7 +167,7 @@ impl CustomOp1 for Pool {
         Ok((CpuStorage::F32(y), Shape::from((n, c, win.oh, win.ow))))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let _t = crate::profile::scope(|| format!("{} backward", self.name()));
         let arg = arg.contiguous()?;
         let grad = grad.contiguous()?;
@@ -159,46 +176,75 @@ impl CustomOp1 for Pool {
         let inv_area = 1.0 / self.area();
         let (k, kind) = (self.geom.kernel.w, self.kind);
         let mut dx = cpu::uninit(win.planes * in_plane);
+        let res = res.contiguous()?;
         cpu::with_slice(&arg, |x| {
             cpu::with_slice(&grad, |dy| {
-                cpu::par_planes(&mut dx, in_plane, |p, dxp| {
-                    let plane = &x[p * in_plane..(p + 1) * in_plane];
-                    let dyp = &dy[p * out_plane..(p + 1) * out_plane];
-                    if win.tiled && kind == Kind::Avg {
-                        // Every input inside the tiling gets its window's share.
-                        dxp.fill(0.0);
-                        for (oy, rows) in win.rows.iter().enumerate() {
-                            let g = &dyp[oy * win.ow..(oy + 1) * win.ow];
-                            for yy in rows.clone() {
-                                let line = &mut dxp[yy * win.w..yy * win.w + win.ow * k];
-                                for (chunk, &gv) in line.chunks_exact_mut(k).zip(g) {
-                                    chunk.fill(gv * inv_area);
+                cpu::with_slice(&res, |ys| {
+                    cpu::par_planes(&mut dx, in_plane, |p, dxp| {
+                        let plane = &x[p * in_plane..(p + 1) * in_plane];
+                        let dyp = &dy[p * out_plane..(p + 1) * out_plane];
+                        if win.tiled && kind == Kind::Max {
+                            // Each input is in at most one window: the first
+                            // input equal to the window's max (the forward's
+                            // output) takes the gradient.
+                            let yp = &ys[p * out_plane..(p + 1) * out_plane];
+                            dxp.fill(0.0);
+                            for (oy, rows) in win.rows.iter().enumerate() {
+                                let (g, m) = (
+                                    &dyp[oy * win.ow..(oy + 1) * win.ow],
+                                    &yp[oy * win.ow..(oy + 1) * win.ow],
+                                );
+                                for (ox, (&gv, &mv)) in g.iter().zip(m).enumerate() {
+                                    let x0 = ox * k;
+                                    'window: for yy in rows.clone() {
+                                        let at = yy * win.w + x0;
+                                        for (i, &v) in plane[at..at + k].iter().enumerate() {
+                                            if v == mv || (v.is_nan() && mv.is_nan()) {
+                                                dxp[at + i] = gv;
+                                                break 'window;
+                                            }
+                                        }
+                                    }
                                 }
                             }
+                            return;
                         }
-                        return;
-                    }
-                    dxp.fill(0.0);
-                    for (oy, rows) in win.rows.iter().enumerate() {
-                        for (ox, cols) in win.cols.iter().enumerate() {
-                            let g = dyp[oy * win.ow + ox];
-                            match kind {
-                                Kind::Max => dxp[argmax(plane, win.w, rows, cols)] += g,
-                                Kind::Avg => {
-                                    let share = g * inv_area;
-                                    for yy in rows.clone() {
-                                        for v in
-                                            &mut dxp[yy * win.w + cols.start..yy * win.w + cols.end]
-                                        {
-                                            *v += share;
+                        if win.tiled && kind == Kind::Avg {
+                            // Every input inside the tiling gets its window's share.
+                            dxp.fill(0.0);
+                            for (oy, rows) in win.rows.iter().enumerate() {
+                                let g = &dyp[oy * win.ow..(oy + 1) * win.ow];
+                                for yy in rows.clone() {
+                                    let line = &mut dxp[yy * win.w..yy * win.w + win.ow * k];
+                                    for (chunk, &gv) in line.chunks_exact_mut(k).zip(g) {
+                                        chunk.fill(gv * inv_area);
+                                    }
+                                }
+                            }
+                            return;
+                        }
+                        dxp.fill(0.0);
+                        for (oy, rows) in win.rows.iter().enumerate() {
+                            for (ox, cols) in win.cols.iter().enumerate() {
+                                let g = dyp[oy * win.ow + ox];
+                                match kind {
+                                    Kind::Max => dxp[argmax(plane, win.w, rows, cols)] += g,
+                                    Kind::Avg => {
+                                        let share = g * inv_area;
+                                        for yy in rows.clone() {
+                                            for v in &mut dxp
+                                                [yy * win.w + cols.start..yy * win.w + cols.end]
+                                            {
+                                                *v += share;
+                                            }
                                         }
                                     }
                                 }
                             }
                         }
-                    }
-                });
-                Ok(())
+                    });
+                    Ok(())
+                })
             })
         })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
