@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 data_dir=../shared/data/mnist
 threads=2
 models="lenet three-conv oneconv"
-out=$(mktemp -d -t cnn-bench.XXXXXX)
+out=
 skip_torch=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,6 +39,12 @@ while [ $# -gt 0 ]; do
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
+if [ -z "$out" ]; then
+    out=$(mktemp -d -t cnn-bench.XXXXXX)
+elif [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
+    echo "bench.sh: --out $out is not empty; give a new or empty directory" >&2
+    exit 2
+fi
 mkdir -p "$out"
 log() { printf '[bench] %s\n' "$*" >&2; }
 

@@ -105,6 +105,19 @@ LAYER_FIELDS = {
 OUTPUT_ACTIVATIONS = ("softmax", "log_softmax")
 
 
+def same_layers(given, stored):
+    """Whether a config file's layers are those a checkpoint stores. The stored
+    config is resolved (every default written out), so only the fields the file
+    states are compared; a size written `5` equals `[5, 5]`."""
+    def norm(v):
+        return v[0] if isinstance(v, list) and len(v) == 2 and v[0] == v[1] else v
+    if not isinstance(given, list) or not isinstance(stored, list) or len(given) != len(stored):
+        return False
+    return all(isinstance(g, dict) and isinstance(s, dict)
+               and all(norm(v) == norm(s.get(k)) for k, v in g.items())
+               for g, s in zip(given, stored))
+
+
 def load_config_file(path):
     try:
         with open(path) as f:
@@ -722,7 +735,8 @@ def cmd_eval(args):
         except json.JSONDecodeError as e:
             raise InputError(f"the config stored in {args.checkpoint} is not valid JSON: {e}") from None
         config.setdefault("name", os.path.splitext(os.path.basename(args.checkpoint))[0])
-        if args.config and load_config_file(args.config).get("layers") != config.get("layers"):
+        if args.config and not same_layers(load_config_file(args.config).get("layers"),
+                                           config.get("layers")):
             print(f"warning: {args.checkpoint} carries its own config ({config['name']}), whose layers "
                   f"differ from {args.config}; using the checkpoint's", file=sys.stderr)
     elif args.config:
