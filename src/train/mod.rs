@@ -312,10 +312,10 @@ fn ensure_finite(ctx: &RunContext, model: &Model, epoch: usize, state: &RunState
         if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
             anyhow::bail!(
                 "training diverged in epoch {epoch} by step {}: {name} holds {bad}; lower the learning rate \
-                 (training.optimizer.lr is {}). The checkpoints in {} are from before, with finite weights",
+                 (training.optimizer.lr is {}). {}",
                 state.step,
                 ctx.config.training.optimizer.lr,
-                ctx.run_dir.display()
+                checkpoints_left(ctx.run_dir)
             );
         }
     }
@@ -332,11 +332,26 @@ fn diverged(ctx: &RunContext, epoch: usize, state: &RunState, loss: f64, lr: f64
     anyhow::anyhow!(
         "training diverged: the loss {why} at epoch {epoch}, step {} of the epoch (step {} of the run) \
          with learning rate {lr:e}; lower it (training.optimizer.lr, --lr) or add a warmup \
-         (training.lr_schedule.warmup_epochs). The checkpoints in {} are from before, with finite weights",
+         (training.lr_schedule.warmup_epochs). {}",
         state.batches_done + 1,
         state.step + 1,
-        ctx.run_dir.display()
+        checkpoints_left(ctx.run_dir)
     )
+}
+
+/// What a diverged run leaves: its last finite checkpoints, or none yet.
+fn checkpoints_left(run_dir: &Path) -> String {
+    if last_path(run_dir).exists() || best_path(run_dir).exists() {
+        format!(
+            "The checkpoints in {} are from before, with finite weights",
+            run_dir.display()
+        )
+    } else {
+        format!(
+            "No checkpoint was written: it diverged before the first save ({} holds the config and steps.csv)",
+            run_dir.display()
+        )
+    }
 }
 
 fn interrupted_error(ctx: &RunContext, epoch: usize, state: &RunState) -> anyhow::Error {
