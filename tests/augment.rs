@@ -5,8 +5,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::time::{Duration, Instant};
 
 const AUGMENT: &str = r#"data.augment={"random_crop": {"padding": 2},
     "affine": {"degrees": 10, "translate": 0.05, "scale": [0.9, 1.1]}}"#;
@@ -85,32 +83,6 @@ fn bad_augment_settings_are_named() {
     }
 }
 
-fn spawn(dir: &Path, args: &[String]) -> Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("cnn"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("CNN_DATA_DIR")
-        .env("RAYON_NUM_THREADS", "2")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn saved_step(run: &Path) -> u64 {
-    cnn::checkpoint::load(&run.join("last.safetensors")).map_or(0, |c| c.meta.step)
-}
-
-fn tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let (_, t) = cnn::checkpoint::read_raw(&run.join("last.safetensors")).unwrap();
-    let mut v: Vec<_> = t
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 #[test]
 fn a_killed_augmented_run_resumes_to_identical_tensors_and_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,16 +98,12 @@ fn a_killed_augmented_run_resumes_to_identical_tensors_and_history() {
         "--set",
         AUGMENT,
     ];
-    let status = spawn(dir.path(), &args(&full, &extra)).wait().unwrap();
+    let status = spawn(dir.path(), &args(&full, &extra), "2").wait().unwrap();
     assert_eq!(status.code(), Some(0));
 
     // Kill -9 once the first mid-epoch checkpoint exists, then resume.
-    let mut child = spawn(dir.path(), &args(&killed, &extra));
-    let start = Instant::now();
-    while saved_step(&killed) < 4 && child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = spawn(dir.path(), &args(&killed, &extra), "2");
+    wait_for_step(&mut child, &killed, 4);
     child.kill().unwrap();
     child.wait().unwrap();
     let stopped_at = saved_step(&killed);
@@ -147,7 +115,10 @@ fn a_killed_augmented_run_resumes_to_identical_tensors_and_history() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    assert_eq!(spawn(dir.path(), &resume).wait().unwrap().code(), Some(0));
+    assert_eq!(
+        spawn(dir.path(), &resume, "2").wait().unwrap().code(),
+        Some(0)
+    );
 
     let (a, b) = (tensors(&full), tensors(&killed));
     assert_eq!(a.len(), b.len());

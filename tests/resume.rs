@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command as StdCommand;
+use std::time::Duration;
 
 const BASE: &[&str] = &["--set", "data.val_size=500", "--quiet"];
 
@@ -25,55 +25,6 @@ fn train_args(config: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     v.extend(BASE.iter().map(|s| s.to_string()));
     v.extend(extra.iter().map(|s| s.to_string()));
     v
-}
-
-fn spawn(dir: &Path, args: &[String], threads: &str) -> Child {
-    StdCommand::new(assert_cmd::cargo::cargo_bin("cnn"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("CNN_DATA_DIR")
-        .env("RAYON_NUM_THREADS", threads)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// The `step` recorded in a run's last.safetensors (0 when absent).
-fn saved_step(run: &Path) -> u64 {
-    cnn::checkpoint::load(&run.join("last.safetensors")).map_or(0, |c| c.meta.step)
-}
-
-/// Waits until the run has checkpointed past `step` (or ended).
-fn wait_for_step(child: &mut Child, run: &Path, step: u64) {
-    let start = Instant::now();
-    while saved_step(run) < step && child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
-    let (_, t) = cnn::checkpoint::read_raw(&run.join("last.safetensors")).unwrap();
-    let mut v: Vec<_> = t
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn history_without_timing(run: &Path) -> Vec<Value> {
-    let h: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(run.join("history.json")).unwrap()).unwrap();
-    h.into_iter()
-        .map(|mut r| {
-            let o = r.as_object_mut().unwrap();
-            o.remove("epoch_seconds");
-            o.remove("images_per_second");
-            r
-        })
-        .collect()
 }
 
 fn assert_same_run(a: &Path, b: &Path) {

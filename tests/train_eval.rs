@@ -24,22 +24,6 @@ fn train(dir: &Path, config: &Path, out: &str, extra: &[&str]) -> (i32, String, 
         .args(extra))
 }
 
-fn history(run_dir: &Path) -> Vec<Value> {
-    serde_json::from_str::<Vec<Value>>(
-        &std::fs::read_to_string(run_dir.join("history.json")).unwrap(),
-    )
-    .unwrap()
-}
-
-fn eval_json(dir: &Path, checkpoint: &Path, extra: &[&str]) -> Value {
-    let (code, out, err) = run(cnn(dir)
-        .args(["eval", "--json", "--checkpoint"])
-        .arg(checkpoint)
-        .args(extra));
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 #[test]
 fn lenet_learns_and_eval_of_the_checkpoint_alone_reproduces_the_history() {
     let dir = tempfile::tempdir().unwrap();

@@ -153,6 +153,13 @@ pub fn fetch(
     let (owner, name) = hf_hub::split_id(remote.repo);
     let repo = client.dataset(owner, name);
 
+    // The hub could not be asked, or did not answer.
+    let failed = |e: &HFError| Unavailable {
+        cache: dir.clone(),
+        url: url.clone(),
+        reason: describe(e),
+        downloading_off: false,
+    };
     let mut paths = Vec::new();
     for file in remote.files {
         let request = repo.download_file().filename(file).revision(REVISION);
@@ -161,8 +168,8 @@ pub fn fetch(
             Err(HFError::LocalEntryNotFound { .. }) => {
                 if let Err(why) = &download {
                     return Ok(Err(Unavailable {
-                        cache: dir,
-                        url,
+                        cache: dir.clone(),
+                        url: url.clone(),
                         reason: why.clone(),
                         downloading_off: true,
                     }));
@@ -183,24 +190,10 @@ pub fn fetch(
                 }
                 match result {
                     Ok(path) => path,
-                    Err(e) => {
-                        return Ok(Err(Unavailable {
-                            cache: dir,
-                            url,
-                            reason: describe(&e),
-                            downloading_off: false,
-                        }));
-                    }
+                    Err(e) => return Ok(Err(failed(&e))),
                 }
             }
-            Err(e) => {
-                return Ok(Err(Unavailable {
-                    cache: dir,
-                    url,
-                    reason: describe(&e),
-                    downloading_off: false,
-                }));
-            }
+            Err(e) => return Ok(Err(failed(&e))),
         };
         paths.push(cached);
     }

@@ -4,6 +4,8 @@
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `cnn` binary, run in `dir`, with no data directory from the
 /// environment and the Hugging Face Hub out of reach (offline, with an
@@ -117,4 +119,43 @@ pub fn assert_usage_error(cmd: &mut Command, needles: &[&str]) -> String {
         assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
     }
     err
+}
+
+/// `cnn ARGS` started in `dir` on `threads` threads, to be killed or waited
+/// for (stdout discarded, stderr piped).
+pub fn spawn(dir: &Path, args: &[String], threads: &str) -> Child {
+    StdCommand::new(assert_cmd::cargo::cargo_bin("cnn"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CNN_DATA_DIR")
+        .env("RAYON_NUM_THREADS", threads)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The `step` recorded in a run's last.safetensors (0 when absent).
+pub fn saved_step(run: &Path) -> u64 {
+    cnn::checkpoint::load(&run.join("last.safetensors")).map_or(0, |c| c.meta.step)
+}
+
+/// Waits until the run has checkpointed past `step` (or ended).
+pub fn wait_for_step(child: &mut Child, run: &Path, step: u64) {
+    let start = Instant::now();
+    while saved_step(run) < step && child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every tensor of a run's last.safetensors, by name.
+pub fn tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let (_, t) = cnn::checkpoint::read_raw(&run.join("last.safetensors")).unwrap();
+    let mut v: Vec<_> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
