@@ -377,9 +377,22 @@ impl LayerCtx<'_> {
         if v.h == 0 || v.w == 0 {
             return Err(self.fail(format!("{field} is {v}; it must be at least 1")));
         }
+        self.not_huge(field, v)
+    }
+
+    /// Sizes beyond any image (and beyond overflow-free arithmetic) are typos.
+    fn not_huge(&self, field: &str, v: Pair) -> Result<()> {
+        if v.h.max(v.w) > MAX_SIZE {
+            return Err(self.fail(format!(
+                "{field} is {v}; sizes above {MAX_SIZE} are not supported (is it a typo?)"
+            )));
+        }
         Ok(())
     }
 }
+
+/// The largest kernel, stride, dilation or padding a layer may state.
+const MAX_SIZE: usize = 1 << 16;
 
 fn infer(ctx: &LayerCtx, layer: &Layer) -> Result<(Op, Shape)> {
     match layer {
@@ -406,6 +419,9 @@ fn infer(ctx: &LayerCtx, layer: &Layer) -> Result<(Op, Shape)> {
                     "groups is {groups}; it must divide both in_channels ({c}) and out_channels ({})",
                     conv.out_channels
                 )));
+            }
+            if let Padding::Explicit(p) = conv.padding {
+                ctx.not_huge("padding", p)?;
             }
             let k = conv.kernel_size;
             let d = conv.dilation;
@@ -438,9 +454,19 @@ fn infer(ctx: &LayerCtx, layer: &Layer) -> Result<(Op, Shape)> {
                     || padding.left.max(padding.right)
                         > w.saturating_sub(usize::from(conv.padding_mode == PaddingMode::Reflect)))
             {
+                let (mode, most) = if conv.padding_mode == PaddingMode::Reflect {
+                    ("reflect", "less than the input's height and width")
+                } else if conv.padding_mode == PaddingMode::Replicate {
+                    ("replicate", "at most the input's height and width")
+                } else {
+                    ("circular", "at most the input's height and width")
+                };
                 return Err(ctx.fail(format!(
-                    "padding {:?} is too large for padding_mode {:?} on a {h}×{w} input",
-                    conv.padding, conv.padding_mode
+                    "padding of {} (top, bottom, left, right) is too large for padding_mode \"{mode}\" on a {h}×{w} \
+                     input: it needs padding {most}; lower the padding or use padding_mode \"zeros\"",
+                    [padding.top, padding.bottom, padding.left, padding.right]
+                        .map(|v| v.to_string())
+                        .join(", ")
                 )));
             }
             let (ph, pw) = (
@@ -490,6 +516,7 @@ fn infer(ctx: &LayerCtx, layer: &Layer) -> Result<(Op, Shape)> {
             let s = pool.stride.unwrap_or(k);
             ctx.at_least_one("stride", s)?;
             let p = pool.padding;
+            ctx.not_huge("padding", p)?;
             if p.h * 2 > k.h || p.w * 2 > k.w {
                 return Err(ctx.fail(format!(
                     "padding {p} is more than half the kernel size {k}; use padding at most {}",

@@ -109,7 +109,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         Some(FORMAT) => {}
         _ => crate::bail_input!(
             "{} is a safetensors file but not a cnn checkpoint (its metadata has no \"format\": \"{FORMAT}\"); \
-             to evaluate weights saved elsewhere, such as a PyTorch state_dict, also pass --config CONFIG",
+             to evaluate weights saved elsewhere, such as a PyTorch state_dict, use \
+             cnn eval --checkpoint FILE --config CONFIG",
             path.display()
         ),
     }
@@ -145,7 +146,7 @@ fn parse_meta(info: &HashMap<String, String>) -> Result<Meta> {
     let config_value: serde_json::Value = json("config", get("config")?)?;
     let config = Config::from_value(config_value)
         .map_err(|e| crate::input_error!("the config stored in the checkpoint is invalid: {e}"))?;
-    Ok(Meta {
+    let meta = Meta {
         config,
         epoch: json("epoch", get("epoch")?)?,
         step: json("step", get("step")?)?,
@@ -157,7 +158,40 @@ fn parse_meta(info: &HashMap<String, String>) -> Result<Meta> {
             Some(text) => Some(json("state", text)?),
             None => None,
         },
-    })
+    };
+    check_meta(&meta)?;
+    Ok(meta)
+}
+
+/// The parts of the metadata that must agree with each other before they
+/// are used: a class name per output, a finite positive std per channel.
+fn check_meta(meta: &Meta) -> Result<()> {
+    let (classes, channels) = (meta.config.num_classes, meta.config.input_shape[0]);
+    if meta.classes.len() != classes {
+        crate::bail_input!(
+            "checkpoint metadata \"classes\" names {} classes but the network has {classes} outputs; \
+             the file was altered or is corrupt",
+            meta.classes.len()
+        );
+    }
+    let n = &meta.normalization;
+    if n.mean.len() != channels || n.std.len() != channels {
+        crate::bail_input!(
+            "checkpoint metadata \"normalization\" has {} means and {} stds for {channels} input channels; \
+             the file was altered or is corrupt",
+            n.mean.len(),
+            n.std.len()
+        );
+    }
+    if n.mean.iter().any(|m| !m.is_finite()) || n.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        crate::bail_input!(
+            "checkpoint metadata \"normalization\" needs finite means and positive stds, not {:?} and {:?}; \
+             the file was altered or is corrupt",
+            n.mean,
+            n.std
+        );
+    }
+    Ok(())
 }
 
 /// Maps the tensors of a foreign safetensors file (e.g. a PyTorch

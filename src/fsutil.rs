@@ -62,3 +62,31 @@ mod tests {
         assert!(format!("{err:#}").contains("no/such/dir"), "{err:#}");
     }
 }
+
+/// [`write_atomic`] for a file the user named (a picture, a CSV): a path
+/// whose folder is missing, is a file, or is a directory itself is bad input
+/// (exit 2) with what to fix, not a failure of the tool.
+pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.is_dir() {
+        crate::bail_input!(
+            "{} is a directory; give a file name for the output",
+            path.display()
+        );
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = dir
+        && !dir.is_dir()
+    {
+        let why = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        crate::bail_input!(
+            "cannot write {}: its folder {} {why}; create the folder or choose another path",
+            path.display(),
+            dir.display()
+        );
+    }
+    write_atomic(path, bytes)
+}

@@ -57,6 +57,14 @@ fn set_threads(n: usize) -> Result<()> {
     if n == 0 {
         bail_input!("--threads 0: use at least 1 thread");
     }
+    // More threads than cores only adds switching; far more exhausts memory.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let most = (4 * cores).max(64);
+    if n > most {
+        bail_input!(
+            "--threads {n}: at most {most} on this machine ({cores} cores); the default uses every core"
+        );
+    }
     // SAFETY: called before any other thread is started.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     // Fails only if the pool was already built, which it is not at this point.

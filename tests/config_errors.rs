@@ -419,3 +419,67 @@ fn help_has_an_example_for_every_command() {
         );
     }
 }
+
+#[test]
+fn sizes_too_large_for_any_image_are_refused_before_they_overflow() {
+    summary_error(
+        |c| c["layers"][0]["padding"] = json!(u64::MAX),
+        &["layer 0 (conv2d)", "padding", "above 65536"],
+    );
+}
+
+#[test]
+fn an_unknown_padding_mode_is_not_called_an_unknown_layer_type() {
+    let err = summary_error(
+        |c| c["layers"][0]["padding_mode"] = json!("mirror"),
+        &["layer 0 (conv2d)", "`mirror`", "reflect"],
+    );
+    assert!(!err.contains("unknown layer type"), "{err}");
+    summary_error(
+        |c| {
+            c["layers"][0]["padding"] = json!(30);
+            c["layers"][0]["padding_mode"] = json!("reflect");
+        },
+        &[
+            "padding_mode \"reflect\"",
+            "28×28",
+            "use padding_mode \"zeros\"",
+        ],
+    );
+}
+
+#[test]
+fn summary_checks_the_training_section_as_train_does() {
+    summary_error(
+        |c| c["training"]["batch_size"] = json!(0),
+        &["training.batch_size is 0"],
+    );
+}
+
+#[test]
+fn a_name_that_is_a_path_does_not_place_the_run_outside_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = shipped("oneconv.json");
+    cfg["name"] = json!("../escaped");
+    let path = write_config(dir.path(), "c.json", &cfg);
+    assert_usage_error(
+        cnn(dir.path())
+            .args(["train", "--config"])
+            .arg(path)
+            .arg("--data-dir")
+            .arg(mnist_small()),
+        &["\"../escaped\"", "--out"],
+    );
+    assert!(!dir.path().join("escaped").exists());
+}
+
+#[test]
+fn absurd_thread_counts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_usage_error(
+        cnn(dir.path())
+            .args(["--threads", "100000", "summary", "--config"])
+            .arg(config_path("oneconv.json")),
+        &["--threads 100000", "at most"],
+    );
+}

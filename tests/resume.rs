@@ -481,3 +481,91 @@ fn a_full_disk_is_a_clear_error_and_leaves_whole_files() {
         }
     }
 }
+
+#[test]
+fn a_checkpoint_from_another_run_is_refused_and_nothing_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mlp, one) = (dir.path().join("mlp"), dir.path().join("one"));
+    let quick = ["--epochs", "1", "--limit-train", "200"];
+    assert_eq!(
+        run(cnn(dir.path()).args(train_args("mlp.json", &mlp, &quick))).0,
+        0
+    );
+    assert_eq!(
+        run(cnn(dir.path()).args(train_args("oneconv.json", &one, &quick))).0,
+        0
+    );
+    // Copy the MLP's last checkpoint over the OneConv run's.
+    std::fs::copy(mlp.join("last.safetensors"), one.join("last.safetensors")).unwrap();
+    let before: Vec<Vec<u8>> = ["best.safetensors", "config.json", "history.json"]
+        .iter()
+        .map(|f| std::fs::read(one.join(f)).unwrap())
+        .collect();
+    assert_usage_error(
+        cnn(dir.path())
+            .args(["train", "--epochs", "2", "--resume"])
+            .arg(&one),
+        &[
+            "does not belong to this run",
+            "layers",
+            "nothing was changed",
+        ],
+    );
+    let after: Vec<Vec<u8>> = ["best.safetensors", "config.json", "history.json"]
+        .iter()
+        .map(|f| std::fs::read(one.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "the run's files are untouched");
+
+    // A checkpoint whose class list no longer matches its outputs.
+    let (meta, tensors) = cnn::checkpoint::read_raw(&mlp.join("best.safetensors")).unwrap();
+    let mut meta = meta.unwrap();
+    meta.insert("classes".into(), "[\"a\", \"b\"]".into());
+    let tampered = dir.path().join("tampered.safetensors");
+    let views: Vec<(String, candle_core::Tensor)> = tensors.into_iter().collect();
+    safetensors::serialize_to_file(
+        views
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    SafeView(
+                        t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                        t.dims().to_vec(),
+                    ),
+                )
+            })
+            .collect::<Vec<_>>(),
+        Some(meta),
+        &tampered,
+    )
+    .unwrap();
+    assert_usage_error(
+        cnn(dir.path())
+            .args(["eval", "--checkpoint"])
+            .arg(&tampered),
+        &["\"classes\" names 2 classes", "10 outputs"],
+    );
+}
+
+/// f32 values and a shape, as safetensors writes them.
+struct SafeView(Vec<f32>, Vec<usize>);
+
+impl safetensors::View for SafeView {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.1
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        self.0
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
+    }
+    fn data_len(&self) -> usize {
+        self.0.len() * 4
+    }
+}

@@ -107,6 +107,12 @@ pub fn check_dataset_fits(config: &Config, data: &Dataset) -> Result<()> {
             ),
             name => format!("{} has {} classes", name.name(), data.classes.len()),
         };
+        if data.classes.len() < 2 {
+            crate::bail_input!(
+                "{what}, but a classifier needs at least 2 classes; add a sub-folder of images for each \
+                 other class"
+            );
+        }
         crate::bail_input!(
             "num_classes is {} but {what}; set num_classes to {} (and the last layer's width)",
             config.num_classes,

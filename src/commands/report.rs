@@ -3,7 +3,7 @@
 //! [`crate::report`]; this module only formats.
 
 use crate::cli::ReportArgs;
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_output;
 use crate::plot::{self, chart};
 use crate::report::{self, Report, Row, Status};
 use anyhow::{Context, Result};
@@ -21,7 +21,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let mut report = report::collect(&args.dirs)?;
     report::sort(&mut report, &args.sort)?;
     if let Some(path) = &args.csv {
-        write_atomic(path, to_csv(&report).as_bytes())
+        write_output(path, to_csv(&report).as_bytes())
             .with_context(|| format!("writing --csv {}", path.display()))?;
     }
     if let Some(path) = &args.plot {

@@ -25,6 +25,10 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
     }
     let config = args.config.as_deref().map(Config::load).transpose()?;
     if let (Some(_), Some(c), Some(path)) = (args.augmented, &config, &args.config) {
+        c.data
+            .augment
+            .check(c.input_shape)
+            .map_err(|e| crate::input_error!("{}: {e:#}", path.display()))?;
         if c.data.augment == Augment::default() {
             crate::bail_input!(
                 "{}: data.augment is empty, so training sees the images unchanged; \

@@ -8,6 +8,9 @@ use serde_json::json;
 
 pub fn run(args: &SummaryArgs) -> Result<()> {
     let config = super::load_config(&args.config, &args.sets, &[])?;
+    // The whole config is checked as `cnn train` checks it, so that a
+    // summary (and a sweep's check of its points) passes only what trains.
+    config.check_settings()?;
     let plan = arch::plan(&config)?;
     if args.json {
         println!(

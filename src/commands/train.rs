@@ -165,10 +165,22 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool) -> Result<()> {
     for w in &plan.warnings {
         progress.note(&format!("warning: {w}"));
     }
-    let run_dir: PathBuf = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("runs").join(config.display_name()));
+    let run_dir: PathBuf = match &args.out {
+        Some(out) => out.clone(),
+        None => {
+            let name = config.display_name();
+            let plain = Path::new(name)
+                .file_name()
+                .is_some_and(|f| f == std::ffi::OsStr::new(name));
+            if !plain || name.contains('\\') {
+                crate::bail_input!(
+                    "the config's \"name\" ({name:?}) cannot name a directory under runs/ (it holds a path \
+                     separator or is . or ..); pass --out RUN_DIR or give the config a plain name"
+                );
+            }
+            Path::new("runs").join(name)
+        }
+    };
     check_run_dir(&run_dir, args.force)?;
     let device = device::open(args.device)?;
 
@@ -264,13 +276,52 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<()> {
             refused.join(", ")
         );
     }
-    if !dir.is_dir() {
+    if !dir.exists() {
         crate::bail_input!("--resume {}: no such run directory", dir.display());
+    }
+    if !dir.is_dir() {
+        crate::bail_input!(
+            "--resume {}: this is a file, not a run directory; give the directory a run was written to",
+            dir.display()
+        );
     }
     let started = status::start(dir)?;
     let result = resume_in(args, dir, stop);
     status::finish(dir, &started, &result);
     result.map(|_| ())
+}
+
+/// Refuses a last.safetensors that another run wrote (copied in by hand, say):
+/// resuming from it would replace this run's best checkpoint and history.
+fn same_run(dir: &Path, last: &Path, stored: &Config) -> Result<()> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Ok(());
+    }
+    let recorded = Config::load(&path).context("the run's config.json")?;
+    let differs = if recorded.input_shape != stored.input_shape
+        || recorded.num_classes != stored.num_classes
+    {
+        Some("input shape or classes")
+    } else if recorded.layers != stored.layers {
+        Some("layers")
+    } else if recorded.training.seed != stored.training.seed
+        || recorded.data.dataset != stored.data.dataset
+    {
+        Some("seed or dataset")
+    } else {
+        None
+    };
+    if let Some(what) = differs {
+        crate::bail_input!(
+            "{} does not belong to this run: its {what} differ from {}. The directory mixes files of two runs; \
+             nothing was changed. Put the checkpoint back in its own run directory, or start a new run with \
+             --config and --out",
+            last.display(),
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn resume_in(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<Option<String>> {
@@ -289,6 +340,7 @@ fn resume_in(args: &TrainArgs, dir: &Path, stop: &AtomicBool) -> Result<Option<S
             last.display()
         );
     };
+    same_run(dir, &last, &ck.meta.config)?;
     let mut config = ck.meta.config.clone();
     if let Some(epochs) = args.epochs {
         if epochs < state.epochs_done {

@@ -432,7 +432,9 @@ fn decode_layer(index: usize, value: Value) -> std::result::Result<Layer, String
     };
     serde_path_to_error::deserialize::<_, Layer>(value).map_err(|e| {
         let inner = e.inner().to_string();
-        if inner.starts_with("unknown variant") {
+        // (Inside the layer, serde reports unknown values of any field, such
+        // as padding_mode, the same way; only the type's is this error.)
+        if inner.starts_with(&format!("unknown variant `{kind}`")) {
             format!(
                 "layer {index}: unknown layer type \"{kind}\"; expected one of: {}",
                 LAYER_TYPES.join(", ")

@@ -7,7 +7,7 @@
 pub mod chart;
 pub mod grid;
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_output;
 use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -45,7 +45,7 @@ pub fn format_of(path: &Path) -> Result<Format> {
         "png" => Ok(Format::Png),
         "svg" => Ok(Format::Svg),
         _ => crate::bail_input!(
-            "-o {}: the picture's file name must end in .png or .svg",
+            "{}: a picture's file name must end in .png or .svg",
             path.display()
         ),
     }
@@ -67,7 +67,7 @@ pub fn drawn<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T>
 pub fn save(figure: &impl Figure, path: &Path) -> Result<()> {
     let format = format_of(path)?;
     let bytes = render(figure, format)?;
-    write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+    write_output(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Renders `figure` to the bytes of a PNG or SVG file.
