@@ -40,29 +40,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replaces_whole_file_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.json");
-        write_atomic(&p, b"first").unwrap();
-        write_atomic(&p, b"second").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"second");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn failure_names_the_path_and_keeps_the_old_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("no/such/dir/x.bin");
-        let err = write_atomic(&missing, b"x").unwrap_err();
-        assert!(format!("{err:#}").contains("no/such/dir"), "{err:#}");
-    }
-}
-
 /// [`write_atomic`] for a file the user named (a picture, a CSV): a path
 /// whose folder is missing, is a file, or is a directory itself is bad input
 /// (exit 2) with what to fix, not a failure of the tool.
@@ -89,4 +66,27 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
         );
     }
     write_atomic(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn failure_names_the_path_and_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/x.bin");
+        let err = write_atomic(&missing, b"x").unwrap_err();
+        assert!(format!("{err:#}").contains("no/such/dir"), "{err:#}");
+    }
 }

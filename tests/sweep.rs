@@ -232,6 +232,16 @@ fn a_two_by_two_sweep_runs_every_point_and_the_report_matches_the_histories() {
 
 /// Starts the sweep in its own process group.
 fn spawn(cmd: &mut Command) -> Child {
+    // A shell cannot trap a signal that was ignored when it started, as
+    // SIGINT is under a runner that started the tests in the background; the
+    // sweep gets the default Ctrl-C back, as it has on a terminal.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     cmd.process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
