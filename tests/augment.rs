@@ -185,4 +185,19 @@ fn samples_show_augmented_copies_reproducibly() {
         err.contains("lenet.json") && err.contains("data.augment"),
         "{err}"
     );
+
+    // Settings training would refuse are refused here too.
+    let mut bad = shipped("lenet.json");
+    bad["data"]["augment"] = serde_json::json!({"horizontal_flip": 2});
+    let bad = write_config(dir.path(), "bad.json", &bad);
+    assert_usage_error(
+        cnn(dir.path())
+            .args(["samples", "--augmented", "--config"])
+            .arg(&bad)
+            .arg("--data-dir")
+            .arg(mnist_small())
+            .arg("-o")
+            .arg(dir.path().join("e.png")),
+        &["bad.json", "data.augment.horizontal_flip is 2", "[0, 1]"],
+    );
 }

@@ -282,6 +282,21 @@ fn broken_folder_layouts_are_named_with_a_fix() {
             "set num_classes to 6",
         ],
     );
+    // One class folder is no classifier, whatever num_classes says.
+    let one = dir.path().join("one-class");
+    write_digits(&one, &train, &labels, 0..200);
+    for name in NAMES.iter().filter(|n| **n != "zero") {
+        std::fs::remove_dir_all(one.join(name)).unwrap();
+    }
+    let err = assert_usage_error(
+        &mut train_cmd(json!({"dir": one}), &[]),
+        &[
+            "has 1 class folders (zero)",
+            "at least 2 classes",
+            "add a sub-folder",
+        ],
+    );
+    assert!(!err.contains("set num_classes to 1"), "{err}");
     // A test folder with a class training never saw.
     let test = dir.path().join("test");
     write_digits(&test, &train, &labels, 200..260);

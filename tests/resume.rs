@@ -517,34 +517,46 @@ fn a_checkpoint_from_another_run_is_refused_and_nothing_is_replaced() {
         .collect();
     assert!(before == after, "the run's files are untouched");
 
-    // A checkpoint whose class list no longer matches its outputs.
-    let (meta, tensors) = cnn::checkpoint::read_raw(&mlp.join("best.safetensors")).unwrap();
-    let mut meta = meta.unwrap();
-    meta.insert("classes".into(), "[\"a\", \"b\"]".into());
-    let tampered = dir.path().join("tampered.safetensors");
-    let views: Vec<(String, candle_core::Tensor)> = tensors.into_iter().collect();
-    safetensors::serialize_to_file(
-        views
-            .iter()
-            .map(|(k, t)| {
-                (
-                    k.clone(),
-                    SafeView(
-                        t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                        t.dims().to_vec(),
-                    ),
-                )
-            })
-            .collect::<Vec<_>>(),
-        Some(meta),
-        &tampered,
-    )
-    .unwrap();
-    assert_usage_error(
-        cnn(dir.path())
-            .args(["eval", "--checkpoint"])
-            .arg(&tampered),
+    // A checkpoint whose metadata no longer matches its network: a class
+    // list of the wrong length, or a std of zero.
+    let tamper = |key: &str, value: &str, needles: &[&str]| {
+        let (meta, tensors) = cnn::checkpoint::read_raw(&mlp.join("best.safetensors")).unwrap();
+        let mut meta = meta.unwrap();
+        meta.insert(key.into(), value.into());
+        let tampered = dir.path().join("tampered.safetensors");
+        safetensors::serialize_to_file(
+            tensors
+                .iter()
+                .map(|(k, t)| {
+                    (
+                        k.clone(),
+                        SafeView(
+                            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                            t.dims().to_vec(),
+                        ),
+                    )
+                })
+                .collect::<Vec<_>>(),
+            Some(meta),
+            &tampered,
+        )
+        .unwrap();
+        assert_usage_error(
+            cnn(dir.path())
+                .args(["eval", "--checkpoint"])
+                .arg(&tampered),
+            needles,
+        );
+    };
+    tamper(
+        "classes",
+        "[\"a\", \"b\"]",
         &["\"classes\" names 2 classes", "10 outputs"],
+    );
+    tamper(
+        "normalization",
+        "{\"mean\": [0.1], \"std\": [0.0]}",
+        &["\"normalization\"", "positive stds"],
     );
 }
 

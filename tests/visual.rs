@@ -80,6 +80,25 @@ fn plot_draws_one_or_several_runs_as_png_and_svg() {
             .args(["-o", "x.gif"]),
         &["must end in .png or .svg"],
     );
+    // A picture whose folder is missing, or a directory where the file goes.
+    assert_usage_error(
+        cnn(dir.path())
+            .arg("plot")
+            .arg(trained())
+            .args(["-o", "no/such/folder/x.png"]),
+        &[
+            "its folder no/such/folder does not exist",
+            "create the folder",
+        ],
+    );
+    std::fs::create_dir(dir.path().join("taken.png")).unwrap();
+    assert_usage_error(
+        cnn(dir.path())
+            .arg("plot")
+            .arg(trained())
+            .args(["-o", "taken.png"]),
+        &["taken.png is a directory"],
+    );
 }
 
 #[test]
