@@ -11,6 +11,7 @@
 //! padding may differ per side.
 
 use super::cpu::{self, Mat, Window};
+use super::direct;
 use crate::arch::ConvGeometry;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -43,6 +44,14 @@ impl Dims {
     /// Rows of the unfolded input of one group: `cg·kh·kw`.
     fn k(&self) -> usize {
         self.cg * self.win.kh * self.win.kw
+    }
+    fn direct(&self) -> direct::Shape {
+        direct::Shape {
+            groups: self.groups,
+            cg: self.cg,
+            og: self.og,
+            win: self.win,
+        }
     }
     fn out_shape(&self) -> Shape {
         Shape::from((self.n, self.groups * self.og, self.win.oh, self.win.ow))
@@ -115,6 +124,16 @@ impl Conv {
         let d = self.dims(xl, wl)?;
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let mut y = cpu::uninit(d.n * d.out_image());
+        if direct::handles(&d.win) && direct::fills_lanes(d.og) {
+            let packed = direct::Packed::forward(w, d.groups, d.og, d.cg, d.win.kh, d.win.kw);
+            let shape = d.direct();
+            cpu::par_images(&mut y, d.out_image(), |first, ys| {
+                let images = ys.len() / d.out_image();
+                let xs = &x[first * d.in_image()..(first + images) * d.in_image()];
+                shape.forward(xs, &packed, b, self.relu, ys);
+            });
+            return Ok((CpuStorage::F32(y), d.out_shape()));
+        }
         cpu::par_images(&mut y, d.out_image(), |first, ys| {
             let images = ys.len() / d.out_image();
             cpu::with_scratch([k * nb * p, d.og * nb * p], |[col, out]| {
@@ -197,10 +216,36 @@ impl Conv {
             cpu::with_slice(&w, |ws| {
                 cpu::with_slice(&dy, |dys| {
                     cpu::with_slice(&y, |ys| {
+                        let direct = direct::handles(&d.win)
+                            && direct::fills_lanes(d.og)
+                            && (!need_dx || direct::fills_lanes(d.cg));
+                        let transposed = (direct && need_dx).then(|| {
+                            direct::Packed::transposed(ws, d.groups, d.og, d.cg, d.win.kh, d.win.kw)
+                        });
                         // One task's images: its share of dW and db, and its dx.
+                        let dw_len = if direct {
+                            d.direct().weight_grad_len()
+                        } else {
+                            o * k
+                        };
                         let task = |first: usize, images: usize, mut dx: Option<&mut [f32]>| {
-                            let mut dw = vec![0f32; o * k];
+                            let mut dw = vec![0f32; dw_len];
                             let mut db = vec![0f32; o];
+                            if direct {
+                                let (a, b) = (first, first + images);
+                                let (ii, oi) = (d.in_image(), d.out_image());
+                                d.direct().backward(
+                                    &xs[a * ii..b * ii],
+                                    &ys[a * oi..b * oi],
+                                    &dys[a * oi..b * oi],
+                                    self.relu,
+                                    transposed.as_ref(),
+                                    &mut dw,
+                                    &mut db,
+                                    dx,
+                                );
+                                return (dw, db);
+                            }
                             if let Some(dx) = dx.as_deref_mut() {
                                 // col2im adds into dx.
                                 dx.fill(0.0);
@@ -307,11 +352,14 @@ impl Conv {
                             });
                             (partials, None)
                         };
-                        let mut dw = vec![0f32; o * k];
+                        let mut dw = vec![0f32; dw_len];
                         let mut db = vec![0f32; o];
                         for (pw, pb) in &partials {
                             cpu::add_assign(&mut dw, pw);
                             cpu::add_assign(&mut db, pb);
+                        }
+                        if direct {
+                            dw = d.direct().unpack_weight_grad(&dw);
                         }
                         let dx = match dx {
                             Some(v) => Some(Tensor::from_vec(v, x.shape(), x.device())?),

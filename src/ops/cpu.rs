@@ -66,6 +66,30 @@ where
         });
 }
 
+/// [`par_planes`] over two outputs cut alike: `f(plane_index, a_plane, b_plane)`.
+pub fn par_planes_with<T, F>(a: &mut [f32], b: &mut [T], per_plane: usize, f: F)
+where
+    T: Send,
+    F: Fn(usize, &mut [f32], &mut [T]) + Sync + Send,
+{
+    if per_plane == 0 {
+        return;
+    }
+    let per_task = (4096 / per_plane).max(1);
+    a.par_chunks_mut(per_plane * per_task)
+        .zip(b.par_chunks_mut(per_plane * per_task))
+        .enumerate()
+        .for_each(|(t, (ca, cb))| {
+            for (j, (pa, pb)) in ca
+                .chunks_mut(per_plane)
+                .zip(cb.chunks_mut(per_plane))
+                .enumerate()
+            {
+                f(t * per_task + j, pa, pb);
+            }
+        });
+}
+
 /// Like [`par_images`], but each chunk also returns a value; the values come
 /// back in chunk order (so that summing them is deterministic).
 pub fn par_chunks_map<R, F>(out: &mut [f32], per_image: usize, f: F) -> Vec<R>
@@ -86,6 +110,30 @@ where
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += *b;
+    }
+}
+
+/// `dst[c·dst_ld + r] = src[r·src_ld + c]` for `r < rows`, `c < cols`: a
+/// transpose in 16×16 blocks, so that both sides of a block stay in L1.
+pub fn transpose(
+    src: &[f32],
+    src_ld: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    dst_ld: usize,
+) {
+    const B: usize = 16;
+    for c0 in (0..cols).step_by(B) {
+        let cn = B.min(cols - c0);
+        for r0 in (0..rows).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                let row = &src[r * src_ld + c0..][..cn];
+                for (k, &v) in row.iter().enumerate() {
+                    dst[(c0 + k) * dst_ld + r] = v;
+                }
+            }
+        }
     }
 }
 

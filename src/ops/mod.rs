@@ -5,6 +5,7 @@
 
 pub mod conv;
 pub mod cpu;
+pub mod direct;
 pub mod inplace;
 pub mod linear;
 pub mod pool;
@@ -187,10 +188,8 @@ fn pad_indices(n: usize, before: usize, after: usize, mode: PaddingMode) -> Vec<
 /// Max pooling; padded positions never win.
 pub fn max_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
     if native(x) {
-        return Ok(x.apply_op1(pool::Pool {
-            kind: pool::Kind::Max,
-            geom: *g,
-        })?);
+        let op = pool::Pool::new(pool::Kind::Max, *g, x.track_op());
+        return Ok(x.apply_op1(op)?);
     }
     candle_max_pool2d(x, g)
 }
@@ -215,10 +214,7 @@ pub fn candle_max_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
 /// `count_include_pad=True`).
 pub fn avg_pool2d(x: &Tensor, g: &PoolGeometry) -> Result<Tensor> {
     if native(x) {
-        return Ok(x.apply_op1(pool::Pool {
-            kind: pool::Kind::Avg,
-            geom: *g,
-        })?);
+        return Ok(x.apply_op1(pool::Pool::new(pool::Kind::Avg, *g, false))?);
     }
     candle_avg_pool2d(x, g)
 }

@@ -18,11 +18,34 @@ pub enum Kind {
     Avg,
 }
 
-/// A pooling layer's fixed settings.
-#[derive(Debug, Clone, Copy)]
+/// One pooling call: the layer's settings, and for max pooling with
+/// non-overlapping 2×2 or 3×3 windows whose gradient is wanted, the position
+/// of each window's maximum, noted by the forward pass for the backward (so
+/// that it need not read the input again).
+#[derive(Debug)]
 pub struct Pool {
     pub kind: Kind,
     pub geom: PoolGeometry,
+    picks: Option<std::sync::OnceLock<Vec<u8>>>,
+}
+
+impl Pool {
+    /// `record`: note the maxima's positions (the input needs a gradient).
+    pub fn new(kind: Kind, geom: PoolGeometry, record: bool) -> Self {
+        Pool {
+            kind,
+            geom,
+            picks: record.then(std::sync::OnceLock::new),
+        }
+    }
+
+    /// The window size `K` of the `K×K`, stride-`K` max pooling that has
+    /// fast paths, if this is one.
+    fn tiled_max(&self, win: &Windows) -> Option<usize> {
+        let k = self.geom.kernel.w;
+        (win.tiled && self.kind == Kind::Max && self.geom.kernel.h == k && (k == 2 || k == 3))
+            .then_some(k)
+    }
 }
 
 /// Sizes of one call and the input range of every window row and column.
@@ -102,6 +125,124 @@ fn argmax(plane: &[f32], w: usize, rows: &Range<usize>, cols: &Range<usize>) -> 
     best
 }
 
+/// Max pooling of one plane with a `K×K` window at stride `K`, no padding:
+/// each output reads its own block. Written without branches, which the
+/// data would mispredict.
+fn tiled_max_forward<const K: usize>(plane: &[f32], win: &Windows, out: &mut [f32]) {
+    let (w, ow) = (win.w, win.ow);
+    for (oy, out_row) in out.chunks_exact_mut(ow).take(win.oh).enumerate() {
+        let rows: [&[f32]; K] = std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
+        for (ox, o) in out_row.iter_mut().enumerate() {
+            let mut m = rows[0][ox * K];
+            for row in &rows {
+                for &v in &row[ox * K..ox * K + K] {
+                    m = nan_max(m, v);
+                }
+            }
+            *o = m;
+        }
+    }
+}
+
+/// [`tiled_max_forward`] that also notes where in its block (`r·K + c`)
+/// each maximum is: the first, or the first NaN.
+fn tiled_max_forward_picks<const K: usize>(
+    plane: &[f32],
+    win: &Windows,
+    out: &mut [f32],
+    picks: &mut [u8],
+) {
+    let (w, ow) = (win.w, win.ow);
+    for (oy, (out_row, pick_row)) in out
+        .chunks_exact_mut(ow)
+        .zip(picks.chunks_exact_mut(ow))
+        .take(win.oh)
+        .enumerate()
+    {
+        let rows: [&[f32]; K] = std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
+        for (ox, (o, pick)) in out_row.iter_mut().zip(pick_row.iter_mut()).enumerate() {
+            let (mut m, mut at) = (rows[0][ox * K], 0u8);
+            for (r, row) in rows.iter().enumerate() {
+                for (c, &v) in row[ox * K..ox * K + K].iter().enumerate() {
+                    let take = (v > m) | (v.is_nan() & !m.is_nan());
+                    m = if take { v } else { m };
+                    at = if take { (r * K + c) as u8 } else { at };
+                }
+            }
+            *o = m;
+            *pick = at;
+        }
+    }
+}
+
+/// Gradient of [`tiled_max_forward_picks`]: each block's gradient to the
+/// input the forward picked, zero to the others.
+fn tiled_max_backward_picks<const K: usize>(
+    dy: &[f32],
+    picks: &[u8],
+    win: &Windows,
+    dx: &mut [f32],
+) {
+    let (w, ow) = (win.w, win.ow);
+    if win.oh * K != win.h || ow * K != w {
+        dx.fill(0.0);
+    }
+    for oy in 0..win.oh {
+        let (g, at) = (&dy[oy * ow..][..ow], &picks[oy * ow..][..ow]);
+        let block = &mut dx[oy * K * w..][..K * w];
+        for (r, row) in block.chunks_exact_mut(w).enumerate() {
+            for ((d, &gv), &a) in row[..ow * K].chunks_exact_mut(K).zip(g).zip(at) {
+                let bits = gv.to_bits();
+                for (c, dv) in d.iter_mut().enumerate() {
+                    let hit = u32::from(usize::from(a) == r * K + c).wrapping_neg();
+                    *dv = f32::from_bits(bits & hit);
+                }
+            }
+        }
+    }
+}
+
+/// Gradient of [`tiled_max_forward`]: the first input of each block equal
+/// to its maximum `y` takes the block's gradient, the others get zero.
+fn tiled_max_backward<const K: usize>(
+    plane: &[f32],
+    dy: &[f32],
+    y: &[f32],
+    win: &Windows,
+    dx: &mut [f32],
+) {
+    let (w, ow) = (win.w, win.ow);
+    if win.oh * K != win.h || ow * K != w {
+        // Inputs past the last whole block get no gradient.
+        dx.fill(0.0);
+    }
+    for oy in 0..win.oh {
+        let (g, m) = (&dy[oy * ow..][..ow], &y[oy * ow..][..ow]);
+        let src: [&[f32]; K] = std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
+        let dst: [&mut [f32]; K] = {
+            let block = &mut dx[oy * K * w..][..K * w];
+            let mut rows = block.chunks_exact_mut(w);
+            std::array::from_fn(|_| &mut rows.next().expect("K rows")[..ow * K])
+        };
+        for ox in 0..ow {
+            let (bits, mv) = (g[ox].to_bits(), m[ox]);
+            // All ones once an input has taken the gradient (bit masks
+            // rather than branches).
+            let mut taken = 0u32;
+            for r in 0..K {
+                let s = &src[r][ox * K..ox * K + K];
+                let d = &mut dst[r][ox * K..ox * K + K];
+                for (dv, &v) in d.iter_mut().zip(s) {
+                    let equal = (v == mv) | (v.is_nan() & mv.is_nan());
+                    let hit = u32::from(equal).wrapping_neg() & !taken;
+                    *dv = f32::from_bits(bits & hit);
+                    taken |= hit;
+                }
+            }
+        }
+    }
+}
+
 impl CustomOp1 for Pool {
     fn name(&self) -> &'static str {
         match self.kind {
@@ -118,8 +259,31 @@ impl CustomOp1 for Pool {
         let inv_area = 1.0 / self.area();
         let (k, kind) = (self.geom.kernel.w, self.kind);
         let mut y = cpu::uninit(win.planes * out_plane);
+        let tiled_max = self.tiled_max(&win);
+        if let (Some(k), Some(picks)) = (tiled_max, &self.picks) {
+            let mut at = vec![0u8; win.planes * out_plane];
+            cpu::par_planes_with(&mut y, &mut at, out_plane, |p, out, at| {
+                let plane = &x[p * in_plane..(p + 1) * in_plane];
+                match k {
+                    2 => tiled_max_forward_picks::<2>(plane, &win, out, at),
+                    _ => tiled_max_forward_picks::<3>(plane, &win, out, at),
+                }
+            });
+            // A second forward through the same op (none in practice) keeps
+            // the first one's picks, which the backward then refuses.
+            let _ = picks.set(at);
+            let (n, c, _, _) = l.shape().dims4()?;
+            return Ok((CpuStorage::F32(y), Shape::from((n, c, win.oh, win.ow))));
+        }
         cpu::par_planes(&mut y, out_plane, |p, out| {
             let plane = &x[p * in_plane..(p + 1) * in_plane];
+            if let Some(k) = tiled_max {
+                match k {
+                    2 => tiled_max_forward::<2>(plane, &win, out),
+                    _ => tiled_max_forward::<3>(plane, &win, out),
+                }
+                return;
+            }
             for (oy, rows) in win.rows.iter().enumerate() {
                 let out_row = &mut out[oy * win.ow..(oy + 1) * win.ow];
                 if win.tiled && kind == Kind::Max {
@@ -175,7 +339,25 @@ impl CustomOp1 for Pool {
         let (in_plane, out_plane) = (win.h * win.w, win.oh * win.ow);
         let inv_area = 1.0 / self.area();
         let (k, kind) = (self.geom.kernel.w, self.kind);
+        let tiled_max = self.tiled_max(&win);
         let mut dx = cpu::uninit(win.planes * in_plane);
+        let picks = self.picks.as_ref().and_then(|p| p.get());
+        if let (Some(k), Some(picks)) = (tiled_max, picks)
+            && picks.len() == win.planes * out_plane
+        {
+            cpu::with_slice(&grad, |dy| {
+                cpu::par_planes(&mut dx, in_plane, |p, dxp| {
+                    let dyp = &dy[p * out_plane..(p + 1) * out_plane];
+                    let at = &picks[p * out_plane..(p + 1) * out_plane];
+                    match k {
+                        2 => tiled_max_backward_picks::<2>(dyp, at, &win, dxp),
+                        _ => tiled_max_backward_picks::<3>(dyp, at, &win, dxp),
+                    }
+                });
+                Ok(())
+            })?;
+            return Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?));
+        }
         let res = res.contiguous()?;
         cpu::with_slice(&arg, |x| {
             cpu::with_slice(&grad, |dy| {
@@ -183,6 +365,14 @@ impl CustomOp1 for Pool {
                     cpu::par_planes(&mut dx, in_plane, |p, dxp| {
                         let plane = &x[p * in_plane..(p + 1) * in_plane];
                         let dyp = &dy[p * out_plane..(p + 1) * out_plane];
+                        if let Some(k) = tiled_max {
+                            let yp = &ys[p * out_plane..(p + 1) * out_plane];
+                            match k {
+                                2 => tiled_max_backward::<2>(plane, dyp, yp, &win, dxp),
+                                _ => tiled_max_backward::<3>(plane, dyp, yp, &win, dxp),
+                            }
+                            return;
+                        }
                         if win.tiled && kind == Kind::Max {
                             // Each input is in at most one window: the first
                             // input equal to the window's max (the forward's

@@ -169,7 +169,9 @@ pub fn fit(
                 p.seen as f64 / p.seconds.max(1e-9),
             );
             let interrupted = stop_requested();
-            if interrupted || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) {
+            if interrupted
+                || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every))
+            {
                 // The step log first: it may run ahead of the checkpoint
                 // (resume drops the extra rows), never behind it.
                 steps.flush()?;
