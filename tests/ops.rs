@@ -329,6 +329,56 @@ fn conv_matches_candle_forward_and_gradients() {
     }
 }
 
+/// A first layer: the input is data, not a variable, so only the weight and
+/// bias gradients are computed (the kernels skip the input gradient).
+#[test]
+fn conv_weight_gradients_without_an_input_gradient_match_candle() {
+    for (i, (c, o, hw, k, p)) in [(1, 16, 28, 5, 0), (3, 32, 12, 3, 1), (16, 16, 9, 5, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let case = ConvCase {
+            n: 3,
+            c,
+            hw: (hw, hw),
+            o,
+            k: (k, k),
+            stride: (1, 1),
+            pad: pad(p),
+            dilation: (1, 1),
+            groups: 1,
+            bias: true,
+        };
+        let g = case.geom();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(50 + i as u64);
+        let x = random(&mut rng, &[case.n, c, hw, hw]);
+        let w0 = random(&mut rng, &[o, c, k, k]);
+        let b0 = random(&mut rng, &[o]);
+        let grads = |f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor| {
+            let (w, b) = (
+                Var::from_tensor(&w0).unwrap(),
+                Var::from_tensor(&b0).unwrap(),
+            );
+            let y = f(&x, w.as_tensor(), b.as_tensor());
+            let r = Tensor::ones(y.dims(), DType::F32, &Device::Cpu).unwrap();
+            let g = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+            (g.get(&w).unwrap().clone(), g.get(&b).unwrap().clone())
+        };
+        let (w1, b1) = grads(&|x, w, b| ops::conv2d(x, w, Some(b), &g, true).unwrap());
+        let (w2, b2) = grads(&|x, w, b| ops::candle_conv2d(x, w, Some(b), &g, true).unwrap());
+        assert!(
+            max_err(&w1, &w2) < 1e-4,
+            "{case:?}: dW differs by {}",
+            max_err(&w1, &w2)
+        );
+        assert!(
+            max_err(&b1, &b2) < 1e-4,
+            "{case:?}: db differs by {}",
+            max_err(&b1, &b2)
+        );
+    }
+}
+
 /// Central differences of `sum(conv(..) · r)` at a few coordinates of every
 /// input; the convolution is linear, so they are exact up to rounding.
 #[test]
