@@ -1,5 +1,7 @@
-//! 2-D convolution on the CPU as one candle custom op: forward by im2col and
-//! gemm; backward computes the weight, bias and (when the input needs it)
+//! 2-D convolution on the CPU as one candle custom op. Stride-1 layers whose
+//! channels fill the vector lanes go to the direct AVX-512 kernels of
+//! [`super::direct`] where the CPU has them; the rest run here: forward by
+//! im2col and gemm; backward computes the weight, bias and (when the input needs it)
 //! input gradients in one pass over the batch, re-running im2col instead of
 //! keeping the unfolded input. Work is split into tasks of a few images, in
 //! parallel; within a task the images' unfolded inputs sit side by side, so
