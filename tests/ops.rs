@@ -329,6 +329,29 @@ fn conv_matches_candle_forward_and_gradients() {
     }
 }
 
+/// The convolution tests again in child processes, with the AVX2 kernels and
+/// with the direct kernels off: a process picks its kernels once, and this
+/// one took the best the CPU has.
+#[test]
+fn conv_tests_pass_with_every_kernel_choice() {
+    if std::env::var_os("CNN_DIRECT_CONV").is_some() {
+        return;
+    }
+    for choice in ["avx2", "0"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["conv_", "--test-threads=1"])
+            .env("CNN_DIRECT_CONV", choice)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(" 0 failed") && !stdout.contains(" 0 passed"),
+            "CNN_DIRECT_CONV={choice}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A first layer: the input is data, not a variable, so only the weight and
 /// bias gradients are computed (the kernels skip the input gradient).
 #[test]

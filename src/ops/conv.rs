@@ -47,8 +47,9 @@ impl Dims {
     fn k(&self) -> usize {
         self.cg * self.win.kh * self.win.kw
     }
-    fn direct(&self) -> direct::Shape {
+    fn direct(&self, isa: &'static direct::Isa) -> direct::Shape {
         direct::Shape {
+            isa,
             groups: self.groups,
             cg: self.cg,
             og: self.og,
@@ -126,9 +127,9 @@ impl Conv {
         let d = self.dims(xl, wl)?;
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let mut y = cpu::uninit(d.n * d.out_image());
-        if direct::handles(&d.win) && direct::fills_lanes(d.og) {
-            let packed = direct::Packed::forward(w, d.groups, d.og, d.cg, d.win.kh, d.win.kw);
-            let shape = d.direct();
+        if let Some(isa) = direct::isa().filter(|i| i.handles(&d.win) && i.fills_lanes(d.og)) {
+            let packed = direct::Packed::forward(isa, w, d.groups, d.og, d.cg, d.win.kh, d.win.kw);
+            let shape = d.direct(isa);
             cpu::par_images(&mut y, d.out_image(), |first, ys| {
                 let images = ys.len() / d.out_image();
                 let xs = &x[first * d.in_image()..(first + images) * d.in_image()];
@@ -218,25 +219,27 @@ impl Conv {
             cpu::with_slice(&w, |ws| {
                 cpu::with_slice(&dy, |dys| {
                     cpu::with_slice(&y, |ys| {
-                        let direct = direct::handles(&d.win)
-                            && direct::fills_lanes(d.og)
-                            && (!need_dx || direct::fills_lanes(d.cg));
-                        let transposed = (direct && need_dx).then(|| {
-                            direct::Packed::transposed(ws, d.groups, d.og, d.cg, d.win.kh, d.win.kw)
+                        let isa = direct::isa().filter(|i| {
+                            i.handles(&d.win)
+                                && i.fills_lanes(d.og)
+                                && (!need_dx || i.fills_lanes(d.cg))
+                        });
+                        let transposed = isa.filter(|_| need_dx).map(|isa| {
+                            let (g, o, c) = (d.groups, d.og, d.cg);
+                            direct::Packed::transposed(isa, ws, g, o, c, d.win.kh, d.win.kw)
                         });
                         // One task's images: its share of dW and db, and its dx.
-                        let dw_len = if direct {
-                            d.direct().weight_grad_len()
-                        } else {
-                            o * k
+                        let dw_len = match isa {
+                            Some(isa) => d.direct(isa).weight_grad_len(),
+                            None => o * k,
                         };
                         let task = |first: usize, images: usize, mut dx: Option<&mut [f32]>| {
                             let mut dw = vec![0f32; dw_len];
                             let mut db = vec![0f32; o];
-                            if direct {
+                            if let Some(isa) = isa {
                                 let (a, b) = (first, first + images);
                                 let (ii, oi) = (d.in_image(), d.out_image());
-                                d.direct().backward(
+                                d.direct(isa).backward(
                                     &xs[a * ii..b * ii],
                                     &ys[a * oi..b * oi],
                                     &dys[a * oi..b * oi],
@@ -360,8 +363,8 @@ impl Conv {
                             cpu::add_assign(&mut dw, pw);
                             cpu::add_assign(&mut db, pb);
                         }
-                        if direct {
-                            dw = d.direct().unpack_weight_grad(&dw);
+                        if let Some(isa) = isa {
+                            dw = d.direct(isa).unpack_weight_grad(&dw);
                         }
                         let dx = match dx {
                             Some(v) => Some(Tensor::from_vec(v, x.shape(), x.device())?),

@@ -20,40 +20,116 @@
 
 use super::cpu::{self, Window};
 
-/// `f32` values in one AVX-512 register.
-const LANES: usize = 16;
+/// Most `f32` lanes of the vectors the kernels use (AVX-512).
+const MAX_LANES: usize = 16;
 
-fn padded(channels: usize) -> usize {
-    channels.div_ceil(LANES) * LANES
+/// One instruction set's kernels and their register tiles.
+pub struct Isa {
+    pub name: &'static str,
+    /// `f32` values in one vector register.
+    lanes: usize,
+    /// (vectors, pixels, tile).
+    forward: &'static [(usize, usize, ForwardTile)],
+    /// (vectors, kernel width, tile).
+    weight: &'static [(usize, usize, WeightTile)],
+    /// (vectors, kernel width, pixels, tile).
+    scatter: &'static [(usize, usize, usize, ScatterTile)],
 }
 
-/// Whether `channels` fill enough of their vector lanes to be worth it.
-pub fn fills_lanes(channels: usize) -> bool {
-    channels > 0 && channels * 4 >= padded(channels) * 3
-}
-
-/// Whether the direct kernels run on this machine.
-pub fn available() -> bool {
+/// The direct kernels for this machine: AVX-512 where the CPU has it, else
+/// AVX2 with FMA, else none. `CNN_DIRECT_CONV=0` turns them off and
+/// `CNN_DIRECT_CONV=avx2` picks AVX2 on an AVX-512 CPU (for comparison and
+/// for testing that path).
+pub fn isa() -> Option<&'static Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::is_x86_feature_detected!("avx512f")
-                && std::env::var("CNN_DIRECT_CONV").map_or(true, |v| v != "0")
+        static ISA: std::sync::OnceLock<Option<&'static Isa>> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let choice = std::env::var("CNN_DIRECT_CONV").unwrap_or_default();
+            if choice == "0" {
+                return None;
+            }
+            if choice != "avx2" && std::is_x86_feature_detected!("avx512f") {
+                return Some(&avx512::ISA);
+            }
+            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
+                .then_some(&avx2::ISA)
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    None
 }
 
-/// Whether the direct kernels handle this window (any channel counts).
-pub fn handles(win: &Window) -> bool {
-    available()
-        && win.sh == 1
-        && win.sw == 1
-        && win.dh == 1
-        && win.dw == 1
-        && max_dw_vectors(win.kw).is_some()
+impl Isa {
+    fn padded(&self, channels: usize) -> usize {
+        channels.div_ceil(self.lanes) * self.lanes
+    }
+
+    /// Whether `channels` fill enough of their vector lanes to be worth it.
+    pub fn fills_lanes(&self, channels: usize) -> bool {
+        channels > 0 && channels * 4 >= self.padded(channels) * 3
+    }
+
+    /// Whether the kernels take this window (any channel counts).
+    pub fn handles(&self, win: &Window) -> bool {
+        win.sh == 1
+            && win.sw == 1
+            && win.dh == 1
+            && win.dw == 1
+            && self.max_weight_vectors(win.kw).is_some()
+            && self.max_scatter_vectors(win.kw).is_some()
+    }
+
+    /// Pixels per block for `nv` vectors of channels over rows of `cols`
+    /// pixels, and the tile: the fewest register-tile steps per row, the
+    /// larger block on a tie.
+    fn forward_tile(&self, nv: usize, cols: usize) -> (usize, ForwardTile) {
+        let mut best: Option<(usize, usize, ForwardTile)> = None;
+        for &(v, np, f) in self.forward {
+            if v != nv || np > cols {
+                continue;
+            }
+            // A step costs its FMAs plus about two for the weight loads and loop.
+            let cost = cols.div_ceil(np) * (nv * np + 2);
+            if best.is_none_or(|(c, _, _)| cost < c) {
+                best = Some((cost, np, f));
+            }
+        }
+        let (_, np, f) = best.expect("a one-pixel tile exists for every vector count");
+        (np, f)
+    }
+
+    fn max_forward_vectors(&self) -> usize {
+        self.forward.iter().map(|t| t.0).max().unwrap_or(1)
+    }
+
+    /// Most vectors of channels the weight-gradient tiles take for a kernel
+    /// width (`None`: a width they do not take).
+    fn max_weight_vectors(&self, kw: usize) -> Option<usize> {
+        self.weight.iter().filter(|t| t.1 == kw).map(|t| t.0).max()
+    }
+
+    fn weight_tile(&self, nv: usize, kw: usize) -> WeightTile {
+        self.weight
+            .iter()
+            .find(|&&(v, k, _)| v == nv && k == kw)
+            .map(|&(_, _, f)| f)
+            .expect("every count up to the most is instantiated")
+    }
+
+    fn max_scatter_vectors(&self, kw: usize) -> Option<usize> {
+        self.scatter.iter().filter(|t| t.1 == kw).map(|t| t.0).max()
+    }
+
+    /// Pixels per block and the tile that spreads `nv` vectors of input
+    /// channels over a kernel row of width `kw`.
+    fn scatter_tile(&self, nv: usize, kw: usize) -> (usize, ScatterTile) {
+        self.scatter
+            .iter()
+            .find(|&&(v, k, _, _)| v == nv && k == kw)
+            .map(|&(_, _, np, f)| (np, f))
+            .expect("every count up to the most is instantiated")
+    }
 }
 
 /// Weights laid out for the kernels: for each group, `[cin][kh][kw][opad]`,
@@ -69,8 +145,16 @@ pub struct Packed {
 
 impl Packed {
     /// For the forward pass, from `w: [groups·og][cg][kh][kw]`.
-    pub fn forward(w: &[f32], groups: usize, og: usize, cg: usize, kh: usize, kw: usize) -> Self {
-        let opad = padded(og);
+    pub fn forward(
+        isa: &Isa,
+        w: &[f32],
+        groups: usize,
+        og: usize,
+        cg: usize,
+        kh: usize,
+        kw: usize,
+    ) -> Self {
+        let opad = isa.padded(og);
         let taps = kh * kw;
         let mut data = vec![0f32; groups * cg * taps * opad];
         for g in 0..groups {
@@ -95,6 +179,7 @@ impl Packed {
     /// For the input gradient: `[og][kh][kw][cpad]`, the input channels of
     /// one output channel's tap side by side.
     pub fn transposed(
+        isa: &Isa,
         w: &[f32],
         groups: usize,
         og: usize,
@@ -102,7 +187,7 @@ impl Packed {
         kh: usize,
         kw: usize,
     ) -> Self {
-        let cpad = padded(cg);
+        let cpad = isa.padded(cg);
         let taps = kh * kw;
         let mut data = vec![0f32; groups * og * taps * cpad];
         for g in 0..groups {
@@ -132,20 +217,20 @@ impl Packed {
     }
 }
 
-/// Valid cross-correlation of one image's group over a region of its output:
-/// `out[o][r][s] = bias[o] + Σ w[c][i][j][o] · x[c][r0+r+i][s0+s+j]` for
+/// Valid cross-correlation of one image's group:
+/// `out[o][r][s] = bias[o] + Σ w[c][i][j][o] · x[c][r+i][s+j]` for
 /// `r < rows`, `s < cols`, through a ReLU if `relu`. `x` holds `p.cin`
 /// planes of `ih × iw`; `out` holds `p.out` planes of `rows × cols`.
 #[allow(clippy::too_many_arguments)]
 fn correlate(
+    isa: &Isa,
     x: &[f32],
     (ih, iw): (usize, usize),
     p: &Packed,
     g: usize,
     bias: Option<&[f32]>,
     relu: bool,
-    (r0, rows): (usize, usize),
-    (s0, cols): (usize, usize),
+    (rows, cols): (usize, usize),
     out: &mut [f32],
 ) {
     if rows == 0 || cols == 0 || p.out == 0 {
@@ -154,25 +239,26 @@ fn correlate(
     let plane = ih * iw;
     assert!(
         x.len() >= p.cin * plane
-            && r0 + rows + p.kh - 1 <= ih
-            && s0 + cols + p.kw - 1 <= iw
+            && rows + p.kh - 1 <= ih
+            && cols + p.kw - 1 <= iw
             && out.len() >= p.out * rows * cols
             && bias.is_none_or(|b| b.len() >= p.out)
     );
     let w = p.group(g);
-    let vectors = p.opad / LANES;
+    let lanes = isa.lanes;
+    let vectors = p.opad / lanes;
     let mut v0 = 0;
     while v0 < vectors {
-        let nv = (vectors - v0).min(4);
-        let (np, tile) = forward_tile(nv, cols);
-        let mut init = [0f32; 4 * LANES];
+        let nv = (vectors - v0).min(isa.max_forward_vectors());
+        let (np, tile) = isa.forward_tile(nv, cols);
+        let mut init = [0f32; 4 * MAX_LANES];
         if let Some(b) = bias {
-            for (l, v) in init[..nv * LANES].iter_mut().enumerate() {
-                *v = b.get(v0 * LANES + l).copied().unwrap_or(0.0);
+            for (l, v) in init[..nv * lanes].iter_mut().enumerate() {
+                *v = b.get(v0 * lanes + l).copied().unwrap_or(0.0);
             }
         }
-        let mut acc = [0f32; TILE_MAX * LANES];
-        let channels = (v0 * LANES..p.out.min((v0 + nv) * LANES)).enumerate();
+        let mut acc = [0f32; TILE_MAX * MAX_LANES];
+        let channels = (v0 * lanes..p.out.min((v0 + nv) * lanes)).enumerate();
         for r in 0..rows {
             let mut s = 0;
             while s < cols {
@@ -184,13 +270,13 @@ fn correlate(
                 // `init` and `acc` hold `nv` and `np·nv` vectors.
                 unsafe {
                     tile(
-                        x.as_ptr().add((r0 + r) * iw + s0 + at),
+                        x.as_ptr().add(r * iw + at),
                         plane,
                         iw,
                         p.cin,
                         p.kh,
                         p.kw,
-                        w.as_ptr().add(v0 * LANES),
+                        w.as_ptr().add(v0 * lanes),
                         p.opad,
                         init.as_ptr(),
                         acc.as_mut_ptr(),
@@ -199,7 +285,7 @@ fn correlate(
                 for (l, o) in channels.clone() {
                     let dst = &mut out[o * rows * cols + r * cols + at..][..np];
                     for (q, d) in dst.iter_mut().enumerate() {
-                        let v = acc[q * nv * LANES + l];
+                        let v = acc[q * nv * lanes + l];
                         *d = if relu { v.max(0.0) } else { v };
                     }
                 }
@@ -213,6 +299,7 @@ fn correlate(
 /// One image's share of a task: sizes of a group's convolution.
 #[derive(Clone, Copy)]
 pub struct Shape {
+    pub isa: &'static Isa,
     pub groups: usize,
     pub cg: usize,
     pub og: usize,
@@ -254,14 +341,15 @@ impl Shape {
     }
 
     /// Length of the weight gradient as [`Shape::backward`] adds it up:
-    /// `[groups][cg][kh][kw][og rounded up to 16]`.
+    /// `[groups][cg][kh][kw][og rounded up to whole vectors]`.
     pub fn weight_grad_len(&self) -> usize {
-        self.groups * self.cg * self.win.kh * self.win.kw * padded(self.og)
+        self.groups * self.cg * self.win.kh * self.win.kw * self.isa.padded(self.og)
     }
 
     /// The weight gradient in candle's layout, `[groups·og][cg][kh][kw]`.
     pub fn unpack_weight_grad(&self, packed: &[f32]) -> Vec<f32> {
-        let (og, cg, taps, opad) = (self.og, self.cg, self.win.kh * self.win.kw, padded(self.og));
+        let (og, cg, taps) = (self.og, self.cg, self.win.kh * self.win.kw);
+        let opad = self.isa.padded(og);
         let mut out = vec![0f32; self.groups * og * cg * taps];
         for g in 0..self.groups {
             let src = &packed[g * cg * taps * opad..][..cg * taps * opad];
@@ -296,14 +384,14 @@ impl Shape {
                         &xi[g * self.cg * ih * iw..][..self.cg * ih * iw]
                     };
                     correlate(
+                        self.isa,
                         src,
                         (ih, iw),
                         packed,
                         g,
                         bias.map(|b| &b[g * self.og..][..self.og]),
                         relu,
-                        (0, self.win.oh),
-                        (0, self.win.ow),
+                        (self.win.oh, self.win.ow),
                         &mut yi[g * self.og * plane_out..][..self.og * plane_out],
                     );
                 }
@@ -333,12 +421,19 @@ impl Shape {
         let (ih, iw) = self.padded_in();
         let (kh, kw) = (win.kh, win.kw);
         let taps = kh * kw;
-        let opad = padded(og);
+        let isa = self.isa;
+        let lanes = isa.lanes;
+        let opad = isa.padded(og);
         let pad = self.needs_padding();
         let xp_len = if pad { images * cg * ih * iw } else { 0 };
-        let max_nv = max_dw_vectors(kw).expect("handles() checked the kernel width");
-        let dw_tile = weight_tile(max_nv, kw);
-        let cpad = padded(cg);
+        let max_nv = isa
+            .max_weight_vectors(kw)
+            .expect("handles() checked the kernel width");
+        let dw_tile = isa.weight_tile(max_nv, kw);
+        let max_scatter = isa
+            .max_scatter_vectors(kw)
+            .expect("handles() checked the kernel width");
+        let cpad = isa.padded(cg);
         // The input gradient of one image, pixel-major with channels in
         // lanes, over the padded input.
         let dxp_len = if dx.is_some() { ih * iw * cpad } else { 0 };
@@ -394,21 +489,21 @@ impl Shape {
                         let (i, o) = (cg * self.groups, og * self.groups);
                         format!("conv2d {i}→{o} k{kh} backward: dW")
                     });
-                    let vectors = opad / LANES;
+                    let vectors = opad / lanes;
                     let mut v0 = 0;
                     while v0 < vectors {
                         let nv = (vectors - v0).min(max_nv);
                         let tile = if nv == max_nv {
                             dw_tile
                         } else {
-                            weight_tile(nv, kw)
+                            isa.weight_tile(nv, kw)
                         };
                         for c in 0..cg {
                             for i in 0..kh {
                                 // This tap row's gradient, [kw][opad] in the
                                 // group's packed gradient, from vector v0 on.
-                                let at = ((g * cg + c) * kh + i) * kw * opad + v0 * LANES;
-                                let acc = &mut dw[at..at + (kw - 1) * opad + nv * LANES];
+                                let at = ((g * cg + c) * kh + i) * kw * opad + v0 * lanes;
+                                let acc = &mut dw[at..at + (kw - 1) * opad + nv * lanes];
                                 for img in 0..images {
                                     let xi = input(img);
                                     // SAFETY: rows i..i+oh and columns
@@ -419,7 +514,7 @@ impl Shape {
                                     // vectors, opad apart.
                                     unsafe {
                                         tile(
-                                            dzt.as_ptr().add(img * p * opad + v0 * LANES),
+                                            dzt.as_ptr().add(img * p * opad + v0 * lanes),
                                             opad,
                                             xi.as_ptr().add(c * ih * iw + i * iw),
                                             iw,
@@ -445,13 +540,13 @@ impl Shape {
                     // pixels; then the part that is the input, as planes.
                     if let (Some(dx), Some(wt)) = (dx.as_deref_mut(), transposed) {
                         let w = wt.group(g);
-                        let vectors = cpad / LANES;
+                        let vectors = cpad / lanes;
                         for img in 0..images {
                             dxp.fill(0.0);
                             let mut v0 = 0;
                             while v0 < vectors {
-                                let nv = (vectors - v0).min(4);
-                                let (np, tile) = scatter_tile(nv, kw);
+                                let nv = (vectors - v0).min(max_scatter);
+                                let (np, tile) = isa.scatter_tile(nv, kw);
                                 for r in 0..win.oh {
                                     for s in (0..win.ow).step_by(np) {
                                         let valid = np.min(win.ow - s);
@@ -469,11 +564,11 @@ impl Shape {
                                                         .add((img * p + r * win.ow + s) * opad),
                                                     opad,
                                                     og,
-                                                    w.as_ptr().add(i * kw * cpad + v0 * LANES),
+                                                    w.as_ptr().add(i * kw * cpad + v0 * lanes),
                                                     taps * cpad,
                                                     cpad,
                                                     dxp.as_mut_ptr().add(
-                                                        ((r + i) * iw + s) * cpad + v0 * LANES,
+                                                        ((r + i) * iw + s) * cpad + v0 * lanes,
                                                     ),
                                                     valid,
                                                 )
@@ -528,308 +623,243 @@ type ScatterTile = unsafe fn(*const f32, usize, usize, *const f32, usize, usize,
 /// Most output pixels a scatter tile takes: the zero tail of dZ is this long.
 const SCATTER_PIXELS: usize = 8;
 
-/// Pixels per block and the tile that spreads `nv` vectors of input
-/// channels over a kernel row of width `kw`.
-fn scatter_tile(nv: usize, kw: usize) -> (usize, ScatterTile) {
-    x86::SCATTER_TILES
-        .iter()
-        .find(|&&(v, k, _, _)| v == nv && k == kw)
-        .map(|&(_, _, np, f)| (np, f))
-        .expect("max_dw_vectors() lists only widths with scatter tiles")
-}
-
-/// Pixels per block for `nv` vectors of channels over rows of `cols`
-/// pixels, and the tile: the fewest register-tile steps per row, the larger
-/// block on a tie.
-fn forward_tile(nv: usize, cols: usize) -> (usize, ForwardTile) {
-    let mut best: Option<(usize, usize, ForwardTile)> = None;
-    for &(v, np, f) in x86::FORWARD_TILES {
-        if v != nv || np > cols {
-            continue;
-        }
-        // A step costs its FMAs plus about two for the weight loads and loop.
-        let cost = cols.div_ceil(np) * (nv * np + 2);
-        if best.is_none_or(|(c, _, _)| cost < c) {
-            best = Some((cost, np, f));
-        }
-    }
-    let (_, np, f) = best.expect("a one-pixel tile exists for every vector count");
-    (np, f)
-}
-
-/// Most vectors of channels the weight-gradient tile takes for a kernel
-/// width (`None`: a width the kernels do not take).
-fn max_dw_vectors(kw: usize) -> Option<usize> {
-    match kw {
-        1 | 3 | 5 => Some(4),
-        7 => Some(3),
-        _ => None,
-    }
-}
-
-fn weight_tile(nv: usize, kw: usize) -> WeightTile {
-    x86::WEIGHT_TILES
-        .iter()
-        .find(|&&(v, k, _)| v == nv && k == kw)
-        .map(|&(_, _, f)| f)
-        .expect("max_dw_vectors() lists only instantiated tiles")
-}
-
+/// The three kernels for one instruction set, and its [`Isa`] with the
+/// register tiles it instantiates. `$v` is the vector type and the
+/// functions after it the intrinsics of that width.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{ForwardTile, LANES, ScatterTile, WeightTile};
-    use std::arch::x86_64::*;
+macro_rules! kernels {
+    (
+        $name:literal, $feature:literal, $lanes:literal, $v:ty,
+        $zero:path, $load:path, $store:path, $splat:path, $fma:path, $add:path,
+        forward: [$(($fnv:literal, $fnp:literal)),* $(,)?],
+        weight: [$(($wnv:literal, $wkw:literal)),* $(,)?],
+        scatter: [$(($snv:literal, $skw:literal, $snp:literal)),* $(,)?] $(,)?
+    ) => {
+        use super::{ForwardTile, Isa, ScatterTile, WeightTile};
+        use std::arch::x86_64::*;
 
-    /// `NP` output pixels of one row × `NV` vectors of output channels:
-    /// `out[p][v] = init[v] + Σ_{c,i,j} w[c][i][j][v] · x[c·plane + i·iw + j + p]`.
-    ///
-    /// # Safety
-    /// AVX-512F must be present and every pointer valid for what it reads or
-    /// writes (`out`: `NP·NV` vectors).
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn forward<const NV: usize, const NP: usize>(
-        x: *const f32,
-        plane: usize,
-        iw: usize,
-        cin: usize,
-        kh: usize,
-        kw: usize,
-        w: *const f32,
-        opad: usize,
-        init: *const f32,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); NV]; NP];
-            for v in 0..NV {
-                let b = _mm512_loadu_ps(init.add(v * LANES));
-                for a in acc.iter_mut() {
-                    a[v] = b;
+        const LANES: usize = $lanes;
+
+        /// `NP` output pixels of one row × `NV` vectors of output channels:
+        /// `out[p][v] = init[v] + Σ_{c,i,j} w[c][i][j][v] · x[c·plane + i·iw + j + p]`.
+        ///
+        /// # Safety
+        /// The CPU must have the instruction set and every pointer be valid
+        /// for what it reads or writes (`out`: `NP·NV` vectors).
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn forward<const NV: usize, const NP: usize>(
+            x: *const f32,
+            plane: usize,
+            iw: usize,
+            cin: usize,
+            kh: usize,
+            kw: usize,
+            w: *const f32,
+            opad: usize,
+            init: *const f32,
+            out: *mut f32,
+        ) {
+            unsafe {
+                let mut acc: [[$v; NV]; NP] = [[$zero(); NV]; NP];
+                for v in 0..NV {
+                    let b = $load(init.add(v * LANES));
+                    for a in acc.iter_mut() {
+                        a[v] = b;
+                    }
+                }
+                let mut wp = w;
+                for c in 0..cin {
+                    let xc = x.add(c * plane);
+                    for i in 0..kh {
+                        let xr = xc.add(i * iw);
+                        for j in 0..kw {
+                            let xj = xr.add(j);
+                            let mut wv: [$v; NV] = [$zero(); NV];
+                            for (v, r) in wv.iter_mut().enumerate() {
+                                *r = $load(wp.add(v * LANES));
+                            }
+                            for (p, a) in acc.iter_mut().enumerate() {
+                                let b = $splat(*xj.add(p));
+                                for v in 0..NV {
+                                    a[v] = $fma(wv[v], b, a[v]);
+                                }
+                            }
+                            wp = wp.add(opad);
+                        }
+                    }
+                }
+                for (p, a) in acc.iter().enumerate() {
+                    for (v, r) in a.iter().enumerate() {
+                        $store(out.add((p * NV + v) * LANES), *r);
+                    }
                 }
             }
-            let mut wp = w;
-            for c in 0..cin {
-                let xc = x.add(c * plane);
-                for i in 0..kh {
-                    let xr = xc.add(i * iw);
-                    for j in 0..kw {
-                        let xj = xr.add(j);
-                        let mut wv = [_mm512_setzero_ps(); NV];
-                        for (v, r) in wv.iter_mut().enumerate() {
-                            *r = _mm512_loadu_ps(wp.add(v * LANES));
+        }
+
+        /// One kernel row of the weight gradient for `NV` vectors of channels:
+        /// `acc[j·opad + v] += Σ_{r,s} dz[(r·ow + s)·opad + v] · x[r·iw + s + j]`.
+        ///
+        /// # Safety
+        /// The CPU must have the instruction set and every pointer be valid
+        /// for what it reads or writes (`acc`: `KW` rows of `NV` vectors,
+        /// `opad` apart).
+        #[target_feature(enable = $feature)]
+        unsafe fn weight<const NV: usize, const KW: usize>(
+            dz: *const f32,
+            opad: usize,
+            x: *const f32,
+            iw: usize,
+            oh: usize,
+            ow: usize,
+            acc: *mut f32,
+        ) {
+            unsafe {
+                let mut a: [[$v; NV]; KW] = [[$zero(); NV]; KW];
+                for (j, row) in a.iter_mut().enumerate() {
+                    for (v, r) in row.iter_mut().enumerate() {
+                        *r = $load(acc.add(j * opad + v * LANES));
+                    }
+                }
+                let mut dp = dz;
+                for r in 0..oh {
+                    let xr = x.add(r * iw);
+                    for s in 0..ow {
+                        let xs = xr.add(s);
+                        let mut d: [$v; NV] = [$zero(); NV];
+                        for (v, dv) in d.iter_mut().enumerate() {
+                            *dv = $load(dp.add(v * LANES));
                         }
-                        for (p, a) in acc.iter_mut().enumerate() {
-                            let b = _mm512_set1_ps(*xj.add(p));
+                        for (j, row) in a.iter_mut().enumerate() {
+                            let b = $splat(*xs.add(j));
                             for v in 0..NV {
-                                a[v] = _mm512_fmadd_ps(wv[v], b, a[v]);
+                                row[v] = $fma(d[v], b, row[v]);
                             }
                         }
-                        wp = wp.add(opad);
+                        dp = dp.add(opad);
                     }
                 }
-            }
-            for (p, a) in acc.iter().enumerate() {
-                for (v, r) in a.iter().enumerate() {
-                    _mm512_storeu_ps(out.add((p * NV + v) * LANES), *r);
+                for (j, row) in a.iter().enumerate() {
+                    for (v, r) in row.iter().enumerate() {
+                        $store(acc.add(j * opad + v * LANES), *r);
+                    }
                 }
             }
         }
-    }
 
-    /// One kernel row of the weight gradient for `NV` vectors of channels:
-    /// `acc[j·opad + v] += Σ_{r,s} dz[(r·ow + s)·opad + v] · x[r·iw + s + j]`.
-    ///
-    /// # Safety
-    /// AVX-512F must be present and every pointer valid for what it reads or
-    /// writes (`acc`: `KW` rows of `NV` vectors, `opad` apart).
-    #[target_feature(enable = "avx512f")]
-    unsafe fn weight<const NV: usize, const KW: usize>(
-        dz: *const f32,
-        opad: usize,
-        x: *const f32,
-        iw: usize,
-        oh: usize,
-        ow: usize,
-        acc: *mut f32,
-    ) {
-        unsafe {
-            let mut a = [[_mm512_setzero_ps(); NV]; KW];
-            for (j, row) in a.iter_mut().enumerate() {
-                for (v, r) in row.iter_mut().enumerate() {
-                    *r = _mm512_loadu_ps(acc.add(j * opad + v * LANES));
-                }
-            }
-            let mut dp = dz;
-            for r in 0..oh {
-                let xr = x.add(r * iw);
-                for s in 0..ow {
-                    let xs = xr.add(s);
-                    let mut d = [_mm512_setzero_ps(); NV];
-                    for (v, dv) in d.iter_mut().enumerate() {
-                        *dv = _mm512_loadu_ps(dp.add(v * LANES));
+        /// The input gradient of `NP` output pixels of one row over one
+        /// kernel row, for `NV` vectors of input channels:
+        /// `dx[(p + j)·cpad + v] += Σ_o w[o·wstride + j·cpad + v] · dz[p·opad + o]`
+        /// for the first `valid` pixels (the others are computed and dropped).
+        ///
+        /// # Safety
+        /// The CPU must have the instruction set, `dz` be readable for `NP`
+        /// pixels and `dx` writable for `valid + KW - 1` pixels.
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn scatter<const NV: usize, const KW: usize, const NP: usize>(
+            dz: *const f32,
+            opad: usize,
+            og: usize,
+            w: *const f32,
+            wstride: usize,
+            cpad: usize,
+            dx: *mut f32,
+            valid: usize,
+        ) {
+            unsafe {
+                let mut acc: [[[$v; NV]; NP]; KW] = [[[$zero(); NV]; NP]; KW];
+                let mut wp = w;
+                for o in 0..og {
+                    let mut b: [$v; NP] = [$zero(); NP];
+                    for (p, bp) in b.iter_mut().enumerate() {
+                        *bp = $splat(*dz.add(p * opad + o));
                     }
-                    for (j, row) in a.iter_mut().enumerate() {
-                        let b = _mm512_set1_ps(*xs.add(j));
+                    for (j, row) in acc.iter_mut().enumerate() {
                         for v in 0..NV {
-                            row[v] = _mm512_fmadd_ps(d[v], b, row[v]);
+                            let wv = $load(wp.add(j * cpad + v * LANES));
+                            for (p, a) in row.iter_mut().enumerate() {
+                                a[v] = $fma(wv, b[p], a[v]);
+                            }
                         }
                     }
-                    dp = dp.add(opad);
+                    wp = wp.add(wstride);
                 }
-            }
-            for (j, row) in a.iter().enumerate() {
-                for (v, r) in row.iter().enumerate() {
-                    _mm512_storeu_ps(acc.add(j * opad + v * LANES), *r);
-                }
-            }
-        }
-    }
-
-    /// The input gradient of `NP` output pixels of one row over one kernel
-    /// row, for `NV` vectors of input channels:
-    /// `dx[(p + j)·cpad + v] += Σ_o w[o·wstride + j·cpad + v] · dz[p·opad + o]`
-    /// for the first `valid` pixels (the others are computed and dropped).
-    ///
-    /// # Safety
-    /// AVX-512F must be present, `dz` readable for `NP` pixels and `dx`
-    /// writable for `valid + KW - 1` pixels.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn scatter<const NV: usize, const KW: usize, const NP: usize>(
-        dz: *const f32,
-        opad: usize,
-        og: usize,
-        w: *const f32,
-        wstride: usize,
-        cpad: usize,
-        dx: *mut f32,
-        valid: usize,
-    ) {
-        unsafe {
-            let mut acc = [[[_mm512_setzero_ps(); NV]; NP]; KW];
-            let mut wp = w;
-            for o in 0..og {
-                let mut b = [_mm512_setzero_ps(); NP];
-                for (p, bp) in b.iter_mut().enumerate() {
-                    *bp = _mm512_set1_ps(*dz.add(p * opad + o));
-                }
-                for (j, row) in acc.iter_mut().enumerate() {
-                    for v in 0..NV {
-                        let wv = _mm512_loadu_ps(wp.add(j * cpad + v * LANES));
-                        for (p, a) in row.iter_mut().enumerate() {
-                            a[v] = _mm512_fmadd_ps(wv, b[p], a[v]);
+                for (j, row) in acc.iter().enumerate() {
+                    for (p, a) in row.iter().enumerate().take(valid) {
+                        for (v, r) in a.iter().enumerate() {
+                            let at = dx.add((p + j) * cpad + v * LANES);
+                            $store(at, $add($load(at), *r));
                         }
-                    }
-                }
-                wp = wp.add(wstride);
-            }
-            for (j, row) in acc.iter().enumerate() {
-                for (p, a) in row.iter().enumerate().take(valid) {
-                    for (v, r) in a.iter().enumerate() {
-                        let at = dx.add((p + j) * cpad + v * LANES);
-                        _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *r));
                     }
                 }
             }
         }
-    }
 
-    macro_rules! scatter_tiles {
-        ($(($nv:literal, $kw:literal, $np:literal)),* $(,)?) => {
-            &[$(($nv, $kw, $np, scatter::<$nv, $kw, $np> as ScatterTile)),*]
+        pub static ISA: Isa = Isa {
+            name: $name,
+            lanes: LANES,
+            forward: &[$(($fnv, $fnp, forward::<$fnv, $fnp> as ForwardTile)),*],
+            weight: &[$(($wnv, $wkw, weight::<$wnv, $wkw> as WeightTile)),*],
+            scatter: &[$(($snv, $skw, $snp, scatter::<$snv, $skw, $snp> as ScatterTile)),*],
         };
-    }
-
-    /// (vectors, kernel width, pixels, tile): at most 24 accumulators and
-    /// `SCATTER_PIXELS` pixels, for every width `max_dw_vectors` takes.
-    pub static SCATTER_TILES: &[(usize, usize, usize, ScatterTile)] = scatter_tiles![
-        (1, 1, 8),
-        (2, 1, 8),
-        (3, 1, 6),
-        (4, 1, 6),
-        (1, 3, 8),
-        (2, 3, 4),
-        (3, 3, 2),
-        (4, 3, 2),
-        (1, 5, 4),
-        (2, 5, 2),
-        (3, 5, 1),
-        (4, 5, 1),
-        (1, 7, 3),
-        (2, 7, 1),
-        (3, 7, 1),
-    ];
-
-    macro_rules! forward_tiles {
-        ($(($nv:literal, $np:literal)),* $(,)?) => {
-            &[$(($nv, $np, forward::<$nv, $np> as ForwardTile)),*]
-        };
-    }
-    macro_rules! weight_tiles {
-        ($(($nv:literal, $kw:literal)),* $(,)?) => {
-            &[$(($nv, $kw, weight::<$nv, $kw> as WeightTile)),*]
-        };
-    }
-
-    /// (vectors, pixels, tile): at most 24 accumulators, a 1-pixel tile for
-    /// every vector count.
-    pub static FORWARD_TILES: &[(usize, usize, ForwardTile)] = forward_tiles![
-        (1, 24),
-        (1, 16),
-        (1, 12),
-        (1, 8),
-        (1, 6),
-        (1, 4),
-        (1, 3),
-        (1, 2),
-        (1, 1),
-        (2, 12),
-        (2, 10),
-        (2, 8),
-        (2, 6),
-        (2, 4),
-        (2, 3),
-        (2, 2),
-        (2, 1),
-        (3, 8),
-        (3, 6),
-        (3, 4),
-        (3, 3),
-        (3, 2),
-        (3, 1),
-        (4, 6),
-        (4, 5),
-        (4, 4),
-        (4, 3),
-        (4, 2),
-        (4, 1),
-    ];
-
-    /// (vectors, kernel width, tile) for every count up to `max_dw_vectors`.
-    pub static WEIGHT_TILES: &[(usize, usize, WeightTile)] = weight_tiles![
-        (1, 1),
-        (2, 1),
-        (3, 1),
-        (4, 1),
-        (1, 3),
-        (2, 3),
-        (3, 3),
-        (4, 3),
-        (1, 5),
-        (2, 5),
-        (3, 5),
-        (4, 5),
-        (1, 7),
-        (2, 7),
-        (3, 7),
-    ];
+    };
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-mod x86 {
-    use super::{ForwardTile, ScatterTile, WeightTile};
-    pub static SCATTER_TILES: &[(usize, usize, usize, ScatterTile)] = &[];
-    pub static FORWARD_TILES: &[(usize, usize, ForwardTile)] = &[];
-    pub static WEIGHT_TILES: &[(usize, usize, WeightTile)] = &[];
+/// AVX-512: 32 registers of 16 lanes. Tiles of at most 24 accumulators (the
+/// rest hold weights and broadcasts); a one-pixel forward tile for every
+/// vector count; scatter blocks of at most `SCATTER_PIXELS` pixels.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    kernels!(
+        "avx512", "avx512f", 16, __m512,
+        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
+        _mm512_fmadd_ps, _mm512_add_ps,
+        forward: [
+            (1, 24), (1, 16), (1, 12), (1, 8), (1, 6), (1, 4), (1, 3), (1, 2), (1, 1),
+            (2, 12), (2, 10), (2, 8), (2, 6), (2, 4), (2, 3), (2, 2), (2, 1),
+            (3, 8), (3, 6), (3, 4), (3, 3), (3, 2), (3, 1),
+            (4, 6), (4, 5), (4, 4), (4, 3), (4, 2), (4, 1),
+        ],
+        weight: [
+            (1, 1), (2, 1), (3, 1), (4, 1),
+            (1, 3), (2, 3), (3, 3), (4, 3),
+            (1, 5), (2, 5), (3, 5), (4, 5),
+            (1, 7), (2, 7), (3, 7),
+        ],
+        scatter: [
+            (1, 1, 8), (2, 1, 8), (3, 1, 6), (4, 1, 6),
+            (1, 3, 8), (2, 3, 4), (3, 3, 2), (4, 3, 2),
+            (1, 5, 4), (2, 5, 2), (3, 5, 1), (4, 5, 1),
+            (1, 7, 3), (2, 7, 1), (3, 7, 1),
+        ],
+    );
+}
+
+/// AVX2 with FMA: 16 registers of 8 lanes, so tiles of at most 12
+/// accumulators with room left for the weights and broadcasts (a forward
+/// tile takes at most two vectors of channels: wider ones would spill).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    kernels!(
+        "avx2", "avx2,fma", 8, __m256,
+        _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
+        _mm256_fmadd_ps, _mm256_add_ps,
+        forward: [
+            (1, 12), (1, 8), (1, 6), (1, 4), (1, 3), (1, 2), (1, 1),
+            (2, 6), (2, 5), (2, 4), (2, 3), (2, 2), (2, 1),
+        ],
+        weight: [
+            (1, 1), (2, 1), (3, 1), (4, 1),
+            (1, 3), (2, 3), (3, 3),
+            (1, 5), (2, 5),
+            (1, 7),
+        ],
+        scatter: [
+            (1, 1, 6), (2, 1, 4), (3, 1, 3), (4, 1, 2),
+            (1, 3, 3), (2, 3, 2), (3, 3, 1), (4, 3, 1),
+            (1, 5, 2),
+            (1, 7, 1),
+        ],
+    );
 }
