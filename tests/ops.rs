@@ -527,6 +527,7 @@ fn pooling_matches_a_naive_reference_and_candle() {
         (2, 2, 0),
         (3, 2, 1),
         (3, 3, 0),
+        (4, 4, 0),
         (2, 1, 0),
         (3, 1, 1),
         (5, 3, 2),

@@ -202,47 +202,6 @@ fn tiled_max_backward_picks<const K: usize>(
     }
 }
 
-/// Gradient of [`tiled_max_forward`]: the first input of each block equal
-/// to its maximum `y` takes the block's gradient, the others get zero.
-fn tiled_max_backward<const K: usize>(
-    plane: &[f32],
-    dy: &[f32],
-    y: &[f32],
-    win: &Windows,
-    dx: &mut [f32],
-) {
-    let (w, ow) = (win.w, win.ow);
-    if win.oh * K != win.h || ow * K != w {
-        // Inputs past the last whole block get no gradient.
-        dx.fill(0.0);
-    }
-    for oy in 0..win.oh {
-        let (g, m) = (&dy[oy * ow..][..ow], &y[oy * ow..][..ow]);
-        let src: [&[f32]; K] = std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
-        let dst: [&mut [f32]; K] = {
-            let block = &mut dx[oy * K * w..][..K * w];
-            let mut rows = block.chunks_exact_mut(w);
-            std::array::from_fn(|_| &mut rows.next().expect("K rows")[..ow * K])
-        };
-        for ox in 0..ow {
-            let (bits, mv) = (g[ox].to_bits(), m[ox]);
-            // All ones once an input has taken the gradient (bit masks
-            // rather than branches).
-            let mut taken = 0u32;
-            for r in 0..K {
-                let s = &src[r][ox * K..ox * K + K];
-                let d = &mut dst[r][ox * K..ox * K + K];
-                for (dv, &v) in d.iter_mut().zip(s) {
-                    let equal = (v == mv) | (v.is_nan() & mv.is_nan());
-                    let hit = u32::from(equal).wrapping_neg() & !taken;
-                    *dv = f32::from_bits(bits & hit);
-                    taken |= hit;
-                }
-            }
-        }
-    }
-}
-
 impl CustomOp1 for Pool {
     fn name(&self) -> &'static str {
         match self.kind {
@@ -365,14 +324,6 @@ impl CustomOp1 for Pool {
                     cpu::par_planes(&mut dx, in_plane, |p, dxp| {
                         let plane = &x[p * in_plane..(p + 1) * in_plane];
                         let dyp = &dy[p * out_plane..(p + 1) * out_plane];
-                        if let Some(k) = tiled_max {
-                            let yp = &ys[p * out_plane..(p + 1) * out_plane];
-                            match k {
-                                2 => tiled_max_backward::<2>(plane, dyp, yp, &win, dxp),
-                                _ => tiled_max_backward::<3>(plane, dyp, yp, &win, dxp),
-                            }
-                            return;
-                        }
                         if win.tiled && kind == Kind::Max {
                             // Each input is in at most one window: the first
                             // input equal to the window's max (the forward's
