@@ -152,6 +152,33 @@ fn tiled_max_forward_picks<const K: usize>(
     out: &mut [f32],
     picks: &mut [u8],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { tiled_max_forward_picks_avx2::<K>(plane, win, out, picks) };
+    }
+    tiled_max_forward_picks_body::<K>(plane, win, out, picks)
+}
+
+/// The same loops compiled for AVX2, which vectorises them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tiled_max_forward_picks_avx2<const K: usize>(
+    plane: &[f32],
+    win: &Windows,
+    out: &mut [f32],
+    picks: &mut [u8],
+) {
+    tiled_max_forward_picks_body::<K>(plane, win, out, picks)
+}
+
+#[inline(always)]
+fn tiled_max_forward_picks_body<const K: usize>(
+    plane: &[f32],
+    win: &Windows,
+    out: &mut [f32],
+    picks: &mut [u8],
+) {
     let (w, ow) = (win.w, win.ow);
     for (oy, (out_row, pick_row)) in out
         .chunks_exact_mut(ow)
@@ -160,17 +187,18 @@ fn tiled_max_forward_picks<const K: usize>(
         .enumerate()
     {
         let rows: [&[f32]; K] = std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
-        for (ox, (o, pick)) in out_row.iter_mut().zip(pick_row.iter_mut()).enumerate() {
+        for ox in 0..ow {
             let (mut m, mut at) = (rows[0][ox * K], 0u8);
             for (r, row) in rows.iter().enumerate() {
-                for (c, &v) in row[ox * K..ox * K + K].iter().enumerate() {
+                for c in 0..K {
+                    let v = row[ox * K + c];
                     let take = (v > m) | (v.is_nan() & !m.is_nan());
                     m = if take { v } else { m };
                     at = if take { (r * K + c) as u8 } else { at };
                 }
             }
-            *o = m;
-            *pick = at;
+            out_row[ox] = m;
+            pick_row[ox] = at;
         }
     }
 }
@@ -183,15 +211,43 @@ fn tiled_max_backward_picks<const K: usize>(
     win: &Windows,
     dx: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { tiled_max_backward_picks_avx2::<K>(dy, picks, win, dx) };
+    }
+    tiled_max_backward_picks_body::<K>(dy, picks, win, dx)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tiled_max_backward_picks_avx2<const K: usize>(
+    dy: &[f32],
+    picks: &[u8],
+    win: &Windows,
+    dx: &mut [f32],
+) {
+    tiled_max_backward_picks_body::<K>(dy, picks, win, dx)
+}
+
+#[inline(always)]
+fn tiled_max_backward_picks_body<const K: usize>(
+    dy: &[f32],
+    picks: &[u8],
+    win: &Windows,
+    dx: &mut [f32],
+) {
     let (w, ow) = (win.w, win.ow);
     if win.oh * K != win.h || ow * K != w {
+        // Inputs past the last whole block get no gradient.
         dx.fill(0.0);
     }
     for oy in 0..win.oh {
         let (g, at) = (&dy[oy * ow..][..ow], &picks[oy * ow..][..ow]);
         let block = &mut dx[oy * K * w..][..K * w];
         for (r, row) in block.chunks_exact_mut(w).enumerate() {
-            for ((d, &gv), &a) in row[..ow * K].chunks_exact_mut(K).zip(g).zip(at) {
+            for (d, (&gv, &a)) in row[..ow * K].chunks_exact_mut(K).zip(g.iter().zip(at)) {
+                // Bit masks rather than a branch the data would mispredict.
                 let bits = gv.to_bits();
                 for (c, dv) in d.iter_mut().enumerate() {
                     let hit = u32::from(usize::from(a) == r * K + c).wrapping_neg();
