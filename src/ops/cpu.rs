@@ -114,7 +114,8 @@ pub fn add_assign(acc: &mut [f32], x: &[f32]) {
 }
 
 /// `dst[c·dst_ld + r] = src[r·src_ld + c]` for `r < rows`, `c < cols`: a
-/// transpose in 16×16 blocks, so that both sides of a block stay in L1.
+/// transpose in 8×8 blocks (in registers where the CPU has AVX), so that
+/// both sides of a block stay in L1.
 pub fn transpose(
     src: &[f32],
     src_ld: usize,
@@ -123,16 +124,85 @@ pub fn transpose(
     dst: &mut [f32],
     dst_ld: usize,
 ) {
-    const B: usize = 16;
+    const B: usize = 8;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        src.len() >= (rows - 1) * src_ld + cols && dst.len() >= (cols - 1) * dst_ld + rows,
+        "transpose: buffers too small"
+    );
+    #[cfg(target_arch = "x86_64")]
+    let avx = std::is_x86_feature_detected!("avx");
     for c0 in (0..cols).step_by(B) {
         let cn = B.min(cols - c0);
         for r0 in (0..rows).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
+            let rn = B.min(rows - r0);
+            #[cfg(target_arch = "x86_64")]
+            if avx && rn == B && cn == B {
+                // SAFETY: the CPU has AVX, and the assert above keeps the 8
+                // rows of 8 read and written inside the buffers.
+                unsafe {
+                    transpose8x8(
+                        src.as_ptr().add(r0 * src_ld + c0),
+                        src_ld,
+                        dst.as_mut_ptr().add(c0 * dst_ld + r0),
+                        dst_ld,
+                    )
+                };
+                continue;
+            }
+            for r in r0..r0 + rn {
                 let row = &src[r * src_ld + c0..][..cn];
                 for (k, &v) in row.iter().enumerate() {
                     dst[(c0 + k) * dst_ld + r] = v;
                 }
             }
+        }
+    }
+}
+
+/// One 8×8 block of [`transpose`] in AVX registers.
+///
+/// # Safety
+/// The CPU must have AVX; `src` must be readable and `dst` writable for 8
+/// rows of 8 values, `src_ld` and `dst_ld` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8(src: *const f32, src_ld: usize, dst: *mut f32, dst_ld: usize) {
+    use std::arch::x86_64::*;
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_ld)));
+        // Pairs of rows interleaved, then quadruples, then the 128-bit halves.
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        for k in 0..4 {
+            _mm256_storeu_ps(
+                dst.add(k * dst_ld),
+                _mm256_permute2f128_ps::<0x20>(u[k], u[k + 4]),
+            );
+            _mm256_storeu_ps(
+                dst.add((k + 4) * dst_ld),
+                _mm256_permute2f128_ps::<0x31>(u[k], u[k + 4]),
+            );
         }
     }
 }
@@ -412,5 +482,43 @@ pub unsafe fn gemm(
             false,
             gemm::Parallelism::None,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_matches_the_definition_on_every_edge_case() {
+        for (rows, cols, src_ld, dst_ld) in [
+            (8, 8, 8, 8),
+            (16, 24, 30, 17),
+            (13, 7, 7, 13),
+            (1, 9, 9, 1),
+            (9, 1, 3, 9),
+            (32, 400, 400, 40),
+        ] {
+            let src: Vec<f32> = (0..rows * src_ld).map(|i| i as f32).collect();
+            let mut dst = vec![-1f32; cols * dst_ld];
+            transpose(&src, src_ld, rows, cols, &mut dst, dst_ld);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * dst_ld + r],
+                        src[r * src_ld + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
+            }
+            // Nothing past the rows of each destination line is touched.
+            for c in 0..cols {
+                assert!(
+                    dst[c * dst_ld + rows..(c * dst_ld + dst_ld).min(dst.len())]
+                        .iter()
+                        .all(|&v| v == -1.0)
+                );
+            }
+        }
     }
 }
