@@ -258,7 +258,7 @@ fn correlate(
             }
         }
         let mut acc = [0f32; TILE_MAX * MAX_LANES];
-        let channels = (v0 * lanes..p.out.min((v0 + nv) * lanes)).enumerate();
+        let channels = v0 * lanes..p.out.min((v0 + nv) * lanes);
         for r in 0..rows {
             let mut s = 0;
             while s < cols {
@@ -282,13 +282,22 @@ fn correlate(
                         acc.as_mut_ptr(),
                     )
                 };
-                for (l, o) in channels.clone() {
-                    let dst = &mut out[o * rows * cols + r * cols + at..][..np];
-                    for (q, d) in dst.iter_mut().enumerate() {
-                        let v = acc[q * nv * lanes + l];
-                        *d = if relu { v.max(0.0) } else { v };
+                // The tile is pixel-major; the output has a plane per channel.
+                let tile_len = np * nv * lanes;
+                if relu {
+                    for v in &mut acc[..tile_len] {
+                        *v = v.max(0.0);
                     }
                 }
+                let plane = rows * cols;
+                cpu::transpose(
+                    &acc[..tile_len],
+                    nv * lanes,
+                    np,
+                    channels.len(),
+                    &mut out[channels.start * plane + r * cols + at..],
+                    plane,
+                );
                 s += np;
             }
         }
