@@ -117,10 +117,18 @@ fn first_line(s: &str) -> String {
     line.to_string()
 }
 
-/// A short description such as `cpu (2 threads)` or `cuda:0`.
+/// A short description such as `cpu (2 threads, avx512)` (the vector
+/// instructions of the direct convolution kernels, when there are any) or
+/// `cuda:0`.
 pub fn describe(device: &Device) -> String {
     match device {
-        Device::Cpu => format!("cpu ({} threads)", candle_core::utils::get_num_threads()),
+        Device::Cpu => {
+            let threads = candle_core::utils::get_num_threads();
+            match crate::ops::direct::isa() {
+                Some(isa) => format!("cpu ({threads} threads, {})", isa.name),
+                None => format!("cpu ({threads} threads)"),
+            }
+        }
         Device::Cuda(_) => {
             let ordinal = match device.location() {
                 candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
