@@ -248,6 +248,23 @@ fn conv_cases() -> Vec<ConvCase> {
             },
             ..base
         },
+        // Few input channels: the input gradient still goes through the
+        // direct kernels (LeNet's second layer, and 7 channels with padding).
+        ConvCase {
+            n: 3,
+            c: 6,
+            hw: (14, 14),
+            o: 16,
+            k: (5, 5),
+            ..base
+        },
+        ConvCase {
+            c: 7,
+            hw: (8, 9),
+            o: 32,
+            pad: pad(1),
+            ..base
+        },
         // Beyond candle: uneven padding, stride and dilation per axis.
         ConvCase {
             pad: Pad4 {

@@ -222,7 +222,7 @@ impl Conv {
                         let isa = direct::isa().filter(|i| {
                             i.handles(&d.win)
                                 && i.fills_lanes(d.og)
-                                && (!need_dx || i.fills_lanes(d.cg))
+                                && (!need_dx || i.fills_lanes_for_input_grad(d.cg))
                         });
                         let transposed = isa.filter(|_| need_dx).map(|isa| {
                             let (g, o, c) = (d.groups, d.og, d.cg);
