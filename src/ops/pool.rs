@@ -39,12 +39,19 @@ impl Pool {
         }
     }
 
-    /// The window size `K` of the `K×K`, stride-`K` max pooling that has
-    /// fast paths, if this is one.
-    fn tiled_max(&self, win: &Windows) -> Option<usize> {
+    /// The window size `K` of the `K×K`, stride-`K` pooling that has fast
+    /// paths, if this is one.
+    fn tiled_k(&self, win: &Windows) -> Option<usize> {
         let k = self.geom.kernel.w;
-        (win.tiled && self.kind == Kind::Max && self.geom.kernel.h == k && (k == 2 || k == 3))
-            .then_some(k)
+        (win.tiled && self.geom.kernel.h == k && (k == 2 || k == 3)).then_some(k)
+    }
+
+    fn tiled_max(&self, win: &Windows) -> Option<usize> {
+        self.tiled_k(win).filter(|_| self.kind == Kind::Max)
+    }
+
+    fn tiled_avg(&self, win: &Windows) -> Option<usize> {
+        self.tiled_k(win).filter(|_| self.kind == Kind::Avg)
     }
 }
 
@@ -144,114 +151,141 @@ fn tiled_max_forward<const K: usize>(plane: &[f32], win: &Windows, out: &mut [f3
     }
 }
 
-/// [`tiled_max_forward`] that also notes where in its block (`r·K + c`)
-/// each maximum is: the first, or the first NaN.
-fn tiled_max_forward_picks<const K: usize>(
-    plane: &[f32],
-    win: &Windows,
-    out: &mut [f32],
-    picks: &mut [u8],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { tiled_max_forward_picks_avx2::<K>(plane, win, out, picks) };
-    }
-    tiled_max_forward_picks_body::<K>(plane, win, out, picks)
-}
-
-/// The same loops compiled for AVX2, which vectorises them.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tiled_max_forward_picks_avx2<const K: usize>(
-    plane: &[f32],
-    win: &Windows,
-    out: &mut [f32],
-    picks: &mut [u8],
-) {
-    tiled_max_forward_picks_body::<K>(plane, win, out, picks)
-}
-
-#[inline(always)]
-fn tiled_max_forward_picks_body<const K: usize>(
-    plane: &[f32],
-    win: &Windows,
-    out: &mut [f32],
-    picks: &mut [u8],
-) {
-    let (w, ow) = (win.w, win.ow);
-    for (oy, (out_row, pick_row)) in out
-        .chunks_exact_mut(ow)
-        .zip(picks.chunks_exact_mut(ow))
-        .take(win.oh)
-        .enumerate()
-    {
-        let rows: [&[f32]; K] = std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
-        for ox in 0..ow {
-            let (mut m, mut at) = (rows[0][ox * K], 0u8);
-            for (r, row) in rows.iter().enumerate() {
-                for c in 0..K {
-                    let v = row[ox * K + c];
-                    let take = (v > m) | (v.is_nan() & !m.is_nan());
-                    m = if take { v } else { m };
-                    at = if take { (r * K + c) as u8 } else { at };
+/// `fn $name<const K: usize>(..) { .. }` compiled twice, for the baseline
+/// and for AVX2 (picked at run time): these loops vectorise eight lanes wide
+/// with AVX2 and barely at all without.
+macro_rules! with_avx2 {
+    ($(#[$doc:meta])* fn $name:ident<const K: usize>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        fn $name<const K: usize>($($arg: $ty),*) {
+            #[inline(always)]
+            fn body<const K: usize>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2<const K: usize>($($arg: $ty),*) {
+                    body::<K>($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { avx2::<K>($($arg),*) };
                 }
             }
-            out_row[ox] = m;
-            pick_row[ox] = at;
+            body::<K>($($arg),*)
+        }
+    };
+}
+
+with_avx2! {
+    /// [`tiled_max_forward`] that also notes where in its block (`r·K + c`)
+    /// each maximum is: the first, or the first NaN.
+    fn tiled_max_forward_picks<const K: usize>(
+        plane: &[f32],
+        win: &Windows,
+        out: &mut [f32],
+        picks: &mut [u8],
+    ) {
+        let (w, ow) = (win.w, win.ow);
+        for (oy, (out_row, pick_row)) in out
+            .chunks_exact_mut(ow)
+            .zip(picks.chunks_exact_mut(ow))
+            .take(win.oh)
+            .enumerate()
+        {
+            let rows: [&[f32]; K] =
+                std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
+            for ox in 0..ow {
+                let (mut m, mut at) = (rows[0][ox * K], 0u8);
+                for (r, row) in rows.iter().enumerate() {
+                    for c in 0..K {
+                        let v = row[ox * K + c];
+                        let take = (v > m) | (v.is_nan() & !m.is_nan());
+                        m = if take { v } else { m };
+                        at = if take { (r * K + c) as u8 } else { at };
+                    }
+                }
+                out_row[ox] = m;
+                pick_row[ox] = at;
+            }
         }
     }
 }
 
-/// Gradient of [`tiled_max_forward_picks`]: each block's gradient to the
-/// input the forward picked, zero to the others.
-fn tiled_max_backward_picks<const K: usize>(
-    dy: &[f32],
-    picks: &[u8],
-    win: &Windows,
-    dx: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { tiled_max_backward_picks_avx2::<K>(dy, picks, win, dx) };
+with_avx2! {
+    /// Gradient of [`tiled_max_forward_picks`]: each block's gradient to the
+    /// input the forward picked, zero to the others.
+    fn tiled_max_backward_picks<const K: usize>(
+        dy: &[f32],
+        picks: &[u8],
+        win: &Windows,
+        dx: &mut [f32],
+    ) {
+        let (w, ow) = (win.w, win.ow);
+        if win.oh * K != win.h || ow * K != w {
+            // Inputs past the last whole block get no gradient.
+            dx.fill(0.0);
+        }
+        for oy in 0..win.oh {
+            let (g, at) = (&dy[oy * ow..][..ow], &picks[oy * ow..][..ow]);
+            let block = &mut dx[oy * K * w..][..K * w];
+            for (r, row) in block.chunks_exact_mut(w).enumerate() {
+                for (d, (&gv, &a)) in row[..ow * K].chunks_exact_mut(K).zip(g.iter().zip(at)) {
+                    // Bit masks rather than a branch the data would mispredict.
+                    let bits = gv.to_bits();
+                    for (c, dv) in d.iter_mut().enumerate() {
+                        let hit = u32::from(usize::from(a) == r * K + c).wrapping_neg();
+                        *dv = f32::from_bits(bits & hit);
+                    }
+                }
+            }
+        }
     }
-    tiled_max_backward_picks_body::<K>(dy, picks, win, dx)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tiled_max_backward_picks_avx2<const K: usize>(
-    dy: &[f32],
-    picks: &[u8],
-    win: &Windows,
-    dx: &mut [f32],
-) {
-    tiled_max_backward_picks_body::<K>(dy, picks, win, dx)
+with_avx2! {
+    /// Average pooling of one plane with a `K×K` window at stride `K`, no
+    /// padding: the block's rows summed in order, then scaled.
+    fn tiled_avg_forward<const K: usize>(
+        plane: &[f32],
+        win: &Windows,
+        out: &mut [f32],
+        inv_area: f32,
+    ) {
+        let (w, ow) = (win.w, win.ow);
+        for (oy, out_row) in out.chunks_exact_mut(ow).take(win.oh).enumerate() {
+            let rows: [&[f32]; K] =
+                std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
+            for (ox, o) in out_row.iter_mut().enumerate() {
+                let mut s = 0f32;
+                for row in &rows {
+                    s += row[ox * K..ox * K + K].iter().sum::<f32>();
+                }
+                *o = s * inv_area;
+            }
+        }
+    }
 }
 
-#[inline(always)]
-fn tiled_max_backward_picks_body<const K: usize>(
-    dy: &[f32],
-    picks: &[u8],
-    win: &Windows,
-    dx: &mut [f32],
-) {
-    let (w, ow) = (win.w, win.ow);
-    if win.oh * K != win.h || ow * K != w {
-        // Inputs past the last whole block get no gradient.
-        dx.fill(0.0);
-    }
-    for oy in 0..win.oh {
-        let (g, at) = (&dy[oy * ow..][..ow], &picks[oy * ow..][..ow]);
-        let block = &mut dx[oy * K * w..][..K * w];
-        for (r, row) in block.chunks_exact_mut(w).enumerate() {
-            for (d, (&gv, &a)) in row[..ow * K].chunks_exact_mut(K).zip(g.iter().zip(at)) {
-                // Bit masks rather than a branch the data would mispredict.
-                let bits = gv.to_bits();
-                for (c, dv) in d.iter_mut().enumerate() {
-                    let hit = u32::from(usize::from(a) == r * K + c).wrapping_neg();
-                    *dv = f32::from_bits(bits & hit);
+with_avx2! {
+    /// Gradient of [`tiled_avg_forward`]: every input of a block gets its
+    /// share of the block's gradient.
+    fn tiled_avg_backward<const K: usize>(
+        dy: &[f32],
+        win: &Windows,
+        dx: &mut [f32],
+        inv_area: f32,
+    ) {
+        let (w, ow) = (win.w, win.ow);
+        if win.oh * K != win.h || ow * K != w {
+            // Inputs past the last whole block get no gradient.
+            dx.fill(0.0);
+        }
+        for oy in 0..win.oh {
+            let g = &dy[oy * ow..][..ow];
+            for r in 0..K {
+                let row = &mut dx[(oy * K + r) * w..][..ow * K];
+                for (chunk, &gv) in row.chunks_exact_mut(K).zip(g) {
+                    chunk.fill(gv * inv_area);
                 }
             }
         }
@@ -274,7 +308,7 @@ impl CustomOp1 for Pool {
         let inv_area = 1.0 / self.area();
         let (k, kind) = (self.geom.kernel.w, self.kind);
         let mut y = cpu::uninit(win.planes * out_plane);
-        let tiled_max = self.tiled_max(&win);
+        let (tiled_max, tiled_avg) = (self.tiled_max(&win), self.tiled_avg(&win));
         if let (Some(k), Some(picks)) = (tiled_max, &self.picks) {
             let mut at = vec![0u8; win.planes * out_plane];
             cpu::par_planes_with(&mut y, &mut at, out_plane, |p, out, at| {
@@ -296,6 +330,13 @@ impl CustomOp1 for Pool {
                 match k {
                     2 => tiled_max_forward::<2>(plane, &win, out),
                     _ => tiled_max_forward::<3>(plane, &win, out),
+                }
+                return;
+            }
+            if let Some(k) = tiled_avg {
+                match k {
+                    2 => tiled_avg_forward::<2>(plane, &win, out, inv_area),
+                    _ => tiled_avg_forward::<3>(plane, &win, out, inv_area),
                 }
                 return;
             }
@@ -356,6 +397,19 @@ impl CustomOp1 for Pool {
         let (k, kind) = (self.geom.kernel.w, self.kind);
         let tiled_max = self.tiled_max(&win);
         let mut dx = cpu::uninit(win.planes * in_plane);
+        if let Some(k) = self.tiled_avg(&win) {
+            cpu::with_slice(&grad, |dy| {
+                cpu::par_planes(&mut dx, in_plane, |p, dxp| {
+                    let dyp = &dy[p * out_plane..(p + 1) * out_plane];
+                    match k {
+                        2 => tiled_avg_backward::<2>(dyp, &win, dxp, inv_area),
+                        _ => tiled_avg_backward::<3>(dyp, &win, dxp, inv_area),
+                    }
+                });
+                Ok(())
+            })?;
+            return Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?));
+        }
         let picks = self.picks.as_ref().and_then(|p| p.get());
         if let (Some(k), Some(picks)) = (tiled_max, picks)
             && picks.len() == win.planes * out_plane
