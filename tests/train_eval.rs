@@ -325,6 +325,39 @@ fn every_layer_type_trains() {
     assert_eq!(e["accuracy"], h[0]["test_acc"]);
 }
 
+// The variables that choose kernels take a few values; a typo is named in a
+// warning and the run goes on with the defaults.
+#[test]
+fn unknown_kernel_choices_are_warned_about_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(cnn(dir.path())
+        .env("CNN_KERNELS", "candel")
+        .env("CNN_DIRECT_CONV", "avx3")
+        .args([
+            "train",
+            "--out",
+            "run",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "256",
+            "--quiet",
+        ])
+        .args(["--set", "data.val_size=64", "--data-dir"])
+        .arg(mnist_small())
+        .arg("--config")
+        .arg(config_path("three-conv.json")));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: CNN_KERNELS=\"candel\" is not one of candle; ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: CNN_DIRECT_CONV=\"avx3\" is not one of 0, avx2; ignored"),
+        "{err}"
+    );
+}
+
 // What CUDA runs: candle's own ops instead of the CPU kernels (conv, pooling
 // with overlapping windows, linear, cross-entropy, the tensor-op optimizer).
 // Forced on the CPU with CNN_KERNELS=candle, the same run learns alike.

@@ -45,11 +45,11 @@ pub fn isa() -> Option<&'static Isa> {
     {
         static ISA: std::sync::OnceLock<Option<&'static Isa>> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
-            let choice = std::env::var("CNN_DIRECT_CONV").unwrap_or_default();
-            if choice == "0" {
+            let choice = super::env_choice("CNN_DIRECT_CONV", &["0", "avx2"]);
+            if choice == Some("0") {
                 return None;
             }
-            if choice != "avx2" && std::is_x86_feature_detected!("avx512f") {
+            if choice != Some("avx2") && std::is_x86_feature_detected!("avx512f") {
                 return Some(&avx512::ISA);
             }
             (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))

@@ -18,13 +18,28 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 
+/// The value of the environment variable `name` if it is one of `known`;
+/// any other value is ignored with a warning that names the ones it takes
+/// (these variables choose kernels, for comparison and tests: a typo should
+/// not stop a run, nor go unnoticed).
+pub(crate) fn env_choice(name: &str, known: &[&'static str]) -> Option<&'static str> {
+    let value = std::env::var(name).ok()?;
+    let found = known.iter().find(|k| **k == value).copied();
+    if found.is_none() {
+        eprintln!(
+            "warning: {name}={value:?} is not one of {}; ignored",
+            known.join(", ")
+        );
+    }
+    found
+}
+
 /// Whether the project's CPU kernels handle this tensor (else candle's ops
 /// do, as on CUDA). `CNN_KERNELS=candle` sends the CPU through candle's ops
 /// too: the code path other devices take, testable without a GPU.
 pub fn native(x: &Tensor) -> bool {
     static CANDLE_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let candle_only =
-        *CANDLE_ONLY.get_or_init(|| std::env::var("CNN_KERNELS").is_ok_and(|v| v == "candle"));
+    let candle_only = *CANDLE_ONLY.get_or_init(|| env_choice("CNN_KERNELS", &["candle"]).is_some());
     !candle_only && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
