@@ -7,7 +7,11 @@ use anyhow::Result;
 use serde_json::json;
 
 pub fn run(args: &SummaryArgs) -> Result<()> {
-    let config = super::load_config(&args.config, &args.sets, &[])?;
+    let mut config = super::load_config(&args.config, &args.sets, &[])?;
+    let t = &mut config.training;
+    if let Some(w) = crate::schedule::fit_warmup(&mut t.lr_schedule, t.epochs) {
+        eprintln!("warning: {w}");
+    }
     // The whole config is checked as `cnn train` checks it, so that a
     // summary (and a sweep's check of its points) passes only what trains.
     config.check_settings()?;

@@ -159,10 +159,12 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool) -> Result<()> {
     if let Some(dir) = &args.data_dir {
         config.data.dir = Some(dir.clone());
     }
+    let t = &mut config.training;
+    let warmup = crate::schedule::fit_warmup(&mut t.lr_schedule, t.epochs);
     let plan = arch::plan(&config)?;
     config.check_settings()?;
     let mut progress = Progress::new(Mode::detect(args.quiet));
-    for w in &plan.warnings {
+    for w in plan.warnings.iter().chain(&warmup) {
         progress.note(&format!("warning: {w}"));
     }
     let run_dir: PathBuf = match &args.out {
