@@ -30,7 +30,7 @@ enum Layer {
         weight: Tensor,
         bias: Option<Tensor>,
     },
-    BatchNorm(candle_nn::BatchNorm),
+    BatchNorm(ops::BatchNormParams),
     MaxPool(crate::arch::PoolGeometry),
     AvgPool(crate::arch::PoolGeometry),
     Relu,
@@ -53,7 +53,7 @@ pub struct Model {
     /// Non-trainable state (batch-norm running statistics).
     buffers: Vec<(String, Var)>,
     device: Device,
-    /// `fused[i]`: layer `i` (conv or linear) applies the ReLU of layer
+    /// `fused[i]`: layer `i` (conv, linear or batch norm) applies the ReLU of layer
     /// `i + 1` itself, which is then skipped.
     fused: Vec<bool>,
 }
@@ -93,8 +93,10 @@ impl Model {
         }
         let fused = (0..layers.len())
             .map(|i| {
-                matches!(layers[i], Layer::Conv { .. } | Layer::Linear { .. })
-                    && matches!(layers.get(i + 1), Some(Layer::Relu))
+                matches!(
+                    layers[i],
+                    Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm(_)
+                ) && matches!(layers.get(i + 1), Some(Layer::Relu))
             })
             .collect();
         Ok(Model {
@@ -179,7 +181,7 @@ impl Model {
                 ops::conv2d(x, weight, bias.as_ref(), geom, relu)?
             }
             Layer::Linear { weight, bias } => ops::linear(x, weight, bias.as_ref(), relu)?,
-            Layer::BatchNorm(bn) => bn.forward_t(x, train)?,
+            Layer::BatchNorm(p) => ops::batch_norm(x, p, train, relu)?,
             Layer::MaxPool(g) => ops::max_pool2d(x, g)?,
             Layer::AvgPool(g) => ops::avg_pool2d(x, g)?,
             Layer::Relu => x.relu()?,
@@ -266,14 +268,14 @@ fn build_layer(
             };
             let mean = take("running_mean", false)?;
             let var = take("running_var", false)?;
-            Layer::BatchNorm(match (w, b) {
-                (Some(w), Some(b)) => candle_nn::BatchNorm::new_with_momentum(
-                    features, mean, var, w, b, eps, momentum,
-                )?,
-                _ => candle_nn::BatchNorm::new_no_bias_with_momentum(
-                    features, mean, var, eps, momentum,
-                )?,
-            })
+            Layer::BatchNorm(ops::BatchNormParams::new(
+                features,
+                w.zip(b),
+                &mean,
+                &var,
+                eps,
+                momentum,
+            )?)
         }
         Op::MaxPool(g) => Layer::MaxPool(g),
         Op::AvgPool(g) => Layer::AvgPool(g),

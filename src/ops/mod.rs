@@ -3,6 +3,7 @@
 //! seeded dropout. Each picks the fastest implementation available for the
 //! tensor's device.
 
+pub mod batchnorm;
 pub mod conv;
 pub mod cpu;
 pub mod direct;
@@ -15,6 +16,7 @@ use crate::arch::{ConvGeometry, Pad4, PoolGeometry};
 use crate::config::PaddingMode;
 use crate::rng::Rng;
 use anyhow::Result;
+pub use batchnorm::BatchNormParams;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 
@@ -137,6 +139,49 @@ pub fn candle_linear(
         Some(b) => y.broadcast_add(b)?,
         None => y,
     };
+    Ok(if relu { y.relu()? } else { y })
+}
+
+/// Batch normalization of `x: [batch, features, ...]` (batch_norm1d and
+/// 2d), followed by a ReLU when `relu` is set. Training (`train`) uses the
+/// batch's statistics and updates the running ones in `p`; evaluation uses
+/// the running ones.
+pub fn batch_norm(x: &Tensor, p: &BatchNormParams, train: bool, relu: bool) -> Result<Tensor> {
+    if native(x) {
+        return batchnorm::forward(x, p, train, relu);
+    }
+    candle_batch_norm(x, p, train, relu)
+}
+
+/// [`batch_norm`] from candle-nn's `BatchNorm` (which shares `p`'s running
+/// statistics and updates them in training): what runs off the CPU, and the
+/// reference the CPU op is tested against.
+pub fn candle_batch_norm(
+    x: &Tensor,
+    p: &BatchNormParams,
+    train: bool,
+    relu: bool,
+) -> Result<Tensor> {
+    let (mean, var) = (p.running_mean.as_tensor(), p.running_var.as_tensor());
+    let bn = match (&p.weight, &p.bias) {
+        (Some(w), Some(b)) => candle_nn::BatchNorm::new_with_momentum(
+            p.features,
+            mean.clone(),
+            var.clone(),
+            w.clone(),
+            b.clone(),
+            p.eps,
+            p.momentum,
+        )?,
+        _ => candle_nn::BatchNorm::new_no_bias_with_momentum(
+            p.features,
+            mean.clone(),
+            var.clone(),
+            p.eps,
+            p.momentum,
+        )?,
+    };
+    let y = candle_core::ModuleT::forward_t(&bn, x, train)?;
     Ok(if relu { y.relu()? } else { y })
 }
 

@@ -1,0 +1,726 @@
+//! Batch normalization on the CPU as one candle custom op, with the ReLU
+//! that follows it fused in.
+//!
+//! Training normalises with the batch's statistics (mean and biased variance
+//! of each channel over the images and pixels) and updates the running
+//! statistics as PyTorch does: `running = (1 - momentum)·running +
+//! momentum·batch`, with the *unbiased* variance. Evaluation normalises with
+//! the running statistics. Both come down to `y = relu?(x·scale + shift)`
+//! per channel.
+//!
+//! Each channel is one task: it reads its planes once for the mean, again
+//! (from the core's cache) for the variance around that mean, and once more
+//! to write the output; the backward pass reads them once for its two sums
+//! and once more to write the input gradient. A channel's sums are added in
+//! a fixed order by one thread, so the numbers do not depend on the thread
+//! count. Inputs with small planes (batch_norm1d, 1×1 maps) run as one
+//! sweep over memory instead. The output is contiguous whatever the input.
+//!
+//! The fused ReLU's mask is recomputed from the input in the backward pass
+//! (the same `x·scale + shift` the forward took, so the same decisions).
+
+use super::cpu;
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, Var};
+use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
+
+/// One batch-norm layer's tensors and settings.
+#[derive(Debug, Clone)]
+pub struct BatchNormParams {
+    pub features: usize,
+    /// `γ` and `β` (both or neither: `affine`).
+    pub weight: Option<Tensor>,
+    pub bias: Option<Tensor>,
+    /// Updated in place by every training pass.
+    pub running_mean: Var,
+    pub running_var: Var,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+impl BatchNormParams {
+    /// Checks that every tensor holds `features` values.
+    pub fn new(
+        features: usize,
+        weight_and_bias: Option<(Tensor, Tensor)>,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+        momentum: f64,
+    ) -> Result<Self> {
+        let mut tensors = vec![("running_mean", running_mean), ("running_var", running_var)];
+        if let Some((w, b)) = &weight_and_bias {
+            tensors.push(("weight", w));
+            tensors.push(("bias", b));
+        }
+        for (name, t) in tensors {
+            if t.dims() != [features] {
+                candle_core::bail!(
+                    "batch norm of {features} features: {name} has shape {:?}",
+                    t.dims()
+                );
+            }
+        }
+        let (weight, bias) = weight_and_bias.unzip();
+        Ok(BatchNormParams {
+            features,
+            weight,
+            bias,
+            running_mean: Var::from_tensor(running_mean)?,
+            running_var: Var::from_tensor(running_var)?,
+            eps,
+            momentum,
+        })
+    }
+
+    fn affine(&self) -> Option<(&Tensor, &Tensor)> {
+        self.weight.as_ref().zip(self.bias.as_ref())
+    }
+}
+
+/// Per-channel values of one call: what the forward pass normalised with
+/// (`mean`, `invstd`), the resulting affine map (`scale`, `shift`), and in
+/// training the batch's biased variance (for the running statistics).
+#[derive(Debug, Default)]
+struct Stats {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    var: Vec<f64>,
+}
+
+/// The op: `train` computes the statistics in the forward pass (and leaves
+/// them in `stats`), evaluation finds them there already.
+struct BatchNormOp {
+    train: bool,
+    relu: bool,
+    eps: f64,
+    stats: Arc<OnceLock<Stats>>,
+}
+
+/// Sizes of a call: `n` images of `c` channels of `s` values each.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    s: usize,
+}
+
+impl Dims {
+    fn of(shape: &Shape, features: usize) -> Result<Dims> {
+        let dims = shape.dims();
+        if dims.len() < 2 || dims[1] != features {
+            candle_core::bail!(
+                "batch norm of {features} features got an input of shape {dims:?}; it needs [batch, {features}, ...]"
+            );
+        }
+        Ok(Dims {
+            n: dims[0],
+            c: dims[1],
+            s: dims[2..].iter().product(),
+        })
+    }
+    /// Values per channel.
+    fn count(&self) -> usize {
+        self.n * self.s
+    }
+    /// Planes at least this long run channel by channel in parallel.
+    fn planar(&self) -> bool {
+        self.s >= 16
+    }
+}
+
+/// `y = relu?(x·γ̂ + β̂)` with the batch's statistics (`train`) or the
+/// running ones, `x: [batch, features, ...]`; in training the running
+/// statistics are updated. CPU and `f32` only (see `ops::batch_norm`).
+pub fn forward(x: &Tensor, p: &BatchNormParams, train: bool, relu: bool) -> anyhow::Result<Tensor> {
+    let x = x.contiguous()?;
+    let d = Dims::of(x.shape(), p.features)?;
+    let stats = Arc::new(OnceLock::new());
+    if train {
+        if d.count() < 2 {
+            crate::bail_input!(
+                "batch norm in training needs more than one value per channel, but the batch has {} image(s) of {} value(s) per channel; \
+                 use a larger training.batch_size, or set data.drop_last=true if it is the last batch of an epoch",
+                d.n,
+                d.s
+            );
+        }
+    } else {
+        let mean = cpu::to_vec(p.running_mean.as_tensor())?;
+        let var = cpu::to_vec(p.running_var.as_tensor())?;
+        let invstd: Vec<f32> = var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + p.eps).sqrt()) as f32)
+            .collect();
+        let gb = gamma_beta(p)?;
+        let (gamma, beta) = gb.as_ref().map(|(g, b)| (&g[..], &b[..])).unzip();
+        let (scale, shift) = affine_map(&mean, &invstd, gamma, beta);
+        let _ = stats.set(Stats {
+            mean,
+            invstd,
+            scale,
+            shift,
+            var: Vec::new(),
+        });
+    }
+    let op = BatchNormOp {
+        train,
+        relu,
+        eps: p.eps,
+        stats: Arc::clone(&stats),
+    };
+    let y = match p.affine() {
+        Some((w, b)) => x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)?,
+        None => x.apply_op1(op)?,
+    };
+    if train {
+        let s = stats.get().expect("the forward pass sets the statistics");
+        update_running(p, &s.mean, &s.var, d.count())?;
+    }
+    Ok(y)
+}
+
+/// `γ` and `β` as vectors (`None` without affine).
+fn gamma_beta(p: &BatchNormParams) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    p.affine()
+        .map(|(w, b)| Ok((cpu::to_vec(w)?, cpu::to_vec(b)?)))
+        .transpose()
+}
+
+/// `scale = γ·invstd`, `shift = β - mean·scale`.
+fn affine_map(
+    mean: &[f32],
+    invstd: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    (0..mean.len())
+        .map(|c| {
+            let scale = gamma.map_or(1.0, |g| g[c]) * invstd[c];
+            (scale, beta.map_or(0.0, |b| b[c]) - mean[c] * scale)
+        })
+        .unzip()
+}
+
+/// PyTorch's update of the running statistics, with the unbiased variance
+/// of the `count` values per channel.
+fn update_running(p: &BatchNormParams, mean: &[f32], var: &[f64], count: usize) -> Result<()> {
+    let m = p.momentum;
+    let unbias = count as f64 / (count as f64 - 1.0);
+    let old_mean = cpu::to_vec(p.running_mean.as_tensor())?;
+    let old_var = cpu::to_vec(p.running_var.as_tensor())?;
+    let new_mean: Vec<f32> = old_mean
+        .iter()
+        .zip(mean)
+        .map(|(&r, &b)| ((1.0 - m) * r as f64 + m * b as f64) as f32)
+        .collect();
+    let new_var: Vec<f32> = old_var
+        .iter()
+        .zip(var)
+        .map(|(&r, &b)| ((1.0 - m) * r as f64 + m * b * unbias) as f32)
+        .collect();
+    let dev = p.running_mean.device();
+    p.running_mean
+        .set(&Tensor::from_vec(new_mean, p.features, dev)?)?;
+    p.running_var
+        .set(&Tensor::from_vec(new_var, p.features, dev)?)?;
+    Ok(())
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer share.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every user writes a part of the buffer no other task touches.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The `len` values from `at`.
+    ///
+    /// # Safety
+    /// `at + len` must lie inside the buffer and no other live slice may
+    /// overlap this one.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+impl BatchNormOp {
+    fn fwd(
+        &self,
+        x: &[f32],
+        l: &Layout,
+        gamma: Option<&[f32]>,
+        beta: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope(|| format!("batch norm{} forward", self.label()));
+        let features = l.shape().dims().get(1).copied().unwrap_or(0);
+        let d = Dims::of(l.shape(), features)?;
+        let mut y = cpu::uninit(x.len());
+        if !self.train {
+            let s = self
+                .stats
+                .get()
+                .expect("evaluation sets the statistics first");
+            apply(x, &mut y, d, &s.scale, &s.shift, self.relu);
+            return Ok((CpuStorage::F32(y), l.shape().clone()));
+        }
+        let (mean, var) = if d.planar() {
+            // Each channel's statistics, then its output, while its planes
+            // are still in this core's cache.
+            let out = SharedOut(y.as_mut_ptr());
+            let per_channel: Vec<(f32, f64, f32, f32, f32)> = (0..d.c)
+                .into_par_iter()
+                .map(|c| {
+                    let planes = (0..d.n).map(|i| &x[(i * d.c + c) * d.s..][..d.s]);
+                    let (mean, var) = channel_stats(planes.clone(), d.count());
+                    let invstd = (1.0 / (var + self.eps).sqrt()) as f32;
+                    let scale = gamma.map_or(1.0, |g| g[c]) * invstd;
+                    let mean = mean as f32;
+                    let shift = beta.map_or(0.0, |b| b[c]) - mean * scale;
+                    for (i, plane) in planes.enumerate() {
+                        // SAFETY: plane (i, c) of y, written by this task only.
+                        let dst = unsafe { out.slice((i * d.c + c) * d.s, d.s) };
+                        kernels::affine(plane, dst, scale, shift, self.relu);
+                    }
+                    (mean, var, invstd, scale, shift)
+                })
+                .collect();
+            let mut st = Stats::default();
+            for (mean, var, invstd, scale, shift) in per_channel {
+                st.mean.push(mean);
+                st.var.push(var);
+                st.invstd.push(invstd);
+                st.scale.push(scale);
+                st.shift.push(shift);
+            }
+            let _ = self.stats.set(st);
+            return Ok((CpuStorage::F32(y), l.shape().clone()));
+        } else {
+            rows_stats(x, d)
+        };
+        let invstd: Vec<f32> = var
+            .iter()
+            .map(|&v| (1.0 / (v + self.eps).sqrt()) as f32)
+            .collect();
+        let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let (scale, shift) = affine_map(&mean, &invstd, gamma, beta);
+        apply(x, &mut y, d, &scale, &shift, self.relu);
+        let _ = self.stats.set(Stats {
+            mean,
+            invstd,
+            scale,
+            shift,
+            var,
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn label(&self) -> &'static str {
+        match (self.train, self.relu) {
+            (true, true) => "+relu",
+            (true, false) => "",
+            (false, true) => "+relu (eval)",
+            (false, false) => " (eval)",
+        }
+    }
+
+    /// Gradients with respect to `x` (if `need_dx`), `γ` and `β`.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let _t = crate::profile::scope(|| format!("batch norm{} backward", self.label()));
+        let d = Dims::of(x.shape(), x.dim(1)?)?;
+        let st = self
+            .stats
+            .get()
+            .ok_or_else(|| candle_core::Error::Msg("batch norm backward before forward".into()))?;
+        let gamma = gamma.map(cpu::to_vec).transpose()?;
+        let x = x.contiguous()?;
+        let dy = dy.contiguous()?;
+        let m = d.count() as f64;
+        // Per channel: Σ dy' and Σ dy'·(x - mean), dy' the gradient through the ReLU.
+        let coefficients = |c: usize, s1: f64, s2: f64| -> (f32, f32, f32) {
+            let invstd = st.invstd[c] as f64;
+            let a = gamma.as_ref().map_or(1.0, |g| g[c] as f64) * invstd;
+            if self.train {
+                // dx = a·(dy' - Σdy'/m - (x - mean)·invstd²·Σdy'(x - mean)/m)
+                let b = -a * invstd * invstd * s2 / m;
+                (a as f32, b as f32, (-a * s1 / m) as f32)
+            } else {
+                (a as f32, 0.0, 0.0)
+            }
+        };
+        let (sums, dx) = cpu::with_slice(&x, |xs| {
+            cpu::with_slice(&dy, |dys| {
+                let mut dx = if need_dx {
+                    Some(cpu::uninit(xs.len()))
+                } else {
+                    None
+                };
+                let sums: Vec<(f64, f64)> = if d.planar() {
+                    let out = dx.as_mut().map(|v| SharedOut(v.as_mut_ptr()));
+                    (0..d.c)
+                        .into_par_iter()
+                        .map(|c| {
+                            let at = |i: usize| (i * d.c + c) * d.s;
+                            let (scale, shift, mean) = (st.scale[c], st.shift[c], st.mean[c]);
+                            let (mut s1, mut s2) = (0f64, 0f64);
+                            for i in 0..d.n {
+                                let (p1, p2) = kernels::grad_sums(
+                                    &xs[at(i)..][..d.s],
+                                    &dys[at(i)..][..d.s],
+                                    mean,
+                                    scale,
+                                    shift,
+                                    self.relu,
+                                );
+                                s1 += p1 as f64;
+                                s2 += p2 as f64;
+                            }
+                            if let Some(out) = out {
+                                let (a, b, k) = coefficients(c, s1, s2);
+                                for i in 0..d.n {
+                                    // SAFETY: plane (i, c) of dx, written by this task only.
+                                    let dst = unsafe { out.slice(at(i), d.s) };
+                                    kernels::input_grad(
+                                        &xs[at(i)..][..d.s],
+                                        &dys[at(i)..][..d.s],
+                                        dst,
+                                        [mean, scale, shift, a, b, k],
+                                        self.relu,
+                                    );
+                                }
+                            }
+                            (s1, s2)
+                        })
+                        .collect()
+                } else {
+                    let sums = rows_grad_sums(xs, dys, d, st, self.relu);
+                    if let Some(dx) = dx.as_mut() {
+                        let coef: Vec<(f32, f32, f32)> = sums
+                            .iter()
+                            .enumerate()
+                            .map(|(c, &(s1, s2))| coefficients(c, s1, s2))
+                            .collect();
+                        rows_input_grad(xs, dys, dx, d, st, &coef, self.relu);
+                    }
+                    sums
+                };
+                Ok((sums, dx))
+            })
+        })?;
+        let dgamma: Vec<f32> = sums
+            .iter()
+            .enumerate()
+            .map(|(c, &(_, s2))| (s2 * st.invstd[c] as f64) as f32)
+            .collect();
+        let dbeta: Vec<f32> = sums.iter().map(|&(s1, _)| s1 as f32).collect();
+        let dev = x.device();
+        let dx = dx
+            .map(|v| Tensor::from_vec(v, x.shape(), dev))
+            .transpose()?;
+        Ok((
+            dx,
+            Tensor::from_vec(dgamma, d.c, dev)?,
+            Tensor::from_vec(dbeta, d.c, dev)?,
+        ))
+    }
+}
+
+/// The mean and biased variance of one channel's `count` values, given as
+/// planes: the mean first, then the squared deviations from it (two passes
+/// over planes that stay in cache: no cancellation as in `E[x²] - E[x]²`).
+fn channel_stats<'a>(planes: impl Iterator<Item = &'a [f32]> + Clone, count: usize) -> (f64, f64) {
+    let sum: f64 = planes.clone().map(|p| kernels::sum(p) as f64).sum();
+    let mean = sum / count as f64;
+    let m32 = mean as f32;
+    // The deviations from the f32 mean the kernels see, corrected for its rounding.
+    let (dev, sq): (f64, f64) = planes
+        .map(|p| {
+            let (d, s) = kernels::deviations(p, m32);
+            (d as f64, s as f64)
+        })
+        .fold((0.0, 0.0), |(a, b), (d, s)| (a + d, b + s));
+    let var = (sq - dev * dev / count as f64) / count as f64;
+    (mean, var.max(0.0))
+}
+
+/// Mean and biased variance per channel for small planes, in one sweep over
+/// memory per pass (f64 sums).
+fn rows_stats(x: &[f32], d: Dims) -> (Vec<f64>, Vec<f64>) {
+    let mut sum = vec![0f64; d.c];
+    for img in x.chunks_exact(d.c * d.s) {
+        for (c, plane) in img.chunks_exact(d.s).enumerate() {
+            sum[c] += plane.iter().map(|&v| v as f64).sum::<f64>();
+        }
+    }
+    let mean: Vec<f64> = sum.iter().map(|s| s / d.count() as f64).collect();
+    let mut sq = vec![0f64; d.c];
+    for img in x.chunks_exact(d.c * d.s) {
+        for (c, plane) in img.chunks_exact(d.s).enumerate() {
+            sq[c] += plane
+                .iter()
+                .map(|&v| (v as f64 - mean[c]).powi(2))
+                .sum::<f64>();
+        }
+    }
+    let var = sq.iter().map(|s| s / d.count() as f64).collect();
+    (mean, var)
+}
+
+/// `y = relu?(x·scale + shift)` per channel, in parallel over images.
+fn apply(x: &[f32], y: &mut [f32], d: Dims, scale: &[f32], shift: &[f32], relu: bool) {
+    cpu::par_images(y, d.c * d.s, |first, ys| {
+        let xs = &x[first * d.c * d.s..][..ys.len()];
+        for (k, (xp, yp)) in xs
+            .chunks_exact(d.s)
+            .zip(ys.chunks_exact_mut(d.s))
+            .enumerate()
+        {
+            let c = k % d.c;
+            kernels::affine(xp, yp, scale[c], shift[c], relu);
+        }
+    });
+}
+
+/// [`kernels::grad_sums`] for small planes: per channel, in one sweep.
+fn rows_grad_sums(x: &[f32], dy: &[f32], d: Dims, st: &Stats, relu: bool) -> Vec<(f64, f64)> {
+    let mut sums = vec![(0f64, 0f64); d.c];
+    let image = d.c * d.s;
+    for (xi, di) in x.chunks_exact(image).zip(dy.chunks_exact(image)) {
+        for (c, (xp, dp)) in xi.chunks_exact(d.s).zip(di.chunks_exact(d.s)).enumerate() {
+            for (&xv, &g) in xp.iter().zip(dp) {
+                let g = if !relu || xv * st.scale[c] + st.shift[c] > 0.0 {
+                    g
+                } else {
+                    0.0
+                };
+                sums[c].0 += g as f64;
+                sums[c].1 += g as f64 * (xv - st.mean[c]) as f64;
+            }
+        }
+    }
+    sums
+}
+
+/// [`kernels::input_grad`] for small planes.
+fn rows_input_grad(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    d: Dims,
+    st: &Stats,
+    coef: &[(f32, f32, f32)],
+    relu: bool,
+) {
+    cpu::par_images(dx, d.c * d.s, |first, out| {
+        let at = first * d.c * d.s;
+        let (xs, dys) = (&x[at..][..out.len()], &dy[at..][..out.len()]);
+        for (k, ((xp, dp), op)) in xs
+            .chunks_exact(d.s)
+            .zip(dys.chunks_exact(d.s))
+            .zip(out.chunks_exact_mut(d.s))
+            .enumerate()
+        {
+            let c = k % d.c;
+            let (a, b, k) = coef[c];
+            let params = [st.mean[c], st.scale[c], st.shift[c], a, b, k];
+            kernels::input_grad(xp, dp, op, params, relu);
+        }
+    });
+}
+
+/// The loops over one plane, compiled for AVX-512 and AVX2 as well as the
+/// baseline, the best picked at run time. Each keeps 16 partial sums (or
+/// works 16 values at a time) in a fixed order and never fuses a multiply
+/// with an add, so every instruction set gives the same bits.
+mod kernels {
+    const L: usize = 16;
+
+    macro_rules! simd {
+        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments)]
+            pub fn $name($($arg: $ty),*) $(-> $ret)? {
+                #[inline(always)]
+                fn body($($arg: $ty),*) $(-> $ret)? $body
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                        body($($arg),*)
+                    }
+                    #[target_feature(enable = "avx2")]
+                    unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                        body($($arg),*)
+                    }
+                    if std::is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the CPU has AVX-512F.
+                        return unsafe { avx512($($arg),*) };
+                    }
+                    if std::is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU has AVX2.
+                        return unsafe { avx2($($arg),*) };
+                    }
+                }
+                body($($arg),*)
+            }
+        };
+    }
+
+    /// Adds up 16 lanes, then the lanes pairwise, then the tail.
+    #[inline(always)]
+    fn reduce(acc: [f32; L], tail: f32) -> f32 {
+        let mut a = acc;
+        let mut w = L / 2;
+        while w > 0 {
+            for i in 0..w {
+                a[i] += a[i + w];
+            }
+            w /= 2;
+        }
+        a[0] + tail
+    }
+
+    simd! {
+        /// `Σ x`.
+        fn sum(x: &[f32]) -> f32 {
+            let mut acc = [0f32; L];
+            let chunks = x.chunks_exact(L);
+            let tail: f32 = chunks.remainder().iter().sum();
+            for ch in chunks {
+                for i in 0..L {
+                    acc[i] += ch[i];
+                }
+            }
+            reduce(acc, tail)
+        }
+    }
+
+    simd! {
+        /// `(Σ (x - m), Σ (x - m)²)`.
+        fn deviations(x: &[f32], m: f32) -> (f32, f32) {
+            let (mut d, mut s) = ([0f32; L], [0f32; L]);
+            let chunks = x.chunks_exact(L);
+            let (mut td, mut ts) = (0f32, 0f32);
+            for &v in chunks.remainder() {
+                let e = v - m;
+                td += e;
+                ts += e * e;
+            }
+            for ch in chunks {
+                for i in 0..L {
+                    let e = ch[i] - m;
+                    d[i] += e;
+                    s[i] += e * e;
+                }
+            }
+            (reduce(d, td), reduce(s, ts))
+        }
+    }
+
+    simd! {
+        /// `y = relu?(x·scale + shift)`.
+        fn affine(x: &[f32], y: &mut [f32], scale: f32, shift: f32, relu: bool) {
+            for (o, &v) in y.iter_mut().zip(x) {
+                let z = v * scale + shift;
+                *o = if !relu || z > 0.0 { z } else { 0.0 };
+            }
+        }
+    }
+
+    simd! {
+        /// `(Σ g, Σ g·(x - mean))` with `g = dy`, or with the ReLU `g = dy`
+        /// where `x·scale + shift > 0` and 0 elsewhere.
+        fn grad_sums(x: &[f32], dy: &[f32], mean: f32, scale: f32, shift: f32, relu: bool) -> (f32, f32) {
+            let (mut s1, mut s2) = ([0f32; L], [0f32; L]);
+            let (mut t1, mut t2) = (0f32, 0f32);
+            let n = x.len().min(dy.len());
+            let whole = n / L * L;
+            let gate = |v: f32, g: f32| if !relu || v * scale + shift > 0.0 { g } else { 0.0 };
+            for at in (0..whole).step_by(L) {
+                let (xc, dc) = (&x[at..at + L], &dy[at..at + L]);
+                for i in 0..L {
+                    let g = gate(xc[i], dc[i]);
+                    s1[i] += g;
+                    s2[i] += g * (xc[i] - mean);
+                }
+            }
+            for i in whole..n {
+                let g = gate(x[i], dy[i]);
+                t1 += g;
+                t2 += g * (x[i] - mean);
+            }
+            (reduce(s1, t1), reduce(s2, t2))
+        }
+    }
+
+    simd! {
+        /// `dx = a·g + b·(x - mean) + k`, `g` the gradient through the ReLU
+        /// as in [`grad_sums`]; `p = [mean, scale, shift, a, b, k]`.
+        fn input_grad(x: &[f32], dy: &[f32], dx: &mut [f32], p: [f32; 6], relu: bool) {
+            let [mean, scale, shift, a, b, k] = p;
+            for ((o, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+                let g = if !relu || v * scale + shift > 0.0 { g } else { 0.0 };
+                *o = a * g + (b * (v - mean) + k);
+            }
+        }
+    }
+}
+
+impl CustomOp1 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "cnn-batch-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.fwd(cpu::slice(s, l)?, l, None, None)
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(self.bwd(x, None, grad, true)?.0)
+    }
+}
+
+impl CustomOp3 for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "cnn-batch-norm-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd(
+            cpu::slice(s1, l1)?,
+            l1,
+            Some(cpu::slice(s2, l2)?),
+            Some(cpu::slice(s3, l3)?),
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dg, db) = self.bwd(x, Some(gamma), grad, x.track_op())?;
+        Ok((dx, Some(dg), Some(db)))
+    }
+}
