@@ -1,6 +1,8 @@
-//! 2-D convolution on the CPU as one candle custom op. Stride-1 layers whose
-//! channels fill the vector lanes go to the direct AVX-512 kernels of
-//! [`super::direct`] where the CPU has them; the rest run here: forward by
+//! 2-D convolution on the CPU as one candle custom op. 3×3 stride-1 layers
+//! with enough channels go to Winograd F(4×4, 3×3) ([`super::winograd`]),
+//! other stride-1 layers whose channels fill the vector lanes to the direct
+//! AVX-512/AVX2 kernels of [`super::direct`] where the CPU has them; the
+//! rest run here: forward by
 //! im2col and gemm; backward computes the weight, bias and (when the input needs it)
 //! input gradients in one pass over the batch, re-running im2col instead of
 //! keeping the unfolded input. Work is split into tasks of a few images, in
@@ -13,7 +15,7 @@
 //! padding may differ per side.
 
 use super::cpu::{self, Mat, Window};
-use super::direct;
+use super::{direct, winograd};
 use crate::arch::ConvGeometry;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -55,6 +57,12 @@ impl Dims {
             og: self.og,
             win: self.win,
         }
+    }
+    /// The Winograd plan, where it takes this convolution.
+    fn winograd(&self) -> Option<winograd::Plan> {
+        let k = winograd::kernels()?;
+        winograd::takes(k, &self.win, self.groups, self.cg, self.og)
+            .then(|| winograd::Plan::new(k, &self.win, self.cg, self.og))
     }
     fn out_shape(&self) -> Shape {
         Shape::from((self.n, self.groups * self.og, self.win.oh, self.win.ow))
@@ -127,6 +135,11 @@ impl Conv {
         let d = self.dims(xl, wl)?;
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let mut y = cpu::uninit(d.n * d.out_image());
+        if let Some(plan) = d.winograd() {
+            let weights = plan.weights(w, false);
+            plan.forward(x, &weights, b, self.relu, &mut y);
+            return Ok((CpuStorage::F32(y), d.out_shape()));
+        }
         if let Some(isa) = direct::isa().filter(|i| i.handles(&d.win) && i.fills_lanes(d.og)) {
             let packed = direct::Packed::forward(isa, w, d.groups, d.og, d.cg, d.win.kh, d.win.kw);
             let shape = d.direct(isa);
@@ -219,6 +232,18 @@ impl Conv {
             cpu::with_slice(&w, |ws| {
                 cpu::with_slice(&dy, |dys| {
                     cpu::with_slice(&y, |ys| {
+                        if let Some(plan) = d.winograd() {
+                            let weights = plan.weights(ws, need_dx);
+                            let mut dx = need_dx.then(|| cpu::uninit(d.n * d.in_image()));
+                            let (dw, db) =
+                                plan.backward(xs, &weights, ys, dys, self.relu, dx.as_deref_mut());
+                            return Ok((
+                                dx.map(|v| Tensor::from_vec(v, x.shape(), x.device()))
+                                    .transpose()?,
+                                Tensor::from_vec(dw, w.shape(), w.device())?,
+                                Tensor::from_vec(db, o, w.device())?,
+                            ));
+                        }
                         let isa = direct::isa().filter(|i| {
                             i.handles(&d.win)
                                 && i.fills_lanes(d.og)

@@ -10,6 +10,7 @@ pub mod direct;
 pub mod inplace;
 pub mod linear;
 pub mod pool;
+pub mod winograd;
 pub mod xent;
 
 use crate::arch::{ConvGeometry, Pad4, PoolGeometry};
