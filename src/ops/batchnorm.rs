@@ -8,13 +8,13 @@
 //! the running statistics. Both come down to `y = relu?(x·scale + shift)`
 //! per channel.
 //!
-//! Each channel is one task: it reads its planes once for the mean, again
-//! (from the core's cache) for the variance around that mean, and once more
-//! to write the output; the backward pass reads them once for its two sums
-//! and once more to write the input gradient. A channel's sums are added in
-//! a fixed order by one thread, so the numbers do not depend on the thread
-//! count. Inputs with small planes (batch_norm1d, 1×1 maps) run as one
-//! sweep over memory instead. The output is contiguous whatever the input.
+//! The forward pass reads the batch twice in memory order: once for the
+//! statistics (each plane's mean and squared deviations, merged per channel
+//! in `f64`), once to write the output; the backward pass reads it once for
+//! its two sums per channel and once more to write the input gradient. Work
+//! is split into tasks of a few images whose partial results are merged in
+//! task order, so the numbers do not depend on the thread count. The output
+//! is contiguous whatever the input.
 //!
 //! The fused ReLU's mask is recomputed from the input in the backward pass
 //! (the same `x·scale + shift` the forward took, so the same decisions).
@@ -125,10 +125,6 @@ impl Dims {
     fn count(&self) -> usize {
         self.n * self.s
     }
-    /// Planes at least this long run channel by channel in parallel.
-    fn planar(&self) -> bool {
-        self.s >= 16
-    }
 }
 
 /// `y = relu?(x·γ̂ + β̂)` with the batch's statistics (`train`) or the
@@ -229,25 +225,6 @@ fn update_running(p: &BatchNormParams, mean: &[f32], var: &[f64], count: usize) 
     Ok(())
 }
 
-/// A pointer that tasks writing disjoint parts of one buffer share.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every user writes a part of the buffer no other task touches.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The `len` values from `at`.
-    ///
-    /// # Safety
-    /// `at + len` must lie inside the buffer and no other live slice may
-    /// overlap this one.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
-    }
-}
-
 impl BatchNormOp {
     fn fwd(
         &self,
@@ -268,40 +245,7 @@ impl BatchNormOp {
             apply(x, &mut y, d, &s.scale, &s.shift, self.relu);
             return Ok((CpuStorage::F32(y), l.shape().clone()));
         }
-        let (mean, var) = if d.planar() {
-            // Each channel's statistics, then its output, while its planes
-            // are still in this core's cache.
-            let out = SharedOut(y.as_mut_ptr());
-            let per_channel: Vec<(f32, f64, f32, f32, f32)> = (0..d.c)
-                .into_par_iter()
-                .map(|c| {
-                    let planes = (0..d.n).map(|i| &x[(i * d.c + c) * d.s..][..d.s]);
-                    let (mean, var) = channel_stats(planes.clone(), d.count());
-                    let invstd = (1.0 / (var + self.eps).sqrt()) as f32;
-                    let scale = gamma.map_or(1.0, |g| g[c]) * invstd;
-                    let mean = mean as f32;
-                    let shift = beta.map_or(0.0, |b| b[c]) - mean * scale;
-                    for (i, plane) in planes.enumerate() {
-                        // SAFETY: plane (i, c) of y, written by this task only.
-                        let dst = unsafe { out.slice((i * d.c + c) * d.s, d.s) };
-                        kernels::affine(plane, dst, scale, shift, self.relu);
-                    }
-                    (mean, var, invstd, scale, shift)
-                })
-                .collect();
-            let mut st = Stats::default();
-            for (mean, var, invstd, scale, shift) in per_channel {
-                st.mean.push(mean);
-                st.var.push(var);
-                st.invstd.push(invstd);
-                st.scale.push(scale);
-                st.shift.push(shift);
-            }
-            let _ = self.stats.set(st);
-            return Ok((CpuStorage::F32(y), l.shape().clone()));
-        } else {
-            rows_stats(x, d)
-        };
+        let (mean, var) = batch_stats(x, d);
         let invstd: Vec<f32> = var
             .iter()
             .map(|&v| (1.0 / (v + self.eps).sqrt()) as f32)
@@ -365,55 +309,15 @@ impl BatchNormOp {
                 } else {
                     None
                 };
-                let sums: Vec<(f64, f64)> = if d.planar() {
-                    let out = dx.as_mut().map(|v| SharedOut(v.as_mut_ptr()));
-                    (0..d.c)
-                        .into_par_iter()
-                        .map(|c| {
-                            let at = |i: usize| (i * d.c + c) * d.s;
-                            let (scale, shift, mean) = (st.scale[c], st.shift[c], st.mean[c]);
-                            let (mut s1, mut s2) = (0f64, 0f64);
-                            for i in 0..d.n {
-                                let (p1, p2) = kernels::grad_sums(
-                                    &xs[at(i)..][..d.s],
-                                    &dys[at(i)..][..d.s],
-                                    mean,
-                                    scale,
-                                    shift,
-                                    self.relu,
-                                );
-                                s1 += p1 as f64;
-                                s2 += p2 as f64;
-                            }
-                            if let Some(out) = out {
-                                let (a, b, k) = coefficients(c, s1, s2);
-                                for i in 0..d.n {
-                                    // SAFETY: plane (i, c) of dx, written by this task only.
-                                    let dst = unsafe { out.slice(at(i), d.s) };
-                                    kernels::input_grad(
-                                        &xs[at(i)..][..d.s],
-                                        &dys[at(i)..][..d.s],
-                                        dst,
-                                        [mean, scale, shift, a, b, k],
-                                        self.relu,
-                                    );
-                                }
-                            }
-                            (s1, s2)
-                        })
-                        .collect()
-                } else {
-                    let sums = rows_grad_sums(xs, dys, d, st, self.relu);
-                    if let Some(dx) = dx.as_mut() {
-                        let coef: Vec<(f32, f32, f32)> = sums
-                            .iter()
-                            .enumerate()
-                            .map(|(c, &(s1, s2))| coefficients(c, s1, s2))
-                            .collect();
-                        rows_input_grad(xs, dys, dx, d, st, &coef, self.relu);
-                    }
-                    sums
-                };
+                let sums = grad_sums(xs, dys, d, st, self.relu);
+                if let Some(dx) = dx.as_mut() {
+                    let coef: Vec<(f32, f32, f32)> = sums
+                        .iter()
+                        .enumerate()
+                        .map(|(c, &(s1, s2))| coefficients(c, s1, s2))
+                        .collect();
+                    input_grad(xs, dys, dx, d, st, &coef, self.relu);
+                }
                 Ok((sums, dx))
             })
         })?;
@@ -435,45 +339,74 @@ impl BatchNormOp {
     }
 }
 
-/// The mean and biased variance of one channel's `count` values, given as
-/// planes: the mean first, then the squared deviations from it (two passes
-/// over planes that stay in cache: no cancellation as in `E[x²] - E[x]²`).
-fn channel_stats<'a>(planes: impl Iterator<Item = &'a [f32]> + Clone, count: usize) -> (f64, f64) {
-    let sum: f64 = planes.clone().map(|p| kernels::sum(p) as f64).sum();
-    let mean = sum / count as f64;
-    let m32 = mean as f32;
-    // The deviations from the f32 mean the kernels see, corrected for its rounding.
-    let (dev, sq): (f64, f64) = planes
-        .map(|p| {
-            let (d, s) = kernels::deviations(p, m32);
-            (d as f64, s as f64)
-        })
-        .fold((0.0, 0.0), |(a, b), (d, s)| (a + d, b + s));
-    let var = (sq - dev * dev / count as f64) / count as f64;
-    (mean, var.max(0.0))
+/// Count, mean and sum of squared deviations of some values.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    n: f64,
+    mean: f64,
+    m2: f64,
 }
 
-/// Mean and biased variance per channel for small planes, in one sweep over
-/// memory per pass (f64 sums).
-fn rows_stats(x: &[f32], d: Dims) -> (Vec<f64>, Vec<f64>) {
-    let mut sum = vec![0f64; d.c];
-    for img in x.chunks_exact(d.c * d.s) {
-        for (c, plane) in img.chunks_exact(d.s).enumerate() {
-            sum[c] += plane.iter().map(|&v| v as f64).sum::<f64>();
+impl Moments {
+    /// The moments of both sets together (Chan et al.'s update).
+    fn merge(&mut self, o: Moments) {
+        let n = self.n + o.n;
+        if n == 0.0 {
+            return;
+        }
+        let delta = o.mean - self.mean;
+        self.mean += delta * o.n / n;
+        self.m2 += o.m2 + delta * delta * self.n * o.n / n;
+        self.n = n;
+    }
+
+    /// One plane's moments: its mean, then the squared deviations from it
+    /// (two passes over a plane that is in cache: no cancellation as in
+    /// `E[x²] - E[x]²`).
+    fn of_plane(p: &[f32]) -> Moments {
+        let n = p.len() as f64;
+        if p.len() < 16 {
+            let mean = p.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let m2 = p.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+            return Moments { n, mean, m2 };
+        }
+        let m32 = (kernels::sum(p) as f64 / n) as f32;
+        // Deviations from the rounded mean, corrected for its rounding.
+        let (dev, sq) = kernels::deviations(p, m32);
+        let (dev, sq) = (dev as f64, sq as f64);
+        Moments {
+            n,
+            mean: m32 as f64 + dev / n,
+            m2: (sq - dev * dev / n).max(0.0),
         }
     }
-    let mean: Vec<f64> = sum.iter().map(|s| s / d.count() as f64).collect();
-    let mut sq = vec![0f64; d.c];
-    for img in x.chunks_exact(d.c * d.s) {
-        for (c, plane) in img.chunks_exact(d.s).enumerate() {
-            sq[c] += plane
-                .iter()
-                .map(|&v| (v as f64 - mean[c]).powi(2))
-                .sum::<f64>();
+}
+
+/// Mean and biased variance of every channel over the batch. The batch is
+/// read once, in memory order: each task takes a few images and merges
+/// their planes' moments per channel; the tasks' moments are merged in
+/// order, so the result does not depend on the thread count.
+fn batch_stats(x: &[f32], d: Dims) -> (Vec<f64>, Vec<f64>) {
+    let image = d.c * d.s;
+    let partials: Vec<Vec<Moments>> = x
+        .par_chunks(image * cpu::IMAGES_PER_TASK)
+        .map(|chunk| {
+            let mut m = vec![Moments::default(); d.c];
+            for img in chunk.chunks_exact(image) {
+                for (c, plane) in img.chunks_exact(d.s).enumerate() {
+                    m[c].merge(Moments::of_plane(plane));
+                }
+            }
+            m
+        })
+        .collect();
+    let mut total = vec![Moments::default(); d.c];
+    for part in partials {
+        for (t, p) in total.iter_mut().zip(part) {
+            t.merge(p);
         }
     }
-    let var = sq.iter().map(|s| s / d.count() as f64).collect();
-    (mean, var)
+    total.iter().map(|m| (m.mean, m.m2 / m.n)).unzip()
 }
 
 /// `y = relu?(x·scale + shift)` per channel, in parallel over images.
@@ -491,28 +424,40 @@ fn apply(x: &[f32], y: &mut [f32], d: Dims, scale: &[f32], shift: &[f32], relu: 
     });
 }
 
-/// [`kernels::grad_sums`] for small planes: per channel, in one sweep.
-fn rows_grad_sums(x: &[f32], dy: &[f32], d: Dims, st: &Stats, relu: bool) -> Vec<(f64, f64)> {
-    let mut sums = vec![(0f64, 0f64); d.c];
+/// Per channel, `Σ g` and `Σ g·(x - mean)` with `g` the gradient through
+/// the ReLU, in one read of the batch in memory order (tasks of a few
+/// images, added in order as in [`batch_stats`]).
+fn grad_sums(x: &[f32], dy: &[f32], d: Dims, st: &Stats, relu: bool) -> Vec<(f64, f64)> {
     let image = d.c * d.s;
-    for (xi, di) in x.chunks_exact(image).zip(dy.chunks_exact(image)) {
-        for (c, (xp, dp)) in xi.chunks_exact(d.s).zip(di.chunks_exact(d.s)).enumerate() {
-            for (&xv, &g) in xp.iter().zip(dp) {
-                let g = if !relu || xv * st.scale[c] + st.shift[c] > 0.0 {
-                    g
-                } else {
-                    0.0
-                };
-                sums[c].0 += g as f64;
-                sums[c].1 += g as f64 * (xv - st.mean[c]) as f64;
+    let per_task = image * cpu::IMAGES_PER_TASK;
+    let partials: Vec<Vec<(f64, f64)>> = x
+        .par_chunks(per_task)
+        .zip(dy.par_chunks(per_task))
+        .map(|(xc, dc)| {
+            let mut sums = vec![(0f64, 0f64); d.c];
+            for (xi, di) in xc.chunks_exact(image).zip(dc.chunks_exact(image)) {
+                for (c, (xp, dp)) in xi.chunks_exact(d.s).zip(di.chunks_exact(d.s)).enumerate() {
+                    let (s1, s2) =
+                        kernels::grad_sums(xp, dp, st.mean[c], st.scale[c], st.shift[c], relu);
+                    sums[c].0 += s1 as f64;
+                    sums[c].1 += s2 as f64;
+                }
             }
+            sums
+        })
+        .collect();
+    let mut total = vec![(0f64, 0f64); d.c];
+    for part in partials {
+        for (t, p) in total.iter_mut().zip(part) {
+            t.0 += p.0;
+            t.1 += p.1;
         }
     }
-    sums
+    total
 }
 
-/// [`kernels::input_grad`] for small planes.
-fn rows_input_grad(
+/// The input gradient plane by plane, in parallel over images.
+fn input_grad(
     x: &[f32],
     dy: &[f32],
     dx: &mut [f32],
