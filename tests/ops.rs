@@ -1025,3 +1025,36 @@ fn batch_norm_training_on_one_value_per_channel_is_refused() {
     // Evaluation uses the running statistics: one image is fine.
     ops::batch_norm(&x, &p, false, false).unwrap();
 }
+
+/// Dropout draws the mask a sequential draw gives (whatever the threads),
+/// leaves the generator where that draw would, and passes the gradient
+/// through the kept elements only.
+#[test]
+fn dropout_matches_candle_and_leaves_the_generator_alike() {
+    for (dims, p) in [
+        (&[3usize, 5, 7][..], 0.3f32),
+        (&[2, 40000][..], 0.5),
+        (&[1, 1][..], 0.1),
+    ] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let x = Var::from_tensor(&random(&mut rng, dims)).unwrap();
+        let r = random(&mut rng, dims);
+        let run = |f: &dyn Fn(&Tensor, f32, &mut cnn::rng::Rng) -> anyhow::Result<Tensor>| {
+            let mut g = cnn::rng::stream(4, cnn::rng::Purpose::Dropout, 1);
+            let y = f(x.as_tensor(), p, &mut g).unwrap();
+            let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let next: u32 = g.random();
+            (values(&y), values(grads.get(&x).unwrap()), next)
+        };
+        let (y1, g1, n1) = run(&ops::dropout);
+        let (y2, g2, n2) = run(&ops::candle_dropout);
+        assert_eq!(n1, n2, "{dims:?}: generator position");
+        for (a, b) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)) {
+            assert!(a == b, "{dims:?}: {a} vs {b}");
+        }
+        let kept = y1.iter().filter(|v| **v != 0.0).count() as f32 / y1.len() as f32;
+        if y1.len() > 1000 {
+            assert!((kept - (1.0 - p)).abs() < 0.02, "{dims:?}: kept {kept}");
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod cpu;
 pub mod direct;
+pub mod dropout;
 pub mod inplace;
 pub mod linear;
 pub mod pool;
@@ -42,7 +43,10 @@ pub(crate) fn env_choice(name: &str, known: &[&'static str]) -> Option<&'static 
 /// too: the code path other devices take, testable without a GPU.
 pub fn native(x: &Tensor) -> bool {
     static CANDLE_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let candle_only = *CANDLE_ONLY.get_or_init(|| env_choice("CNN_KERNELS", &["candle"]).is_some());
+    let candle_only = *CANDLE_ONLY.get_or_init(|| {
+        cpu::keep_freed_memory();
+        env_choice("CNN_KERNELS", &["candle"]).is_some()
+    });
     !candle_only && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
@@ -307,8 +311,18 @@ fn windows(x: &Tensor, g: &PoolGeometry) -> Result<Vec<Tensor>> {
     Ok(out)
 }
 
-/// Inverted dropout with a mask drawn from the project's generator.
+/// Inverted dropout with a mask drawn from the project's generator: each
+/// element is kept (and scaled by `1 / (1 - p)`) when its draw is below
+/// `1 - p`.
 pub fn dropout(x: &Tensor, p: f32, rng: &mut Rng) -> Result<Tensor> {
+    if native(x) {
+        return Ok(dropout::forward(x, p, rng)?);
+    }
+    candle_dropout(x, p, rng)
+}
+
+/// [`dropout`] from candle's ops (the same mask).
+pub fn candle_dropout(x: &Tensor, p: f32, rng: &mut Rng) -> Result<Tensor> {
     let keep = 1.0 - p;
     let scale = 1.0 / keep;
     let mask: Vec<f32> = (0..x.elem_count())
