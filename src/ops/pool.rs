@@ -137,6 +137,20 @@ fn argmax(plane: &[f32], w: usize, rows: &Range<usize>, cols: &Range<usize>) -> 
 /// data would mispredict.
 fn tiled_max_forward<const K: usize>(plane: &[f32], win: &Windows, out: &mut [f32]) {
     let (w, ow) = (win.w, win.ow);
+    if K == 2 {
+        for (oy, out_row) in out.chunks_exact_mut(ow).take(win.oh).enumerate() {
+            let top = &plane[2 * oy * w..][..2 * ow];
+            let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
+            for ((t, b), o) in top
+                .chunks_exact(2)
+                .zip(bottom.chunks_exact(2))
+                .zip(out_row.iter_mut())
+            {
+                *o = nan_max(nan_max(t[0], t[1]), nan_max(b[0], b[1]));
+            }
+        }
+        return;
+    }
     for (oy, out_row) in out.chunks_exact_mut(ow).take(win.oh).enumerate() {
         let rows: [&[f32]; K] = std::array::from_fn(|r| &plane[(oy * K + r) * w..][..ow * K]);
         for (ox, o) in out_row.iter_mut().enumerate() {
@@ -148,6 +162,34 @@ fn tiled_max_forward<const K: usize>(plane: &[f32], win: &Windows, out: &mut [f3
             }
             *o = m;
         }
+    }
+}
+
+/// Whether `b` wins over `a` when `a` comes first: larger, or the first NaN.
+#[inline(always)]
+fn later_wins(a: f32, b: f32) -> bool {
+    (b > a) | (b.is_nan() & !a.is_nan())
+}
+
+/// One row of 2×2 blocks of [`tiled_max_forward_picks`], as a tournament
+/// (the top pair, the bottom pair, then the two winners) that gives the
+/// same winner as a scan in reading order and vectorises: each block's
+/// maximum into `out` and its position (`r·2 + c`) into `picks`.
+#[inline(always)]
+fn max2x2_picks(top: &[f32], bottom: &[f32], out: &mut [f32], picks: &mut [u8]) {
+    for (((t, b), o), p) in top
+        .chunks_exact(2)
+        .zip(bottom.chunks_exact(2))
+        .zip(out.iter_mut())
+        .zip(picks.iter_mut())
+    {
+        let right = later_wins(t[0], t[1]);
+        let (m01, i01) = if right { (t[1], 1u8) } else { (t[0], 0u8) };
+        let right = later_wins(b[0], b[1]);
+        let (m23, i23) = if right { (b[1], 3u8) } else { (b[0], 2u8) };
+        let lower = later_wins(m01, m23);
+        *o = if lower { m23 } else { m01 };
+        *p = if lower { i23 } else { i01 };
     }
 }
 
@@ -186,6 +228,19 @@ with_avx2! {
         picks: &mut [u8],
     ) {
         let (w, ow) = (win.w, win.ow);
+        if K == 2 {
+            for (oy, (out_row, pick_row)) in out
+                .chunks_exact_mut(ow)
+                .zip(picks.chunks_exact_mut(ow))
+                .take(win.oh)
+                .enumerate()
+            {
+                let top = &plane[2 * oy * w..][..2 * ow];
+                let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
+                max2x2_picks(top, bottom, out_row, pick_row);
+            }
+            return;
+        }
         for (oy, (out_row, pick_row)) in out
             .chunks_exact_mut(ow)
             .zip(picks.chunks_exact_mut(ow))
