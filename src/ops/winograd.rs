@@ -66,6 +66,15 @@ type TileFn = unsafe fn(*const f32, usize, usize, *mut f32, usize);
 /// (M, ξ stride, destination, row stride, pixel stride, bias, relu).
 type OutputFn = unsafe fn(*const f32, usize, *mut f32, usize, usize, *const f32, bool);
 
+/// Off for the rest of the process (benchmarks compare both ways in one run).
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns Winograd off (`false`) or back on for the whole process, as
+/// `CNN_WINOGRAD=0` does at start; for benchmarks that time both.
+pub fn set_enabled(on: bool) {
+    DISABLED.store(!on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The Winograd kernels for this machine, or `None` (no AVX2/AVX-512, the
 /// direct kernels turned off by `CNN_DIRECT_CONV=0`, or `CNN_WINOGRAD=0`).
 pub fn kernels() -> Option<&'static Kernels> {
@@ -73,7 +82,7 @@ pub fn kernels() -> Option<&'static Kernels> {
     {
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| super::env_choice("CNN_WINOGRAD", &["0"]).is_some());
-        if off {
+        if off || DISABLED.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         match super::direct::isa()?.name {
