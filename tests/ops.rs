@@ -934,6 +934,53 @@ fn batch_norm_matches_candle_forward_gradients_and_running_statistics() {
     }
 }
 
+/// Batch norm (and ReLU) with a 2×2 max pooling fused in, against candle's
+/// batch norm and pooling one after the other: odd sizes (the last row and
+/// column pooled by no window), one-pixel outputs, both passes.
+#[test]
+fn batch_norm_with_max_pooling_matches_candle() {
+    let g = pool_geom(2, 2, 0);
+    let candle = move |x: &Tensor, p: &ops::BatchNormParams, train: bool, relu: bool| {
+        ops::candle_max_pool2d(&ops::candle_batch_norm(x, p, train, relu)?, &g)
+    };
+    let ours = move |x: &Tensor, p: &ops::BatchNormParams, train: bool, relu: bool| {
+        ops::batch_norm_max_pool(x, p, train, relu, &g)
+    };
+    for (i, dims) in [
+        &[3usize, 5, 7, 9][..],
+        &[2, 32, 8, 8],
+        &[4, 3, 2, 3],
+        &[2, 16, 32, 32],
+    ]
+    .iter()
+    .enumerate()
+    {
+        for train in [true, false] {
+            for affine in [true, false] {
+                for relu in [false, true] {
+                    let what = format!("{dims:?} train {train} affine {affine} relu {relu}");
+                    let seed = 500 + i as u64;
+                    let (y1, g1, r1) = bn_run(&ours, dims, affine, train, relu, seed);
+                    let (y2, g2, r2) = bn_run(&candle, dims, affine, train, relu, seed);
+                    assert_eq!(y1.dims(), y2.dims(), "{what}");
+                    assert!(
+                        max_err(&y1, &y2) < 1e-5,
+                        "{what}: forward differs by {}",
+                        max_err(&y1, &y2)
+                    );
+                    for (k, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                        let e = max_err(a, b);
+                        assert!(e < 1e-4, "{what}: gradient {k} differs by {e}");
+                    }
+                    for (a, b) in r1.iter().zip(&r2) {
+                        assert!(max_err(a, b) < 1e-6, "{what}: running statistics differ");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Central differences of `sum(batch_norm(x) · r)` in training, where every
 /// output depends on every input of its channel through the statistics.
 #[test]

@@ -53,9 +53,24 @@ pub struct Model {
     /// Non-trainable state (batch-norm running statistics).
     buffers: Vec<(String, Var)>,
     device: Device,
-    /// `fused[i]`: layer `i` (conv, linear or batch norm) applies the ReLU of layer
-    /// `i + 1` itself, which is then skipped.
-    fused: Vec<bool>,
+    /// `fused[i]`: the layers after layer `i` that it applies itself (which
+    /// are then skipped).
+    fused: Vec<Fused>,
+}
+
+/// What a layer applies of the layers after it: conv, linear and batch norm
+/// a ReLU that follows, batch norm also a 2×2 max pooling after that.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fused {
+    relu: bool,
+    pool: Option<crate::arch::PoolGeometry>,
+}
+
+impl Fused {
+    /// How many of the following layers this takes.
+    fn layers(&self) -> usize {
+        usize::from(self.relu) + usize::from(self.pool.is_some())
+    }
 }
 
 impl Model {
@@ -93,10 +108,18 @@ impl Model {
         }
         let fused = (0..layers.len())
             .map(|i| {
-                matches!(
-                    layers[i],
-                    Layer::Conv { .. } | Layer::Linear { .. } | Layer::BatchNorm(_)
-                ) && matches!(layers.get(i + 1), Some(Layer::Relu))
+                let relu = matches!(layers.get(i + 1), Some(Layer::Relu));
+                match &layers[i] {
+                    Layer::Conv { .. } | Layer::Linear { .. } => Fused { relu, pool: None },
+                    Layer::BatchNorm(_) => Fused {
+                        relu,
+                        pool: match layers.get(i + 1 + usize::from(relu)) {
+                            Some(Layer::MaxPool(g)) if ops::fuses_into_batch_norm(g) => Some(*g),
+                            _ => None,
+                        },
+                    },
+                    _ => Fused::default(),
+                }
             })
             .collect();
         Ok(Model {
@@ -154,7 +177,7 @@ impl Model {
         let mut out = Vec::with_capacity(self.layers.len());
         let mut x = xs.clone();
         for i in 0..self.layers.len() {
-            x = self.apply_fused(i, &x, &mut Pass::Eval, false)?;
+            x = self.apply_fused(i, &x, &mut Pass::Eval, Fused::default())?;
             out.push(x.clone());
         }
         Ok(out)
@@ -164,24 +187,33 @@ impl Model {
         let mut x = xs.clone();
         let mut i = 0;
         while i < end {
-            let fuse = self.fused[i] && i + 1 < end;
+            let fuse = self.fused[i];
+            let fuse = if i + fuse.layers() < end {
+                fuse
+            } else {
+                Fused::default()
+            };
             x = self
                 .apply_fused(i, &x, &mut pass, fuse)
                 .with_context(|| format!("in layer {} ({})", i, self.plan.layers[i].kind))?;
-            i += if fuse { 2 } else { 1 };
+            i += 1 + fuse.layers();
         }
         Ok(x)
     }
 
-    /// Layer `i`; with `relu`, also the ReLU that follows it.
-    fn apply_fused(&self, i: usize, x: &Tensor, pass: &mut Pass, relu: bool) -> Result<Tensor> {
+    /// Layer `i`, and the layers after it that `fuse` names.
+    fn apply_fused(&self, i: usize, x: &Tensor, pass: &mut Pass, fuse: Fused) -> Result<Tensor> {
         let train = matches!(pass, Pass::Train(_));
+        let relu = fuse.relu;
         Ok(match &self.layers[i] {
             Layer::Conv { geom, weight, bias } => {
                 ops::conv2d(x, weight, bias.as_ref(), geom, relu)?
             }
             Layer::Linear { weight, bias } => ops::linear(x, weight, bias.as_ref(), relu)?,
-            Layer::BatchNorm(p) => ops::batch_norm(x, p, train, relu)?,
+            Layer::BatchNorm(p) => match &fuse.pool {
+                Some(g) => ops::batch_norm_max_pool(x, p, train, relu, g)?,
+                None => ops::batch_norm(x, p, train, relu)?,
+            },
             Layer::MaxPool(g) => ops::max_pool2d(x, g)?,
             Layer::AvgPool(g) => ops::avg_pool2d(x, g)?,
             Layer::Relu => x.relu()?,

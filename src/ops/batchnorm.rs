@@ -97,6 +97,10 @@ struct BatchNormOp {
     relu: bool,
     eps: f64,
     stats: Arc<OnceLock<Stats>>,
+    /// A 2×2 max pooling at stride 2 after the ReLU. The backward pass
+    /// finds each block's maximum again from the input (the same values,
+    /// so the same one), rather than keeping its place.
+    pool: bool,
 }
 
 /// Sizes of a call: `n` images of `c` channels of `s` values each.
@@ -128,11 +132,24 @@ impl Dims {
 }
 
 /// `y = relu?(x·γ̂ + β̂)` with the batch's statistics (`train`) or the
-/// running ones, `x: [batch, features, ...]`; in training the running
-/// statistics are updated. CPU and `f32` only (see `ops::batch_norm`).
-pub fn forward(x: &Tensor, p: &BatchNormParams, train: bool, relu: bool) -> anyhow::Result<Tensor> {
+/// running ones, `x: [batch, features, ...]`, then with `pool` a 2×2 max
+/// pooling at stride 2 (`x: [batch, features, h, w]`); in training the
+/// running statistics are updated. CPU and `f32` only (see `ops::batch_norm`).
+pub fn forward(
+    x: &Tensor,
+    p: &BatchNormParams,
+    train: bool,
+    relu: bool,
+    pool: bool,
+) -> anyhow::Result<Tensor> {
     let x = x.contiguous()?;
     let d = Dims::of(x.shape(), p.features)?;
+    if pool && (x.rank() != 4 || x.dim(2)? < 2 || x.dim(3)? < 2) {
+        anyhow::bail!(
+            "batch norm with 2×2 pooling needs [batch, channels, h ≥ 2, w ≥ 2], got {:?}",
+            x.dims()
+        );
+    }
     let stats = Arc::new(OnceLock::new());
     if train {
         if d.count() < 2 {
@@ -166,6 +183,7 @@ pub fn forward(x: &Tensor, p: &BatchNormParams, train: bool, relu: bool) -> anyh
         relu,
         eps: p.eps,
         stats: Arc::clone(&stats),
+        pool,
     };
     let y = match p.affine() {
         Some((w, b)) => x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)?,
@@ -236,6 +254,9 @@ impl BatchNormOp {
         let _t = crate::profile::scope(|| format!("batch norm{} forward", self.label()));
         let features = l.shape().dims().get(1).copied().unwrap_or(0);
         let d = Dims::of(l.shape(), features)?;
+        if self.pool {
+            return self.fwd_pooled(x, l, d, gamma, beta);
+        }
         let mut y = cpu::uninit(x.len());
         if !self.train {
             let s = self
@@ -263,12 +284,71 @@ impl BatchNormOp {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
+    /// The statistics: the running ones (evaluation), else the batch's.
+    fn stats_for(&self, x: &[f32], d: Dims, gamma: Option<&[f32]>, beta: Option<&[f32]>) -> &Stats {
+        self.stats.get_or_init(|| {
+            let (mean, var) = batch_stats(x, d);
+            let invstd: Vec<f32> = var
+                .iter()
+                .map(|&v| (1.0 / (v + self.eps).sqrt()) as f32)
+                .collect();
+            let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+            let (scale, shift) = affine_map(&mean, &invstd, gamma, beta);
+            Stats {
+                mean,
+                invstd,
+                scale,
+                shift,
+                var,
+            }
+        })
+    }
+
+    /// The forward pass with the 2×2 max pooling: each pair of rows is
+    /// normalised (and clamped) on the fly and pooled, so the full-size
+    /// output is never written.
+    fn fwd_pooled(
+        &self,
+        x: &[f32],
+        l: &Layout,
+        d: Dims,
+        gamma: Option<&[f32]>,
+        beta: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let (oh, ow) = (h / 2, w / 2);
+        let st = self.stats_for(x, d, gamma, beta);
+        let out_plane = oh * ow;
+        let mut y = cpu::uninit(n * c * out_plane);
+        cpu::par_planes(&mut y, out_plane, |p, out| {
+            let ch = p % c;
+            let plane = &x[p * h * w..][..h * w];
+            for (oy, out_row) in out.chunks_exact_mut(ow).enumerate() {
+                let top = &plane[2 * oy * w..][..2 * ow];
+                let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
+                kernels::affine_pool2x2(
+                    top,
+                    bottom,
+                    out_row,
+                    st.scale[ch],
+                    st.shift[ch],
+                    self.relu,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
+    }
+
     fn label(&self) -> &'static str {
-        match (self.train, self.relu) {
-            (true, true) => "+relu",
-            (true, false) => "",
-            (false, true) => "+relu (eval)",
-            (false, false) => " (eval)",
+        match (self.train, self.relu, self.pool) {
+            (true, true, true) => "+relu+max pool",
+            (true, false, true) => "+max pool",
+            (false, true, true) => "+relu+max pool (eval)",
+            (false, false, true) => "+max pool (eval)",
+            (true, true, false) => "+relu",
+            (true, false, false) => "",
+            (false, true, false) => "+relu (eval)",
+            (false, false, false) => " (eval)",
         }
     }
 
@@ -309,14 +389,23 @@ impl BatchNormOp {
                 } else {
                     None
                 };
-                let sums = grad_sums(xs, dys, d, st, self.relu);
+                let (h, w) = x.dims4().map_or((0, 0), |(_, _, h, w)| (h, w));
+                let sums = if self.pool {
+                    pooled_grad_sums(xs, dys, d, (h, w), st, self.relu)
+                } else {
+                    grad_sums(xs, dys, d, st, self.relu)
+                };
                 if let Some(dx) = dx.as_mut() {
                     let coef: Vec<(f32, f32, f32)> = sums
                         .iter()
                         .enumerate()
                         .map(|(c, &(s1, s2))| coefficients(c, s1, s2))
                         .collect();
-                    input_grad(xs, dys, dx, d, st, &coef, self.relu);
+                    if self.pool {
+                        pooled_input_grad(xs, dys, dx, d, (h, w), st, &coef, self.relu)
+                    } else {
+                        input_grad(xs, dys, dx, d, st, &coef, self.relu)
+                    }
                 }
                 Ok((sums, dx))
             })
@@ -483,6 +572,92 @@ fn input_grad(
     });
 }
 
+/// [`grad_sums`] through the 2×2 max pooling: only the maximum of each
+/// block gets a gradient (the pooled output's), so the sums run over the
+/// pooled gradient and the blocks' maxima, found again as the forward pass
+/// found them.
+fn pooled_grad_sums(
+    x: &[f32],
+    dy: &[f32],
+    d: Dims,
+    (h, w): (usize, usize),
+    st: &Stats,
+    relu: bool,
+) -> Vec<(f64, f64)> {
+    let (oh, ow) = (h / 2, w / 2);
+    let (image, pooled) = (d.c * h * w, d.c * oh * ow);
+    let partials: Vec<Vec<(f64, f64)>> = (0..d.n.div_ceil(cpu::IMAGES_PER_TASK))
+        .into_par_iter()
+        .map(|t| {
+            let mut sums = vec![(0f64, 0f64); d.c];
+            let images = t * cpu::IMAGES_PER_TASK..((t + 1) * cpu::IMAGES_PER_TASK).min(d.n);
+            for i in images {
+                for (c, sum) in sums.iter_mut().enumerate() {
+                    let plane = &x[i * image + c * h * w..][..h * w];
+                    let g = &dy[i * pooled + c * oh * ow..][..oh * ow];
+                    let params = [st.mean[c], st.scale[c], st.shift[c]];
+                    for (oy, g) in g.chunks_exact(ow).enumerate() {
+                        let top = &plane[2 * oy * w..][..2 * ow];
+                        let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
+                        let (s1, s2) = kernels::pool_grad_sums(top, bottom, g, params, relu);
+                        sum.0 += s1 as f64;
+                        sum.1 += s2 as f64;
+                    }
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![(0f64, 0f64); d.c];
+    for part in partials {
+        for (t, p) in total.iter_mut().zip(part) {
+            t.0 += p.0;
+            t.1 += p.1;
+        }
+    }
+    total
+}
+
+/// [`input_grad`] through the 2×2 max pooling: `a·g + b·(x - mean) + k`
+/// at each block's maximum, `b·(x - mean) + k` everywhere else.
+#[allow(clippy::too_many_arguments)]
+fn pooled_input_grad(
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    d: Dims,
+    (h, w): (usize, usize),
+    st: &Stats,
+    coef: &[(f32, f32, f32)],
+    relu: bool,
+) {
+    let (oh, ow) = (h / 2, w / 2);
+    cpu::par_planes(dx, h * w, |p, out| {
+        let c = p % d.c;
+        let plane = &x[p * h * w..][..h * w];
+        let (a, b, k) = coef[c];
+        let params = [st.mean[c], st.scale[c], st.shift[c], a, b, k];
+        if 2 * oh != h || 2 * ow != w {
+            // Rows and columns no block covers get no gradient from above.
+            kernels::input_grad_no_dy(plane, out, [st.mean[c], b, k]);
+        }
+        let g = &dy[p * oh * ow..][..oh * ow];
+        for (oy, g) in g.chunks_exact(ow).enumerate() {
+            let (xt, xb) = plane[2 * oy * w..][..2 * w].split_at(w);
+            let (dt, db) = out[2 * oy * w..][..2 * w].split_at_mut(w);
+            kernels::pool_input_grad(
+                &xt[..2 * ow],
+                &xb[..2 * ow],
+                g,
+                &mut dt[..2 * ow],
+                &mut db[..2 * ow],
+                params,
+                relu,
+            );
+        }
+    });
+}
+
 /// The loops over one plane, compiled for AVX-512 and AVX2 as well as the
 /// baseline, the best picked at run time. Each keeps 16 partial sums (or
 /// works 16 values at a time) in a fixed order and never fuses a multiply
@@ -578,6 +753,152 @@ mod kernels {
             for (o, &v) in y.iter_mut().zip(x) {
                 let z = v * scale + shift;
                 *o = if !relu || z > 0.0 { z } else { 0.0 };
+            }
+        }
+    }
+
+    /// `relu?(v·scale + shift)`.
+    #[inline(always)]
+    fn norm(v: f32, scale: f32, shift: f32, relu: bool) -> f32 {
+        let z = v * scale + shift;
+        if !relu || z > 0.0 { z } else { 0.0 }
+    }
+
+    /// Whether `b` beats `a`, which comes first: larger, or the first NaN.
+    #[inline(always)]
+    fn later(a: f32, b: f32) -> bool {
+        (b > a) | (b.is_nan() & !a.is_nan())
+    }
+
+    /// The winner of a 2×2 block `[v0, v1; v2, v3]` of normalised values,
+    /// as `(value, top?, left?)`: the first in reading order on a tie, or
+    /// the first NaN, as a scan would find it, but as a tournament (the top
+    /// pair, the bottom pair, then the two winners) that vectorises.
+    #[inline(always)]
+    fn block_max(v0: f32, v1: f32, v2: f32, v3: f32) -> (f32, bool, bool) {
+        let r01 = later(v0, v1);
+        let m01 = if r01 { v1 } else { v0 };
+        let r23 = later(v2, v3);
+        let m23 = if r23 { v3 } else { v2 };
+        let lower = later(m01, m23);
+        let m = if lower { m23 } else { m01 };
+        let right = if lower { r23 } else { r01 };
+        (m, !lower, !right)
+    }
+
+    simd! {
+        /// [`affine`] (with the ReLU), then the maximum of each 2×2 block of
+        /// the two rows.
+        fn affine_pool2x2(
+            top: &[f32],
+            bottom: &[f32],
+            out: &mut [f32],
+            scale: f32,
+            shift: f32,
+            relu: bool,
+        ) {
+            for ((t, b), o) in top
+                .chunks_exact(2)
+                .zip(bottom.chunks_exact(2))
+                .zip(out.iter_mut())
+            {
+                let v0 = norm(t[0], scale, shift, relu);
+                let v1 = norm(t[1], scale, shift, relu);
+                let v2 = norm(b[0], scale, shift, relu);
+                let v3 = norm(b[1], scale, shift, relu);
+                *o = block_max(v0, v1, v2, v3).0;
+            }
+        }
+    }
+
+    simd! {
+        /// [`grad_sums`] through the 2×2 pooling of two rows: `(Σ g, Σ g·(x -
+        /// mean))` over the blocks' maxima, `g` the pooled gradient `dy`
+        /// (zero where the ReLU clamped the maximum); `p = [mean, scale, shift]`.
+        fn pool_grad_sums(top: &[f32], bottom: &[f32], dy: &[f32], p: [f32; 3], relu: bool) -> (f32, f32) {
+            let [mean, scale, shift] = p;
+            // The gradient and deviation at block `j`'s maximum.
+            let term = |t0: f32, t1: f32, b0: f32, b1: f32, gv: f32| -> (f32, f32) {
+                let (m, upper, left) = block_max(
+                    norm(t0, scale, shift, relu),
+                    norm(t1, scale, shift, relu),
+                    norm(b0, scale, shift, relu),
+                    norm(b1, scale, shift, relu),
+                );
+                let xt = if left { t0 } else { t1 };
+                let xb = if left { b0 } else { b1 };
+                let xm = if upper { xt } else { xb };
+                let g = if !relu || m > 0.0 { gv } else { 0.0 };
+                (g, g * (xm - mean))
+            };
+            let (mut s1, mut s2) = ([0f32; L], [0f32; L]);
+            let chunks = top
+                .chunks_exact(2 * L)
+                .zip(bottom.chunks_exact(2 * L))
+                .zip(dy.chunks_exact(L));
+            for ((tc, bc), gc) in chunks {
+                for i in 0..L {
+                    let (g, e) = term(tc[2 * i], tc[2 * i + 1], bc[2 * i], bc[2 * i + 1], gc[i]);
+                    s1[i] += g;
+                    s2[i] += e;
+                }
+            }
+            let (mut t1, mut t2) = (0f32, 0f32);
+            for j in dy.len() / L * L..dy.len() {
+                let (g, e) = term(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1], dy[j]);
+                t1 += g;
+                t2 += e;
+            }
+            (reduce(s1, t1), reduce(s2, t2))
+        }
+    }
+
+    simd! {
+        /// [`input_grad`] through the 2×2 pooling of two rows (`x` in `top`,
+        /// `bottom`; `dx` likewise): `a·g` at each block's maximum, plus
+        /// `b·(x - mean) + k` everywhere; `p = [mean, scale, shift, a, b, k]`.
+        fn pool_input_grad(
+            top: &[f32],
+            bottom: &[f32],
+            dy: &[f32],
+            dtop: &mut [f32],
+            dbottom: &mut [f32],
+            p: [f32; 6],
+            relu: bool,
+        ) {
+            let [mean, scale, shift, a, b, k] = p;
+            let blocks = top
+                .chunks_exact(2)
+                .zip(bottom.chunks_exact(2))
+                .zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2)))
+                .zip(dy);
+            for (((t, bt), (dt, db)), &gv) in blocks {
+                let (m, upper, left) = block_max(
+                    norm(t[0], scale, shift, relu),
+                    norm(t[1], scale, shift, relu),
+                    norm(bt[0], scale, shift, relu),
+                    norm(bt[1], scale, shift, relu),
+                );
+                let g = if !relu || m > 0.0 { gv } else { 0.0 };
+                let g0 = if upper & left { g } else { 0.0 };
+                let g1 = if upper & !left { g } else { 0.0 };
+                let g2 = if !upper & left { g } else { 0.0 };
+                let g3 = if !upper & !left { g } else { 0.0 };
+                dt[0] = a * g0 + (b * (t[0] - mean) + k);
+                dt[1] = a * g1 + (b * (t[1] - mean) + k);
+                db[0] = a * g2 + (b * (bt[0] - mean) + k);
+                db[1] = a * g3 + (b * (bt[1] - mean) + k);
+            }
+        }
+    }
+
+    simd! {
+        /// `dx = b·(x - mean) + k`: [`input_grad`] where no gradient comes
+        /// from above; `p = [mean, b, k]`.
+        fn input_grad_no_dy(x: &[f32], dx: &mut [f32], p: [f32; 3]) {
+            let [mean, b, k] = p;
+            for (o, &v) in dx.iter_mut().zip(x) {
+                *o = b * (v - mean) + k;
             }
         }
     }

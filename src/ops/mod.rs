@@ -153,9 +153,36 @@ pub fn candle_linear(
 /// the running ones.
 pub fn batch_norm(x: &Tensor, p: &BatchNormParams, train: bool, relu: bool) -> Result<Tensor> {
     if native(x) {
-        return batchnorm::forward(x, p, train, relu);
+        return batchnorm::forward(x, p, train, relu, false);
     }
     candle_batch_norm(x, p, train, relu)
+}
+
+/// Whether [`batch_norm_max_pool`] fuses this pooling into the batch norm:
+/// 2×2 windows at stride 2 without padding.
+pub fn fuses_into_batch_norm(g: &PoolGeometry) -> bool {
+    g.kernel.h == 2
+        && g.kernel.w == 2
+        && g.stride == g.kernel
+        && g.padding.h == 0
+        && g.padding.w == 0
+}
+
+/// [`batch_norm`] (and ReLU) followed by the max pooling `g`, `x: [n, c,
+/// h, w]`. On the CPU a 2×2 pooling at stride 2 runs inside the batch
+/// norm's output pass: the full-size output is never stored, and its
+/// gradient never formed.
+pub fn batch_norm_max_pool(
+    x: &Tensor,
+    p: &BatchNormParams,
+    train: bool,
+    relu: bool,
+    g: &PoolGeometry,
+) -> Result<Tensor> {
+    if native(x) && fuses_into_batch_norm(g) && x.rank() == 4 && x.dim(2)? >= 2 && x.dim(3)? >= 2 {
+        return batchnorm::forward(x, p, train, relu, true);
+    }
+    max_pool2d(&batch_norm(x, p, train, relu)?, g)
 }
 
 /// [`batch_norm`] from candle-nn's `BatchNorm` (which shares `p`'s running
@@ -186,7 +213,9 @@ pub fn candle_batch_norm(
             p.momentum,
         )?,
     };
-    let y = candle_core::ModuleT::forward_t(&bn, x, train)?;
+    // Contiguous, as the CPU op's output: candle's is a transposed view,
+    // which some ops (index_select in pooling) refuse.
+    let y = candle_core::ModuleT::forward_t(&bn, x, train)?.contiguous()?;
     Ok(if relu { y.relu()? } else { y })
 }
 

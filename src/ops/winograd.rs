@@ -365,7 +365,10 @@ impl Plan {
         cpu::with_scratch(
             [fh * fw * cp, XI * vx, XI * mx, oh4 * ow4 * op],
             |[frame, v, m, out]| {
+                let t = crate::profile::scope(|| "winograd: input transform".to_string());
                 self.transform_inputs(x, images, frame, v);
+                drop(t);
+                let t = crate::profile::scope(|| "winograd: products (forward)".to_string());
                 self.products(
                     t_all,
                     op / l,
@@ -375,6 +378,8 @@ impl Plan {
                     (m, op, mx),
                     false,
                 );
+                drop(t);
+                let _t = crate::profile::scope(|| "winograd: output transform".to_string());
                 let plane = self.win.out_len();
                 for img in 0..images {
                     for ty in 0..self.th {
@@ -536,6 +541,7 @@ impl Plan {
                 plane * self.o,
             ],
             |[frame, v, yh, dyp, masked]| {
+                let t = crate::profile::scope(|| "winograd: dY transform".to_string());
                 // Ŷ = A dY Aᵀ per tile, from dY (masked by the ReLU) laid
                 // out pixel-major with zeros past the output's edge.
                 for img in 0..images {
@@ -583,7 +589,11 @@ impl Plan {
                         }
                     }
                 }
+                drop(t);
+                let t = crate::profile::scope(|| "winograd: input transform".to_string());
                 self.transform_inputs(x, images, frame, v);
+                drop(t);
+                let t = crate::profile::scope(|| "winograd: products (dW)".to_string());
                 // Mw[ξ] (c × op) = V[ξ]ᵀ · Ŷ[ξ], over the task's tiles.
                 self.products(
                     c,
@@ -594,9 +604,11 @@ impl Plan {
                     (&mut mw, op, c * op),
                     false,
                 );
+                drop(t);
                 let (Some(dx), Some(ut)) = (dx, w.ut.as_ref()) else {
                     return;
                 };
+                let t = crate::profile::scope(|| "winograd: products (dX)".to_string());
                 // dV[ξ] (tiles × cp) = Ŷ[ξ] · Uᵀ[ξ], into V's place.
                 self.products(
                     t_all,
@@ -607,6 +619,8 @@ impl Plan {
                     (v, cp, vx),
                     false,
                 );
+                drop(t);
+                let _t = crate::profile::scope(|| "winograd: inverse transform".to_string());
                 // B dV Bᵀ per tile, added into the frame, then the part
                 // that is the input, as planes.
                 let (h, wd) = (self.win.h, self.win.w);
