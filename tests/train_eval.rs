@@ -420,3 +420,60 @@ fn candle_ops_path_trains_like_the_cpu_kernels() {
         loss(&b)
     );
 }
+
+// A batch-norm network (Winograd 3×3 layers, batch norm fused with ReLU and
+// max pooling, dropout, batch_norm1d) trains to the same bits on one thread
+// and on two: every parallel sum adds up in an order fixed by the sizes.
+#[test]
+fn batch_norm_network_gives_the_same_weights_on_one_thread_and_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serde_json::json!({
+        "input_shape": [1, 28, 28],
+        "num_classes": 10,
+        "layers": [
+            {"type": "conv2d", "out_channels": 16, "kernel_size": 3, "padding": "same", "bias": false},
+            {"type": "batch_norm2d"},
+            {"type": "relu"},
+            {"type": "conv2d", "out_channels": 16, "kernel_size": 3, "padding": "same", "bias": false},
+            {"type": "batch_norm2d"},
+            {"type": "relu"},
+            {"type": "max_pool2d", "kernel_size": 2},
+            {"type": "dropout", "p": 0.2},
+            {"type": "flatten"},
+            {"type": "linear", "out_features": 32},
+            {"type": "batch_norm1d"},
+            {"type": "relu"},
+            {"type": "linear", "out_features": 10}
+        ],
+        "training": {"batch_size": 64, "optimizer": {"type": "adamw", "lr": 0.002, "weight_decay": 0.0005}}
+    });
+    let p = write_config(dir.path(), "bn.json", &cfg);
+    let mut runs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = format!("t{threads}");
+        let (code, _, err) = run(cnn(dir.path())
+            .args(["--threads", threads, "train", "--out", &out, "--quiet"])
+            .args([
+                "--epochs",
+                "1",
+                "--limit-train",
+                "640",
+                "--set",
+                "data.val_size=500",
+            ])
+            .arg("--data-dir")
+            .arg(mnist_small())
+            .arg("--config")
+            .arg(&p));
+        assert_eq!(code, 0, "{err}");
+        runs.push(tensors(&dir.path().join(out)));
+    }
+    assert!(runs[0].iter().any(|(k, _)| k.ends_with("running_var")));
+    assert_eq!(runs[0].len(), runs[1].len());
+    for ((ka, va), (kb, vb)) in runs[0].iter().zip(&runs[1]) {
+        assert_eq!(ka, kb);
+        assert!(va == vb, "{ka} differs between 1 and 2 threads");
+    }
+    let h = history(&dir.path().join("t1"));
+    assert!(h[0]["test_acc"].as_f64().unwrap() > 0.5, "{:?}", h[0]);
+}

@@ -4,7 +4,10 @@
 //! are then added in micro-batch order. The cut depends only on the batch
 //! size, never on the thread count, so the numbers are the same with any
 //! number of threads. Networks with batch norm (whose statistics need the
-//! whole batch) and other devices run the batch in one piece. Each part's
+//! whole batch, as in PyTorch) and other devices run the batch in one piece;
+//! on the CPU each of its layers then spreads over the threads inside the
+//! op (images, tiles or planes in tasks whose sizes do not depend on the
+//! thread count, their partial sums added in task order). Each part's
 //! dropout masks and augmentation come from streams keyed by the step and
 //! the part, so a resumed run repeats them exactly.
 
