@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Side-by-side training benchmark: cnn against PyTorch on the same machine.
 #
-#   scripts/bench.sh [--data-dir DIR] [--threads N] [--models "lenet three-conv oneconv"]
-#                    [--out DIR] [--skip-torch]
+#   scripts/bench.sh [--data-dir DIR] [--cifar-dir DIR] [--cifar-images N] [--threads N]
+#                    [--models "lenet three-conv oneconv cifar10-cnn"] [--out DIR] [--skip-torch]
 #
-# For each model, one epoch on full MNIST (50,000 training images after the
-# 10,000-image validation split, batch size and optimizer from the config:
-# 64 and Adam 1e-3 for the seed models), with N threads each (default 2):
+# For each model, one epoch with N threads each (default 2), batch size,
+# optimizer, schedule and augmentation from the config:
+#   * the seed models (lenet, three-conv, oneconv): full MNIST (50,000
+#     training images after the 10,000-image validation split; batch 64, Adam
+#     1e-3), from --data-dir (default ../shared/data/mnist);
+#   * cifar10-cnn: the first --cifar-images (default 10,000) of CIFAR-10's
+#     45,000 training images left after the 5,000-image validation split
+#     (batch 128, AdamW 2e-3, the 1-epoch warm-up shortened to half the
+#     epoch, random crop and flip), tested on the 10,000 test images, from
+#     --cifar-dir (default ../data/cifar10; scripts/get-cifar10.sh fetches it).
+# Both sides:
 #   * cnn:     target/release/cnn train (built here in release), then cnn eval
 #              of the test set;
 #   * PyTorch: scripts/torch_reference.py, which builds the model from the same
@@ -24,13 +32,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 data_dir=../shared/data/mnist
+cifar_dir=../data/cifar10
+cifar_images=10000
 threads=2
-models="lenet three-conv oneconv"
+models="lenet three-conv oneconv cifar10-cnn"
 out=
 skip_torch=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --data-dir) data_dir=$2; shift 2 ;;
+        --cifar-dir) cifar_dir=$2; shift 2 ;;
+        --cifar-images) cifar_images=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --models) models=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
@@ -64,9 +76,19 @@ interop=()
 for model in $models; do
     config=configs/$model.json
     run=$out/cnn-$model
+    dir=$data_dir
+    subset=()
+    if [ "$model" = cifar10-cnn ]; then
+        dir=$cifar_dir
+        subset=(--limit-train "$cifar_images")
+        if [ ! -f "$dir/test_batch.bin" ]; then
+            echo "bench.sh: $dir has no CIFAR-10 (test_batch.bin); run scripts/get-cifar10.sh $dir or pass --cifar-dir" >&2
+            exit 2
+        fi
+    fi
     log "$model: cnn, 1 epoch, $threads threads"
     /usr/bin/time -f '%M' -o "$out/cnn-$model.rss" \
-        "$cnn" --threads "$threads" train --config "$config" --data-dir "$data_dir" \
+        "$cnn" --threads "$threads" train --config "$config" --data-dir "$dir" "${subset[@]}" \
         --epochs 1 --out "$run" --quiet --set training.tensorboard=false
     "$cnn" --threads "$threads" eval --checkpoint "$run/last.safetensors" --json > "$out/cnn-$model-eval.json"
     cnn_ips=$(json "$run/history.json" 'd[-1]["images_per_second"]')
@@ -79,7 +101,7 @@ for model in $models; do
         continue
     fi
     log "$model: PyTorch, 1 epoch, $threads threads"
-    "$python" scripts/torch_reference.py train --config "$config" --data-dir "$data_dir" \
+    "$python" scripts/torch_reference.py train --config "$config" --data-dir "$dir" "${subset[@]}" \
         --threads "$threads" --json --save "$out/torch-$model.safetensors" > "$out/torch-$model.json"
     t_ips=$(json "$out/torch-$model.json" 'd["images_per_second"]')
     t_acc=$(json "$out/torch-$model.json" 'd["test_acc"]')
@@ -95,9 +117,9 @@ PY
 )")
 
     log "$model: interop, both ways"
-    "$python" scripts/torch_reference.py eval --config "$config" --data-dir "$data_dir" \
+    "$python" scripts/torch_reference.py eval --config "$config" --data-dir "$dir" \
         --checkpoint "$run/last.safetensors" --threads "$threads" --json > "$out/torch-reads-cnn-$model.json"
-    "$cnn" eval --config "$config" --data-dir "$data_dir" \
+    "$cnn" eval --config "$config" --data-dir "$dir" \
         --checkpoint "$out/torch-$model.safetensors" --json > "$out/cnn-reads-torch-$model.json"
     pct() { json "$1" "'%.2f%%' % (100 * $2)"; }
     interop+=("$(printf '| %s | %s | %s | %s | %s |' "$model" \
@@ -109,7 +131,8 @@ done
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo
-echo "One epoch of MNIST (50,000 training images), batch 64, Adam 1e-3, $threads threads each; $cpu, $(nproc) cores."
+echo "One epoch each, $threads threads each; $cpu, $(nproc) cores. Seed models: MNIST (50,000 training images), batch 64, Adam 1e-3."
+echo "cifar10-cnn: the first $cifar_images CIFAR-10 training images (after the 5,000-image validation split), batch 128, AdamW 2e-3, warm-up half the epoch, random crop and flip; test on 10,000 images."
 echo
 echo "| model | cnn images/s | PyTorch images/s | cnn / PyTorch | cnn test acc | PyTorch test acc | cnn peak RSS | PyTorch peak RSS | cnn eval images/s | PyTorch eval images/s |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
