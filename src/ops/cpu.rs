@@ -106,6 +106,27 @@ where
         .collect()
 }
 
+/// `Σ x` in 16 interleaved partial sums (which vectorise), added pairwise
+/// at the end: the same order on every machine.
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i];
+        }
+    }
+    let mut w = 8;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+        w /= 2;
+    }
+    acc[0] + tail
+}
+
 /// `acc += x`, element by element.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {

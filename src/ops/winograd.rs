@@ -229,9 +229,22 @@ impl Plan {
     fn fill_frame(&self, x: &[f32], frame: &mut [f32]) {
         let (fh, fw) = self.frame();
         let (h, w, cp) = (self.win.h, self.win.w, self.cp);
-        frame[..fh * fw * cp].fill(0.0);
-        let rows = h.min(fh.saturating_sub(self.win.pt));
-        let cols = w.min(fw.saturating_sub(self.win.pl));
+        let (pt, pl) = (self.win.pt.min(fh), self.win.pl.min(fw));
+        let rows = h.min(fh - pt);
+        let cols = w.min(fw - pl);
+        if self.c < cp {
+            // The lanes past the channels are zeros too.
+            frame[..fh * fw * cp].fill(0.0);
+        } else {
+            // Only what the copy leaves: the border.
+            frame[..pt * fw * cp].fill(0.0);
+            frame[(pt + rows) * fw * cp..fh * fw * cp].fill(0.0);
+            for y in pt..pt + rows {
+                let row = &mut frame[y * fw * cp..][..fw * cp];
+                row[..pl * cp].fill(0.0);
+                row[(pl + cols) * cp..].fill(0.0);
+            }
+        }
         for y in 0..rows {
             cpu::transpose(
                 &x[y * w..],
@@ -557,9 +570,12 @@ impl Plan {
                         dyi
                     };
                     for (oc, p) in src.chunks_exact(plane).enumerate() {
-                        db[oc] += p.iter().sum::<f32>();
+                        db[oc] += cpu::sum(p);
                     }
-                    dyp.fill(0.0);
+                    if self.o < op || self.win.oh < oh4 || self.win.ow < ow4 {
+                        // Zeros past the output's edge (and its channels).
+                        dyp.fill(0.0);
+                    }
                     for r in 0..self.win.oh {
                         cpu::transpose(
                             &src[r * self.win.ow..],
