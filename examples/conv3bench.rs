@@ -23,21 +23,28 @@ fn main() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let n = 128;
     println!("batch {n}, {} threads", rayon::current_num_threads());
-    for &(c, o, hw) in [
-        (32usize, 32usize, 32usize),
-        (32, 64, 16),
-        (64, 64, 16),
-        (64, 128, 8),
-        (128, 128, 8),
+    // (in, out, size, stride): cifar10-cnn's layers, then a residual net's
+    // stride-2 3×3 and 1×1 layers (`LAYER=64-128s2`, say, picks one).
+    for &(c, o, hw, stride) in [
+        (32usize, 32usize, 32usize, 1usize),
+        (32, 64, 16, 1),
+        (64, 64, 16, 1),
+        (64, 128, 8, 1),
+        (128, 128, 8, 1),
+        (64, 128, 16, 2),
+        (128, 256, 8, 2),
     ]
     .iter()
-    .filter(|s| std::env::var("LAYER").map_or(true, |l| l == format!("{}-{}", s.0, s.1)))
-    {
+    .filter(|s| {
+        let name = format!("{}-{}{}", s.0, s.1, if s.3 == 2 { "s2" } else { "" });
+        std::env::var("LAYER").map_or(s.3 == 1, |l| l == name)
+    }) {
+        let out = hw / stride;
         let g = ConvGeometry {
             in_channels: c,
             out_channels: o,
             kernel: Pair::square(3),
-            stride: Pair::square(1),
+            stride: Pair::square(stride),
             dilation: Pair::square(1),
             padding: Pad4::symmetric(Pair::square(1)),
             padding_mode: PaddingMode::Zeros,
@@ -46,8 +53,8 @@ fn main() -> anyhow::Result<()> {
         };
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c, hw, hw), &dev)?)?;
         let w = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (o, c, 3, 3), &dev)? * 0.1)?)?;
-        let dy = Tensor::randn(0f32, 1.0, (n, o, hw, hw), &dev)?;
-        let flops = (2 * n * o * c * 9 * hw * hw) as f64;
+        let dy = Tensor::randn(0f32, 1.0, (n, o, out, out), &dev)?;
+        let flops = (2 * n * o * c * 9 * out * out) as f64;
         let v = Var::from_tensor(&dy)?;
         let harness_loss = (v.as_tensor() * &dy)?.sum_all()?;
         let _ = harness_loss.backward()?;

@@ -338,6 +338,55 @@ fn conv_cases() -> Vec<ConvCase> {
             },
             ..base
         },
+        // Stride 2 through the direct kernels: 3×3 with padding, 1×1 (a
+        // residual net's shortcut), 5×5, and an input whose last row and
+        // column no window reaches.
+        ConvCase {
+            n: 3,
+            c: 16,
+            hw: (9, 9),
+            o: 32,
+            stride: (2, 2),
+            pad: pad(1),
+            ..base
+        },
+        ConvCase {
+            n: 2,
+            c: 32,
+            hw: (8, 8),
+            o: 64,
+            k: (1, 1),
+            stride: (2, 2),
+            bias: false,
+            ..base
+        },
+        ConvCase {
+            n: 2,
+            c: 16,
+            hw: (11, 11),
+            o: 16,
+            k: (5, 5),
+            stride: (2, 2),
+            pad: pad(2),
+            ..base
+        },
+        ConvCase {
+            n: 2,
+            c: 16,
+            hw: (8, 10),
+            o: 16,
+            stride: (2, 2),
+            ..base
+        },
+        ConvCase {
+            n: 2,
+            c: 16,
+            hw: (9, 9),
+            o: 16,
+            stride: (2, 1),
+            pad: pad(1),
+            ..base
+        },
         // Beyond candle: uneven padding, stride and dilation per axis.
         ConvCase {
             pad: Pad4 {

@@ -1,5 +1,6 @@
-//! Direct convolution for stride 1 and dilation 1 on CPUs with AVX-512,
-//! without the unfolded (im2col) matrix.
+//! Direct convolution for stride 1 or 2 and dilation 1 on CPUs with AVX-512
+//! or AVX2, without the unfolded (im2col) matrix. (`conv` sends only
+//! stride-1 layers' backward passes here: at stride 2 im2col's was as fast.)
 //!
 //! Channels are the vector lanes, 16 to a register, and each kernel keeps a
 //! block of results in registers while it walks a reduction, broadcasting
@@ -16,7 +17,8 @@
 //!
 //! Where fewer than three quarters of the lanes would hold real channels
 //! (6 or 9 channels, say), or the stride, dilation or kernel width is one the
-//! kernels do not take, `conv` uses im2col and gemm instead.
+//! kernels do not take, `conv` uses im2col and gemm instead. 3×3 stride-1
+//! layers with enough channels go to Winograd (`super::winograd`) first.
 
 use super::cpu::{self, Window};
 
@@ -28,8 +30,8 @@ pub struct Isa {
     pub name: &'static str,
     /// `f32` values in one vector register.
     lanes: usize,
-    /// (vectors, pixels, tile).
-    forward: &'static [(usize, usize, ForwardTile)],
+    /// (vectors, pixels, horizontal stride, tile).
+    forward: &'static [(usize, usize, usize, ForwardTile)],
     /// (vectors, kernel width, tile).
     weight: &'static [(usize, usize, WeightTile)],
     /// (vectors, kernel width, pixels, tile).
@@ -79,10 +81,11 @@ impl Isa {
         channels > 0 && channels * 8 >= self.padded(channels) * 3
     }
 
-    /// Whether the kernels take this window (any channel counts).
+    /// Whether the kernels take this window (any channel counts): stride 1
+    /// or 2 each way, no dilation.
     pub fn handles(&self, win: &Window) -> bool {
-        win.sh == 1
-            && win.sw == 1
+        (1..=2).contains(&win.sh)
+            && (1..=2).contains(&win.sw)
             && win.dh == 1
             && win.dw == 1
             && self.max_weight_vectors(win.kw).is_some()
@@ -90,12 +93,12 @@ impl Isa {
     }
 
     /// Pixels per block for `nv` vectors of channels over rows of `cols`
-    /// pixels, and the tile: the fewest register-tile steps per row, the
-    /// larger block on a tie.
-    fn forward_tile(&self, nv: usize, cols: usize) -> (usize, ForwardTile) {
+    /// pixels at horizontal stride `sw`, and the tile: the fewest
+    /// register-tile steps per row, the larger block on a tie.
+    fn forward_tile(&self, nv: usize, cols: usize, sw: usize) -> (usize, ForwardTile) {
         let mut best: Option<(usize, usize, ForwardTile)> = None;
-        for &(v, np, f) in self.forward {
-            if v != nv || np > cols {
+        for &(v, np, stride, f) in self.forward {
+            if v != nv || np > cols || stride != sw {
                 continue;
             }
             // A step costs its FMAs plus about two for the weight loads and loop.
@@ -104,7 +107,7 @@ impl Isa {
                 best = Some((cost, np, f));
             }
         }
-        let (_, np, f) = best.expect("a one-pixel tile exists for every vector count");
+        let (_, np, f) = best.expect("a one-pixel tile exists for every vector count and stride");
         (np, f)
     }
 
@@ -226,8 +229,8 @@ impl Packed {
     }
 }
 
-/// Valid cross-correlation of one image's group:
-/// `out[o][r][s] = bias[o] + Σ w[c][i][j][o] · x[c][r+i][s+j]` for
+/// Valid cross-correlation of one image's group at stride `(sh, sw)`:
+/// `out[o][r][s] = bias[o] + Σ w[c][i][j][o] · x[c][r·sh+i][s·sw+j]` for
 /// `r < rows`, `s < cols`, through a ReLU if `relu`. `x` holds `p.cin`
 /// planes of `ih × iw`; `out` holds `p.out` planes of `rows × cols`.
 #[allow(clippy::too_many_arguments)]
@@ -240,6 +243,7 @@ fn correlate(
     bias: Option<&[f32]>,
     relu: bool,
     (rows, cols): (usize, usize),
+    (sh, sw): (usize, usize),
     out: &mut [f32],
 ) {
     if rows == 0 || cols == 0 || p.out == 0 {
@@ -248,8 +252,8 @@ fn correlate(
     let plane = ih * iw;
     assert!(
         x.len() >= p.cin * plane
-            && rows + p.kh - 1 <= ih
-            && cols + p.kw - 1 <= iw
+            && (rows - 1) * sh + p.kh <= ih
+            && (cols - 1) * sw + p.kw <= iw
             && out.len() >= p.out * rows * cols
             && bias.is_none_or(|b| b.len() >= p.out)
     );
@@ -259,7 +263,7 @@ fn correlate(
     let mut v0 = 0;
     while v0 < vectors {
         let nv = (vectors - v0).min(isa.max_forward_vectors());
-        let (np, tile) = isa.forward_tile(nv, cols);
+        let (np, tile) = isa.forward_tile(nv, cols, sw);
         let mut init = [0f32; 4 * MAX_LANES];
         if let Some(b) = bias {
             for (l, v) in init[..nv * lanes].iter_mut().enumerate() {
@@ -279,7 +283,7 @@ fn correlate(
                 // `init` and `acc` hold `nv` and `np·nv` vectors.
                 unsafe {
                     tile(
-                        x.as_ptr().add(r * iw + at),
+                        x.as_ptr().add(r * sh * iw + at * sw),
                         plane,
                         iw,
                         p.cin,
@@ -333,7 +337,8 @@ impl Shape {
     }
     /// Size of the zero-padded input the output is a valid correlation of.
     fn padded_in(&self) -> (usize, usize) {
-        (self.win.oh + self.win.kh - 1, self.win.ow + self.win.kw - 1)
+        let w = &self.win;
+        ((w.oh - 1) * w.sh + w.kh, (w.ow - 1) * w.sw + w.kw)
     }
     fn needs_padding(&self) -> bool {
         self.padded_in() != (self.win.h, self.win.w) || self.win.pt > 0 || self.win.pl > 0
@@ -410,6 +415,7 @@ impl Shape {
                         bias.map(|b| &b[g * self.og..][..self.og]),
                         relu,
                         (self.win.oh, self.win.ow),
+                        (self.win.sh, self.win.sw),
                         &mut yi[g * self.og * plane_out..][..self.og * plane_out],
                     );
                 }
@@ -524,18 +530,19 @@ impl Shape {
                                 let acc = &mut dw[at..at + (kw - 1) * opad + nv * lanes];
                                 for img in 0..images {
                                     let xi = input(img);
-                                    // SAFETY: rows i..i+oh and columns
-                                    // 0..ow+kw-1 of plane c lie in `xi`
-                                    // (ih = oh+kh-1, iw = ow+kw-1); `dzt`
-                                    // holds p pixels of `opad` values for
-                                    // each image; `acc` holds kw rows of nv
-                                    // vectors, opad apart.
+                                    // SAFETY: rows i + r·sh (r < oh) and
+                                    // columns s·sw + j (s < ow, j < kw) of
+                                    // plane c lie in `xi` (ih = (oh-1)·sh +
+                                    // kh, iw likewise); `dzt` holds p pixels
+                                    // of `opad` values for each image; `acc`
+                                    // holds kw rows of nv vectors, opad apart.
                                     unsafe {
                                         tile(
                                             dzt.as_ptr().add(img * p * opad + v0 * lanes),
                                             opad,
                                             xi.as_ptr().add(c * ih * iw + i * iw),
-                                            iw,
+                                            win.sh * iw,
+                                            win.sw,
                                             win.oh,
                                             win.ow,
                                             acc.as_mut_ptr(),
@@ -575,7 +582,7 @@ impl Shape {
                                             // tail); `w` has og·kh·kw taps of
                                             // cpad values; the `valid` pixels'
                                             // windows lie in the padded input
-                                            // (ih = oh+kh-1, iw = ow+kw-1).
+                                            // (ih = (oh-1)·sh + kh, iw likewise).
                                             unsafe {
                                                 tile(
                                                     dzt.as_ptr()
@@ -586,8 +593,10 @@ impl Shape {
                                                     taps * cpad,
                                                     cpad,
                                                     dxp.as_mut_ptr().add(
-                                                        ((r + i) * iw + s) * cpad + v0 * lanes,
+                                                        ((r * win.sh + i) * iw + s * win.sw) * cpad
+                                                            + v0 * lanes,
                                                     ),
+                                                    win.sw,
                                                     valid,
                                                 )
                                             };
@@ -599,12 +608,19 @@ impl Shape {
                             let plane_in = win.in_len();
                             let dst = &mut dx[img * self.in_image() + g * cg * plane_in..]
                                 [..cg * plane_in];
-                            for yy in 0..win.h {
+                            // With stride 2 the last input rows and
+                            // columns may be in no window: no gradient.
+                            let rows = win.h.min(ih.saturating_sub(win.pt));
+                            let cols = win.w.min(iw.saturating_sub(win.pl));
+                            if rows < win.h || cols < win.w {
+                                dst.fill(0.0);
+                            }
+                            for yy in 0..rows {
                                 let at = (yy + win.pt) * iw + win.pl;
                                 cpu::transpose(
                                     &dxp[at * cpad..],
                                     cpad,
-                                    win.w,
+                                    cols,
                                     cg,
                                     &mut dst[yy * win.w..],
                                     plane_in,
@@ -634,9 +650,10 @@ type ForwardTile = unsafe fn(
     *mut f32,
 );
 
-type WeightTile = unsafe fn(*const f32, usize, *const f32, usize, usize, usize, *mut f32);
+type WeightTile = unsafe fn(*const f32, usize, *const f32, usize, usize, usize, usize, *mut f32);
 
-type ScatterTile = unsafe fn(*const f32, usize, usize, *const f32, usize, usize, *mut f32, usize);
+type ScatterTile =
+    unsafe fn(*const f32, usize, usize, *const f32, usize, usize, *mut f32, usize, usize);
 
 /// Most output pixels a scatter tile takes: the zero tail of dZ is this long.
 const SCATTER_PIXELS: usize = 8;
@@ -649,7 +666,7 @@ macro_rules! kernels {
     (
         $name:literal, $feature:literal, $lanes:literal, $v:ty,
         $zero:path, $load:path, $store:path, $splat:path, $fma:path, $add:path,
-        forward: [$(($fnv:literal, $fnp:literal)),* $(,)?],
+        forward: [$(($fnv:literal, $fnp:literal, $fsw:literal)),* $(,)?],
         weight: [$(($wnv:literal, $wkw:literal)),* $(,)?],
         scatter: [$(($snv:literal, $skw:literal, $snp:literal)),* $(,)?] $(,)?
     ) => {
@@ -658,15 +675,16 @@ macro_rules! kernels {
 
         const LANES: usize = $lanes;
 
-        /// `NP` output pixels of one row × `NV` vectors of output channels:
-        /// `out[p][v] = init[v] + Σ_{c,i,j} w[c][i][j][v] · x[c·plane + i·iw + j + p]`.
+        /// `NP` output pixels of one row × `NV` vectors of output channels,
+        /// at stride `SW` along the row:
+        /// `out[p][v] = init[v] + Σ_{c,i,j} w[c][i][j][v] · x[c·plane + i·iw + j + p·SW]`.
         ///
         /// # Safety
         /// The CPU must have the instruction set and every pointer be valid
         /// for what it reads or writes (`out`: `NP·NV` vectors).
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn forward<const NV: usize, const NP: usize>(
+        unsafe fn forward<const NV: usize, const NP: usize, const SW: usize>(
             x: *const f32,
             plane: usize,
             iw: usize,
@@ -698,7 +716,7 @@ macro_rules! kernels {
                                 *r = $load(wp.add(v * LANES));
                             }
                             for (p, a) in acc.iter_mut().enumerate() {
-                                let b = $splat(*xj.add(p));
+                                let b = $splat(*xj.add(p * SW));
                                 for v in 0..NV {
                                     a[v] = $fma(wv[v], b, a[v]);
                                 }
@@ -715,19 +733,22 @@ macro_rules! kernels {
             }
         }
 
-        /// One kernel row of the weight gradient for `NV` vectors of channels:
-        /// `acc[j·opad + v] += Σ_{r,s} dz[(r·ow + s)·opad + v] · x[r·iw + s + j]`.
+        /// One kernel row of the weight gradient for `NV` vectors of channels,
+        /// `rs` apart between output rows and `sw` between pixels:
+        /// `acc[j·opad + v] += Σ_{r,s} dz[(r·ow + s)·opad + v] · x[r·rs + s·sw + j]`.
         ///
         /// # Safety
         /// The CPU must have the instruction set and every pointer be valid
         /// for what it reads or writes (`acc`: `KW` rows of `NV` vectors,
         /// `opad` apart).
         #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn weight<const NV: usize, const KW: usize>(
             dz: *const f32,
             opad: usize,
             x: *const f32,
-            iw: usize,
+            rs: usize,
+            sw: usize,
             oh: usize,
             ow: usize,
             acc: *mut f32,
@@ -741,9 +762,9 @@ macro_rules! kernels {
                 }
                 let mut dp = dz;
                 for r in 0..oh {
-                    let xr = x.add(r * iw);
+                    let xr = x.add(r * rs);
                     for s in 0..ow {
-                        let xs = xr.add(s);
+                        let xs = xr.add(s * sw);
                         let mut d: [$v; NV] = [$zero(); NV];
                         for (v, dv) in d.iter_mut().enumerate() {
                             *dv = $load(dp.add(v * LANES));
@@ -765,14 +786,14 @@ macro_rules! kernels {
             }
         }
 
-        /// The input gradient of `NP` output pixels of one row over one
-        /// kernel row, for `NV` vectors of input channels:
-        /// `dx[(p + j)·cpad + v] += Σ_o w[o·wstride + j·cpad + v] · dz[p·opad + o]`
+        /// The input gradient of `NP` output pixels of one row (at stride
+        /// `sw`) over one kernel row, for `NV` vectors of input channels:
+        /// `dx[(p·sw + j)·cpad + v] += Σ_o w[o·wstride + j·cpad + v] · dz[p·opad + o]`
         /// for the first `valid` pixels (the others are computed and dropped).
         ///
         /// # Safety
         /// The CPU must have the instruction set, `dz` be readable for `NP`
-        /// pixels and `dx` writable for `valid + KW - 1` pixels.
+        /// pixels and `dx` writable for `(valid - 1)·sw + KW` pixels.
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments)]
         unsafe fn scatter<const NV: usize, const KW: usize, const NP: usize>(
@@ -783,6 +804,7 @@ macro_rules! kernels {
             wstride: usize,
             cpad: usize,
             dx: *mut f32,
+            sw: usize,
             valid: usize,
         ) {
             unsafe {
@@ -806,7 +828,7 @@ macro_rules! kernels {
                 for (j, row) in acc.iter().enumerate() {
                     for (p, a) in row.iter().enumerate().take(valid) {
                         for (v, r) in a.iter().enumerate() {
-                            let at = dx.add((p + j) * cpad + v * LANES);
+                            let at = dx.add((p * sw + j) * cpad + v * LANES);
                             $store(at, $add($load(at), *r));
                         }
                     }
@@ -817,7 +839,7 @@ macro_rules! kernels {
         pub static ISA: Isa = Isa {
             name: $name,
             lanes: LANES,
-            forward: &[$(($fnv, $fnp, forward::<$fnv, $fnp> as ForwardTile)),*],
+            forward: &[$(($fnv, $fnp, $fsw, forward::<$fnv, $fnp, $fsw> as ForwardTile)),*],
             weight: &[$(($wnv, $wkw, weight::<$wnv, $wkw> as WeightTile)),*],
             scatter: &[$(($snv, $skw, $snp, scatter::<$snv, $skw, $snp> as ScatterTile)),*],
         };
@@ -835,10 +857,17 @@ mod avx512 {
         _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
         _mm512_fmadd_ps, _mm512_add_ps,
         forward: [
-            (1, 24), (1, 16), (1, 12), (1, 8), (1, 6), (1, 4), (1, 3), (1, 2), (1, 1),
-            (2, 12), (2, 10), (2, 8), (2, 6), (2, 4), (2, 3), (2, 2), (2, 1),
-            (3, 8), (3, 6), (3, 4), (3, 3), (3, 2), (3, 1),
-            (4, 6), (4, 5), (4, 4), (4, 3), (4, 2), (4, 1),
+            (1, 24, 1), (1, 16, 1), (1, 12, 1), (1, 8, 1), (1, 6, 1), (1, 4, 1), (1, 3, 1),
+            (1, 2, 1), (1, 1, 1),
+            (2, 12, 1), (2, 10, 1), (2, 8, 1), (2, 6, 1), (2, 4, 1), (2, 3, 1), (2, 2, 1),
+            (2, 1, 1),
+            (3, 8, 1), (3, 6, 1), (3, 4, 1), (3, 3, 1), (3, 2, 1), (3, 1, 1),
+            (4, 6, 1), (4, 5, 1), (4, 4, 1), (4, 3, 1), (4, 2, 1), (4, 1, 1),
+            (1, 24, 2), (1, 16, 2), (1, 12, 2), (1, 8, 2), (1, 6, 2), (1, 4, 2), (1, 3, 2),
+            (1, 2, 2), (1, 1, 2),
+            (2, 12, 2), (2, 8, 2), (2, 6, 2), (2, 4, 2), (2, 3, 2), (2, 2, 2), (2, 1, 2),
+            (3, 8, 2), (3, 6, 2), (3, 4, 2), (3, 3, 2), (3, 2, 2), (3, 1, 2),
+            (4, 6, 2), (4, 4, 2), (4, 3, 2), (4, 2, 2), (4, 1, 2),
         ],
         weight: [
             (1, 1), (2, 1), (3, 1), (4, 1),
@@ -865,8 +894,10 @@ mod avx2 {
         _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
         _mm256_fmadd_ps, _mm256_add_ps,
         forward: [
-            (1, 12), (1, 8), (1, 6), (1, 4), (1, 3), (1, 2), (1, 1),
-            (2, 6), (2, 5), (2, 4), (2, 3), (2, 2), (2, 1),
+            (1, 12, 1), (1, 8, 1), (1, 6, 1), (1, 4, 1), (1, 3, 1), (1, 2, 1), (1, 1, 1),
+            (2, 6, 1), (2, 5, 1), (2, 4, 1), (2, 3, 1), (2, 2, 1), (2, 1, 1),
+            (1, 12, 2), (1, 8, 2), (1, 6, 2), (1, 4, 2), (1, 3, 2), (1, 2, 2), (1, 1, 2),
+            (2, 6, 2), (2, 4, 2), (2, 3, 2), (2, 2, 2), (2, 1, 2),
         ],
         weight: [
             (1, 1), (2, 1), (3, 1), (4, 1),
