@@ -762,9 +762,8 @@ macro_rules! kernels {
                 }
                 let mut dp = dz;
                 for r in 0..oh {
-                    let xr = x.add(r * rs);
-                    for s in 0..ow {
-                        let xs = xr.add(s * sw);
+                    let mut xs = x.add(r * rs);
+                    for _ in 0..ow {
                         let mut d: [$v; NV] = [$zero(); NV];
                         for (v, dv) in d.iter_mut().enumerate() {
                             *dv = $load(dp.add(v * LANES));
@@ -776,6 +775,7 @@ macro_rules! kernels {
                             }
                         }
                         dp = dp.add(opad);
+                        xs = xs.add(sw);
                     }
                 }
                 for (j, row) in a.iter().enumerate() {
