@@ -4,7 +4,7 @@
 use crate::data::Split;
 use crate::data::convert::Fit;
 use crate::device::DeviceSpec;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -30,6 +30,47 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the process's arguments (exiting with clap's message and code 2
+/// on a usage error), noting which flags of a new run were given.
+pub fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Train(args) = &mut cli.command
+        && let Some(train) = matches.subcommand_matches("train")
+    {
+        let cmd = Cli::command();
+        let train_cmd = cmd.find_subcommand("train").expect("train exists");
+        args.new_run_flags = train
+            .get_many::<clap::Id>("new_run")
+            .into_iter()
+            .flatten()
+            .filter_map(|id| train_cmd.get_arguments().find(|a| a.get_id() == id))
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+    }
+    cli
+}
+
+/// The long flags of `cnn train` that a resumed run keeps: those outside the
+/// `new_run` group (for sweeps that resume their points).
+pub fn resumable_train_flags() -> Vec<String> {
+    let mut cmd = Cli::command();
+    // Gathers each argument's `group = ...` into its group.
+    cmd.build();
+    let train = cmd.find_subcommand("train").expect("train exists");
+    let new_run: Vec<&clap::Id> = train
+        .get_groups()
+        .filter(|g| g.get_id() == "new_run")
+        .flat_map(|g| g.get_args())
+        .collect();
+    train
+        .get_arguments()
+        .filter(|a| !new_run.contains(&a.get_id()) && a.get_id() != "resume")
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .filter(|l| l != "--help")
+        .collect()
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,17 +149,37 @@ pub enum Command {
     Samples(SamplesArgs),
 }
 
+/// The flags of a new run are in the group `new_run`: they would change the
+/// model, the data or the run directory, so `--resume` refuses them (and a
+/// sweep's resumed points drop them). Every other flag also applies to a
+/// resumed run.
 #[derive(Debug, Args)]
-#[command(allow_negative_numbers = true)]
+#[command(
+    allow_negative_numbers = true,
+    group(clap::ArgGroup::new("new_run").multiple(true))
+)]
 pub struct TrainArgs {
     /// Architecture and training config (JSON).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "resume")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "resume",
+        group = "new_run"
+    )]
     pub config: Option<PathBuf>,
 
     /// Continue the run in RUN_DIR from its last.safetensors, exactly where
-    /// it stopped (same config; --epochs may extend it).
+    /// it stopped, with the config it stored. Only --epochs (to extend it),
+    /// --checkpoint-every, --device, --data-dir, --no-download, --threads
+    /// and --quiet may be given with it.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+
+    /// The flags of the `new_run` group given on the command line, as
+    /// typed (`--lr`); filled by [`parse`].
+    #[arg(skip)]
+    pub new_run_flags: Vec<String>,
 
     /// Also write last.safetensors every N optimizer steps, so that a crash
     /// loses at most N steps (overrides training.checkpoint_every).
@@ -126,11 +187,11 @@ pub struct TrainArgs {
     pub checkpoint_every: Option<u64>,
 
     /// Run directory to create (default: runs/<config name>).
-    #[arg(short, long, value_name = "RUN_DIR")]
+    #[arg(short, long, value_name = "RUN_DIR", group = "new_run")]
     pub out: Option<PathBuf>,
 
     /// Replace the files of an existing, non-empty run directory.
-    #[arg(long)]
+    #[arg(long, group = "new_run")]
     pub force: bool,
 
     /// Directory holding the dataset files (default: see README, "Data");
@@ -140,7 +201,7 @@ pub struct TrainArgs {
 
     /// Dataset to train on: mnist, fashion-mnist, cifar10 or imagefolder
     /// (overrides data.dataset).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "new_run")]
     pub dataset: Option<String>,
 
     /// Never download a dataset from the Hugging Face Hub; use local files
@@ -157,29 +218,29 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
 
     /// Images per training step (overrides training.batch_size).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub batch_size: Option<usize>,
 
     /// Learning rate (overrides training.optimizer.lr).
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", group = "new_run")]
     pub lr: Option<f64>,
 
     /// Seed for initialisation, split, shuffling and dropout (overrides training.seed).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub seed: Option<u64>,
 
     /// Train on only the first N training images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub limit_train: Option<usize>,
 
     /// Test on only the first N test images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub limit_test: Option<usize>,
 
     /// Override any config field by its dotted path, e.g.
     /// `--set training.optimizer.lr=0.01` or `--set layers.0.out_channels=32`.
     /// Repeatable.
-    #[arg(long = "set", value_name = "PATH=VALUE")]
+    #[arg(long = "set", value_name = "PATH=VALUE", group = "new_run")]
     pub sets: Vec<String>,
 
     /// Print nothing but errors.
@@ -414,4 +475,30 @@ pub struct SamplesArgs {
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_keeps_exactly_the_flags_outside_the_new_run_group() {
+        let kept = resumable_train_flags();
+        for flag in [
+            "--epochs",
+            "--no-download",
+            "--data-dir",
+            "--device",
+            "--quiet",
+        ] {
+            assert!(
+                kept.iter().any(|k| k == flag),
+                "{flag} missing from {kept:?}"
+            );
+        }
+        for flag in ["--lr", "--set", "--config", "--out", "--force", "--resume"] {
+            assert!(!kept.iter().any(|k| k == flag), "{flag} kept: {kept:?}");
+        }
+        Cli::command().debug_assert();
+    }
 }

@@ -2,6 +2,7 @@
 //! the run directories inside a directory, or a run directory itself.
 
 use super::set_value;
+use crate::run_dir;
 use anyhow::Result;
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,7 +32,7 @@ struct Point {
 pub const MANIFEST: &str = "manifest.json";
 
 fn is_run_dir(dir: &Path) -> bool {
-    ["status.json", "history.json", "config.json"]
+    [run_dir::STATUS, run_dir::HISTORY_JSON, run_dir::CONFIG]
         .iter()
         .any(|f| dir.join(f).is_file())
 }

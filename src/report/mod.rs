@@ -13,6 +13,7 @@ pub use find::MANIFEST;
 pub use order::{SORT_KEYS, labels, sort};
 
 use crate::history::{self, EpochRecord};
+use crate::run_dir;
 use crate::status::{self, State};
 use anyhow::Result;
 use find::{Found, find_runs};
@@ -128,7 +129,7 @@ fn read_status(dir: &Path) -> (Status, Option<String>, Option<status::RunStatus>
     }
     let path = dir.join(status::FILE);
     if !path.exists() {
-        let status = if dir.join("history.json").exists() {
+        let status = if dir.join(run_dir::HISTORY_JSON).exists() {
             Status::Unknown
         } else {
             Status::NotStarted
@@ -197,7 +198,7 @@ pub fn seconds(status: Option<&status::RunStatus>, history: &[EpochRecord]) -> O
 fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
     let (mut status, mut error, st) = read_status(&found.dir);
     let mut history = Vec::new();
-    if found.dir.join("history.json").exists() {
+    if found.dir.join(run_dir::HISTORY_JSON).exists() {
         match history::read(&found.dir) {
             Ok(h) => history = h,
             Err(e) => {
@@ -206,7 +207,7 @@ fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
             }
         }
     }
-    let config = std::fs::read_to_string(found.dir.join("config.json"))
+    let config = std::fs::read_to_string(found.dir.join(run_dir::CONFIG))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .map(|v| flatten(&v));
