@@ -1,6 +1,6 @@
 //! Run directories and sweeps written by hand, for the report's tests.
 
-use super::MANIFEST;
+use super::find::MANIFEST;
 use crate::history::EpochRecord;
 use crate::status::{self, RunStatus, State};
 use serde_json::json;

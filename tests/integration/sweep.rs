@@ -4,8 +4,7 @@
 //! failing point is reported with its error; a typo in a key is refused
 //! before anything runs; `cnn report` agrees with the runs' histories.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
