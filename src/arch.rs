@@ -64,7 +64,7 @@ pub fn plan(config: &Config) -> Result<Plan> {
         );
     }
     let input = Shape::Image { c, h, w };
-    let layers = layers::plan_list(&config.layers, input, "layers")?;
+    let layers = layers::plan_list(&config.layers, input)?;
     let mut warnings = Vec::new();
     let last = layers.len() - 1;
     for node in &layers {
@@ -287,8 +287,8 @@ mod tests {
         for (i, (layer, [c, h, w], params, macs)) in cases.iter().enumerate() {
             let layers = vec![serde_json::from_value(layer.clone()).unwrap()];
             let input = Shape::Image { c: 1, h: 28, w: 28 };
-            let nodes = layers::plan_list(&layers, input, "layers")
-                .unwrap_or_else(|e| panic!("case {i}: {e:#}"));
+            let nodes =
+                layers::plan_list(&layers, input).unwrap_or_else(|e| panic!("case {i}: {e:#}"));
             let n = &nodes[0];
             assert_eq!(
                 n.output,
@@ -300,6 +300,123 @@ mod tests {
                 "case {i}"
             );
             assert_eq!((n.params, n.macs), (*params, *macs), "case {i}");
+        }
+    }
+
+    /// A small residual network on 1×28×28, changed by `modify`, planned.
+    fn plan_blocks(modify: fn(&mut Value)) -> Result<Plan> {
+        let conv = |c: usize, s: usize| json!({"type": "conv2d", "out_channels": c, "kernel_size": 3, "stride": s, "padding": 1});
+        let mut v = json!({
+            "input_shape": [1, 28, 28],
+            "num_classes": 10,
+            "layers": [
+                conv(8, 1),
+                {"type": "residual", "layers": [conv(8, 1), {"type": "relu"}, conv(8, 1)], "activation": "relu"},
+                {"type": "residual", "layers": [conv(16, 2), {"type": "batch_norm2d"}],
+                 "shortcut": [{"type": "conv2d", "out_channels": 16, "kernel_size": 1, "stride": 2}]},
+                {"type": "concat", "branches": [[conv(4, 1)], [], [{"type": "max_pool2d", "kernel_size": 3, "stride": 1, "padding": 1}]]},
+                {"type": "global_avg_pool2d"},
+                {"type": "linear", "out_features": 10}
+            ]
+        });
+        modify(&mut v);
+        let config = Config::from_value(v).map_err(|e| crate::input_error!("{e}"))?;
+        plan(&config)
+    }
+
+    #[test]
+    fn blocks_resolve_their_lists_and_name_their_tensors_down_the_nesting() {
+        let plan = plan_blocks(|_| {}).unwrap();
+        let shapes: Vec<String> = plan.layers.iter().map(|l| l.output.to_string()).collect();
+        assert_eq!(
+            shapes,
+            ["8×28×28", "8×28×28", "16×14×14", "36×14×14", "36", "10"]
+        );
+        let names: Vec<String> = plan.layers[2]
+            .tensors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "layers.2.layers.0.weight",
+                "layers.2.layers.0.bias",
+                "layers.2.layers.1.weight",
+                "layers.2.layers.1.bias",
+                "layers.2.layers.1.running_mean",
+                "layers.2.layers.1.running_var",
+                "layers.2.shortcut.0.weight",
+                "layers.2.shortcut.0.bias"
+            ]
+        );
+        assert_eq!(
+            plan.layers[3].tensors()[0].0,
+            "layers.3.branches.0.0.weight"
+        );
+        // A block's counts are its layers'.
+        assert_eq!(plan.layers[1].params, 2 * (8 * 8 * 9 + 8));
+        assert_eq!(plan.layers[1].macs, 2 * 8 * 28 * 28 * 8 * 9);
+        assert_eq!(
+            plan.params(),
+            plan.layers.iter().map(|l| l.params).sum::<u128>()
+        );
+    }
+
+    #[test]
+    fn blocks_refuse_what_does_not_fit_and_name_the_path() {
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (|v| v["layers"][1]["layers"] = json!([]), &["layer 1 (residual): `layers` is empty"]),
+            (|v| v["layers"][2]["shortcut"] = json!([]), &["layer 2 (residual): `shortcut` is empty", "leave it out"]),
+            (|v| { v["layers"][2].as_object_mut().unwrap().remove("shortcut"); },
+             &["layer 2 (residual): the block's layers output 16×14×14 but its identity shortcut passes the input, 8×28×28",
+               "\"kernel_size\": 1, \"stride\": 2"]),
+            (|v| v["layers"][2]["shortcut"] = json!([{"type": "conv2d", "out_channels": 16, "kernel_size": 1}]),
+             &["layer 2 (residual): the block's layers output 16×14×14 but its shortcut outputs 16×28×28", "\"stride\": 2"]),
+            (|v| v["layers"][1]["layers"][2]["kernel_size"] = json!(40),
+             &["layer 1 (residual) → layers.2 (conv2d): the 40×40 kernel does not fit the 28×28 input"]),
+            (|v| v["layers"][2]["shortcut"][0]["in_channels"] = json!(3),
+             &["layer 2 (residual) → shortcut.0 (conv2d): in_channels is 3 but the block's input is 8 channels"]),
+            (|v| v["layers"][1]["layers"][1]["in_channels"] = json!(3),
+             &["layer 1 (residual) → layers.1 (relu): unknown field `in_channels`"]),
+            (|v| v["layers"][1]["layers"][0]["kernal_size"] = json!(3),
+             &["layer 1 (residual) → layers.0 (conv2d): unknown field `kernal_size`"]),
+            (|v| v["layers"][1]["activation"] = json!("conv2d"), &["layer 1 (residual): activation is \"conv2d\""]),
+            (|v| v["layers"][3]["branches"][0][0]["stride"] = json!(2),
+             &["layer 3 (concat)", "same height and width", "branch 0: 4×7×7, branch 1: 16×14×14"]),
+            (|v| v["layers"][3]["branches"] = json!([[]]), &["layer 3 (concat): `branches` has 1 branch(es)"]),
+            (|v| v["layers"][3]["branches"][1] = json!([{"type": "flatten"}]), &["layer 3 (concat)", "images and others vectors"]),
+            (|v| v["layers"].as_array_mut().unwrap().insert(5, json!({"type": "max_pool2d", "kernel_size": 2})),
+             &["layer 5 (max_pool2d): needs an image input", "layer 4 (global_avg_pool2d) outputs 36 features",
+               "a global pool already reduced each channel"]),
+            (|v| v["layers"][4] = json!({"type": "adaptive_avg_pool2d", "output_size": 20}),
+             &["layer 4 (adaptive_avg_pool2d): output_size is 20 but the input is only 14×14"]),
+            (|v| {
+                let mut inner = json!({"type": "relu"});
+                for _ in 0..10 {
+                    inner = json!({"type": "residual", "layers": [inner]});
+                }
+                v["layers"][1] = inner;
+            }, &["nested more than 8 deep"]),
+            (|v| { v["layers"].as_array_mut().unwrap().truncate(4); },
+             &["layer 3 (concat): the network ends with an image of 36×14×14"]),
+            (|v| v["layers"][5] = json!({"type": "concat", "branches": [[{"type": "linear", "out_features": 4}], [{"type": "linear", "out_features": 4}]]}),
+             &["layer 5 (concat): the network ends with 8 outputs but num_classes is 10"]),
+        ];
+        for (i, (modify, needles)) in cases.iter().enumerate() {
+            let err = match plan_blocks(*modify) {
+                Ok(_) => panic!("case {i}: planned, but should fail with {needles:?}"),
+                Err(e) => e,
+            };
+            assert_eq!(crate::error::exit_code(&err), 2, "case {i}: {err:#}");
+            let msg = format!("{err:#}");
+            for needle in needles.iter() {
+                assert!(
+                    msg.contains(needle),
+                    "case {i}: {msg:?}\n  lacks {needle:?}"
+                );
+            }
         }
     }
 

@@ -391,9 +391,10 @@ pub struct FiltersArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
 
-    /// Index of the conv2d layer in the config's layer list (default: the first conv2d).
-    #[arg(long, value_name = "N")]
-    pub layer: Option<usize>,
+    /// The conv2d layer: its index in the config's layer list, or its path
+    /// inside a block such as 5.layers.0 (default: the first conv2d).
+    #[arg(long, value_name = "N|PATH")]
+    pub layer: Option<String>,
 
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]

@@ -105,16 +105,25 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
         label: Some(format!("input: {source}")),
         tiles: vec![grid::Tile::from_bytes(&pixels, c, h, w, String::new())],
     }];
-    let plan = loaded.model.plan();
     let mut truncated = false;
-    for (i, layer) in plan.layers.iter().enumerate() {
-        let Some(g) = layer.op.conv() else { continue };
-        // Show the maps after the activation that follows the conv, if any.
-        let (shown, what) = match plan.layers.get(i + 1) {
-            Some(next) if next.op.run().is_activation() => (i + 1, format!(" + {}", next.kind)),
-            _ => (i, String::new()),
+    for (i, (node, output)) in outputs.iter().enumerate() {
+        let Some(g) = node.op.conv() else { continue };
+        // Show the maps after the activation that follows the conv in its
+        // list, if any.
+        let (maps, what) = match outputs.get(i + 1) {
+            Some((next, y))
+                if next.op.run().is_activation() && next.path == sibling(&node.path) =>
+            {
+                (y, format!(" + {}", next.kind))
+            }
+            _ => (output, String::new()),
         };
-        let maps = outputs[shown].squeeze(0)?;
+        let name = node
+            .label
+            .strip_suffix(" (conv2d)")
+            .unwrap_or(&node.label)
+            .to_string();
+        let maps = maps.squeeze(0)?;
         let (n, mh, mw) = maps.dims3()?;
         truncated |= n > MAX_MAPS;
         let values = maps.flatten_all()?.to_vec1::<f32>()?;
@@ -132,7 +141,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
             rows.push(grid::Row {
                 label: (j == 0).then(|| {
                     format!(
-                        "layer {i} conv2d {}→{} {}×{}{what}: {n} maps of {mh}×{mw}",
+                        "{name} conv2d {}→{} {}×{}{what}: {n} maps of {mh}×{mw}",
                         g.in_channels, g.out_channels, g.kernel.h, g.kernel.w
                     )
                 }),
@@ -351,4 +360,13 @@ fn fixed_filter(args: &FeatureMapsArgs, spec: &str) -> Result<()> {
     plot::save(&figure, &args.output)?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
+}
+
+/// The path of the layer after `path` in the same list (`layers.3` →
+/// `layers.4`).
+fn sibling(path: &str) -> String {
+    match path.rsplit_once('.') {
+        Some((list, i)) => format!("{list}.{}", i.parse::<usize>().map_or(0, |i| i + 1)),
+        None => String::new(),
+    }
 }

@@ -13,7 +13,7 @@ pub use training::*;
 
 use crate::bail_input;
 use crate::error::InputContext;
-use crate::layers::{Layer, type_names};
+use crate::layers::{Layer, decode_layer, describe_error};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -89,7 +89,7 @@ impl Config {
             .layers
             .into_iter()
             .enumerate()
-            .map(|(i, v)| decode_layer(i, v))
+            .map(|(i, v)| decode_layer(&format!("layer {i}"), v))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Config {
             name: raw.name,
@@ -114,52 +114,6 @@ impl Config {
     /// The model name, used for the default run directory.
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or("model")
-    }
-}
-
-fn decode_layer(index: usize, value: Value) -> std::result::Result<Layer, String> {
-    let Some(obj) = value.as_object() else {
-        return Err(format!(
-            "layer {index}: expected an object like {{\"type\": \"relu\"}}, got {value}"
-        ));
-    };
-    let kind = match obj.get("type") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            return Err(format!(
-                "layer {index}: \"type\" must be a string, got {other}"
-            ));
-        }
-        None => {
-            return Err(format!(
-                "layer {index}: missing \"type\"; expected one of: {}",
-                type_names().join(", ")
-            ));
-        }
-    };
-    serde_path_to_error::deserialize::<_, Layer>(value).map_err(|e| {
-        let inner = e.inner().to_string();
-        // (Inside the layer, serde reports unknown values of any field, such
-        // as padding_mode, the same way; only the type's is this error.)
-        if inner.starts_with(&format!("unknown variant `{kind}`")) {
-            format!(
-                "layer {index}: unknown layer type \"{kind}\"; expected one of: {}",
-                type_names().join(", ")
-            )
-        } else {
-            format!("layer {index} ({kind}): {}", describe_error(&e))
-        }
-    })
-}
-
-/// `field.path: message`, or just the message at the top level.
-fn describe_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let path = e.path().to_string();
-    let msg = e.inner().to_string();
-    if path == "." || path.is_empty() {
-        msg
-    } else {
-        format!("field `{path}`: {msg}")
     }
 }
 

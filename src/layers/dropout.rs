@@ -39,8 +39,8 @@ impl Spec for Dropout {
 
 impl Run for Dropout {
     fn forward(&self, x: &Tensor, _: &[Tensor], pass: &mut Pass, _: bool) -> Result<Tensor> {
-        match pass {
-            Pass::Train(rng) if self.p > 0.0 => dropout(x, self.p as f32, rng),
+        match pass.rng() {
+            Some(rng) if self.p > 0.0 => dropout(x, self.p as f32, rng),
             _ => Ok(x.clone()),
         }
     }

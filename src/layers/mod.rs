@@ -12,6 +12,7 @@
 //! ARCHITECTURE.md walks through adding one.
 
 mod activation;
+mod block;
 mod conv;
 mod dropout;
 mod linear;
@@ -19,17 +20,22 @@ mod norm;
 mod pool;
 
 pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use block::{Concat, ConcatOp, Residual, ResidualOp};
 pub use conv::Conv2d;
 pub use dropout::Dropout;
 pub use linear::{Flatten, Linear};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormOp};
-pub use pool::{AvgPool2d, MaxPool2d, Pool2d, PoolOp};
+pub use pool::{
+    AdaptiveAvgPool2d, AdaptiveOp, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d, Pool2d,
+    PoolOp,
+};
 
 use crate::geometry::{ConvGeometry, Pair, Shape};
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::fmt;
 
 /// A layer as the config writes it.
@@ -110,17 +116,44 @@ impl TensorSpec {
     }
 }
 
-/// How a forward pass runs.
-pub enum Pass<'a> {
-    /// Evaluation: dropout off, batch norm on its running statistics.
-    Eval,
-    /// Training, with the generator dropout draws its masks from.
-    Train(&'a mut Rng),
+/// How a forward pass runs: training (with the generator dropout draws
+/// its masks from) or evaluation (dropout off, batch norm on its running
+/// statistics), and optionally watched layer by layer.
+pub struct Pass<'a> {
+    rng: Option<&'a mut Rng>,
+    observer: Option<&'a mut Observer<'a>>,
 }
 
-impl Pass<'_> {
+/// Sees a layer's output.
+pub type Observer<'a> = dyn FnMut(&Node, &Tensor) + 'a;
+
+impl<'a> Pass<'a> {
+    pub fn eval() -> Self {
+        Pass {
+            rng: None,
+            observer: None,
+        }
+    }
+    pub fn train(rng: &'a mut Rng) -> Self {
+        Pass {
+            rng: Some(rng),
+            observer: None,
+        }
+    }
+    /// Evaluation that shows `f` the output of every layer, inside blocks
+    /// too, in the order they run (no layer applies the next one's ReLU).
+    pub fn observed(f: &'a mut Observer<'a>) -> Self {
+        Pass {
+            rng: None,
+            observer: Some(f),
+        }
+    }
     pub fn is_train(&self) -> bool {
-        matches!(self, Pass::Train(_))
+        self.rng.is_some()
+    }
+    /// The training generator, `None` in evaluation.
+    pub fn rng(&mut self) -> Option<&mut Rng> {
+        self.rng.as_deref_mut()
     }
 }
 
@@ -128,10 +161,15 @@ impl Pass<'_> {
 pub struct Cx<'a> {
     /// The layer's shape of input.
     pub input: Shape,
-    /// `layer 3 (conv2d)`: how messages name the layer.
+    /// `layer 3 (conv2d)`, or `layer 5 (residual) → layers.2 (conv2d)`
+    /// inside a block: how messages name the layer.
     label: &'a str,
+    /// Prefix of the layer's tensors: `layers.3`.
+    path: &'a str,
     /// The layer before it in the same list.
     prev: Option<&'a Node>,
+    /// Blocks around this layer.
+    depth: usize,
 }
 
 impl Cx<'_> {
@@ -140,12 +178,18 @@ impl Cx<'_> {
         crate::input_error!("{}: {msg}", self.label)
     }
 
+    /// How messages name the layer.
+    pub fn label(&self) -> &str {
+        self.label
+    }
+
     /// Where the input comes from, for messages: `layer 2 (flatten)
-    /// outputs` or `the input is`.
+    /// outputs`, `the input is`, or `the block's input is`.
     pub fn source(&self) -> String {
         match self.prev {
-            Some(p) => format!("layer {} ({}) outputs", p.index, p.kind),
-            None => "the input is".to_string(),
+            Some(p) => format!("{} outputs", p.short_label()),
+            None if self.depth == 0 => "the input is".to_string(),
+            None => "the block's input is".to_string(),
         }
     }
 
@@ -154,16 +198,41 @@ impl Cx<'_> {
         self.prev
     }
 
+    /// Plans a list of layers inside this one (a block's `name` list, such
+    /// as `layers` or `shortcut`), fed `input`.
+    pub fn plan_list(&self, name: &str, layers: &[Layer], input: Shape) -> Result<Vec<Node>> {
+        if self.depth + 1 > MAX_DEPTH {
+            return Err(self.fail(format!(
+                "blocks are nested more than {MAX_DEPTH} deep; flatten the nesting into a list"
+            )));
+        }
+        let at = ListAt {
+            prefix: format!("{}.{name}", self.path),
+            list: name.to_string(),
+            parent: Some(self.label.to_string()),
+            depth: self.depth + 1,
+        };
+        plan_list_at(layers, input, &at)
+    }
+
     /// The input as channels × height × width, or an error saying where
-    /// the flattening happened.
+    /// it became a vector.
     pub fn image(&self) -> Result<(usize, usize, usize)> {
         match self.input {
             Shape::Image { c, h, w } => Ok((c, h, w)),
-            Shape::Flat(n) => Err(self.fail(format!(
-                "needs an image input (channels×height×width) but {} {n} features; \
-                 move the flatten after the last conv/pool layer",
-                self.source()
-            ))),
+            Shape::Flat(n) => {
+                let fix = match self.prev.map(|p| &p.op) {
+                    Some(Op::GlobalAvgPool2d(_) | Op::GlobalMaxPool2d(_)) => {
+                        "a global pool already reduced each channel to one value; remove this layer or \
+                         put it before the global pool"
+                    }
+                    _ => "move the flatten after the last conv/pool layer",
+                };
+                Err(self.fail(format!(
+                    "needs an image input (channels×height×width) but {} {n} features; {fix}",
+                    self.source()
+                )))
+            }
         }
     }
 
@@ -189,13 +258,22 @@ impl Cx<'_> {
 /// The largest kernel, stride, dilation or padding a layer may state.
 pub const MAX_SIZE: usize = 1 << 16;
 
+/// How deep blocks may nest.
+pub const MAX_DEPTH: usize = 8;
+
 /// One layer of a checked network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     /// Position in its list.
     pub index: usize,
-    /// Prefix of its tensors' names: `layers.3`.
+    /// Prefix of its tensors' names: `layers.3`, `layers.5.shortcut.0`.
     pub path: String,
+    /// How messages name it: `layer 3 (conv2d)`, `layer 5 (residual) →
+    /// shortcut.0 (conv2d)`.
+    pub label: String,
+    /// The list it is in, inside a block (`layers`, `shortcut`); `None` at
+    /// the top level.
+    pub list: Option<String>,
     pub kind: &'static str,
     pub op: Op,
     pub input: Shape,
@@ -211,6 +289,14 @@ pub struct Node {
 }
 
 impl Node {
+    /// `layer 3 (conv2d)` at the top level, `layers.2 (conv2d)` in a block.
+    pub fn short_label(&self) -> String {
+        match &self.list {
+            None => format!("layer {} ({})", self.index, self.kind),
+            Some(list) => format!("{list}.{} ({})", self.index, self.kind),
+        }
+    }
+
     /// The tensors of this layer and of the layers inside it, in
     /// checkpoint order, with their full names (`layers.3.weight`).
     pub fn tensors(&self) -> Vec<(String, TensorSpec)> {
@@ -229,23 +315,55 @@ impl Node {
     }
 }
 
-/// Resolves a list of layers fed `input`: every shape, in order. Tensor
-/// names start with `prefix` (`layers`).
-pub fn plan_list(layers: &[Layer], input: Shape, prefix: &str) -> Result<Vec<Node>> {
+/// Where a list of layers sits.
+struct ListAt {
+    /// Prefix of its layers' paths: `layers`, `layers.5.shortcut`.
+    prefix: String,
+    /// Its name inside a block (`layers`, `branches.1`).
+    list: String,
+    /// The label of the block holding it; `None` at the top level.
+    parent: Option<String>,
+    depth: usize,
+}
+
+/// Resolves the network's list of layers fed `input`: every shape, in
+/// order. Tensor names start with `layers.`.
+pub fn plan_list(layers: &[Layer], input: Shape) -> Result<Vec<Node>> {
+    let top = ListAt {
+        prefix: "layers".to_string(),
+        list: "layers".to_string(),
+        parent: None,
+        depth: 0,
+    };
+    plan_list_at(layers, input, &top)
+}
+
+fn plan_list_at(layers: &[Layer], input: Shape, at: &ListAt) -> Result<Vec<Node>> {
     let mut nodes: Vec<Node> = Vec::with_capacity(layers.len());
     let mut shape = input;
     for (index, layer) in layers.iter().enumerate() {
         let kind = layer.kind();
-        let label = format!("layer {index} ({kind})");
+        let (label, list) = match &at.parent {
+            None => (format!("layer {index} ({kind})"), None),
+            Some(parent) => (
+                format!("{parent} → {}.{index} ({kind})", at.list),
+                Some(at.list.clone()),
+            ),
+        };
+        let path = format!("{}.{index}", at.prefix);
         let cx = Cx {
             input: shape,
             label: &label,
+            path: &path,
             prev: nodes.last(),
+            depth: at.depth,
         };
         let (op, output) = layer.resolve(&cx)?;
         let mut node = Node {
             index,
-            path: format!("{prefix}.{index}"),
+            path,
+            label,
+            list,
             kind,
             params: 0,
             buffers: 0,
@@ -288,11 +406,17 @@ pub fn run_list(
     while i < end {
         let node = &nodes[i];
         let run = node.op.run();
-        let fuse = run.fuses_relu() && i + 1 < end && matches!(nodes[i + 1].op, Op::Relu(_));
+        let fuse = run.fuses_relu()
+            && pass.observer.is_none()
+            && i + 1 < end
+            && matches!(nodes[i + 1].op, Op::Relu(_));
         let t = &tensors[at..at + node.tensor_count];
         x = run
             .forward(&x, t, pass, fuse)
-            .with_context(|| format!("in layer {} ({})", node.index, node.kind))?;
+            .with_context(|| format!("in {}", node.label))?;
+        if let Some(f) = pass.observer.as_mut() {
+            f(node, &x);
+        }
         at += node.tensor_count;
         if fuse {
             at += nodes[i + 1].tensor_count;
@@ -371,6 +495,9 @@ kinds! {
     Conv2d(Conv2d) = "conv2d";
     MaxPool2d(MaxPool2d) = "max_pool2d" | "maxpool2d" | "max_pool";
     AvgPool2d(AvgPool2d) = "avg_pool2d" | "avgpool2d" | "avg_pool";
+    GlobalAvgPool2d(GlobalAvgPool2d) = "global_avg_pool2d";
+    GlobalMaxPool2d(GlobalMaxPool2d) = "global_max_pool2d";
+    AdaptiveAvgPool2d(AdaptiveAvgPool2d) = "adaptive_avg_pool2d";
     BatchNorm2d(BatchNorm2d) = "batch_norm2d" | "batchnorm2d";
     BatchNorm1d(BatchNorm1d) = "batch_norm1d" | "batchnorm1d";
     Relu(Relu) = "relu";
@@ -383,6 +510,8 @@ kinds! {
     Dropout(Dropout) = "dropout";
     LogSoftmax(LogSoftmax) = "log_softmax";
     Softmax(Softmax) = "softmax";
+    Residual(Residual) = "residual";
+    Concat(Concat) = "concat";
 }
 
 impl Op {
@@ -402,4 +531,63 @@ impl Op {
 /// Every accepted `"type"`, for error messages.
 pub fn type_names() -> Vec<&'static str> {
     KINDS.iter().map(|k| k.name).collect()
+}
+
+/// Decodes one entry of a layer list; errors start with `name` (`layer 3`
+/// at the top level, `layers.2` inside a block) and the kind.
+pub fn decode_layer(name: &str, value: Value) -> std::result::Result<Layer, String> {
+    let Some(obj) = value.as_object() else {
+        return Err(format!(
+            "{name}: expected an object like {{\"type\": \"relu\"}}, got {value}"
+        ));
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(format!("{name}: \"type\" must be a string, got {other}")),
+        None => {
+            return Err(format!(
+                "{name}: missing \"type\"; expected one of: {}",
+                type_names().join(", ")
+            ));
+        }
+    };
+    serde_path_to_error::deserialize::<_, Layer>(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        // (Inside the layer, serde reports unknown values of any field, such
+        // as padding_mode, the same way; only the type's is this error.)
+        if inner.starts_with(&format!("unknown variant `{kind}`")) {
+            format!(
+                "{name}: unknown layer type \"{kind}\"; expected one of: {}",
+                type_names().join(", ")
+            )
+        } else {
+            let msg = describe_error(&e);
+            // A layer inside this block: its message starts with its list.
+            let nested = ["layers.", "shortcut.", "branches."]
+                .iter()
+                .any(|list| msg.starts_with(list));
+            let joint = if nested { " → " } else { ": " };
+            format!("{name} ({kind}){joint}{msg}")
+        }
+    })
+}
+
+/// Decodes a block's list of layers, named `list` in messages.
+pub fn decode_list(list: &str, values: Vec<Value>) -> std::result::Result<Vec<Layer>, String> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| decode_layer(&format!("{list}.{i}"), v))
+        .collect()
+}
+
+/// `field.path: message`, or just the message at the top level.
+pub fn describe_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    if path == "." || path.is_empty() {
+        msg
+    } else {
+        format!("field `{path}`: {msg}")
+    }
 }

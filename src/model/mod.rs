@@ -123,21 +123,23 @@ impl Model {
     /// Class probabilities.
     pub fn probabilities(&self, xs: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax_last_dim(
-            &self.logits(xs, Pass::Eval)?,
+            &self.logits(xs, Pass::eval())?,
         )?)
     }
 
-    /// Outputs of every layer, for looking inside the network.
-    pub fn activations(&self, xs: &Tensor) -> Result<Vec<Tensor>> {
-        let mut out = Vec::with_capacity(self.plan.layers.len());
-        let mut x = xs.clone();
-        let mut at = 0;
-        for node in &self.plan.layers {
-            let t = &self.tensors[at..at + node.tensor_count];
-            x = node.op.run().forward(&x, t, &mut Pass::Eval, false)?;
-            at += node.tensor_count;
-            out.push(x.clone());
-        }
+    /// The output of every layer for `xs`, inside blocks too, in the order
+    /// they run: for looking inside the network.
+    pub fn activations(&self, xs: &Tensor) -> Result<Vec<(Node, Tensor)>> {
+        let mut out = Vec::new();
+        let mut keep = |node: &Node, y: &Tensor| out.push((node.clone(), y.clone()));
+        let n = self.plan.layers.len();
+        layers::run_list(
+            &self.plan.layers,
+            &self.tensors,
+            xs,
+            &mut Pass::observed(&mut keep),
+            n,
+        )?;
         Ok(out)
     }
 }

@@ -85,7 +85,7 @@ pub fn gradients(
         let mut dropout = rng::stream(seed, rng::Purpose::Dropout, stream);
         let mut augmentation = rng::stream(seed, rng::Purpose::Augment, stream);
         let (x, y) = batcher.train_batch(set, part, augment, &mut augmentation)?;
-        let logits = model.logits(&x, Pass::Train(&mut dropout))?;
+        let logits = model.logits(&x, Pass::train(&mut dropout))?;
         // Each part's mean loss, weighted by its share of the batch: the
         // gradients then add up to those of the batch's mean loss.
         let loss = (loss::cross_entropy(&logits, &y, smoothing)? * (part.len() as f64 / n))?;

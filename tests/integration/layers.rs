@@ -116,8 +116,9 @@ fn the_pytorch_reference_knows_every_kind_with_the_same_fields() {
             );
         }
         assert!(
-            script.contains(&format!("nn.{}", k.torch)),
-            "torch_reference.py never builds nn.{} for {}",
+            script.contains(&format!("nn.{}", k.torch))
+                || script.contains(&format!("class {}(nn.Module)", k.torch)),
+            "torch_reference.py never builds {} for {}",
             k.torch,
             k.name
         );
@@ -132,25 +133,35 @@ fn summary_shows_every_kind_of_a_network_that_uses_them_all() {
         let k = KINDS.iter().find(|k| k.name == name).unwrap();
         serde_json::from_str(k.example).unwrap()
     };
-    // Image kinds, then flat ones; the two output activations end one each.
-    let body = [
+    // Image kinds, then one way to a vector, then flat ones and an output
+    // activation; each way to a vector and each output activation once.
+    let image = [
         "conv2d",
         "batch_norm2d",
         "relu",
+        "residual",
+        "concat",
         "max_pool2d",
         "leaky_relu",
+        "adaptive_avg_pool2d",
         "avg_pool2d",
         "sigmoid",
         "tanh",
         "gelu",
         "dropout",
-        "flatten",
-        "batch_norm1d",
-        "linear",
     ];
     let mut seen = BTreeSet::new();
-    for last in ["log_softmax", "softmax"] {
-        let layers: Vec<Value> = body.iter().chain([&last]).map(|n| example(n)).collect();
+    for (to_vector, last) in [
+        ("flatten", "log_softmax"),
+        ("global_avg_pool2d", "softmax"),
+        ("global_max_pool2d", "softmax"),
+    ] {
+        let names: Vec<&str> = image
+            .iter()
+            .copied()
+            .chain([to_vector, "batch_norm1d", "linear", last])
+            .collect();
+        let layers: Vec<Value> = names.iter().map(|n| example(n)).collect();
         let config = json!({"input_shape": [1, 8, 8], "num_classes": 10, "layers": layers});
         let path = write_config(dir.path(), "all.json", &config);
         let (code, out, err) = run(cnn(dir.path())
@@ -164,8 +175,7 @@ fn summary_shows_every_kind_of_a_network_that_uses_them_all() {
             .iter()
             .map(|l| l["type"].as_str().unwrap())
             .collect();
-        let expected: Vec<&str> = body.iter().copied().chain([last]).collect();
-        assert_eq!(types, expected);
+        assert_eq!(types, names);
         seen.extend(types.iter().map(|t| t.to_string()));
     }
     let all: BTreeSet<String> = KINDS.iter().map(|k| k.name.to_string()).collect();

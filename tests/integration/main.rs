@@ -5,6 +5,7 @@
 
 mod architecture;
 mod augment;
+mod blocks;
 mod cifar;
 mod common;
 mod config_errors;
