@@ -5,8 +5,8 @@
 //! [`arch`] (shape inference and validation) → [`model`] (candle modules,
 //! [`ops`]) ← [`data`] (IDX files, split, batches) → [`train`] (loop,
 //! evaluation, [`optim`]) → [`checkpoint`] and [`history`] files.
-//! [`cli`] holds the clap types and [`commands`] the subcommands; [`report`]
-//! compares the runs of a sweep.
+//! [`cli`] holds the clap types and [`commands`] the subcommands; [`sweep`]
+//! plans and runs many trainings and [`report`] compares their runs.
 
 pub mod arch;
 pub mod checkpoint;
@@ -28,6 +28,7 @@ pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod status;
+pub mod sweep;
 pub mod tensorboard;
 pub mod train;
 
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Filters(args) => commands::filters::run(args),
         Command::FeatureMaps(args) => commands::feature_maps::run(args),
         Command::Samples(args) => commands::samples::run(args),
+        Command::Sweep(args) => commands::sweep::run(args, cli.threads),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod predict;
 pub mod report;
 pub mod samples;
 pub mod summary;
+pub mod sweep;
 pub mod train;
 
 use crate::arch;
