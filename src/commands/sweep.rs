@@ -313,11 +313,12 @@ fn point(a: &SweepPointArgs, threads: Option<usize>) -> Result<()> {
                 );
             }
             Decision::Interrupted => {
-                return Err(Interrupted(format!(
-                    "[{}] interrupted; it saved its state and resumes when the sweep runs again",
-                    p.name
-                ))
-                .into());
+                let what = if tries.last_exit.is_some() {
+                    "interrupted; it saved its state and resumes when the sweep runs again"
+                } else {
+                    "interrupted before it started"
+                };
+                return Err(Interrupted(format!("[{}] {what}", p.name)).into());
             }
             Decision::GiveUp(why) => {
                 events.log("gave-up");
