@@ -4,7 +4,7 @@
 use crate::data::Split;
 use crate::data::convert::Fit;
 use crate::device::DeviceSpec;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -30,6 +30,47 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the process's arguments (exiting with clap's message and code 2
+/// on a usage error), noting which flags of a new run were given.
+pub fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Train(args) = &mut cli.command
+        && let Some(train) = matches.subcommand_matches("train")
+    {
+        let cmd = Cli::command();
+        let train_cmd = cmd.find_subcommand("train").expect("train exists");
+        args.new_run_flags = train
+            .get_many::<clap::Id>("new_run")
+            .into_iter()
+            .flatten()
+            .filter_map(|id| train_cmd.get_arguments().find(|a| a.get_id() == id))
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+    }
+    cli
+}
+
+/// The long flags of `cnn train` that a resumed run keeps: those outside the
+/// `new_run` group (for sweeps that resume their points).
+pub fn resumable_train_flags() -> Vec<String> {
+    let mut cmd = Cli::command();
+    // Gathers each argument's `group = ...` into its group.
+    cmd.build();
+    let train = cmd.find_subcommand("train").expect("train exists");
+    let new_run: Vec<&clap::Id> = train
+        .get_groups()
+        .filter(|g| g.get_id() == "new_run")
+        .flat_map(|g| g.get_args())
+        .collect();
+    train
+        .get_arguments()
+        .filter(|a| !new_run.contains(&a.get_id()) && a.get_id() != "resume")
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .filter(|l| l != "--help")
+        .collect()
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,9 +251,15 @@ pub struct SweepSummaryArgs {
     pub dir: PathBuf,
 }
 
+/// The flags of a new run are in the group `new_run`: they would change the
+/// model, the data or the run directory, so `--resume` refuses them (and a
+/// sweep's resumed points drop them). Every other flag also applies to a
+/// resumed run.
 #[derive(Debug, Args)]
-#[command(allow_negative_numbers = true)]
-#[command(group(clap::ArgGroup::new("new_run").multiple(true)))]
+#[command(
+    allow_negative_numbers = true,
+    group(clap::ArgGroup::new("new_run").multiple(true))
+)]
 pub struct TrainArgs {
     /// Architecture and training config (JSON).
     #[arg(
@@ -225,9 +272,16 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
 
     /// Continue the run in RUN_DIR from its last.safetensors, exactly where
-    /// it stopped (same config; --epochs may extend it).
-    #[arg(long, value_name = "RUN_DIR", conflicts_with = "new_run")]
+    /// it stopped, with the config it stored. Only --epochs (to extend it),
+    /// --checkpoint-every, --device, --data-dir, --no-download, --threads
+    /// and --quiet may be given with it.
+    #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+
+    /// The flags of the `new_run` group given on the command line, as
+    /// typed (`--lr`); filled by [`parse`].
+    #[arg(skip)]
+    pub new_run_flags: Vec<String>,
 
     /// Also write last.safetensors every N optimizer steps, so that a crash
     /// loses at most N steps (overrides training.checkpoint_every).
@@ -523,4 +577,30 @@ pub struct SamplesArgs {
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_keeps_exactly_the_flags_outside_the_new_run_group() {
+        let kept = resumable_train_flags();
+        for flag in [
+            "--epochs",
+            "--no-download",
+            "--data-dir",
+            "--device",
+            "--quiet",
+        ] {
+            assert!(
+                kept.iter().any(|k| k == flag),
+                "{flag} missing from {kept:?}"
+            );
+        }
+        for flag in ["--lr", "--set", "--config", "--out", "--force", "--resume"] {
+            assert!(!kept.iter().any(|k| k == flag), "{flag} kept: {kept:?}");
+        }
+        Cli::command().debug_assert();
+    }
 }

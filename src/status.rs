@@ -46,7 +46,7 @@ pub struct RunStatus {
     pub updated_at: f64,
 }
 
-pub const FILE: &str = "status.json";
+pub const FILE: &str = crate::run_dir::STATUS;
 
 fn now() -> f64 {
     std::time::SystemTime::now()

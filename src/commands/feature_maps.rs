@@ -4,12 +4,12 @@
 //! as the seed notebooks' `plot_convolution` does.
 
 use super::load_model;
-use crate::arch::{ConvGeometry, Op, Pad4};
 use crate::cli::FeatureMapsArgs;
-use crate::config::{DataConfig, DatasetName, PaddingMode, Pair};
+use crate::config::{DataConfig, DatasetName};
 use crate::data::convert::{self, Fit};
-use crate::data::{Batcher, Dataset, LoadOptions, Split, Splits};
+use crate::data::{Batcher, Dataset, LoadOptions, Split};
 use crate::error::InputContext;
+use crate::geometry::{ConvGeometry, Pad4, PaddingMode, Pair};
 use crate::ops;
 use crate::plot::{self, grid};
 use anyhow::Result;
@@ -48,7 +48,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
         }
         (None, Some(index)) => {
             let known = (!loaded.classes.is_empty()).then_some(&loaded.classes[..]);
-            let dataset = Dataset::load(
+            let dataset = Dataset::for_config(
                 config,
                 &LoadOptions {
                     data_dir: args.data_dir.as_deref(),
@@ -56,8 +56,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
                     ..Default::default()
                 },
             )?;
-            super::check_dataset_fits(config, &dataset)?;
-            let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
+            let splits = dataset.splits(config)?;
             let subset = splits.get(args.split);
             let Some(&i) = subset.indices.get(index) else {
                 crate::bail_input!(
@@ -109,12 +108,10 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
     let plan = loaded.model.plan();
     let mut truncated = false;
     for (i, layer) in plan.layers.iter().enumerate() {
-        let Op::Conv(g) = layer.op else { continue };
+        let Some(g) = layer.op.conv() else { continue };
         // Show the maps after the activation that follows the conv, if any.
-        let (shown, what) = match plan.layers.get(i + 1).map(|l| &l.op) {
-            Some(Op::Relu | Op::LeakyRelu(_) | Op::Sigmoid | Op::Tanh | Op::Gelu) => {
-                (i + 1, format!(" + {}", plan.layers[i + 1].kind))
-            }
+        let (shown, what) = match plan.layers.get(i + 1) {
+            Some(next) if next.op.run().is_activation() => (i + 1, format!(" + {}", next.kind)),
             _ => (i, String::new()),
         };
         let maps = outputs[shown].squeeze(0)?;

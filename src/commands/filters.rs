@@ -3,8 +3,9 @@
 //! scale shared by the whole layer and stated under the picture.
 
 use super::load_model;
-use crate::arch::{LayerPlan, Op, Plan};
+use crate::arch::Plan;
 use crate::cli::FiltersArgs;
+use crate::layers::Node;
 use crate::plot::{self, grid};
 use anyhow::Result;
 use candle_core::Device;
@@ -15,11 +16,11 @@ const MAX_COLS: usize = 16;
 
 /// The conv layer `index` of `plan` (default: the first), or an error that
 /// lists the conv layers.
-pub fn conv_layer(plan: &Plan, index: Option<usize>) -> Result<&LayerPlan> {
-    let convs: Vec<&LayerPlan> = plan
+pub fn conv_layer(plan: &Plan, index: Option<usize>) -> Result<&Node> {
+    let convs: Vec<&Node> = plan
         .layers
         .iter()
-        .filter(|l| matches!(l.op, Op::Conv(_)))
+        .filter(|l| l.op.conv().is_some())
         .collect();
     let list = convs
         .iter()
@@ -36,9 +37,9 @@ pub fn conv_layer(plan: &Plan, index: Option<usize>) -> Result<&LayerPlan> {
             plan.layers.len(),
             plan.layers.len() - 1
         ),
-        Some(i) => match plan.layers[i].op {
-            Op::Conv(_) => Ok(&plan.layers[i]),
-            _ => crate::bail_input!(
+        Some(i) => match plan.layers[i].op.conv() {
+            Some(_) => Ok(&plan.layers[i]),
+            None => crate::bail_input!(
                 "--layer {i} is a {} layer, not conv2d; its conv2d layers are {list}",
                 plan.layers[i].kind
             ),
@@ -51,10 +52,8 @@ pub fn run(args: &FiltersArgs) -> Result<()> {
     let loaded = load_model(&args.checkpoint, None, &Device::Cpu)?;
     let plan = loaded.model.plan();
     let layer = conv_layer(plan, args.layer)?;
-    let Op::Conv(g) = layer.op else {
-        unreachable!("conv_layer returns conv layers")
-    };
-    let name = format!("layers.{}.weight", layer.index);
+    let g = *layer.op.conv().expect("conv_layer returns conv layers");
+    let name = format!("{}.weight", layer.path);
     let weight = loaded
         .model
         .tensors()

@@ -8,6 +8,7 @@ use crate::cli::{
 };
 use crate::error::Interrupted;
 use crate::fsutil::write_atomic;
+use crate::run_dir::RunDir;
 use crate::sweep::manifest::{FILE as MANIFEST, Manifest, Point};
 use crate::sweep::plan::{Plan, parse_axes};
 use crate::sweep::point::{Decision, Start, Tries, decide, fresh_args, resume_args, shown};
@@ -284,7 +285,7 @@ fn point(a: &SweepPointArgs, threads: Option<usize>) -> Result<()> {
     };
     loop {
         let status = PointStatus::read(&run_dir, Lock::Held);
-        let has_checkpoint = crate::train::last_path(&run_dir).is_file();
+        let has_checkpoint = RunDir::at(&run_dir).last().is_file();
         let (start, retry) = match decide(
             &status,
             has_checkpoint,

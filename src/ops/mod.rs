@@ -1,6 +1,6 @@
 //! Tensor operations the model needs beyond candle-nn's modules: convolution
-//! with every padding mode and asymmetric padding, pooling with padding, and
-//! seeded dropout. Each picks the fastest implementation available for the
+//! with every padding mode and asymmetric padding, pooling with padding,
+//! linear layers and cross-entropy. Each picks the fastest implementation available for the
 //! tensor's device.
 
 pub mod conv;
@@ -11,12 +11,9 @@ pub mod linear;
 pub mod pool;
 pub mod xent;
 
-use crate::arch::{ConvGeometry, Pad4, PoolGeometry};
-use crate::config::PaddingMode;
-use crate::rng::Rng;
+use crate::geometry::{ConvGeometry, Pad4, PaddingMode, PoolGeometry};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use rand::Rng as _;
 
 /// The value of the environment variable `name` if it is one of `known`;
 /// any other value is ignored with a warning that names the ones it takes
@@ -259,23 +256,6 @@ fn windows(x: &Tensor, g: &PoolGeometry) -> Result<Vec<Tensor>> {
         }
     }
     Ok(out)
-}
-
-/// Inverted dropout with a mask drawn from the project's generator.
-pub fn dropout(x: &Tensor, p: f32, rng: &mut Rng) -> Result<Tensor> {
-    let keep = 1.0 - p;
-    let scale = 1.0 / keep;
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            if rng.random::<f32>() < keep {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?.to_device(x.device())?;
-    Ok((x * mask)?)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the run directories inside a directory, or a run directory itself.
 
 use super::set_value;
+use crate::run_dir;
 use crate::sweep::Manifest;
 use crate::sweep::manifest::FILE as MANIFEST;
 use crate::sweep::state::lock_path;
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn is_run_dir(dir: &Path) -> bool {
-    ["status.json", "history.json", "config.json"]
+    [run_dir::STATUS, run_dir::HISTORY_JSON, run_dir::CONFIG]
         .iter()
         .any(|f| dir.join(f).is_file())
 }

@@ -13,6 +13,7 @@ mod order;
 pub use order::{SORT_KEYS, labels, sort};
 
 use crate::history::{self, EpochRecord};
+use crate::run_dir;
 use crate::status::{self, State};
 use crate::sweep::state::{Lock, Observed, observe};
 use anyhow::Result;
@@ -131,7 +132,9 @@ fn read_status(
     let lock = lock.map_or(Lock::None, Lock::File);
     match observe(dir, lock) {
         Observed::Absent => (Status::NotStarted, None, None),
-        Observed::NoStatus if dir.join("history.json").exists() => (Status::Unknown, None, None),
+        Observed::NoStatus if dir.join(run_dir::HISTORY_JSON).exists() => {
+            (Status::Unknown, None, None)
+        }
         Observed::NoStatus => (Status::NotStarted, None, None),
         Observed::Status(s) => {
             let error = (s.status == State::Failed)
@@ -182,7 +185,7 @@ pub fn seconds(status: Option<&status::RunStatus>, history: &[EpochRecord]) -> O
 fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
     let (mut status, mut error, st) = read_status(&found.dir, found.lock.as_deref());
     let mut history = Vec::new();
-    if found.dir.join("history.json").exists() {
+    if found.dir.join(run_dir::HISTORY_JSON).exists() {
         match history::read(&found.dir) {
             Ok(h) => history = h,
             Err(e) => {
@@ -191,7 +194,7 @@ fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
             }
         }
     }
-    let config = std::fs::read_to_string(found.dir.join("config.json"))
+    let config = std::fs::read_to_string(found.dir.join(run_dir::CONFIG))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .map(|v| flatten(&v));

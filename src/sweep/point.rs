@@ -46,19 +46,14 @@ fn path_arg(p: &Path) -> Result<String> {
     }
 }
 
-/// The `cnn train` arguments, as `train` would parse them, that a resumed
-/// run keeps: every flag given in `extra` that is not in the `new_run`
-/// group (the flags `--resume` refuses because they would change the run)
-/// — `--epochs`, `--device`, `--data-dir`, `--no-download`, `--quiet`... —
-/// in the order `cnn train --help` lists them. A flag added to `cnn train`
-/// follows by its declaration in `cli.rs`.
+/// The arguments of `extra` (as `cnn train` parses them) that a resumed
+/// run keeps: the flags `cli::resumable_train_flags` derives from the clap
+/// declaration (every train flag outside the `new_run` group: `--epochs`,
+/// `--device`, `--data-dir`, `--no-download`, `--quiet`...), in the order
+/// `cnn train --help` lists them. A flag added to `cnn train` follows.
 pub fn resume_flags(extra: &[String]) -> Result<Vec<String>> {
+    let resumable = crate::cli::resumable_train_flags();
     let train = train_command();
-    let refused: Vec<String> = train
-        .get_groups()
-        .filter(|g| g.get_id() == "new_run")
-        .flat_map(|g| g.get_args().map(|a| a.to_string()))
-        .collect();
     // `--config` stands in for the base config, which is not in `extra`.
     let argv = ["train", "--config", "base.json"]
         .into_iter()
@@ -72,17 +67,19 @@ pub fn resume_flags(extra: &[String]) -> Result<Vec<String>> {
     })?;
     let mut kept = Vec::new();
     for arg in train.get_arguments() {
+        let Some(flag) = arg.get_long().map(|l| format!("--{l}")) else {
+            continue;
+        };
         let id = arg.get_id().as_str();
         let given = matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        if !given || id == "resume" || refused.iter().any(|r| r == id) {
+        if !given || !resumable.contains(&flag) {
             continue;
         }
-        let Some(long) = arg.get_long() else { continue };
         match arg.get_action() {
-            ArgAction::SetTrue => kept.push(format!("--{long}")),
+            ArgAction::SetTrue => kept.push(flag),
             ArgAction::Set | ArgAction::Append => {
                 for v in matches.get_raw(id).into_iter().flatten() {
-                    kept.push(format!("--{long}"));
+                    kept.push(flag.clone());
                     kept.push(v.to_string_lossy().into_owned());
                 }
             }
@@ -288,36 +285,28 @@ mod tests {
     }
 
     #[test]
-    fn every_train_flag_is_either_kept_on_resume_or_refused_by_it() {
-        // Declared once: --resume conflicts with the new_run group, and the
-        // sweep keeps the rest. A new flag lands in one or the other.
+    fn every_flag_a_resume_accepts_is_kept_whatever_its_form() {
+        // The sweep sets --threads itself; every other flag a resume takes,
+        // including one added later, must survive it.
         let train = train_command();
-        let group: Vec<String> = train
-            .get_groups()
-            .find(|g| g.get_id() == "new_run")
-            .unwrap()
-            .get_args()
-            .map(|a| a.to_string())
-            .collect();
-        for want in [
-            "config",
-            "sets",
-            "lr",
-            "batch_size",
-            "seed",
-            "dataset",
-            "out",
-            "force",
-        ] {
-            assert!(group.iter().any(|g| g == want), "{want} not in {group:?}");
+        for flag in crate::cli::resumable_train_flags() {
+            if flag == "--threads" {
+                continue;
+            }
+            let arg = train
+                .get_arguments()
+                .find(|a| a.get_long().map(|l| format!("--{l}")).as_ref() == Some(&flag))
+                .unwrap();
+            let mut extra = vec![flag.clone()];
+            if arg.get_action().takes_values() {
+                extra.push(if flag == "--device" { "cpu" } else { "7" }.to_string());
+            }
+            assert_eq!(resume_flags(&extra).unwrap(), extra, "{flag}");
+            if extra.len() == 2 {
+                let joined = [format!("{}={}", extra[0], extra[1])];
+                assert_eq!(resume_flags(&joined).unwrap(), extra, "{flag}=");
+            }
         }
-        let resume = train.get_arguments().find(|a| a.get_id() == "resume");
-        assert!(resume.is_some());
-        let conflict = train
-            .clone()
-            .try_get_matches_from(["train", "--resume", "r", "--lr", "0.1"])
-            .unwrap_err();
-        assert_eq!(conflict.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `SWEEP_DIR/locks/INDEX.lock` for as long as the run goes on (its `cnn
 //! train` inherits the lock), so a run whose lock nobody holds was killed.
 
+use crate::run_dir;
 use crate::status::{self, RunStatus, State};
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -43,12 +44,15 @@ pub enum Observed {
 /// The state of the run in `run_dir`: the one reading of a run's state that
 /// the sweep and `cnn report` share.
 pub fn observe(run_dir: &Path, lock: Lock) -> Observed {
-    let Ok(mut entries) = std::fs::read_dir(run_dir) else {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
         return Observed::Absent;
     };
     let path = run_dir.join(status::FILE);
     if !path.exists() {
-        return if entries.next().is_none() {
+        // The lock file of a run that stopped before it wrote anything
+        // does not make the directory another run's.
+        let mut files = entries.flatten().filter(|e| e.file_name() != run_dir::LOCK);
+        return if files.next().is_none() {
             Observed::Absent
         } else {
             Observed::NoStatus
@@ -275,6 +279,7 @@ mod tests {
         let run = dir.path().join("run");
         assert_eq!(observe(&run, Lock::None), Observed::Absent);
         std::fs::create_dir(&run).unwrap();
+        std::fs::write(run.join(run_dir::LOCK), "process 1 on h").unwrap();
         assert_eq!(observe(&run, Lock::None), Observed::Absent);
         std::fs::write(run.join("config.json"), "{}").unwrap();
         let s = PointStatus::read(&run, Lock::None);

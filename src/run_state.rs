@@ -55,6 +55,35 @@ impl RunState {
         }
     }
 
+    /// Counts a trained batch of `images` into the epoch in progress;
+    /// `seconds` is the epoch's training time so far.
+    pub fn count_step(&mut self, images: usize, loss: f64, correct: u64, seconds: f64) {
+        self.step += 1;
+        self.batches_done += 1;
+        let p = &mut self.partial;
+        p.loss_sum += loss * images as f64;
+        p.correct += correct;
+        p.seen += images;
+        p.seconds = seconds;
+    }
+
+    /// Closes the epoch of `record`: judged against the monitored metric
+    /// (see [`RunState::judge`]), added to the history, and the sums of the
+    /// epoch in progress cleared. Returns whether it is the new best.
+    pub fn finish_epoch(
+        &mut self,
+        record: &EpochRecord,
+        monitor: Monitor,
+        early: Option<&EarlyStopping>,
+    ) -> bool {
+        let is_best = self.judge(record, monitor, early);
+        self.history.push(record.clone());
+        self.epochs_done = record.epoch;
+        self.batches_done = 0;
+        self.partial = Partial::default();
+        is_best
+    }
+
     /// Records a finished epoch against the monitored metric: returns
     /// whether it is the new best, and updates the early-stopping count.
     pub fn judge(

@@ -1,0 +1,412 @@
+//! Every layer kind, each defined in one place: its config fields (serde),
+//! its shape rule (checked before any tensor exists), the tensors it owns
+//! with their shapes and initialisation, its forward pass and the PyTorch
+//! module it matches.
+//!
+//! A kind is two types in a module of this folder: the config entry, which
+//! implements [`Spec`] (fields and shape rule), and what it resolves to once
+//! its input shape is known, which implements [`Run`] (tensors, cost,
+//! forward). The [`kinds!`] list at the bottom of this file registers both;
+//! it generates the config's tagged [`Layer`] enum, the resolved [`Op`] enum
+//! and [`KINDS`], so the compiler points at anything a new kind still needs.
+//! ARCHITECTURE.md walks through adding one.
+
+mod activation;
+mod conv;
+mod dropout;
+mod linear;
+mod norm;
+mod pool;
+
+pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
+pub use conv::Conv2d;
+pub use dropout::Dropout;
+pub use linear::{Flatten, Linear};
+pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormOp};
+pub use pool::{AvgPool2d, MaxPool2d, Pool2d, PoolOp};
+
+use crate::geometry::{ConvGeometry, Pair, Shape};
+use crate::rng::Rng;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A layer as the config writes it.
+pub trait Spec {
+    /// What the layer resolves to once its input shape is known.
+    type Op: Run;
+    /// The PyTorch module computing the same function with the same tensor
+    /// names (`Conv2d` for `torch.nn.Conv2d`).
+    const TORCH: &'static str;
+    /// A short config entry of this kind, for the documentation and tests.
+    const EXAMPLE: &'static str;
+    /// Checks the settings against the input shape; returns the resolved
+    /// layer and its output shape. Errors go through [`Cx::fail`], which
+    /// names the layer.
+    fn resolve(&self, cx: &Cx) -> Result<(Self::Op, Shape)>;
+}
+
+/// A layer with every size known: what it owns and how it runs.
+pub trait Run {
+    /// The tensors this layer owns, in checkpoint order; each is saved as
+    /// `<node path>.<name>`.
+    fn tensors(&self) -> Vec<TensorSpec> {
+        Vec::new()
+    }
+    /// Multiply-adds per example.
+    fn macs(&self, _output: Shape) -> u128 {
+        0
+    }
+    /// Whether [`Run::forward`] can apply a following ReLU itself.
+    fn fuses_relu(&self) -> bool {
+        false
+    }
+    /// An activation function (shown beside the maps of the layer before it).
+    fn is_activation(&self) -> bool {
+        false
+    }
+    /// Lists of layers inside this one (a block's), whose tensors follow
+    /// this layer's own in [`Node::tensors`] and in the slice
+    /// [`Run::forward`] gets.
+    fn children(&self) -> Vec<&[Node]> {
+        Vec::new()
+    }
+    /// Refuses what the implementation for `device` cannot run.
+    fn check_device(&self, _device: &Device) -> Result<()> {
+        Ok(())
+    }
+    /// Applies the layer to a batch; `t` holds the tensors of
+    /// [`Node::tensors`] in order. With `relu` (only when
+    /// [`Run::fuses_relu`]), also applies the ReLU that follows.
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor>;
+}
+
+/// One tensor a layer owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    /// The last part of its checkpoint name: `weight`, `running_mean`.
+    pub name: &'static str,
+    pub dims: Vec<usize>,
+    /// Trained by the optimizer (else a buffer such as running statistics).
+    pub trainable: bool,
+    pub init: Init,
+}
+
+/// How a fresh tensor is filled (PyTorch's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Uniform in ±1/√fan_in, what `kaiming_uniform_(a=√5)` works out to
+    /// for weights and PyTorch uses for biases too.
+    Uniform {
+        fan_in: usize,
+    },
+    Const(f32),
+}
+
+impl TensorSpec {
+    pub fn elements(&self) -> u128 {
+        self.dims.iter().map(|&d| d as u128).product()
+    }
+}
+
+/// How a forward pass runs.
+pub enum Pass<'a> {
+    /// Evaluation: dropout off, batch norm on its running statistics.
+    Eval,
+    /// Training, with the generator dropout draws its masks from.
+    Train(&'a mut Rng),
+}
+
+impl Pass<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Pass::Train(_))
+    }
+}
+
+/// What a shape rule knows about where its layer sits.
+pub struct Cx<'a> {
+    /// The layer's shape of input.
+    pub input: Shape,
+    /// `layer 3 (conv2d)`: how messages name the layer.
+    label: &'a str,
+    /// The layer before it in the same list.
+    prev: Option<&'a Node>,
+}
+
+impl Cx<'_> {
+    /// An input error naming the layer.
+    pub fn fail(&self, msg: impl fmt::Display) -> anyhow::Error {
+        crate::input_error!("{}: {msg}", self.label)
+    }
+
+    /// Where the input comes from, for messages: `layer 2 (flatten)
+    /// outputs` or `the input is`.
+    pub fn source(&self) -> String {
+        match self.prev {
+            Some(p) => format!("layer {} ({}) outputs", p.index, p.kind),
+            None => "the input is".to_string(),
+        }
+    }
+
+    /// The layer before, if any.
+    pub fn prev(&self) -> Option<&Node> {
+        self.prev
+    }
+
+    /// The input as channels × height × width, or an error saying where
+    /// the flattening happened.
+    pub fn image(&self) -> Result<(usize, usize, usize)> {
+        match self.input {
+            Shape::Image { c, h, w } => Ok((c, h, w)),
+            Shape::Flat(n) => Err(self.fail(format!(
+                "needs an image input (channels×height×width) but {} {n} features; \
+                 move the flatten after the last conv/pool layer",
+                self.source()
+            ))),
+        }
+    }
+
+    /// A size that must be at least 1 (and not absurd).
+    pub fn at_least_one(&self, field: &str, v: Pair) -> Result<()> {
+        if v.h == 0 || v.w == 0 {
+            return Err(self.fail(format!("{field} is {v}; it must be at least 1")));
+        }
+        self.not_huge(field, v)
+    }
+
+    /// Sizes beyond any image (and beyond overflow-free arithmetic) are typos.
+    pub fn not_huge(&self, field: &str, v: Pair) -> Result<()> {
+        if v.h.max(v.w) > MAX_SIZE {
+            return Err(self.fail(format!(
+                "{field} is {v}; sizes above {MAX_SIZE} are not supported (is it a typo?)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The largest kernel, stride, dilation or padding a layer may state.
+pub const MAX_SIZE: usize = 1 << 16;
+
+/// One layer of a checked network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Position in its list.
+    pub index: usize,
+    /// Prefix of its tensors' names: `layers.3`.
+    pub path: String,
+    pub kind: &'static str,
+    pub op: Op,
+    pub input: Shape,
+    pub output: Shape,
+    /// Trainable parameters.
+    pub params: u128,
+    /// Non-trainable state (batch-norm running statistics).
+    pub buffers: u128,
+    /// Multiply-adds per example.
+    pub macs: u128,
+    /// How many tensors [`Node::tensors`] lists.
+    pub tensor_count: usize,
+}
+
+impl Node {
+    /// The tensors of this layer and of the layers inside it, in
+    /// checkpoint order, with their full names (`layers.3.weight`).
+    pub fn tensors(&self) -> Vec<(String, TensorSpec)> {
+        let run = self.op.run();
+        let mut out: Vec<(String, TensorSpec)> = run
+            .tensors()
+            .into_iter()
+            .map(|t| (format!("{}.{}", self.path, t.name), t))
+            .collect();
+        for list in run.children() {
+            for node in list {
+                out.extend(node.tensors());
+            }
+        }
+        out
+    }
+}
+
+/// Resolves a list of layers fed `input`: every shape, in order. Tensor
+/// names start with `prefix` (`layers`).
+pub fn plan_list(layers: &[Layer], input: Shape, prefix: &str) -> Result<Vec<Node>> {
+    let mut nodes: Vec<Node> = Vec::with_capacity(layers.len());
+    let mut shape = input;
+    for (index, layer) in layers.iter().enumerate() {
+        let kind = layer.kind();
+        let label = format!("layer {index} ({kind})");
+        let cx = Cx {
+            input: shape,
+            label: &label,
+            prev: nodes.last(),
+        };
+        let (op, output) = layer.resolve(&cx)?;
+        let mut node = Node {
+            index,
+            path: format!("{prefix}.{index}"),
+            kind,
+            params: 0,
+            buffers: 0,
+            macs: op.run().macs(output),
+            tensor_count: 0,
+            op,
+            input: shape,
+            output,
+        };
+        let tensors = node.tensors();
+        let count = |trainable: bool| {
+            tensors
+                .iter()
+                .filter(|(_, t)| t.trainable == trainable)
+                .map(|(_, t)| t.elements())
+                .sum()
+        };
+        (node.params, node.buffers) = (count(true), count(false));
+        node.tensor_count = tensors.len();
+        nodes.push(node);
+        shape = output;
+    }
+    Ok(nodes)
+}
+
+/// Runs the first `end` layers of a resolved list on `x`; `tensors` holds
+/// the list's tensors in checkpoint order. A layer that can apply the ReLU
+/// after it (conv, linear) does so.
+pub fn run_list(
+    nodes: &[Node],
+    tensors: &[Tensor],
+    x: &Tensor,
+    pass: &mut Pass,
+    end: usize,
+) -> Result<Tensor> {
+    use anyhow::Context;
+    let mut x = x.clone();
+    let mut at = 0;
+    let mut i = 0;
+    while i < end {
+        let node = &nodes[i];
+        let run = node.op.run();
+        let fuse = run.fuses_relu() && i + 1 < end && matches!(nodes[i + 1].op, Op::Relu(_));
+        let t = &tensors[at..at + node.tensor_count];
+        x = run
+            .forward(&x, t, pass, fuse)
+            .with_context(|| format!("in layer {} ({})", node.index, node.kind))?;
+        at += node.tensor_count;
+        if fuse {
+            at += nodes[i + 1].tensor_count;
+        }
+        i += if fuse { 2 } else { 1 };
+    }
+    Ok(x)
+}
+
+/// What the documentation and tests know of a kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    /// The config's `"type"`.
+    pub name: &'static str,
+    /// Other accepted spellings.
+    pub aliases: &'static [&'static str],
+    /// The PyTorch module computing the same (`torch.nn.<torch>`).
+    pub torch: &'static str,
+    pub example: &'static str,
+}
+
+/// The registry: one line per kind, `Variant(ConfigType) = "type"` plus
+/// any aliases. Generates [`Layer`], [`Op`] and [`KINDS`].
+macro_rules! kinds {
+    ($($variant:ident($spec:ty) = $name:literal $(| $alias:literal)*;)*) => {
+        /// One entry of a `layers` list, tagged by `"type"`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum Layer {
+            $(#[serde(rename = $name $(, alias = $alias)*)] $variant($spec),)*
+        }
+
+        /// A layer resolved against its input shape.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Op {
+            $($variant(<$spec as Spec>::Op),)*
+        }
+
+        /// Every kind, in the order of the registry.
+        pub const KINDS: &[Kind] = &[$(Kind {
+            name: $name,
+            aliases: &[$($alias),*],
+            torch: <$spec as Spec>::TORCH,
+            example: <$spec as Spec>::EXAMPLE,
+        },)*];
+
+        impl Layer {
+            /// The canonical `"type"`.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Layer::$variant(_) => $name,)*
+                }
+            }
+
+            fn resolve(&self, cx: &Cx) -> Result<(Op, Shape)> {
+                Ok(match self {
+                    $(Layer::$variant(spec) => {
+                        let (op, shape) = spec.resolve(cx)?;
+                        (Op::$variant(op), shape)
+                    })*
+                })
+            }
+        }
+
+        impl Op {
+            pub fn run(&self) -> &dyn Run {
+                match self {
+                    $(Op::$variant(op) => op,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    Conv2d(Conv2d) = "conv2d";
+    MaxPool2d(MaxPool2d) = "max_pool2d" | "maxpool2d" | "max_pool";
+    AvgPool2d(AvgPool2d) = "avg_pool2d" | "avgpool2d" | "avg_pool";
+    BatchNorm2d(BatchNorm2d) = "batch_norm2d" | "batchnorm2d";
+    BatchNorm1d(BatchNorm1d) = "batch_norm1d" | "batchnorm1d";
+    Relu(Relu) = "relu";
+    LeakyRelu(LeakyRelu) = "leaky_relu";
+    Sigmoid(Sigmoid) = "sigmoid";
+    Tanh(Tanh) = "tanh";
+    Gelu(Gelu) = "gelu";
+    Flatten(Flatten) = "flatten";
+    Linear(Linear) = "linear" | "dense";
+    Dropout(Dropout) = "dropout";
+    LogSoftmax(LogSoftmax) = "log_softmax";
+    Softmax(Softmax) = "softmax";
+}
+
+impl Layer {
+    /// A final softmax or log-softmax turns logits into (log-)probabilities.
+    pub fn is_output_activation(&self) -> bool {
+        matches!(self, Layer::Softmax(_) | Layer::LogSoftmax(_))
+    }
+}
+
+impl Op {
+    /// The convolution's geometry, for a conv2d layer.
+    pub fn conv(&self) -> Option<&ConvGeometry> {
+        match self {
+            Op::Conv2d(g) => Some(g),
+            _ => None,
+        }
+    }
+    /// A final softmax or log-softmax.
+    pub fn is_output_activation(&self) -> bool {
+        matches!(self, Op::Softmax(_) | Op::LogSoftmax(_))
+    }
+}
+
+/// Every accepted `"type"`, for error messages.
+pub fn type_names() -> Vec<&'static str> {
+    KINDS.iter().map(|k| k.name).collect()
+}
