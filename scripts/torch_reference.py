@@ -82,7 +82,8 @@ LAYER_ALIASES = {
     "dense": "linear",
 }
 
-# Accepted fields per layer type (besides "type"); mirrors src/config/layers.rs.
+# Accepted fields per layer type (besides "type"); mirrors src/layers/ (a test
+# checks that the two agree).
 LAYER_FIELDS = {
     "conv2d": {"in_channels", "out_channels", "kernel_size", "stride", "padding",
                "dilation", "groups", "bias", "padding_mode"},

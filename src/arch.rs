@@ -172,12 +172,16 @@ mod tests {
         v["layers"].as_array_mut().unwrap()
     }
 
+    /// A change to LeNet's config, and what the message must say (nothing:
+    /// the change is fine).
+    type Case = (fn(&mut Value), &'static [&'static str]);
+
     /// Refused configs: what is changed, and what the message must say.
     /// Every message names the layer and how to fix it.
     #[test]
     fn shape_inference_refuses_what_does_not_fit_and_says_why() {
         #[rustfmt::skip]
-        let cases: &[(fn(&mut Value), &[&str])] = &[
+        let cases: &[Case] = &[
             (|v| v["layers"][7]["in_features"] = json!(16),
              &["layer 7 (linear): in_features is 16 but layer 6 (flatten) outputs 16×5×5 = 400", "set it to 400"]),
             (|v| v["layers"][3]["in_channels"] = json!(3),

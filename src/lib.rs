@@ -8,32 +8,32 @@
 //! [`cli`] holds the clap types and [`commands`] the subcommands; [`sweep`]
 //! plans and runs many trainings and [`report`] compares their runs.
 
-pub mod arch;
+pub(crate) mod arch;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
-pub mod device;
+pub(crate) mod device;
 pub mod error;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod geometry;
-pub mod history;
+pub(crate) mod history;
 pub mod layers;
-pub mod model;
+pub(crate) mod model;
 pub mod ops;
-pub mod optim;
-pub mod plot;
+pub(crate) mod optim;
+pub(crate) mod plot;
 pub mod profile;
-pub mod progress;
-pub mod report;
-pub mod rng;
-pub mod run_dir;
-pub mod run_state;
-pub mod schedule;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod rng;
+pub(crate) mod run_dir;
+pub(crate) mod run_state;
+pub(crate) mod schedule;
 pub mod status;
 pub mod sweep;
-pub mod tensorboard;
+pub(crate) mod tensorboard;
 pub mod train;
 
 use anyhow::Result;

@@ -4,7 +4,7 @@
 //! private and its SGD has no momentum, hence these.
 
 use crate::config::{OptimizerConfig, Rule};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use std::collections::HashMap;
@@ -194,6 +194,7 @@ impl Optimizer {
         })
     }
 
+    #[cfg(test)]
     pub fn steps(&self) -> u64 {
         self.step
     }
@@ -205,7 +206,9 @@ impl Optimizer {
     }
 
     /// Backpropagates `loss` and applies one update.
+    #[cfg(test)]
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        use anyhow::Context;
         let grads = loss.backward().context("computing gradients")?;
         self.apply(&grads)
     }

@@ -53,14 +53,6 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// The paths of the run in `path`, for reading (no lock, no checks).
-    pub fn at(path: impl Into<PathBuf>) -> RunDir {
-        RunDir {
-            path: path.into(),
-            _lock: None,
-        }
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -205,6 +197,14 @@ impl RunDir {
     }
 }
 
+/// This machine's name, for the lock and `status.json`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Whether `path` holds anything besides a lock file.
 fn holds_files(path: &Path) -> Result<bool> {
     if !path.is_dir() {
@@ -254,11 +254,7 @@ fn lock(dir: &Path) -> Result<File> {
         }
     }
     // Who holds it, for the next one to be refused.
-    let me = format!(
-        "process {} on {}",
-        std::process::id(),
-        crate::status::hostname()
-    );
+    let me = format!("process {} on {}", std::process::id(), hostname());
     let _ = file.set_len(0);
     let _ = file.rewind();
     let _ = file.write_all(me.as_bytes());

@@ -1,16 +1,16 @@
 //! One function per subcommand: turn parsed flags into settings, call the
 //! library, print the result. Output formats live here; the work does not.
 
-pub mod eval;
-pub mod feature_maps;
-pub mod filters;
-pub mod plot;
-pub mod predict;
-pub mod report;
-pub mod samples;
-pub mod summary;
-pub mod sweep;
-pub mod train;
+pub(crate) mod eval;
+pub(crate) mod feature_maps;
+pub(crate) mod filters;
+pub(crate) mod plot;
+pub(crate) mod predict;
+pub(crate) mod report;
+pub(crate) mod samples;
+pub(crate) mod summary;
+pub(crate) mod sweep;
+pub(crate) mod train;
 
 use crate::arch;
 use crate::checkpoint;

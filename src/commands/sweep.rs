@@ -8,13 +8,12 @@ use crate::cli::{
 };
 use crate::error::Interrupted;
 use crate::fsutil::write_atomic;
-use crate::run_dir::RunDir;
 use crate::sweep::manifest::{FILE as MANIFEST, Manifest, Point};
 use crate::sweep::plan::{Plan, parse_axes};
 use crate::sweep::point::{Decision, Start, Tries, decide, fresh_args, resume_args, shown};
 use crate::sweep::state::{Lock, PointLock, PointState, PointStatus, lock_path};
 use anyhow::{Context, Result};
-use clap::{CommandFactory, FromArgMatches};
+use clap::{ArgAction, CommandFactory, FromArgMatches};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -188,6 +187,58 @@ fn check_train_args(extra: &[String]) -> Result<TrainArgs> {
     Ok(args)
 }
 
+/// The arguments of `extra` (as `cnn train` parses them) that a resumed
+/// run keeps: the flags `cli::resumable_train_flags` derives from the clap
+/// declaration (every train flag outside the `new_run` group: `--epochs`,
+/// `--device`, `--data-dir`, `--no-download`, `--quiet`...), in the order
+/// `cnn train --help` lists them. A flag added to `cnn train` follows.
+fn resume_flags(extra: &[String]) -> Result<Vec<String>> {
+    let resumable = crate::cli::resumable_train_flags();
+    let train = train_command();
+    // `--config` stands in for the base config, which is not in `extra`.
+    let argv = ["train", "--config", "base.json"]
+        .into_iter()
+        .map(String::from)
+        .chain(extra.iter().cloned());
+    let matches = train.clone().try_get_matches_from(argv).map_err(|e| {
+        crate::input_error!(
+            "the sweep's arguments for cnn train do not parse ({}); re-run the sweep command",
+            e.kind()
+        )
+    })?;
+    let mut kept = Vec::new();
+    for arg in train.get_arguments() {
+        let Some(flag) = arg.get_long().map(|l| format!("--{l}")) else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        let given = matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        if !given || !resumable.contains(&flag) {
+            continue;
+        }
+        match arg.get_action() {
+            ArgAction::SetTrue => kept.push(flag),
+            ArgAction::Set | ArgAction::Append => {
+                for v in matches.get_raw(id).into_iter().flatten() {
+                    kept.push(flag.clone());
+                    kept.push(v.to_string_lossy().into_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(kept)
+}
+
+/// `cnn train` as clap builds it (groups know their arguments once built).
+fn train_command() -> clap::Command {
+    let mut cli = Cli::command();
+    cli.build();
+    cli.find_subcommand("train")
+        .expect("cnn has a train subcommand")
+        .clone()
+}
+
 /// Refuses a directory that holds another sweep (or anything else).
 fn check_out_dir(out: &Path, manifest: &Manifest) -> Result<()> {
     if out.exists() && !out.is_dir() {
@@ -236,6 +287,7 @@ fn check_point(base: &Path, m: &Manifest, p: &Point, extra_sets: &[String]) -> R
 /// `index name fresh resume`, tab-separated: every point's two commands,
 /// quoted for a shell, to run a point by hand.
 fn commands_tsv(m: &Manifest, sweep_dir: &Path) -> Result<String> {
+    let kept = resume_flags(&m.extra)?;
     let mut text = String::from("index\tname\tfresh\tresume\n");
     for p in &m.points {
         text.push_str(&format!(
@@ -243,7 +295,7 @@ fn commands_tsv(m: &Manifest, sweep_dir: &Path) -> Result<String> {
             p.index,
             p.name,
             shown(&fresh_args(m, sweep_dir, p)?),
-            shown(&resume_args(m, sweep_dir, p)?)
+            shown(&resume_args(sweep_dir, p, &kept)?)
         ));
     }
     Ok(text)
@@ -285,7 +337,7 @@ fn point(a: &SweepPointArgs, threads: Option<usize>) -> Result<()> {
     };
     loop {
         let status = PointStatus::read(&run_dir, Lock::Held);
-        let has_checkpoint = RunDir::at(&run_dir).last().is_file();
+        let has_checkpoint = run_dir.join(crate::run_dir::LAST).is_file();
         let (start, retry) = match decide(
             &status,
             has_checkpoint,
@@ -336,7 +388,7 @@ fn point(a: &SweepPointArgs, threads: Option<usize>) -> Result<()> {
                 }
                 args
             }
-            Start::Resume => resume_args(&m, sweep, p)?,
+            Start::Resume => resume_args(sweep, p, &resume_flags(&m.extra)?)?,
             Start::Restart => {
                 let mut args = fresh_args(&m, sweep, p)?;
                 args.push("--force".into());
@@ -574,6 +626,75 @@ fn summary(a: &SweepSummaryArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_resumed_point_keeps_every_flag_that_does_not_change_the_run() {
+        let extra = strings(&[
+            "--set",
+            "data.val_size=200",
+            "--epochs",
+            "2",
+            "--limit-train=300",
+            "--no-download",
+            "--lr",
+            "0.1",
+            "--device=cpu",
+            "-q",
+            "--data-dir",
+            "data dir",
+            "--checkpoint-every",
+            "5",
+            "--seed",
+            "3",
+            "--dataset",
+            "mnist",
+        ]);
+        assert_eq!(
+            resume_flags(&extra).unwrap(),
+            strings(&[
+                "--checkpoint-every",
+                "5",
+                "--data-dir",
+                "data dir",
+                "--no-download",
+                "--device",
+                "cpu",
+                "--epochs",
+                "2",
+                "--quiet",
+            ])
+        );
+        assert_eq!(resume_flags(&[]).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_flag_a_resume_accepts_is_kept_whatever_its_form() {
+        // The sweep sets --threads itself; every other flag a resume takes,
+        // including one added later, must survive it.
+        let train = train_command();
+        for flag in crate::cli::resumable_train_flags() {
+            if flag == "--threads" {
+                continue;
+            }
+            let arg = train
+                .get_arguments()
+                .find(|a| a.get_long().map(|l| format!("--{l}")).as_ref() == Some(&flag))
+                .unwrap();
+            let mut extra = vec![flag.clone()];
+            if arg.get_action().takes_values() {
+                extra.push(if flag == "--device" { "cpu" } else { "7" }.to_string());
+            }
+            assert_eq!(resume_flags(&extra).unwrap(), extra, "{flag}");
+            if extra.len() == 2 {
+                let joined = [format!("{}={}", extra[0], extra[1])];
+                assert_eq!(resume_flags(&joined).unwrap(), extra, "{flag}=");
+            }
+        }
+    }
 
     #[test]
     fn utc_times_are_civil_dates() {

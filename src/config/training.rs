@@ -104,9 +104,6 @@ impl Monitor {
     pub fn higher_is_better(self) -> bool {
         matches!(self, Monitor::ValAcc | Monitor::TrainAcc)
     }
-    pub fn needs_validation(self) -> bool {
-        matches!(self, Monitor::ValAcc | Monitor::ValLoss)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,16 +8,16 @@
 //! [`normalize`], [`augment`], [`batch`]; [`convert`] fits single image
 //! files to a model's input for `cnn predict`.
 
-pub mod augment;
-pub mod batch;
+pub(crate) mod augment;
+pub(crate) mod batch;
 pub mod cifar;
 pub mod convert;
-pub mod folder;
-pub mod hub;
+pub(crate) mod folder;
+pub(crate) mod hub;
 pub mod idx;
-pub mod locate;
-pub mod normalize;
-pub mod split;
+pub(crate) mod locate;
+pub(crate) mod normalize;
+pub(crate) mod split;
 
 pub use batch::Batcher;
 pub use locate::candidate_dirs;

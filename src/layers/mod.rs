@@ -385,13 +385,6 @@ kinds! {
     Softmax(Softmax) = "softmax";
 }
 
-impl Layer {
-    /// A final softmax or log-softmax turns logits into (log-)probabilities.
-    pub fn is_output_activation(&self) -> bool {
-        matches!(self, Layer::Softmax(_) | Layer::LogSoftmax(_))
-    }
-}
-
 impl Op {
     /// The convolution's geometry, for a conv2d layer.
     pub fn conv(&self) -> Option<&ConvGeometry> {

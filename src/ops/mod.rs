@@ -5,11 +5,11 @@
 
 pub mod conv;
 pub mod cpu;
-pub mod direct;
-pub mod inplace;
-pub mod linear;
-pub mod pool;
-pub mod xent;
+pub(crate) mod direct;
+pub(crate) mod inplace;
+pub(crate) mod linear;
+pub(crate) mod pool;
+pub(crate) mod xent;
 
 use crate::geometry::{ConvGeometry, Pad4, PaddingMode, PoolGeometry};
 use anyhow::Result;

@@ -10,7 +10,7 @@ mod find;
 pub(crate) mod fixtures;
 mod order;
 
-pub use order::{SORT_KEYS, labels, sort};
+pub use order::{labels, sort};
 
 use crate::history::{self, EpochRecord};
 use crate::run_dir;
@@ -51,7 +51,6 @@ impl Status {
 pub struct Row {
     /// The point's name (its run directory's name).
     pub run: String,
-    pub dir: PathBuf,
     /// Value of each parameter, by its `--set` path; `Null` when unknown.
     pub params: BTreeMap<String, Value>,
     pub status: Status,
@@ -203,7 +202,6 @@ fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
         run: found.run,
         seconds: seconds(st.as_ref(), &history),
         epochs: history.len(),
-        dir: found.dir,
         params: found.sweep_params.unwrap_or_default(),
         status,
         error,

@@ -7,16 +7,17 @@
 //! report`; [`state`] reads a run's state the one way both use (a run whose
 //! process or lock holder is gone is killed); [`point`] builds a point's
 //! `cnn train` command lines and decides what to do with it next. The
-//! `cnn sweep` subcommands (`commands::sweep`) do the IO.
+//! `cnn sweep` subcommands (`commands::sweep`) do the IO and decide, from
+//! `cnn train`'s clap declaration, which train flags a resumed point keeps.
 //!
 //! A sweep directory holds `manifest.json`, `commands.tsv` (every point's
 //! fresh and resume command, for people), `runs/NAME/` (one run directory
 //! per point), `logs/NAME.log` (each run's output), `locks/INDEX.lock` and
 //! `sweep.log` (every start, resume, retry and skip).
 
-pub mod manifest;
-pub mod plan;
-pub mod point;
+pub(crate) mod manifest;
+pub(crate) mod plan;
+pub(crate) mod point;
 pub mod state;
 
-pub use manifest::Manifest;
+pub(crate) use manifest::Manifest;

@@ -4,9 +4,7 @@
 
 use super::manifest::{Manifest, Point};
 use super::state::{PointState, PointStatus};
-use crate::cli::Cli;
 use anyhow::Result;
-use clap::{ArgAction, CommandFactory};
 use std::path::Path;
 
 /// The `cnn` arguments that start `point` from scratch:
@@ -25,14 +23,15 @@ pub fn fresh_args(m: &Manifest, sweep_dir: &Path, point: &Point) -> Result<Vec<S
 }
 
 /// The `cnn` arguments that continue `point` from its last checkpoint:
-/// `train --resume RUN_DIR` and those of the extra arguments a resume keeps.
-pub fn resume_args(m: &Manifest, sweep_dir: &Path, point: &Point) -> Result<Vec<String>> {
+/// `train --resume RUN_DIR` and `kept`, the extra arguments a resume keeps
+/// (which `cnn train`'s declaration decides: `commands::sweep`).
+pub fn resume_args(sweep_dir: &Path, point: &Point, kept: &[String]) -> Result<Vec<String>> {
     let mut args = vec![
         "train".to_string(),
         "--resume".into(),
         path_arg(&Manifest::run_dir(sweep_dir, point))?,
     ];
-    args.extend(resume_flags(&m.extra)?);
+    args.extend(kept.iter().cloned());
     Ok(args)
 }
 
@@ -44,58 +43,6 @@ fn path_arg(p: &Path) -> Result<String> {
             p.display()
         ),
     }
-}
-
-/// The arguments of `extra` (as `cnn train` parses them) that a resumed
-/// run keeps: the flags `cli::resumable_train_flags` derives from the clap
-/// declaration (every train flag outside the `new_run` group: `--epochs`,
-/// `--device`, `--data-dir`, `--no-download`, `--quiet`...), in the order
-/// `cnn train --help` lists them. A flag added to `cnn train` follows.
-pub fn resume_flags(extra: &[String]) -> Result<Vec<String>> {
-    let resumable = crate::cli::resumable_train_flags();
-    let train = train_command();
-    // `--config` stands in for the base config, which is not in `extra`.
-    let argv = ["train", "--config", "base.json"]
-        .into_iter()
-        .map(String::from)
-        .chain(extra.iter().cloned());
-    let matches = train.clone().try_get_matches_from(argv).map_err(|e| {
-        crate::input_error!(
-            "the sweep's arguments for cnn train do not parse ({}); re-run the sweep command",
-            e.kind()
-        )
-    })?;
-    let mut kept = Vec::new();
-    for arg in train.get_arguments() {
-        let Some(flag) = arg.get_long().map(|l| format!("--{l}")) else {
-            continue;
-        };
-        let id = arg.get_id().as_str();
-        let given = matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        if !given || !resumable.contains(&flag) {
-            continue;
-        }
-        match arg.get_action() {
-            ArgAction::SetTrue => kept.push(flag),
-            ArgAction::Set | ArgAction::Append => {
-                for v in matches.get_raw(id).into_iter().flatten() {
-                    kept.push(flag.clone());
-                    kept.push(v.to_string_lossy().into_owned());
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(kept)
-}
-
-/// `cnn train` as clap builds it (groups know their arguments once built).
-fn train_command() -> clap::Command {
-    let mut cli = Cli::command();
-    cli.build();
-    cli.find_subcommand("train")
-        .expect("cnn has a train subcommand")
-        .clone()
 }
 
 /// Arguments quoted for people and for a POSIX shell: `'a b'` rather than `a\ b`.
@@ -243,72 +190,6 @@ mod tests {
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
-
-    #[test]
-    fn a_resumed_point_keeps_every_flag_that_does_not_change_the_run() {
-        let extra = strings(&[
-            "--set",
-            "data.val_size=200",
-            "--epochs",
-            "2",
-            "--limit-train=300",
-            "--no-download",
-            "--lr",
-            "0.1",
-            "--device=cpu",
-            "-q",
-            "--data-dir",
-            "data dir",
-            "--checkpoint-every",
-            "5",
-            "--seed",
-            "3",
-            "--dataset",
-            "mnist",
-        ]);
-        assert_eq!(
-            resume_flags(&extra).unwrap(),
-            strings(&[
-                "--checkpoint-every",
-                "5",
-                "--data-dir",
-                "data dir",
-                "--no-download",
-                "--device",
-                "cpu",
-                "--epochs",
-                "2",
-                "--quiet",
-            ])
-        );
-        assert_eq!(resume_flags(&[]).unwrap(), Vec::<String>::new());
-    }
-
-    #[test]
-    fn every_flag_a_resume_accepts_is_kept_whatever_its_form() {
-        // The sweep sets --threads itself; every other flag a resume takes,
-        // including one added later, must survive it.
-        let train = train_command();
-        for flag in crate::cli::resumable_train_flags() {
-            if flag == "--threads" {
-                continue;
-            }
-            let arg = train
-                .get_arguments()
-                .find(|a| a.get_long().map(|l| format!("--{l}")).as_ref() == Some(&flag))
-                .unwrap();
-            let mut extra = vec![flag.clone()];
-            if arg.get_action().takes_values() {
-                extra.push(if flag == "--device" { "cpu" } else { "7" }.to_string());
-            }
-            assert_eq!(resume_flags(&extra).unwrap(), extra, "{flag}");
-            if extra.len() == 2 {
-                let joined = [format!("{}={}", extra[0], extra[1])];
-                assert_eq!(resume_flags(&joined).unwrap(), extra, "{flag}=");
-            }
-        }
-    }
-
     #[test]
     fn shown_quotes_only_what_a_shell_would_split_or_expand() {
         assert_eq!(

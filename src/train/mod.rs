@@ -5,9 +5,9 @@
 //! run resumed from any checkpoint continues exactly as if never stopped.
 
 pub mod eval;
-pub mod loss;
+pub(crate) mod loss;
 mod record;
-pub mod step;
+pub(crate) mod step;
 
 use crate::config::Config;
 use crate::data::{Batcher, Normalization, Splits};

@@ -2,8 +2,7 @@
 //! learns, evaluation never augments, and a run killed and resumed with
 //! augmentation on ends with bit-identical weights and history.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const AUGMENT: &str = r#"data.augment={"random_crop": {"padding": 2},

@@ -4,9 +4,8 @@
 //! CIFAR class names, and a wrong file size, a bad label or a missing file
 //! is a clear error naming the file.
 
-mod common;
+use crate::common::*;
 use cnn::data::cifar;
-use common::*;
 use serde_json::json;
 use std::path::Path;
 

@@ -8,8 +8,7 @@
 //! cache with the server gone; offline or refused, the error lists every
 //! place tried and the address it could not reach.
 
-mod common;
-use common::*;
+use crate::common::*;
 use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;

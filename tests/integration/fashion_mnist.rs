@@ -3,8 +3,7 @@
 //! evaluated with its class names. CI installs the package; without it
 //! these tests fail and say how to install it.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";

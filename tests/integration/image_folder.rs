@@ -5,8 +5,7 @@
 //! seeded test split is rebuilt exactly by `cnn eval`; and every broken
 //! layout is a clear error.
 
-mod common;
-use common::*;
+use crate::common::*;
 use image::GrayImage;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

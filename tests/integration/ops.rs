@@ -3,8 +3,7 @@
 //! stride, padding (also uneven), dilation, groups, odd sizes and batch 1.
 
 use candle_core::{DType, Device, Tensor, Var};
-use cnn::arch::{ConvGeometry, Pad4, PoolGeometry};
-use cnn::config::{PaddingMode, Pair};
+use cnn::geometry::{ConvGeometry, Pad4, PaddingMode, Pair, PoolGeometry};
 use cnn::ops;
 use rand::{Rng, SeedableRng};
 
@@ -356,7 +355,7 @@ fn conv_tests_pass_with_every_kernel_choice() {
     }
     for choice in ["avx2", "0"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["conv_", "--test-threads=1"])
+            .args(["ops::conv_", "--test-threads=1"])
             .env("CNN_DIRECT_CONV", choice)
             .output()
             .unwrap();

@@ -2,8 +2,7 @@
 //! runs, a corrupt history listed rather than fatal, and output into a pipe
 //! that closes early.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,8 +3,7 @@
 //! diverging run stops with finite checkpoints; schedules and early stopping
 //! show in the history; bad or missing checkpoints are clear errors.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command as StdCommand;
@@ -299,7 +298,7 @@ fn resume_refuses_what_would_change_the_run_and_missing_checkpoints() {
                 "--resume",
             ])
             .arg(&out),
-        &["--set, --lr cannot be used with it", "--epochs"],
+        &["--lr, --set cannot be used with it", "--epochs"],
     );
     assert_usage_error(
         cnn(dir.path()).args(["train", "--resume", "nowhere"]),

@@ -1,8 +1,7 @@
 //! `cnn summary` on the shipped configs: shapes and parameter counts equal
 //! PyTorch's for the same models.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn summary_json(name: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();

@@ -6,8 +6,7 @@
 //! keeps its train flags; `cnn report` agrees with the runs' histories and
 //! with the sweep about each run's state.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;

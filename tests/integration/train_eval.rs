@@ -2,8 +2,7 @@
 //! checkpoint alone: the network learns, the files are complete, eval
 //! reproduces the history, and an existing run directory is never touched.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 

@@ -2,8 +2,7 @@
 //! that decodes; predict on exported test digits agrees with eval; bad
 //! images, layers and run directories are clear errors.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
