@@ -230,7 +230,7 @@ fn resume_flags(extra: &[String]) -> Result<Vec<String>> {
     Ok(kept)
 }
 
-/// `cnn train` as clap builds it (groups know their arguments once built).
+/// `cnn train` as clap builds it for a command line (with the global flags).
 fn train_command() -> clap::Command {
     let mut cli = Cli::command();
     cli.build();
