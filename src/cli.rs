@@ -147,6 +147,108 @@ pub enum Command {
         cnn samples --dataset fashion-mnist --count 48 --seed 3 -o fashion.png\n  \
         cnn samples --config configs/cifar10-cnn.json --augmented -o augmented.png")]
     Samples(SamplesArgs),
+    /// The model behind scripts/sweep.sh: plan a grid of `cnn train` runs,
+    /// run or resume one point, and report each point's state.
+    #[command(after_help = "Examples:\n  \
+        cnn sweep plan --base configs/mlp.json --out sweeps/lr training.optimizer.lr=0.01,0.001 -- --epochs 2\n  \
+        cnn --threads 2 sweep point sweeps/lr 0\n  \
+        cnn sweep state sweeps/lr\n  \
+        cnn sweep summary sweeps/lr\n\n\
+        scripts/sweep.sh calls these and hands the points to GNU parallel or a Slurm job array; \
+        see README, Sweeps.")]
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub command: SweepCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// Check every point of a grid (or of a random sample of it), then write
+    /// SWEEP_DIR/manifest.json and commands.tsv; a different sweep in
+    /// SWEEP_DIR is refused.
+    Plan(SweepPlanArgs),
+    /// Bring one point to done: start it, skip it (done, or run by another
+    /// sweep), resume it (killed or interrupted) or retry it (failed). Exit
+    /// 0 done, 1 failed, 130 interrupted. The global --threads goes to its
+    /// `cnn train`.
+    Point(SweepPointArgs),
+    /// One line per point: INDEX, NAME, STATE (new, done, running, killed,
+    /// interrupted, failed or unreadable) and the first line of its message,
+    /// tab-separated.
+    State(SweepStateArgs),
+    /// The report of the sweep, a count of its points by state and the
+    /// failures; exit 1 unless every point is done.
+    Summary(SweepSummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepPlanArgs {
+    /// The config every point starts from.
+    #[arg(long, value_name = "CONFIG")]
+    pub base: Option<PathBuf>,
+
+    /// The sweep directory: manifest.json, commands.tsv, runs/NAME/, logs/.
+    #[arg(long, value_name = "SWEEP_DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Draw only K distinct points of the grid ...
+    #[arg(long, value_name = "K")]
+    pub random: Option<u64>,
+
+    /// ... with this seed: same seed, same points on any machine.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Print each point's command (INDEX, NAME, COMMAND, tab-separated).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// A config path as `--set` takes it and its values; commas inside
+    /// [...], {...} or "..." do not split.
+    #[arg(value_name = "KEY=V1,V2,...")]
+    pub axes: Vec<String>,
+
+    /// Arguments given to every `cnn train` (after --).
+    #[arg(last = true, value_name = "TRAIN_ARGS")]
+    pub train: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepPointArgs {
+    /// Times a failed point is tried again in this call (never after a
+    /// bad-input failure, exit 2, of its own).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub retries: u32,
+
+    /// The sweep directory (made by `cnn sweep plan`).
+    #[arg(value_name = "SWEEP_DIR")]
+    pub dir: PathBuf,
+
+    /// The point's index in manifest.json.
+    #[arg(value_name = "INDEX")]
+    pub index: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepStateArgs {
+    /// The sweep directory (made by `cnn sweep plan`).
+    #[arg(value_name = "SWEEP_DIR")]
+    pub dir: PathBuf,
+
+    /// Only these points (default: all).
+    #[arg(value_name = "INDEX")]
+    pub indices: Vec<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepSummaryArgs {
+    /// The sweep directory (made by `cnn sweep plan`).
+    #[arg(value_name = "SWEEP_DIR")]
+    pub dir: PathBuf,
 }
 
 /// The flags of a new run are in the group `new_run`: they would change the

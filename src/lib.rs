@@ -5,8 +5,8 @@
 //! [`arch`] (shape inference and validation) → [`model`] (candle modules,
 //! [`ops`]) ← [`data`] (IDX files, split, batches) → [`train`] (loop,
 //! evaluation, [`optim`]) → [`checkpoint`] and [`history`] files.
-//! [`cli`] holds the clap types and [`commands`] the subcommands; [`report`]
-//! compares the runs of a sweep.
+//! [`cli`] holds the clap types and [`commands`] the subcommands; [`sweep`]
+//! plans and runs many trainings and [`report`] compares their runs.
 
 pub(crate) mod arch;
 pub mod checkpoint;
@@ -32,6 +32,7 @@ pub(crate) mod run_dir;
 pub(crate) mod run_state;
 pub(crate) mod schedule;
 pub mod status;
+pub mod sweep;
 pub(crate) mod tensorboard;
 pub mod train;
 
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Filters(args) => commands::filters::run(args),
         Command::FeatureMaps(args) => commands::feature_maps::run(args),
         Command::Samples(args) => commands::samples::run(args),
+        Command::Sweep(args) => commands::sweep::run(args, cli.threads),
     }
 }
 

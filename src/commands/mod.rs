@@ -9,6 +9,7 @@ pub(crate) mod predict;
 pub(crate) mod report;
 pub(crate) mod samples;
 pub(crate) mod summary;
+pub(crate) mod sweep;
 pub(crate) mod train;
 
 use crate::arch;

@@ -1,8 +1,10 @@
-//! Sweeps end to end: scripts/sweep.sh drives the real `cnn` binary under
-//! GNU parallel on the committed MNIST subset. Every point finishes exactly
-//! once even when the sweep is interrupted or killed and run again; a
-//! failing point is reported with its error; a typo in a key is refused
-//! before anything runs; `cnn report` agrees with the runs' histories.
+//! Sweeps end to end: scripts/sweep.sh drives the real `cnn` binary (`cnn
+//! sweep plan|point|state|summary`) under GNU parallel on the committed
+//! MNIST subset. Every point finishes exactly once even when the sweep is
+//! interrupted or killed and run again; a failing point is reported with its
+//! error; a typo in a key is refused before anything runs; a resumed point
+//! keeps its train flags; `cnn report` agrees with the runs' histories and
+//! with the sweep about each run's state.
 
 use crate::common::*;
 use serde_json::Value;
@@ -471,6 +473,109 @@ fn another_grid_in_the_same_directory_is_refused_and_random_draws_are_reproducib
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("holds a different sweep"), "{stderr}");
     assert!(stderr.contains("\"seed\": 8"), "{stderr}");
+}
+
+/// Rewrites a run's status.json as a run killed outright leaves it:
+/// "running", by process `pid` on `host`.
+fn mark_running(run: &Path, host: &str, pid: u32) {
+    let path = run.join("status.json");
+    let mut status = read_json(&path);
+    status["status"] = "running".into();
+    status["host"] = host.into();
+    status["pid"] = pid.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&status).unwrap()).unwrap();
+}
+
+/// No process has this pid (pids stay below 2^22 on Linux).
+const DEAD_PID: u32 = u32::MAX - 1;
+
+#[test]
+fn a_killed_point_resumes_with_every_train_flag_that_keeps_the_run_no_download_included() {
+    // Issue #18: the bash sweep kept only --device --data-dir --epochs
+    // --checkpoint-every --quiet on resume and silently dropped --no-download.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let args = ["--threads", "1", "training.optimizer.lr=0.001"];
+    let train = ["--epochs", "1", "--no-download", "--quiet"];
+    let (code, _, stderr) = output(&mut sweep(&out, &args, &train));
+    assert_eq!(code, 0, "{stderr}");
+    let run = &run_dirs(&out)[0];
+    mark_running(run, &cnn::status::hostname(), DEAD_PID);
+    let (code, _, stderr) = output(&mut sweep(&out, &args, &train));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("resuming (process"), "{stderr}");
+    assert_eq!(state(run), "done");
+    let log = std::fs::read_to_string(out.join("logs/lr=0.001.log")).unwrap();
+    let resumed = log
+        .lines()
+        .find(|l| l.starts_with("==> ") && l.contains(" train --resume "))
+        .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
+    for flag in ["--data-dir", "--no-download", "--epochs 1", "--quiet"] {
+        assert!(resumed.contains(flag), "{flag} not in {resumed}");
+    }
+    for refused in ["--limit-train", "--set", "--config", "--out"] {
+        assert!(!resumed.contains(refused), "{refused} in {resumed}");
+    }
+    // The same line is in commands.tsv, for people.
+    let tsv = std::fs::read_to_string(out.join("commands.tsv")).unwrap();
+    let resume_column = tsv.lines().nth(1).unwrap().split('\t').nth(3).unwrap();
+    assert!(resume_column.contains("--no-download"), "{resume_column}");
+    assert_eq!(
+        events(&out)["lr=0.001"],
+        ["fresh", "exit 0", "resume", "exit 0"]
+    );
+}
+
+#[test]
+fn report_and_sweep_agree_that_a_run_of_another_host_without_its_lock_holder_was_killed() {
+    // Issue #18: only the bash sweep tested the point's lock, so `cnn report`
+    // showed such a run as running while the sweep resumed it as killed.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let (code, _, stderr) = output(&mut sweep(&out, &["--dry-run", GRID[0]], &[]));
+    assert_eq!(code, 0, "{stderr}");
+    let point = &run_dirs(&out)[0];
+    let name = point.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::create_dir_all(point).unwrap();
+    std::fs::write(
+        point.join("status.json"),
+        r#"{"status": "done", "message": null, "exit_code": 0, "pid": 1, "host": "h",
+            "started_at": 1.0, "updated_at": 2.0}"#,
+    )
+    .unwrap();
+    mark_running(point, "another-host", 1);
+    let both = || {
+        let (code, stdout, stderr) = run(cnn(&out).args(["sweep", "state"]).arg(&out));
+        assert_eq!(code, 0, "{stderr}");
+        let line = stdout.lines().next().unwrap().to_string();
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f[..2], ["0", name.as_str()], "{line}");
+        let reported = report_json(&out)
+            .into_iter()
+            .find(|r| r["run"] == name.as_str())
+            .unwrap();
+        (
+            f[2].to_string(),
+            reported["status"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(both(), ("killed".into(), "killed".into()));
+
+    // While a runner holds the point's lock, the run is alive.
+    let lock_file = cnn::sweep::state::lock_path(&out, 0);
+    let lock = cnn::sweep::state::PointLock::acquire(&lock_file)
+        .unwrap()
+        .unwrap();
+    assert_eq!(both(), ("running".into(), "running".into()));
+    // ... and another runner leaves the point to it.
+    let (code, _, stderr) = run(cnn(&out).args(["sweep", "point"]).arg(&out).arg("0"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("skipped: another sweep process"),
+        "{stderr}"
+    );
+    drop(lock);
+    assert_eq!(both(), ("killed".into(), "killed".into()));
 }
 
 /// `pid` and all its descendants, parents first.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cut a small real subset of an IDX dataset (MNIST, Fashion-MNIST) for tests.
 
-Usage: scripts/make_fixture.py SRC_DIR DEST_DIR N_TRAIN N_TEST
+Usage: scripts/dev/make_fixture.py SRC_DIR DEST_DIR N_TRAIN N_TEST
 
 Keeps the first N_TRAIN training and N_TEST test images with their labels,
 rewriting the IDX headers, gzip-compressed. Standard library only.

@@ -3,9 +3,9 @@
 # scripts/torch_reference.py, the PyTorch side of scripts/bench.sh and of the
 # checkpoint interop check. Everything comes from PyPI with pinned versions.
 #
-#   scripts/torch-venv.sh            # venv at .venv-torch (repo root)
-#   CNN_TORCH_VENV=/tmp/tv scripts/torch-venv.sh
-#   PYTHON=python3.12 scripts/torch-venv.sh
+#   scripts/dev/torch-venv.sh            # venv at .venv-torch (repo root)
+#   CNN_TORCH_VENV=/tmp/tv scripts/dev/torch-venv.sh
+#   PYTHON=python3.12 scripts/dev/torch-venv.sh
 #
 # PyPI's `torch` wheel is a CUDA build. We only ever run it on the CPU, but
 # `import torch` still loads the CUDA libraries that libtorch_cuda.so and
@@ -34,7 +34,7 @@
 # grep Requires-Dist), update the pins together and rerun the smoke test.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 VENV=${CNN_TORCH_VENV:-.venv-torch}
 PYTHON=${PYTHON:-python3}

@@ -5,8 +5,8 @@
 # libraries to link against, and a link stub for the driver library libcuda.
 #
 # Usage:
-#   scripts/install-cuda-build-deps.sh [--cudnn] [--env-only]
-#   eval "$(scripts/install-cuda-build-deps.sh)"     # install + export the env
+#   scripts/dev/install-cuda-build-deps.sh [--cudnn] [--env-only]
+#   eval "$(scripts/dev/install-cuda-build-deps.sh)"     # install + export the env
 #   . "${CNN_CUDA_HOME:-$HOME/.cache/cnn/cuda}/env.sh"  # later shells
 #
 # Everything goes into one toolkit-like prefix, ${CNN_CUDA_HOME}

@@ -2,7 +2,7 @@
 # test-slurm.sh -- prove the --slurm path of scripts/sweep.sh on a real Slurm.
 #
 # Starts a throw-away single-node cluster on this machine with
-# scripts/slurm-local.sh (as root: it installs Debian's slurm-wlm and munge
+# scripts/dev/slurm-local.sh (as root: it installs Debian's slurm-wlm and munge
 # when missing and runs the daemons without systemd), then:
 #   1. submits a 2×2 sweep (lr × batch size, mlp, 1 epoch on 300 images of
 #      tests/fixtures/mnist-small) as a job array with --slurm --wait and
@@ -17,14 +17,14 @@
 # The cluster is stopped at the end unless it was already running.
 #
 # Usage (as root, from anywhere):
-#   cargo build --release && scripts/test-slurm.sh
+#   cargo build --release && scripts/dev/test-slurm.sh
 # Environment: CNN (the binary; default target/release/cnn), KEEP=1 keeps the
 # work directory, SLURM_LOCAL (default: slurm-local.sh beside this script),
 # SLURM_LOCAL_DIR as for slurm-local.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$HERE")
+REPO=$(dirname "$(dirname "$HERE")")
 CNN=${CNN:-$REPO/target/release/cnn}
 export CNN
 SLURM_LOCAL=${SLURM_LOCAL:-$HERE/slurm-local.sh}
@@ -39,7 +39,7 @@ fail() {
 [[ -x $CNN ]] || fail "no cnn binary at $CNN: run 'cargo build --release' first (or set CNN=PATH)"
 [[ $(id -u) -eq 0 ]] || fail "run as root: slurm-local.sh installs packages and starts daemons"
 command -v jq >/dev/null || fail "jq is needed to read the report (apt-get install jq)"
-[[ -x $SLURM_LOCAL ]] || fail "no $SLURM_LOCAL (set SLURM_LOCAL=PATH to scripts/slurm-local.sh)"
+[[ -x $SLURM_LOCAL ]] || fail "no $SLURM_LOCAL (set SLURM_LOCAL=PATH to scripts/dev/slurm-local.sh)"
 
 started_here=0
 if ! "$SLURM_LOCAL" status >/dev/null 2>&1; then
