@@ -7,7 +7,7 @@ it on MNIST with PyTorch on the CPU and reports throughput, accuracy and
 memory in the same terms, so that the two can be compared side by side. It
 also evaluates safetensors checkpoints written by itself or by `cnn train`.
 
-    scripts/torch-venv.sh        # once: creates .venv-torch
+    scripts/dev/torch-venv.sh    # once: creates .venv-torch
     .venv-torch/bin/python scripts/torch_reference.py train \\
         --config configs/lenet.json --data-dir ../shared/data/mnist --json \\
         --save /tmp/lenet-torch.safetensors
