@@ -7,8 +7,7 @@
 //! its gradient) takes on a variable of the output's shape.
 //! `CNN_PROFILE=1` adds the time of each part.
 use candle_core::{Device, Tensor, Var};
-use cnn::arch::{ConvGeometry, Pad4};
-use cnn::config::{PaddingMode, Pair};
+use cnn::geometry::{ConvGeometry, Pad4, PaddingMode, Pair};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {

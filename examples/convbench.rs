@@ -2,8 +2,7 @@
 //! and backward, on one thread:
 //! `CNN_PROFILE=1 RAYON_NUM_THREADS=1 cargo run --release --example convbench`.
 use candle_core::{Device, Tensor, Var};
-use cnn::arch::{ConvGeometry, Pad4};
-use cnn::config::{PaddingMode, Pair};
+use cnn::geometry::{ConvGeometry, Pad4, PaddingMode, Pair};
 
 fn main() -> anyhow::Result<()> {
     cnn::profile::enable_from_env();

@@ -3,8 +3,7 @@
 //! machine's memory speed at the moment (a shared machine's varies):
 //! `cargo run --release --example opbench2 [REPS]`.
 use candle_core::{Device, Tensor, Var};
-use cnn::arch::PoolGeometry;
-use cnn::config::Pair;
+use cnn::geometry::{Pair, PoolGeometry};
 use std::time::Instant;
 
 fn time(name: &str, reps: usize, mut f: impl FnMut()) -> f64 {
@@ -61,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         time("max pool 2x2 forward", reps, || {
             let _ = cnn::ops::max_pool2d(x.as_tensor(), &g).unwrap();
         });
-        let mut rng = cnn::rng::stream(1, cnn::rng::Purpose::Dropout, 0);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
         time("dropout forward", reps, || {
             let _ = cnn::ops::dropout(x.as_tensor(), 0.1, &mut rng).unwrap();
         });

@@ -5,8 +5,10 @@
 //!
 //! `cargo run --release --example stepbench -- [CONFIG] [BATCH] [STEPS] [ROUNDS] [both|winograd|direct]`
 //! (default configs/cifar10-cnn.json, 128, 5, 3, both; threads from RAYON_NUM_THREADS).
-use candle_core::{DType, Device, Tensor};
-use cnn::model::{Model, Pass, Weights};
+use candle_core::{DType, Device, Tensor, Var};
+use cnn::geometry::Shape;
+use cnn::layers::{self, Init, Pass};
+use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
 /// CPU time of the whole process (all threads), in seconds: on a shared
@@ -36,19 +38,37 @@ fn main() -> anyhow::Result<()> {
     };
     cnn::profile::enable_from_env();
     let cfg = cnn::config::Config::load(std::path::Path::new(config))?;
-    let plan = cnn::arch::plan(&cfg)?;
-    let dev = Device::Cpu;
-    let model = Model::new(&plan, Weights::Init { seed: 1 }, &dev)?;
     let [c, h, w] = cfg.input_shape;
+    let nodes = layers::plan_list(&cfg.layers, Shape::Image { c, h, w })?;
+    let dev = Device::Cpu;
+    // Fresh tensors as the specs say (uniform ±1/√fan_in, or a constant).
+    let mut init = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut tensors = Vec::new();
+    for node in &nodes {
+        for (_, spec) in node.tensors() {
+            let n = spec.elements() as usize;
+            let v: Vec<f32> = match spec.init {
+                Init::Uniform { fan_in } => {
+                    let b = 1.0 / (fan_in as f32).sqrt();
+                    (0..n).map(|_| init.random_range(-b..b)).collect()
+                }
+                Init::Const(k) => vec![k; n],
+            };
+            let t = Tensor::from_vec(v, spec.dims.clone(), &dev)?;
+            tensors.push(Var::from_tensor(&t)?.as_tensor().clone());
+        }
+    }
+    // The loss is taken before a trailing softmax.
+    let end = nodes.len() - usize::from(nodes.last().is_some_and(|n| n.op.is_output_activation()));
     let x = Tensor::randn(0f32, 1.0, (batch, c, h, w), &dev)?;
     let labels: Vec<u32> = (0..batch as u32)
         .map(|i| i % cfg.num_classes as u32)
         .collect();
     let y = Tensor::from_vec(labels, batch, &dev)?;
     let step = |seed: u64| -> anyhow::Result<()> {
-        let mut rng = cnn::rng::stream(seed, cnn::rng::Purpose::Dropout, 0);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let t = cnn::profile::scope(|| "step: forward".to_string());
-        let logits = model.logits(&x, Pass::Train(&mut rng))?;
+        let logits = layers::run_list(&nodes, &tensors, &x, &mut Pass::train(&mut rng), end)?;
         let loss = cnn::ops::cross_entropy(&logits, &y, 0.0)?;
         drop(t);
         let t = cnn::profile::scope(|| "step: backward".to_string());

@@ -18,7 +18,7 @@
 #   * cnn:     target/release/cnn train (built here in release), then cnn eval
 #              of the test set;
 #   * PyTorch: scripts/torch_reference.py, which builds the model from the same
-#              configs/*.json (venv from scripts/torch-venv.sh, made if absent:
+#              configs/*.json (venv from scripts/dev/torch-venv.sh, made if absent:
 #              a 4 GB CPU-usable install of PyPI's torch).
 # It prints one markdown table: training images/s of each and their ratio,
 # test accuracy, peak RSS, and test-set evaluation images/s. Then the interop
@@ -65,7 +65,7 @@ cargo build --release --quiet
 cnn=target/release/cnn
 python=${CNN_TORCH_VENV:-.venv-torch}/bin/python
 if [ "$skip_torch" = 0 ]; then
-    scripts/torch-venv.sh >&2
+    scripts/dev/torch-venv.sh >&2
 fi
 
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads

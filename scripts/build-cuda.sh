@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build cnn with CUDA on a machine without CUDA (or with it): installs the
-# toolkit pieces (scripts/install-cuda-build-deps.sh), then runs
+# toolkit pieces (scripts/dev/install-cuda-build-deps.sh), then runs
 #   cargo build --features cuda [--release] ...
 # with candle-core patched to load the NVIDIA libraries at run time.
 #
@@ -39,7 +39,7 @@ done
 
 deps_args=()
 [ "$feature" = cudnn ] && deps_args+=(--cudnn)
-eval "$(scripts/install-cuda-build-deps.sh "${deps_args[@]}")"
+eval "$(scripts/dev/install-cuda-build-deps.sh "${deps_args[@]}")"
 
 # The registry copy of candle-core, then a patched copy of it.
 cargo fetch --quiet

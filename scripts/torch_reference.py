@@ -7,7 +7,7 @@ it on MNIST, Fashion-MNIST or CIFAR-10 with PyTorch on the CPU and reports throu
 memory in the same terms, so that the two can be compared side by side. It
 also evaluates safetensors checkpoints written by itself or by `cnn train`.
 
-    scripts/torch-venv.sh        # once: creates .venv-torch
+    scripts/dev/torch-venv.sh    # once: creates .venv-torch
     .venv-torch/bin/python scripts/torch_reference.py train \\
         --config configs/lenet.json --data-dir ../shared/data/mnist --json \\
         --save /tmp/lenet-torch.safetensors
@@ -89,7 +89,8 @@ LAYER_ALIASES = {
     "dense": "linear",
 }
 
-# Accepted fields per layer type (besides "type"); mirrors src/config/layers.rs.
+# Accepted fields per layer type (besides "type"); mirrors src/layers/ (a test
+# checks that the two agree).
 LAYER_FIELDS = {
     "conv2d": {"in_channels", "out_channels", "kernel_size", "stride", "padding",
                "dilation", "groups", "bias", "padding_mode"},
@@ -107,7 +108,14 @@ LAYER_FIELDS = {
     "dropout": {"p"},
     "log_softmax": set(),
     "softmax": set(),
+    "global_avg_pool2d": set(),
+    "global_max_pool2d": set(),
+    "adaptive_avg_pool2d": {"output_size"},
+    "residual": {"layers", "shortcut", "activation"},
+    "concat": {"branches"},
 }
+
+BLOCKS = ("residual", "concat")
 
 OUTPUT_ACTIVATIONS = ("softmax", "log_softmax")
 
@@ -216,7 +224,7 @@ def layer_kind(index, spec):
 def build_layer(index, kind, spec, shape):
     """One module for one config entry, given the input shape (without the
     batch dimension): (c, h, w) for images, (n,) for feature vectors."""
-    where = f"layer {index} ({kind})"
+    where = f"layer {index} ({kind})" if isinstance(index, int) else f"{index} ({kind})"
     image = len(shape) == 3
 
     def need_image():
@@ -328,8 +336,83 @@ def build_layer(index, kind, spec, shape):
         return nn.LeakyReLU(number(opt(spec, "negative_slope", 0.01), f"{where}: negative_slope"))
     if kind == "flatten":
         return nn.Flatten()
+    if kind in ("global_avg_pool2d", "global_max_pool2d"):
+        need_image()
+        pool = nn.AdaptiveAvgPool2d(1) if kind == "global_avg_pool2d" else nn.AdaptiveMaxPool2d(1)
+        return nn.Sequential(pool, nn.Flatten())
+    if kind == "adaptive_avg_pool2d":
+        need_image()
+        return nn.AdaptiveAvgPool2d(positive_pair(spec.get("output_size"), f"{where}: output_size"))
+    if kind == "residual":
+        body, out = build_sequence(spec.get("layers") or [], shape, f"{where} → layers")
+        shortcut = None
+        if spec.get("shortcut") is not None:
+            shortcut, skip = build_sequence(spec["shortcut"], shape, f"{where} → shortcut")
+        else:
+            skip = shape
+        if out != skip:
+            raise InputError(f"{where}: the block's layers output {list(out)} but its shortcut {list(skip)}")
+        act = spec.get("activation")
+        return Residual(body, shortcut, build_layer(index, act, {"type": act}, out) if act else None)
+    if kind == "concat":
+        branches = [build_sequence(b, shape, f"{where} → branches.{i}")[0]
+                    for i, b in enumerate(spec.get("branches") or [])]
+        return Concat(branches)
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
             "gelu": nn.GELU}[kind]()
+
+
+class Residual(nn.Module):
+    """cnn's residual block: `layers(x) + shortcut(x)` (the identity when no
+    shortcut is given), then the activation; tensors `layers.<i>.*` and
+    `shortcut.<i>.*`, as in cnn's checkpoints."""
+
+    def __init__(self, layers, shortcut, activation):
+        super().__init__()
+        self.layers = layers
+        if shortcut is not None:
+            self.shortcut = shortcut
+        else:
+            self.shortcut = None
+        self.activation = activation
+
+    def forward(self, x):
+        y = self.layers(x) + (self.shortcut(x) if self.shortcut is not None else x)
+        return self.activation(y) if self.activation is not None else y
+
+
+class Concat(nn.Module):
+    """cnn's concat block: the branches side by side on the same input,
+    joined along the channels; tensors `branches.<b>.<i>.*`."""
+
+    def __init__(self, branches):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x):
+        return torch.cat([b(x) for b in self.branches], dim=1)
+
+
+def build_sequence(specs, shape, where):
+    """An nn.Sequential of a list of config entries fed `shape`, and its
+    output shape; `where` names the list in messages."""
+    if not isinstance(specs, list):
+        raise InputError(f"{where}: expected a list of layer objects")
+    modules = []
+    x = torch.zeros(1, *shape)
+    for i, spec in enumerate(specs):
+        kind = layer_kind(i, spec)
+        module = build_layer(f"{where}.{i}", kind, spec, tuple(x.shape[1:]))
+        module.eval()
+        try:
+            with torch.no_grad():
+                x = module(x)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise InputError(f"{where}.{i} ({kind}) does not fit its input of shape "
+                             f"{list(x.shape[1:])}: {first}") from None
+        modules.append(module)
+    return nn.Sequential(*modules), tuple(x.shape[1:])
 
 
 class ConfigNet(nn.Module):

@@ -1,189 +1,22 @@
-//! Shape inference and validation of an architecture, before any tensor is
-//! allocated. Every error names the layer (index and type), what it got and
-//! what it needs. The resulting [`Plan`] carries each layer's input and output
-//! shapes, resolved paddings, parameter counts and multiply-adds; the model
-//! builder and `cnn summary` both read it.
+//! The whole network checked before any tensor is allocated: the layer
+//! list resolved shape by shape (each kind's rule lives in `layers`), then
+//! what only the whole can tell: a final softmax placed last, a head as
+//! wide as the number of classes, something to train, and a memory
+//! estimate. The resulting [`Plan`] carries every layer's shapes, tensors,
+//! parameter counts and multiply-adds; the model builder and `cnn summary`
+//! both read it.
 
-use crate::config::{Config, Layer, Padding, PaddingMode, Pair};
+use crate::config::Config;
+use crate::geometry::Shape;
+use crate::layers::{self, Node};
 use anyhow::Result;
-use std::fmt;
-
-/// The shape of one example as it flows through the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    Image { c: usize, h: usize, w: usize },
-    Flat(usize),
-}
-
-impl Shape {
-    pub fn elements(&self) -> u128 {
-        match *self {
-            Shape::Image { c, h, w } => c as u128 * h as u128 * w as u128,
-            Shape::Flat(n) => n as u128,
-        }
-    }
-
-    /// Dimensions without the batch axis.
-    pub fn dims(&self) -> Vec<usize> {
-        match *self {
-            Shape::Image { c, h, w } => vec![c, h, w],
-            Shape::Flat(n) => vec![n],
-        }
-    }
-}
-
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Shape::Image { c, h, w } => write!(f, "{c}×{h}×{w}"),
-            Shape::Flat(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-/// Padding resolved to the four sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pad4 {
-    pub top: usize,
-    pub bottom: usize,
-    pub left: usize,
-    pub right: usize,
-}
-
-impl Pad4 {
-    pub fn symmetric(p: Pair) -> Self {
-        Pad4 {
-            top: p.h,
-            bottom: p.h,
-            left: p.w,
-            right: p.w,
-        }
-    }
-    pub fn is_zero(&self) -> bool {
-        *self == Pad4::default()
-    }
-}
-
-/// A convolution with every size known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel: Pair,
-    pub stride: Pair,
-    pub dilation: Pair,
-    pub padding: Pad4,
-    pub padding_mode: PaddingMode,
-    pub groups: usize,
-    pub bias: bool,
-}
-
-/// A pooling window with every size known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolGeometry {
-    pub kernel: Pair,
-    pub stride: Pair,
-    pub padding: Pair,
-}
-
-/// What a layer does once its input shape is known.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    Conv(ConvGeometry),
-    MaxPool(PoolGeometry),
-    AvgPool(PoolGeometry),
-    BatchNorm {
-        features: usize,
-        eps: f64,
-        momentum: f64,
-        affine: bool,
-    },
-    Linear {
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-    },
-    Relu,
-    LeakyRelu(f64),
-    Sigmoid,
-    Tanh,
-    Gelu,
-    Flatten,
-    Dropout(f64),
-    LogSoftmax,
-    Softmax,
-}
-
-/// One layer of a checked network.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerPlan {
-    pub index: usize,
-    pub kind: &'static str,
-    pub op: Op,
-    pub input: Shape,
-    pub output: Shape,
-    /// Trainable parameters.
-    pub params: u128,
-    /// Non-trainable state (batch-norm running statistics).
-    pub buffers: u128,
-    /// Multiply-adds per example (convolution and linear layers).
-    pub macs: u128,
-}
-
-impl LayerPlan {
-    /// The tensors this layer owns, with their shapes, as `(suffix, dims)`;
-    /// the checkpoint name is `layers.<index>.<suffix>`.
-    pub fn tensors(&self) -> Vec<(&'static str, Vec<usize>)> {
-        match self.op {
-            Op::Conv(g) => {
-                let mut t = vec![(
-                    "weight",
-                    vec![
-                        g.out_channels,
-                        g.in_channels / g.groups,
-                        g.kernel.h,
-                        g.kernel.w,
-                    ],
-                )];
-                if g.bias {
-                    t.push(("bias", vec![g.out_channels]));
-                }
-                t
-            }
-            Op::Linear {
-                in_features,
-                out_features,
-                bias,
-            } => {
-                let mut t = vec![("weight", vec![out_features, in_features])];
-                if bias {
-                    t.push(("bias", vec![out_features]));
-                }
-                t
-            }
-            Op::BatchNorm {
-                features, affine, ..
-            } => {
-                let mut t = vec![];
-                if affine {
-                    t.push(("weight", vec![features]));
-                    t.push(("bias", vec![features]));
-                }
-                t.push(("running_mean", vec![features]));
-                t.push(("running_var", vec![features]));
-                t
-            }
-            _ => vec![],
-        }
-    }
-}
 
 /// A checked network: every layer with its shapes, plus warnings to show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub input: Shape,
     pub num_classes: usize,
-    pub layers: Vec<LayerPlan>,
+    pub layers: Vec<Node>,
     pub warnings: Vec<String>,
 }
 
@@ -202,7 +35,7 @@ impl Plan {
     pub fn output_activation(&self) -> Option<usize> {
         self.layers
             .last()
-            .filter(|l| matches!(l.op, Op::Softmax | Op::LogSoftmax))
+            .filter(|l| l.op.is_output_activation())
             .map(|l| l.index)
     }
 }
@@ -231,27 +64,18 @@ pub fn plan(config: &Config) -> Result<Plan> {
         );
     }
     let input = Shape::Image { c, h, w };
-    let mut shape = input;
-    let mut layers = Vec::with_capacity(config.layers.len());
+    let layers = layers::plan_list(&config.layers, input)?;
     let mut warnings = Vec::new();
-    let last = config.layers.len() - 1;
-    for (index, layer) in config.layers.iter().enumerate() {
-        let kind = layer.kind();
-        let ctx = LayerCtx {
-            index,
-            kind,
-            input: shape,
-            prev: layers.last(),
-        };
-        let (op, output) = infer(&ctx, layer)?;
-        let (params, buffers, macs) = counts(&op, &output);
-        if layer.is_output_activation() && index != last {
+    let last = layers.len() - 1;
+    for node in &layers {
+        let (index, kind) = (node.index, node.kind);
+        if node.op.is_output_activation() && index != last {
             crate::bail_input!(
                 "layer {index} ({kind}): {kind} may only be the last layer (it turns the \
                  network's outputs into probabilities); remove it or move it to the end"
             );
         }
-        if let Op::Softmax = op {
+        if let layers::Op::Softmax(_) = node.op {
             warnings.push(format!(
                 "layer {index} (softmax): cross-entropy applies log-softmax itself, so a final \
                  softmax would be applied twice (a common mistake). cnn computes the loss from \
@@ -260,23 +84,12 @@ pub fn plan(config: &Config) -> Result<Plan> {
                 index.saturating_sub(1)
             ));
         }
-        layers.push(LayerPlan {
-            index,
-            kind,
-            op,
-            input: shape,
-            output,
-            params,
-            buffers,
-            macs,
-        });
-        shape = output;
     }
     // The classifier's width must be the number of classes.
     let head = layers
         .iter()
         .rev()
-        .find(|l| !matches!(l.op, Op::Softmax | Op::LogSoftmax))
+        .find(|l| !l.op.is_output_activation())
         .map(|l| (l.index, l.kind, l.output));
     match head {
         Some((_, _, Shape::Flat(n))) if n == config.num_classes => {}
@@ -342,389 +155,282 @@ fn check_memory(plan: &Plan, batch: usize) -> Result<()> {
     Ok(())
 }
 
-struct LayerCtx<'a> {
-    index: usize,
-    kind: &'static str,
-    input: Shape,
-    prev: Option<&'a LayerPlan>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
 
-impl LayerCtx<'_> {
-    fn fail(&self, msg: impl fmt::Display) -> anyhow::Error {
-        crate::input_error!("layer {} ({}): {msg}", self.index, self.kind)
+    /// LeNet as shipped, changed by `modify`, planned.
+    fn plan_lenet(modify: fn(&mut Value)) -> Result<Plan> {
+        let mut v: Value = serde_json::from_str(include_str!("../configs/lenet.json")).unwrap();
+        modify(&mut v);
+        let config = Config::from_value(v).map_err(|e| crate::input_error!("{e}"))?;
+        plan(&config)
     }
 
-    /// "the input" or "layer 3 (flatten)", for messages about where a shape came from.
-    fn source(&self) -> String {
-        match self.prev {
-            Some(p) => format!("layer {} ({}) outputs", p.index, p.kind),
-            None => "the input is".to_string(),
-        }
+    fn layers(v: &mut Value) -> &mut Vec<Value> {
+        v["layers"].as_array_mut().unwrap()
     }
 
-    fn image(&self) -> Result<(usize, usize, usize)> {
-        match self.input {
-            Shape::Image { c, h, w } => Ok((c, h, w)),
-            Shape::Flat(n) => Err(self.fail(format!(
-                "needs an image input (channels×height×width) but {} {n} features; \
-                 move the flatten after the last conv/pool layer",
-                self.source()
-            ))),
-        }
-    }
+    /// A change to LeNet's config, and what the message must say (nothing:
+    /// the change is fine).
+    type Case = (fn(&mut Value), &'static [&'static str]);
 
-    fn at_least_one(&self, field: &str, v: Pair) -> Result<()> {
-        if v.h == 0 || v.w == 0 {
-            return Err(self.fail(format!("{field} is {v}; it must be at least 1")));
-        }
-        self.not_huge(field, v)
-    }
-
-    /// Sizes beyond any image (and beyond overflow-free arithmetic) are typos.
-    fn not_huge(&self, field: &str, v: Pair) -> Result<()> {
-        if v.h.max(v.w) > MAX_SIZE {
-            return Err(self.fail(format!(
-                "{field} is {v}; sizes above {MAX_SIZE} are not supported (is it a typo?)"
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// The largest kernel, stride, dilation or padding a layer may state.
-const MAX_SIZE: usize = 1 << 16;
-
-fn infer(ctx: &LayerCtx, layer: &Layer) -> Result<(Op, Shape)> {
-    match layer {
-        Layer::Conv2d(conv) => {
-            let (c, h, w) = ctx.image()?;
-            if let Some(given) = conv.in_channels
-                && given != c
-            {
-                return Err(ctx.fail(format!(
-                    "in_channels is {given} but {} {c} channels ({}); remove in_channels or set it to {c}",
-                    ctx.source(),
-                    ctx.input
-                )));
+    /// Refused configs: what is changed, and what the message must say.
+    /// Every message names the layer and how to fix it.
+    #[test]
+    fn shape_inference_refuses_what_does_not_fit_and_says_why() {
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (|v| v["layers"][7]["in_features"] = json!(16),
+             &["layer 7 (linear): in_features is 16 but layer 6 (flatten) outputs 16×5×5 = 400", "set it to 400"]),
+            (|v| v["layers"][3]["in_channels"] = json!(3),
+             &["layer 3 (conv2d): in_channels is 3 but layer 2 (avg_pool2d) outputs 6 channels"]),
+            (|v| v["layers"][0]["in_channels"] = json!(3),
+             &["layer 0 (conv2d): in_channels is 3 but the input is 1 channels"]),
+            (|v| v["layers"][3]["kernel_size"] = json!(20),
+             &["layer 3 (conv2d)", "does not fit the 14×14 input", "smaller kernel_size"]),
+            (|v| v["layers"][3]["dilation"] = json!(4),
+             &["layer 3 (conv2d)", "(dilation 4) does not fit the 14×14 input"]),
+            (|v| for _ in 0..4 { layers(v).insert(6, json!({"type": "max_pool2d", "kernel_size": 2})) },
+             &["layer 8 (max_pool2d)", "window does not fit the 1×1 input"]),
+            (|v| v["layers"][2]["padding"] = json!(2),
+             &["layer 2 (avg_pool2d): padding 2 is more than half the kernel size 2", "at most 1"]),
+            (|v| v["layers"][11]["out_features"] = json!(100),
+             &["layer 11 (linear): the network ends with 100 outputs but num_classes is 10", "out_features 10"]),
+            (|v| { layers(v).truncate(6); },
+             &["layer 5 (avg_pool2d): the network ends with an image of 16×5×5", "flatten"]),
+            (|v| { layers(v).remove(6); },
+             &["layer 6 (linear)", "an image of 16×5×5 = 400 values", "add {\"type\": \"flatten\"} before it"]),
+            (|v| layers(v).insert(7, json!({"type": "conv2d", "out_channels": 4, "kernel_size": 3})),
+             &["layer 7 (conv2d): needs an image input", "layer 6 (flatten) outputs 400 features"]),
+            (|v| layers(v).insert(8, json!({"type": "softmax"})),
+             &["layer 8 (softmax): softmax may only be the last layer"]),
+            (|v| layers(v).insert(2, json!({"type": "log_softmax"})),
+             &["layer 2 (log_softmax): needs the vector of class scores", "an image of 6×28×28"]),
+            (|v| v["layers"][0]["out_channels"] = json!(0), &["layer 0 (conv2d): out_channels is 0"]),
+            (|v| v["layers"][0]["stride"] = json!(0), &["layer 0 (conv2d): stride is 0"]),
+            (|v| v["layers"][0]["stride"] = json!([1, 0]), &["layer 0 (conv2d): stride is 1×0"]),
+            (|v| v["layers"][3]["groups"] = json!(4),
+             &["layer 3 (conv2d): groups is 4; it must divide both in_channels (6) and out_channels (16)"]),
+            (|v| v["layers"][0]["padding"] = json!("same"), &[]),
+            (|v| { v["layers"][0]["padding"] = json!("same"); v["layers"][0]["stride"] = json!(2) },
+             &["layer 0 (conv2d): padding \"same\" needs stride 1"]),
+            (|v| { v["layers"][0]["padding"] = json!(30); v["layers"][0]["padding_mode"] = json!("reflect") },
+             &["layer 0 (conv2d)", "padding_mode \"reflect\" on a 28×28 input", "use padding_mode \"zeros\""]),
+            (|v| v["layers"][0]["padding"] = json!(100_000), &["layer 0 (conv2d): padding is 100000", "above 65536"]),
+            (|v| v["layers"][7]["out_features"] = json!(0), &["layer 7 (linear): out_features is 0"]),
+            (|v| layers(v).insert(8, json!({"type": "dropout", "p": 1.5})), &["layer 8 (dropout): p is 1.5"]),
+            (|v| layers(v).insert(8, json!({"type": "batch_norm2d"})),
+             &["layer 8 (batch_norm2d): needs an image input", "use batch_norm1d after flatten"]),
+            (|v| layers(v).insert(1, json!({"type": "batch_norm1d"})),
+             &["layer 1 (batch_norm1d): needs a feature vector", "6×28×28", "use batch_norm2d before flatten"]),
+            (|v| layers(v).insert(1, json!({"type": "batch_norm2d", "num_features": 4})),
+             &["layer 1 (batch_norm2d): num_features is 4 but layer 0 (conv2d) outputs 6 channels"]),
+            (|v| layers(v).insert(1, json!({"type": "batch_norm2d", "eps": 0})), &["layer 1 (batch_norm2d): eps is 0"]),
+            (|v| layers(v).insert(1, json!({"type": "batch_norm2d", "momentum": 2})),
+             &["layer 1 (batch_norm2d): momentum is 2"]),
+            (|v| { v["layers"][7]["out_features"] = json!(1_000_000_000_000u64); v["layers"][9]["in_features"] = json!(null) },
+             &["GiB to train", "the largest layer is", "Reduce its size"]),
+            (|v| v["input_shape"] = json!([1, 0, 28]), &["input_shape is [1, 0, 28]"]),
+            (|v| v["num_classes"] = json!(1), &["num_classes is 1; a classifier needs at least 2 classes"]),
+            (|v| v["layers"] = json!([]), &["`layers` is empty"]),
+            (|v| v["layers"] = json!([{"type": "flatten"}, {"type": "relu"}]),
+             &["the network ends with 784 outputs"]),
+            (|v| { v["num_classes"] = json!(784); v["layers"] = json!([{"type": "flatten"}]) },
+             &["no trainable parameters"]),
+        ];
+        for (i, (modify, needles)) in cases.iter().enumerate() {
+            let result = plan_lenet(*modify);
+            if needles.is_empty() {
+                assert!(result.is_ok(), "case {i}: {:#}", result.unwrap_err());
+                continue;
             }
-            if conv.out_channels == 0 {
-                return Err(ctx.fail("out_channels is 0; it must be at least 1"));
-            }
-            ctx.at_least_one("kernel_size", conv.kernel_size)?;
-            ctx.at_least_one("stride", conv.stride)?;
-            ctx.at_least_one("dilation", conv.dilation)?;
-            let groups = conv.groups;
-            if groups == 0 || c % groups != 0 || conv.out_channels % groups != 0 {
-                return Err(ctx.fail(format!(
-                    "groups is {groups}; it must divide both in_channels ({c}) and out_channels ({})",
-                    conv.out_channels
-                )));
-            }
-            if let Padding::Explicit(p) = conv.padding {
-                ctx.not_huge("padding", p)?;
-            }
-            let k = conv.kernel_size;
-            let d = conv.dilation;
-            let span = Pair {
-                h: d.h * (k.h - 1) + 1,
-                w: d.w * (k.w - 1) + 1,
+            let err = match result {
+                Ok(_) => panic!("case {i}: planned, but should fail with {needles:?}"),
+                Err(e) => e,
             };
-            let padding = match conv.padding {
-                Padding::Explicit(p) => Pad4::symmetric(p),
-                Padding::Valid => Pad4::default(),
-                Padding::Same => {
-                    if conv.stride != Pair::square(1) {
-                        return Err(ctx.fail(format!(
-                            "padding \"same\" needs stride 1 (stride is {}); give the padding as a number",
-                            conv.stride
-                        )));
-                    }
-                    let (th, tw) = (span.h - 1, span.w - 1);
-                    Pad4 {
-                        top: th / 2,
-                        bottom: th - th / 2,
-                        left: tw / 2,
-                        right: tw - tw / 2,
-                    }
-                }
-            };
-            if conv.padding_mode != PaddingMode::Zeros
-                && (padding.top.max(padding.bottom)
-                    > h.saturating_sub(usize::from(conv.padding_mode == PaddingMode::Reflect))
-                    || padding.left.max(padding.right)
-                        > w.saturating_sub(usize::from(conv.padding_mode == PaddingMode::Reflect)))
-            {
-                let (mode, most) = if conv.padding_mode == PaddingMode::Reflect {
-                    ("reflect", "less than the input's height and width")
-                } else if conv.padding_mode == PaddingMode::Replicate {
-                    ("replicate", "at most the input's height and width")
-                } else {
-                    ("circular", "at most the input's height and width")
-                };
-                return Err(ctx.fail(format!(
-                    "padding of {} (top, bottom, left, right) is too large for padding_mode \"{mode}\" on a {h}×{w} \
-                     input: it needs padding {most}; lower the padding or use padding_mode \"zeros\"",
-                    [padding.top, padding.bottom, padding.left, padding.right]
-                        .map(|v| v.to_string())
-                        .join(", ")
-                )));
+            assert_eq!(crate::error::exit_code(&err), 2, "case {i}: {err:#}");
+            let msg = format!("{err:#}");
+            for needle in needles.iter() {
+                assert!(
+                    msg.contains(needle),
+                    "case {i}: {msg:?}\n  lacks {needle:?}"
+                );
             }
-            let (ph, pw) = (
-                h + padding.top + padding.bottom,
-                w + padding.left + padding.right,
-            );
-            if span.h > ph || span.w > pw {
-                return Err(ctx.fail(format!(
-                    "the {}×{} kernel{} does not fit the {h}×{w} input with padding {}; \
-                     use a smaller kernel_size, more padding, or less pooling before it",
-                    k.h,
-                    k.w,
-                    if d == Pair::square(1) {
-                        String::new()
-                    } else {
-                        format!(" (dilation {d})")
-                    },
-                    pad_text(padding)
-                )));
-            }
-            let oh = (ph - span.h) / conv.stride.h + 1;
-            let ow = (pw - span.w) / conv.stride.w + 1;
-            let geom = ConvGeometry {
-                in_channels: c,
-                out_channels: conv.out_channels,
-                kernel: k,
-                stride: conv.stride,
-                dilation: d,
-                padding,
-                padding_mode: conv.padding_mode,
-                groups,
-                bias: conv.bias,
-            };
-            Ok((
-                Op::Conv(geom),
+        }
+    }
+
+    /// Accepted configs: output shape, parameters and multiply-adds of one
+    /// layer, as PyTorch and the output-size formula give them.
+    #[test]
+    fn shape_inference_follows_the_output_size_formula() {
+        #[rustfmt::skip]
+        let cases: &[(Value, [usize; 3], u128, u128)] = &[
+            // (layer on a 1×28×28 input, output c/h/w, params, macs)
+            (json!({"type": "conv2d", "out_channels": 6, "kernel_size": 5}), [6, 24, 24], 156, 6 * 24 * 24 * 25),
+            (json!({"type": "conv2d", "out_channels": 6, "kernel_size": 5, "padding": 2}), [6, 28, 28], 156, 6 * 28 * 28 * 25),
+            (json!({"type": "conv2d", "out_channels": 4, "kernel_size": 4, "padding": "same"}), [4, 28, 28], 68, 4 * 28 * 28 * 16),
+            (json!({"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": "valid", "bias": false}), [4, 26, 26], 36, 4 * 26 * 26 * 9),
+            (json!({"type": "conv2d", "out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1}), [2, 14, 14], 20, 2 * 14 * 14 * 9),
+            (json!({"type": "conv2d", "out_channels": 2, "kernel_size": [3, 5], "stride": [1, 2]}), [2, 26, 12], 32, 2 * 26 * 12 * 15),
+            (json!({"type": "conv2d", "out_channels": 2, "kernel_size": 3, "dilation": 2}), [2, 24, 24], 20, 2 * 24 * 24 * 9),
+            (json!({"type": "conv2d", "out_channels": 2, "kernel_size": 3, "padding": 1, "padding_mode": "circular"}), [2, 28, 28], 20, 2 * 28 * 28 * 9),
+            (json!({"type": "max_pool2d", "kernel_size": 2}), [1, 14, 14], 0, 0),
+            (json!({"type": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1}), [1, 14, 14], 0, 0),
+            (json!({"type": "avg_pool2d", "kernel_size": [2, 4]}), [1, 14, 7], 0, 0),
+            (json!({"type": "batch_norm2d"}), [1, 28, 28], 2, 0),
+            (json!({"type": "batch_norm2d", "affine": false}), [1, 28, 28], 0, 0),
+            (json!({"type": "dropout"}), [1, 28, 28], 0, 0),
+            (json!({"type": "leaky_relu", "negative_slope": 0.2}), [1, 28, 28], 0, 0),
+        ];
+        for (i, (layer, [c, h, w], params, macs)) in cases.iter().enumerate() {
+            let layers = vec![serde_json::from_value(layer.clone()).unwrap()];
+            let input = Shape::Image { c: 1, h: 28, w: 28 };
+            let nodes =
+                layers::plan_list(&layers, input).unwrap_or_else(|e| panic!("case {i}: {e:#}"));
+            let n = &nodes[0];
+            assert_eq!(
+                n.output,
                 Shape::Image {
-                    c: conv.out_channels,
-                    h: oh,
-                    w: ow,
+                    c: *c,
+                    h: *h,
+                    w: *w
                 },
-            ))
-        }
-        Layer::MaxPool2d(pool) | Layer::AvgPool2d(pool) => {
-            let (c, h, w) = ctx.image()?;
-            ctx.at_least_one("kernel_size", pool.kernel_size)?;
-            let k = pool.kernel_size;
-            let s = pool.stride.unwrap_or(k);
-            ctx.at_least_one("stride", s)?;
-            let p = pool.padding;
-            ctx.not_huge("padding", p)?;
-            if p.h * 2 > k.h || p.w * 2 > k.w {
-                return Err(ctx.fail(format!(
-                    "padding {p} is more than half the kernel size {k}; use padding at most {}",
-                    Pair {
-                        h: k.h / 2,
-                        w: k.w / 2
-                    }
-                )));
-            }
-            let (ph, pw) = (h + 2 * p.h, w + 2 * p.w);
-            if k.h > ph || k.w > pw {
-                return Err(ctx.fail(format!(
-                    "the {}×{} window does not fit the {h}×{w} input ({}); use a smaller kernel_size \
-                     or remove a pooling layer before it",
-                    k.h,
-                    k.w,
-                    ctx.source()
-                )));
-            }
-            let out = Shape::Image {
-                c,
-                h: (ph - k.h) / s.h + 1,
-                w: (pw - k.w) / s.w + 1,
-            };
-            let geom = PoolGeometry {
-                kernel: k,
-                stride: s,
-                padding: p,
-            };
-            let op = if matches!(layer, Layer::MaxPool2d(_)) {
-                Op::MaxPool(geom)
-            } else {
-                Op::AvgPool(geom)
-            };
-            Ok((op, out))
-        }
-        Layer::BatchNorm2d(bn) | Layer::BatchNorm1d(bn) => {
-            let features = match (layer, ctx.input) {
-                (Layer::BatchNorm2d(_), Shape::Image { c, .. }) => c,
-                (Layer::BatchNorm1d(_), Shape::Flat(n)) => n,
-                (Layer::BatchNorm2d(_), Shape::Flat(n)) => {
-                    return Err(ctx.fail(format!(
-                        "needs an image input but {} {n} features; use batch_norm1d after flatten",
-                        ctx.source()
-                    )));
-                }
-                (_, img) => {
-                    return Err(ctx.fail(format!(
-                        "needs a feature vector but {} an image of {img}; use batch_norm2d before flatten",
-                        ctx.source()
-                    )));
-                }
-            };
-            if let Some(given) = bn.num_features
-                && given != features
-            {
-                return Err(ctx.fail(format!(
-                    "num_features is {given} but {} {features} {}; remove num_features or set it to {features}",
-                    ctx.source(),
-                    if matches!(layer, Layer::BatchNorm2d(_)) { "channels" } else { "features" }
-                )));
-            }
-            if !(bn.eps.is_finite() && bn.eps > 0.0) {
-                return Err(ctx.fail(format!(
-                    "eps is {}; it must be a small positive number like 1e-5",
-                    bn.eps
-                )));
-            }
-            if !(0.0..=1.0).contains(&bn.momentum) {
-                return Err(ctx.fail(format!(
-                    "momentum is {}; it must be between 0 and 1 (default 0.1)",
-                    bn.momentum
-                )));
-            }
-            Ok((
-                Op::BatchNorm {
-                    features,
-                    eps: bn.eps,
-                    momentum: bn.momentum,
-                    affine: bn.affine,
-                },
-                ctx.input,
-            ))
-        }
-        Layer::Linear(lin) => {
-            let n = match ctx.input {
-                Shape::Flat(n) => n,
-                img @ Shape::Image { .. } => {
-                    return Err(ctx.fail(format!(
-                        "needs a feature vector but {} an image of {img} = {} values; add {{\"type\": \"flatten\"}} before it",
-                        ctx.source(),
-                        img.elements()
-                    )));
-                }
-            };
-            if let Some(given) = lin.in_features
-                && given != n
-            {
-                let from = match ctx.prev.map(|p| p.input) {
-                    Some(img @ Shape::Image { .. })
-                        if matches!(ctx.prev.map(|p| &p.op), Some(Op::Flatten)) =>
-                    {
-                        format!("{img} = {n}")
-                    }
-                    _ => n.to_string(),
-                };
-                return Err(ctx.fail(format!(
-                    "in_features is {given} but {} {from}; remove in_features or set it to {n}",
-                    ctx.source()
-                )));
-            }
-            if lin.out_features == 0 {
-                return Err(ctx.fail("out_features is 0; it must be at least 1"));
-            }
-            Ok((
-                Op::Linear {
-                    in_features: n,
-                    out_features: lin.out_features,
-                    bias: lin.bias,
-                },
-                Shape::Flat(lin.out_features),
-            ))
-        }
-        Layer::Flatten(_) => Ok((
-            Op::Flatten,
-            Shape::Flat(ctx.input.elements().min(usize::MAX as u128) as usize),
-        )),
-        Layer::Dropout(d) => {
-            if !(0.0..1.0).contains(&d.p) {
-                return Err(ctx.fail(format!(
-                    "p is {}; the drop probability must be in [0, 1)",
-                    d.p
-                )));
-            }
-            Ok((Op::Dropout(d.p), ctx.input))
-        }
-        Layer::LeakyRelu(l) => {
-            if !l.negative_slope.is_finite() {
-                return Err(ctx.fail("negative_slope must be a finite number (default 0.01)"));
-            }
-            Ok((Op::LeakyRelu(l.negative_slope), ctx.input))
-        }
-        Layer::Relu(_) => Ok((Op::Relu, ctx.input)),
-        Layer::Sigmoid(_) => Ok((Op::Sigmoid, ctx.input)),
-        Layer::Tanh(_) => Ok((Op::Tanh, ctx.input)),
-        Layer::Gelu(_) => Ok((Op::Gelu, ctx.input)),
-        Layer::LogSoftmax(_) | Layer::Softmax(_) => {
-            if let Shape::Image { .. } = ctx.input {
-                return Err(ctx.fail(format!(
-                    "needs the vector of class scores but {} an image of {}; put it after the last linear layer",
-                    ctx.source(),
-                    ctx.input
-                )));
-            }
-            let op = if matches!(layer, Layer::Softmax(_)) {
-                Op::Softmax
-            } else {
-                Op::LogSoftmax
-            };
-            Ok((op, ctx.input))
+                "case {i}"
+            );
+            assert_eq!((n.params, n.macs), (*params, *macs), "case {i}");
         }
     }
-}
 
-fn pad_text(p: Pad4) -> String {
-    if p.top == p.bottom && p.left == p.right {
-        Pair {
-            h: p.top,
-            w: p.left,
-        }
-        .to_string()
-    } else {
-        format!(
-            "top {} bottom {} left {} right {}",
-            p.top, p.bottom, p.left, p.right
-        )
+    /// A small residual network on 1×28×28, changed by `modify`, planned.
+    fn plan_blocks(modify: fn(&mut Value)) -> Result<Plan> {
+        let conv = |c: usize, s: usize| json!({"type": "conv2d", "out_channels": c, "kernel_size": 3, "stride": s, "padding": 1});
+        let mut v = json!({
+            "input_shape": [1, 28, 28],
+            "num_classes": 10,
+            "layers": [
+                conv(8, 1),
+                {"type": "residual", "layers": [conv(8, 1), {"type": "relu"}, conv(8, 1)], "activation": "relu"},
+                {"type": "residual", "layers": [conv(16, 2), {"type": "batch_norm2d"}],
+                 "shortcut": [{"type": "conv2d", "out_channels": 16, "kernel_size": 1, "stride": 2}]},
+                {"type": "concat", "branches": [[conv(4, 1)], [], [{"type": "max_pool2d", "kernel_size": 3, "stride": 1, "padding": 1}]]},
+                {"type": "global_avg_pool2d"},
+                {"type": "linear", "out_features": 10}
+            ]
+        });
+        modify(&mut v);
+        let config = Config::from_value(v).map_err(|e| crate::input_error!("{e}"))?;
+        plan(&config)
     }
-}
 
-/// (trainable parameters, buffers, multiply-adds per example).
-fn counts(op: &Op, output: &Shape) -> (u128, u128, u128) {
-    match *op {
-        Op::Conv(g) => {
-            let per_out =
-                (g.in_channels / g.groups) as u128 * g.kernel.h as u128 * g.kernel.w as u128;
-            let weights = g.out_channels as u128 * per_out;
-            let bias = if g.bias { g.out_channels as u128 } else { 0 };
-            (weights + bias, 0, output.elements() * per_out)
+    #[test]
+    fn blocks_resolve_their_lists_and_name_their_tensors_down_the_nesting() {
+        let plan = plan_blocks(|_| {}).unwrap();
+        let shapes: Vec<String> = plan.layers.iter().map(|l| l.output.to_string()).collect();
+        assert_eq!(
+            shapes,
+            ["8×28×28", "8×28×28", "16×14×14", "36×14×14", "36", "10"]
+        );
+        let names: Vec<String> = plan.layers[2]
+            .tensors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "layers.2.layers.0.weight",
+                "layers.2.layers.0.bias",
+                "layers.2.layers.1.weight",
+                "layers.2.layers.1.bias",
+                "layers.2.layers.1.running_mean",
+                "layers.2.layers.1.running_var",
+                "layers.2.shortcut.0.weight",
+                "layers.2.shortcut.0.bias"
+            ]
+        );
+        assert_eq!(
+            plan.layers[3].tensors()[0].0,
+            "layers.3.branches.0.0.weight"
+        );
+        // A block's counts are its layers'.
+        assert_eq!(plan.layers[1].params, 2 * (8 * 8 * 9 + 8));
+        assert_eq!(plan.layers[1].macs, 2 * 8 * 28 * 28 * 8 * 9);
+        assert_eq!(
+            plan.params(),
+            plan.layers.iter().map(|l| l.params).sum::<u128>()
+        );
+    }
+
+    #[test]
+    fn blocks_refuse_what_does_not_fit_and_name_the_path() {
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (|v| v["layers"][1]["layers"] = json!([]), &["layer 1 (residual): `layers` is empty"]),
+            (|v| v["layers"][2]["shortcut"] = json!([]), &["layer 2 (residual): `shortcut` is empty", "leave it out"]),
+            (|v| { v["layers"][2].as_object_mut().unwrap().remove("shortcut"); },
+             &["layer 2 (residual): the block's layers output 16×14×14 but its identity shortcut passes the input, 8×28×28",
+               "\"kernel_size\": 1, \"stride\": 2"]),
+            (|v| v["layers"][2]["shortcut"] = json!([{"type": "conv2d", "out_channels": 16, "kernel_size": 1}]),
+             &["layer 2 (residual): the block's layers output 16×14×14 but its shortcut outputs 16×28×28", "\"stride\": 2"]),
+            (|v| v["layers"][1]["layers"][2]["kernel_size"] = json!(40),
+             &["layer 1 (residual) → layers.2 (conv2d): the 40×40 kernel does not fit the 28×28 input"]),
+            (|v| v["layers"][2]["shortcut"][0]["in_channels"] = json!(3),
+             &["layer 2 (residual) → shortcut.0 (conv2d): in_channels is 3 but the block's input is 8 channels"]),
+            (|v| v["layers"][1]["layers"][1]["in_channels"] = json!(3),
+             &["layer 1 (residual) → layers.1 (relu): unknown field `in_channels`"]),
+            (|v| v["layers"][1]["layers"][0]["kernal_size"] = json!(3),
+             &["layer 1 (residual) → layers.0 (conv2d): unknown field `kernal_size`"]),
+            (|v| v["layers"][1]["activation"] = json!("conv2d"), &["layer 1 (residual): activation is \"conv2d\""]),
+            (|v| v["layers"][3]["branches"][0][0]["stride"] = json!(2),
+             &["layer 3 (concat)", "same height and width", "branch 0: 4×7×7, branch 1: 16×14×14"]),
+            (|v| v["layers"][3]["branches"] = json!([[]]), &["layer 3 (concat): `branches` has 1 branch(es)"]),
+            (|v| v["layers"][3]["branches"][1] = json!([{"type": "flatten"}]), &["layer 3 (concat)", "images and others vectors"]),
+            (|v| v["layers"].as_array_mut().unwrap().insert(5, json!({"type": "max_pool2d", "kernel_size": 2})),
+             &["layer 5 (max_pool2d): needs an image input", "layer 4 (global_avg_pool2d) outputs 36 features",
+               "a global pool already reduced each channel"]),
+            (|v| v["layers"][4] = json!({"type": "adaptive_avg_pool2d", "output_size": 20}),
+             &["layer 4 (adaptive_avg_pool2d): output_size is 20 but the input is only 14×14"]),
+            (|v| {
+                let mut inner = json!({"type": "relu"});
+                for _ in 0..10 {
+                    inner = json!({"type": "residual", "layers": [inner]});
+                }
+                v["layers"][1] = inner;
+            }, &["nested more than 8 deep"]),
+            (|v| { v["layers"].as_array_mut().unwrap().truncate(4); },
+             &["layer 3 (concat): the network ends with an image of 36×14×14"]),
+            (|v| v["layers"][5] = json!({"type": "concat", "branches": [[{"type": "linear", "out_features": 4}], [{"type": "linear", "out_features": 4}]]}),
+             &["layer 5 (concat): the network ends with 8 outputs but num_classes is 10"]),
+        ];
+        for (i, (modify, needles)) in cases.iter().enumerate() {
+            let err = match plan_blocks(*modify) {
+                Ok(_) => panic!("case {i}: planned, but should fail with {needles:?}"),
+                Err(e) => e,
+            };
+            assert_eq!(crate::error::exit_code(&err), 2, "case {i}: {err:#}");
+            let msg = format!("{err:#}");
+            for needle in needles.iter() {
+                assert!(
+                    msg.contains(needle),
+                    "case {i}: {msg:?}\n  lacks {needle:?}"
+                );
+            }
         }
-        Op::Linear {
-            in_features,
-            out_features,
-            bias,
-        } => {
-            let weights = in_features as u128 * out_features as u128;
-            (
-                weights + if bias { out_features as u128 } else { 0 },
-                0,
-                weights,
-            )
+    }
+
+    #[test]
+    fn shipped_configs_have_pytorchs_parameter_counts() {
+        for (text, params) in [
+            (include_str!("../configs/oneconv.json"), 52_084),
+            (include_str!("../configs/three-conv.json"), 123_222),
+            (include_str!("../configs/two-conv.json"), 141_258),
+            (include_str!("../configs/lenet.json"), 61_706),
+            (include_str!("../configs/mlp.json"), 79_510),
+        ] {
+            let config = Config::from_value(serde_json::from_str(text).unwrap()).unwrap();
+            assert_eq!(plan(&config).unwrap().params(), params);
         }
-        Op::BatchNorm {
-            features, affine, ..
-        } => (
-            if affine { 2 * features as u128 } else { 0 },
-            2 * features as u128,
-            0,
-        ),
-        _ => (0, 0, 0),
     }
 }

@@ -9,7 +9,7 @@ use crate::data::Normalization;
 use crate::error::InputContext;
 use crate::fsutil::write_atomic;
 use crate::history::EpochRecord;
-use crate::train::RunState;
+use crate::run_state::RunState;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -209,11 +209,8 @@ pub fn import_foreign(
     let wanted: Vec<String> = plan
         .layers
         .iter()
-        .flat_map(|l| {
-            l.tensors()
-                .into_iter()
-                .map(move |(s, _)| format!("{}.{s}", l.index))
-        })
+        .flat_map(|l| l.tensors())
+        .map(|(name, _)| name.strip_prefix("layers.").unwrap_or(&name).to_string())
         .collect();
     let Some(first) = wanted.first() else {
         return Ok(HashMap::new());

@@ -4,7 +4,7 @@
 use crate::data::Split;
 use crate::data::convert::Fit;
 use crate::device::DeviceSpec;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -30,6 +30,47 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the process's arguments (exiting with clap's message and code 2
+/// on a usage error), noting which flags of a new run were given.
+pub fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Train(args) = &mut cli.command
+        && let Some(train) = matches.subcommand_matches("train")
+    {
+        let cmd = Cli::command();
+        let train_cmd = cmd.find_subcommand("train").expect("train exists");
+        args.new_run_flags = train
+            .get_many::<clap::Id>("new_run")
+            .into_iter()
+            .flatten()
+            .filter_map(|id| train_cmd.get_arguments().find(|a| a.get_id() == id))
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+    }
+    cli
+}
+
+/// The long flags of `cnn train` that a resumed run keeps: those outside the
+/// `new_run` group (for sweeps that resume their points).
+pub fn resumable_train_flags() -> Vec<String> {
+    let mut cmd = Cli::command();
+    // Gathers each argument's `group = ...` into its group.
+    cmd.build();
+    let train = cmd.find_subcommand("train").expect("train exists");
+    let new_run: Vec<&clap::Id> = train
+        .get_groups()
+        .filter(|g| g.get_id() == "new_run")
+        .flat_map(|g| g.get_args())
+        .collect();
+    train
+        .get_arguments()
+        .filter(|a| !new_run.contains(&a.get_id()) && a.get_id() != "resume")
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .filter(|l| l != "--help")
+        .collect()
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,19 +147,141 @@ pub enum Command {
         cnn samples --dataset fashion-mnist --count 48 --seed 3 -o fashion.png\n  \
         cnn samples --config configs/cifar10-cnn.json --augmented -o augmented.png")]
     Samples(SamplesArgs),
+    /// The model behind scripts/sweep.sh: plan a grid of `cnn train` runs,
+    /// run or resume one point, and report each point's state.
+    #[command(after_help = "Examples:\n  \
+        cnn sweep plan --base configs/mlp.json --out sweeps/lr training.optimizer.lr=0.01,0.001 -- --epochs 2\n  \
+        cnn --threads 2 sweep point sweeps/lr 0\n  \
+        cnn sweep state sweeps/lr\n  \
+        cnn sweep summary sweeps/lr\n\n\
+        scripts/sweep.sh calls these and hands the points to GNU parallel or a Slurm job array; \
+        see README, Sweeps.")]
+    Sweep(SweepArgs),
 }
 
 #[derive(Debug, Args)]
-#[command(allow_negative_numbers = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub command: SweepCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// Check every point of a grid (or of a random sample of it), then write
+    /// SWEEP_DIR/manifest.json and commands.tsv; a different sweep in
+    /// SWEEP_DIR is refused.
+    Plan(SweepPlanArgs),
+    /// Bring one point to done: start it, skip it (done, or run by another
+    /// sweep), resume it (killed or interrupted) or retry it (failed). Exit
+    /// 0 done, 1 failed, 130 interrupted. The global --threads goes to its
+    /// `cnn train`.
+    Point(SweepPointArgs),
+    /// One line per point: INDEX, NAME, STATE (new, done, running, killed,
+    /// interrupted, failed or unreadable) and the first line of its message,
+    /// tab-separated.
+    State(SweepStateArgs),
+    /// The report of the sweep, a count of its points by state and the
+    /// failures; exit 1 unless every point is done.
+    Summary(SweepSummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepPlanArgs {
+    /// The config every point starts from.
+    #[arg(long, value_name = "CONFIG")]
+    pub base: Option<PathBuf>,
+
+    /// The sweep directory: manifest.json, commands.tsv, runs/NAME/, logs/.
+    #[arg(long, value_name = "SWEEP_DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Draw only K distinct points of the grid ...
+    #[arg(long, value_name = "K")]
+    pub random: Option<u64>,
+
+    /// ... with this seed: same seed, same points on any machine.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Print each point's command (INDEX, NAME, COMMAND, tab-separated).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// A config path as `--set` takes it and its values; commas inside
+    /// [...], {...} or "..." do not split.
+    #[arg(value_name = "KEY=V1,V2,...")]
+    pub axes: Vec<String>,
+
+    /// Arguments given to every `cnn train` (after --).
+    #[arg(last = true, value_name = "TRAIN_ARGS")]
+    pub train: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepPointArgs {
+    /// Times a failed point is tried again in this call (never after a
+    /// bad-input failure, exit 2, of its own).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub retries: u32,
+
+    /// The sweep directory (made by `cnn sweep plan`).
+    #[arg(value_name = "SWEEP_DIR")]
+    pub dir: PathBuf,
+
+    /// The point's index in manifest.json.
+    #[arg(value_name = "INDEX")]
+    pub index: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepStateArgs {
+    /// The sweep directory (made by `cnn sweep plan`).
+    #[arg(value_name = "SWEEP_DIR")]
+    pub dir: PathBuf,
+
+    /// Only these points (default: all).
+    #[arg(value_name = "INDEX")]
+    pub indices: Vec<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepSummaryArgs {
+    /// The sweep directory (made by `cnn sweep plan`).
+    #[arg(value_name = "SWEEP_DIR")]
+    pub dir: PathBuf,
+}
+
+/// The flags of a new run are in the group `new_run`: they would change the
+/// model, the data or the run directory, so `--resume` refuses them (and a
+/// sweep's resumed points drop them). Every other flag also applies to a
+/// resumed run.
+#[derive(Debug, Args)]
+#[command(
+    allow_negative_numbers = true,
+    group(clap::ArgGroup::new("new_run").multiple(true))
+)]
 pub struct TrainArgs {
     /// Architecture and training config (JSON).
-    #[arg(short, long, value_name = "FILE", required_unless_present = "resume")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "resume",
+        group = "new_run"
+    )]
     pub config: Option<PathBuf>,
 
     /// Continue the run in RUN_DIR from its last.safetensors, exactly where
-    /// it stopped (same config; --epochs may extend it).
+    /// it stopped, with the config it stored. Only --epochs (to extend it),
+    /// --checkpoint-every, --device, --data-dir, --no-download, --threads
+    /// and --quiet may be given with it.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+
+    /// The flags of the `new_run` group given on the command line, as
+    /// typed (`--lr`); filled by [`parse`].
+    #[arg(skip)]
+    pub new_run_flags: Vec<String>,
 
     /// Also write last.safetensors every N optimizer steps, so that a crash
     /// loses at most N steps (overrides training.checkpoint_every).
@@ -126,11 +289,11 @@ pub struct TrainArgs {
     pub checkpoint_every: Option<u64>,
 
     /// Run directory to create (default: runs/<config name>).
-    #[arg(short, long, value_name = "RUN_DIR")]
+    #[arg(short, long, value_name = "RUN_DIR", group = "new_run")]
     pub out: Option<PathBuf>,
 
     /// Replace the files of an existing, non-empty run directory.
-    #[arg(long)]
+    #[arg(long, group = "new_run")]
     pub force: bool,
 
     /// Directory holding the dataset files (default: see README, "Data");
@@ -140,7 +303,7 @@ pub struct TrainArgs {
 
     /// Dataset to train on: mnist, fashion-mnist, cifar10 or imagefolder
     /// (overrides data.dataset).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "new_run")]
     pub dataset: Option<String>,
 
     /// Never download a dataset from the Hugging Face Hub; use local files
@@ -157,29 +320,29 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
 
     /// Images per training step (overrides training.batch_size).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub batch_size: Option<usize>,
 
     /// Learning rate (overrides training.optimizer.lr).
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", group = "new_run")]
     pub lr: Option<f64>,
 
     /// Seed for initialisation, split, shuffling and dropout (overrides training.seed).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub seed: Option<u64>,
 
     /// Train on only the first N training images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub limit_train: Option<usize>,
 
     /// Test on only the first N test images.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", group = "new_run")]
     pub limit_test: Option<usize>,
 
     /// Override any config field by its dotted path, e.g.
     /// `--set training.optimizer.lr=0.01` or `--set layers.0.out_channels=32`.
     /// Repeatable.
-    #[arg(long = "set", value_name = "PATH=VALUE")]
+    #[arg(long = "set", value_name = "PATH=VALUE", group = "new_run")]
     pub sets: Vec<String>,
 
     /// Print nothing but errors.
@@ -330,9 +493,10 @@ pub struct FiltersArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
 
-    /// Index of the conv2d layer in the config's layer list (default: the first conv2d).
-    #[arg(long, value_name = "N")]
-    pub layer: Option<usize>,
+    /// The conv2d layer: its index in the config's layer list, or its path
+    /// inside a block such as 5.layers.0 (default: the first conv2d).
+    #[arg(long, value_name = "N|PATH")]
+    pub layer: Option<String>,
 
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
@@ -414,4 +578,30 @@ pub struct SamplesArgs {
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_keeps_exactly_the_flags_outside_the_new_run_group() {
+        let kept = resumable_train_flags();
+        for flag in [
+            "--epochs",
+            "--no-download",
+            "--data-dir",
+            "--device",
+            "--quiet",
+        ] {
+            assert!(
+                kept.iter().any(|k| k == flag),
+                "{flag} missing from {kept:?}"
+            );
+        }
+        for flag in ["--lr", "--set", "--config", "--out", "--force", "--resume"] {
+            assert!(!kept.iter().any(|k| k == flag), "{flag} kept: {kept:?}");
+        }
+        Cli::command().debug_assert();
+    }
 }

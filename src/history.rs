@@ -3,6 +3,7 @@
 //! after every epoch.
 
 use crate::fsutil::write_atomic;
+use crate::run_dir;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -67,14 +68,14 @@ pub fn to_csv(records: &[EpochRecord]) -> String {
 /// Writes `history.json` and `history.csv` into `dir`.
 pub fn write(dir: &Path, records: &[EpochRecord]) -> Result<()> {
     let json = serde_json::to_string_pretty(records)?;
-    write_atomic(&dir.join("history.json"), json.as_bytes())?;
-    write_atomic(&dir.join("history.csv"), to_csv(records).as_bytes())?;
+    write_atomic(&dir.join(run_dir::HISTORY_JSON), json.as_bytes())?;
+    write_atomic(&dir.join(run_dir::HISTORY_CSV), to_csv(records).as_bytes())?;
     Ok(())
 }
 
 /// Reads `history.json` from a run directory.
 pub fn read(dir: &Path) -> Result<Vec<EpochRecord>> {
-    let path = dir.join("history.json");
+    let path = dir.join(run_dir::HISTORY_JSON);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         crate::input_error!(
             "cannot read {}: {e}; is {} a cnn run directory?",
@@ -102,7 +103,7 @@ impl StepLog {
     /// Opens `dir/steps.csv`, keeping the rows up to step `keep_until`.
     pub fn open(dir: &Path, keep_until: u64) -> Result<StepLog> {
         use std::io::Write;
-        let path = dir.join("steps.csv");
+        let path = dir.join(run_dir::STEPS_CSV);
         let mut kept = String::from(STEP_COLUMNS);
         kept.push('\n');
         if keep_until > 0

@@ -5,30 +5,35 @@
 //! [`arch`] (shape inference and validation) → [`model`] (candle modules,
 //! [`ops`]) ← [`data`] (IDX files, split, batches) → [`train`] (loop,
 //! evaluation, [`optim`]) → [`checkpoint`] and [`history`] files.
-//! [`cli`] holds the clap types and [`commands`] the subcommands; [`report`]
-//! compares the runs of a sweep.
+//! [`cli`] holds the clap types and [`commands`] the subcommands; [`sweep`]
+//! plans and runs many trainings and [`report`] compares their runs.
 
-pub mod arch;
+pub(crate) mod arch;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
-pub mod device;
+pub(crate) mod device;
 pub mod error;
-pub mod fsutil;
-pub mod history;
-pub mod model;
+pub(crate) mod fsutil;
+pub mod geometry;
+pub(crate) mod history;
+pub mod layers;
+pub(crate) mod model;
 pub mod ops;
-pub mod optim;
-pub mod plot;
+pub(crate) mod optim;
+pub(crate) mod plot;
 pub mod profile;
-pub mod progress;
-pub mod report;
-pub mod rng;
-pub mod schedule;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod rng;
+pub(crate) mod run_dir;
+pub(crate) mod run_state;
+pub(crate) mod schedule;
 pub mod status;
-pub mod tensorboard;
+pub mod sweep;
+pub(crate) mod tensorboard;
 pub mod train;
 
 use anyhow::Result;
@@ -49,6 +54,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Filters(args) => commands::filters::run(args),
         Command::FeatureMaps(args) => commands::feature_maps::run(args),
         Command::Samples(args) => commands::samples::run(args),
+        Command::Sweep(args) => commands::sweep::run(args, cli.threads),
     }
 }
 

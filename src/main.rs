@@ -1,4 +1,3 @@
-use clap::Parser;
 use cnn::error::{exit, exit_code};
 
 fn main() {
@@ -21,7 +20,7 @@ fn main() {
         // SAFETY: at start-up, before any thread exists.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
-    let cli = cnn::cli::Cli::parse();
+    let cli = cnn::cli::parse();
     if let Err(err) = cnn::run(cli) {
         let code = exit_code(&err);
         if code == exit::INTERRUPTED {

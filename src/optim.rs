@@ -3,115 +3,11 @@
 //! so results can be compared one to one. candle-nn's AdamW keeps its moments
 //! private and its SGD has no momentum, hence these.
 
-use crate::config::{OptimizerConfig, OptimizerKind};
-use anyhow::{Context, Result};
+use crate::config::{OptimizerConfig, Rule};
+use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use std::collections::HashMap;
-
-/// Settled hyper-parameters (defaults applied, fields checked).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Rule {
-    Sgd {
-        momentum: f64,
-        dampening: f64,
-        nesterov: bool,
-        weight_decay: f64,
-    },
-    Adam {
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        weight_decay: f64,
-        decoupled: bool,
-    },
-}
-
-impl Rule {
-    /// Applies defaults and refuses fields that do not belong to the optimizer.
-    pub fn from_config(c: &OptimizerConfig) -> Result<Rule> {
-        let name = c.kind.name();
-        let refuse = |field: &str, set: bool, owner: &str| -> Result<()> {
-            if set {
-                crate::bail_input!(
-                    "training.optimizer.{field} applies to {owner} only, but the optimizer is {name}; remove it"
-                );
-            }
-            Ok(())
-        };
-        if !(c.lr.is_finite() && c.lr > 0.0) {
-            crate::bail_input!(
-                "training.optimizer.lr is {}; it must be a positive number like 0.001",
-                c.lr
-            );
-        }
-        let wd = c.weight_decay.unwrap_or(0.0);
-        if !(wd.is_finite() && wd >= 0.0) {
-            crate::bail_input!("training.optimizer.weight_decay is {wd}; it must be 0 or positive");
-        }
-        Ok(match c.kind {
-            OptimizerKind::Sgd => {
-                refuse("betas", c.betas.is_some(), "adam and adamw")?;
-                refuse("eps", c.eps.is_some(), "adam and adamw")?;
-                let momentum = c.momentum.unwrap_or(0.0);
-                let dampening = c.dampening.unwrap_or(0.0);
-                let nesterov = c.nesterov.unwrap_or(false);
-                if !(0.0..1.0).contains(&momentum) {
-                    crate::bail_input!(
-                        "training.optimizer.momentum is {momentum}; it must be in [0, 1), e.g. 0.9"
-                    );
-                }
-                if !(0.0..=1.0).contains(&dampening) {
-                    crate::bail_input!(
-                        "training.optimizer.dampening is {dampening}; it must be in [0, 1]"
-                    );
-                }
-                if nesterov && (momentum == 0.0 || dampening != 0.0) {
-                    crate::bail_input!(
-                        "training.optimizer.nesterov needs a momentum above 0 and dampening 0 (momentum is {momentum}, dampening {dampening})"
-                    );
-                }
-                Rule::Sgd {
-                    momentum,
-                    dampening,
-                    nesterov,
-                    weight_decay: wd,
-                }
-            }
-            OptimizerKind::Adam | OptimizerKind::AdamW => {
-                refuse("momentum", c.momentum.is_some(), "sgd")?;
-                refuse("nesterov", c.nesterov.is_some(), "sgd")?;
-                refuse("dampening", c.dampening.is_some(), "sgd")?;
-                let decoupled = c.kind == OptimizerKind::AdamW;
-                if decoupled && c.weight_decay.is_none() {
-                    crate::bail_input!(
-                        "training.optimizer.weight_decay must be given for adamw (PyTorch uses 0.01, candle 0.01 too); \
-                         state it explicitly, e.g. \"weight_decay\": 0.01"
-                    );
-                }
-                let [beta1, beta2] = c.betas.unwrap_or([0.9, 0.999]);
-                if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) {
-                    crate::bail_input!(
-                        "training.optimizer.betas is [{beta1}, {beta2}]; both must be in [0, 1)"
-                    );
-                }
-                let eps = c.eps.unwrap_or(1e-8);
-                if !(eps.is_finite() && eps > 0.0) {
-                    crate::bail_input!(
-                        "training.optimizer.eps is {eps}; it must be a small positive number like 1e-8"
-                    );
-                }
-                Rule::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay: wd,
-                    decoupled,
-                }
-            }
-        })
-    }
-}
 
 /// Per-parameter state tensors, named as in PyTorch's state_dict.
 #[derive(Default)]
@@ -287,7 +183,7 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(params: Vec<(String, Var)>, config: &OptimizerConfig) -> Result<Self> {
-        let rule = Rule::from_config(config)?;
+        let rule = config.rule()?;
         let slots = params.iter().map(|_| Slot::default()).collect();
         Ok(Optimizer {
             rule,
@@ -298,6 +194,7 @@ impl Optimizer {
         })
     }
 
+    #[cfg(test)]
     pub fn steps(&self) -> u64 {
         self.step
     }
@@ -309,7 +206,9 @@ impl Optimizer {
     }
 
     /// Backpropagates `loss` and applies one update.
+    #[cfg(test)]
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        use anyhow::Context;
         let grads = loss.backward().context("computing gradients")?;
         self.apply(&grads)
     }
@@ -387,6 +286,7 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OptimizerKind;
     use candle_core::Device;
 
     fn run(config: OptimizerConfig, steps: usize) -> Vec<f32> {
@@ -440,7 +340,7 @@ mod tests {
             kind: OptimizerKind::AdamW,
             ..Default::default()
         };
-        let err = Rule::from_config(&cfg).unwrap_err();
+        let err = cfg.rule().unwrap_err();
         assert!(
             format!("{err}").contains("weight_decay must be given for adamw"),
             "{err}"
@@ -453,7 +353,7 @@ mod tests {
             momentum: Some(0.9),
             ..Default::default()
         };
-        let err = Rule::from_config(&cfg).unwrap_err();
+        let err = cfg.rule().unwrap_err();
         assert!(
             format!("{err}").contains("momentum applies to sgd only"),
             "{err}"

@@ -5,7 +5,6 @@
 //! an optional linear warmup runs in front of any of them, step by step.
 
 use crate::config::{LrSchedule, ScheduleKind};
-use anyhow::Result;
 
 /// Where training is: `epoch` is 0-based, `step` counts optimizer steps of
 /// the whole run, `steps_per_epoch` and `epochs` give the run's length.
@@ -17,120 +16,10 @@ pub struct Position {
     pub epochs: usize,
 }
 
-/// Checks a schedule's settings; every message names the field.
-pub fn check(s: &LrSchedule, epochs: usize) -> Result<()> {
-    let field = |f: &str| format!("training.lr_schedule.{f}");
-    if !(s.warmup_epochs.is_finite() && s.warmup_epochs >= 0.0) {
-        crate::bail_input!(
-            "{} is {}; it must be 0 or more epochs",
-            field("warmup_epochs"),
-            s.warmup_epochs
-        );
-    }
-    if !(s.warmup_start_factor > 0.0 && s.warmup_start_factor <= 1.0) {
-        crate::bail_input!(
-            "{} is {}; it must be in (0, 1], e.g. 0.1",
-            field("warmup_start_factor"),
-            s.warmup_start_factor
-        );
-    }
-    let gamma_ok = |g: f64| g.is_finite() && g > 0.0;
-    match &s.kind {
-        ScheduleKind::Constant => {}
-        ScheduleKind::Step { step_size, gamma } => {
-            if *step_size == 0 {
-                crate::bail_input!("{} is 0; decay every 1 or more epochs", field("step_size"));
-            }
-            if !gamma_ok(*gamma) {
-                crate::bail_input!(
-                    "{} is {gamma}; it must be positive, e.g. 0.1",
-                    field("gamma")
-                );
-            }
-        }
-        ScheduleKind::Multistep { milestones, gamma } => {
-            if milestones.windows(2).any(|w| w[0] >= w[1]) {
-                crate::bail_input!(
-                    "{} is {milestones:?}; list epochs in increasing order",
-                    field("milestones")
-                );
-            }
-            if !gamma_ok(*gamma) {
-                crate::bail_input!(
-                    "{} is {gamma}; it must be positive, e.g. 0.1",
-                    field("gamma")
-                );
-            }
-        }
-        ScheduleKind::Exponential { gamma } => {
-            if !gamma_ok(*gamma) {
-                crate::bail_input!(
-                    "{} is {gamma}; it must be positive, e.g. 0.95",
-                    field("gamma")
-                );
-            }
-        }
-        ScheduleKind::Cosine { t_max, eta_min } => {
-            if *t_max == Some(0) {
-                crate::bail_input!(
-                    "{} is 0; give the number of epochs of one half-period",
-                    field("t_max")
-                );
-            }
-            if !(eta_min.is_finite() && *eta_min >= 0.0) {
-                crate::bail_input!(
-                    "{} is {eta_min}; it must be 0 or positive",
-                    field("eta_min")
-                );
-            }
-        }
-        ScheduleKind::OneCycle {
-            max_lr,
-            pct_start,
-            div_factor,
-            final_div_factor,
-        } => {
-            if let Some(m) = max_lr
-                && !(m.is_finite() && *m > 0.0)
-            {
-                crate::bail_input!("{} is {m}; it must be positive", field("max_lr"));
-            }
-            if !(*pct_start > 0.0 && *pct_start < 1.0) {
-                crate::bail_input!(
-                    "{} is {pct_start}; it must be in (0, 1), e.g. 0.3",
-                    field("pct_start")
-                );
-            }
-            if !(*div_factor >= 1.0 && *final_div_factor >= 1.0) {
-                crate::bail_input!(
-                    "{} and {} must be at least 1",
-                    field("div_factor"),
-                    field("final_div_factor")
-                );
-            }
-            if s.warmup_epochs > 0.0 {
-                crate::bail_input!(
-                    "{} is {}, but one_cycle warms up by itself (pct_start); remove warmup_epochs",
-                    field("warmup_epochs"),
-                    s.warmup_epochs
-                );
-            }
-        }
-    }
-    if s.warmup_epochs >= epochs as f64 && s.warmup_epochs > 0.0 {
-        crate::bail_input!(
-            "{} is {} but the run has only {epochs} epochs; shorten the warmup",
-            field("warmup_epochs"),
-            s.warmup_epochs
-        );
-    }
-    Ok(())
-}
-
 /// Shortens a warm-up that does not fit in a run of `epochs` epochs (one
 /// of `warmup_epochs` or more, e.g. a shipped config run with `--epochs 1`)
 /// to half the run, and returns the warning that says so; `None` when it
-/// fits (or is invalid, which [`check`] reports).
+/// fits (or is invalid, which `LrSchedule::check` reports).
 pub fn fit_warmup(s: &mut LrSchedule, epochs: usize) -> Option<String> {
     let w = s.warmup_epochs;
     if !(w.is_finite() && w > 0.0) || epochs == 0 || w < epochs as f64 {
@@ -319,7 +208,7 @@ mod tests {
         let warning = fit_warmup(&mut s, 1).expect("shortened");
         assert_eq!(s.warmup_epochs, 0.5);
         assert!(warning.contains("shortened to 0.5 epochs"), "{warning}");
-        check(&s, 1).unwrap();
+        s.check(1).unwrap();
         // Half of the 10 steps warm up, then the schedule's own rate.
         assert!(at(&s, 0, 4) < 0.1);
         close(at(&s, 0, 5), 0.1);

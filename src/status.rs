@@ -46,7 +46,7 @@ pub struct RunStatus {
     pub updated_at: f64,
 }
 
-pub const FILE: &str = "status.json";
+pub const FILE: &str = crate::run_dir::STATUS;
 
 fn now() -> f64 {
     std::time::SystemTime::now()
@@ -54,12 +54,7 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
+pub use crate::run_dir::hostname;
 
 /// Marks the run in `dir` as running in this process.
 pub fn start(dir: &Path) -> Result<RunStatus> {

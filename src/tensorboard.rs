@@ -98,7 +98,7 @@ impl EventWriter {
         let path = dir.join(format!(
             "events.out.tfevents.{}.{}.{}",
             t as u64,
-            crate::status::hostname(),
+            crate::run_dir::hostname(),
             std::process::id()
         ));
         let file = std::fs::File::create(&path)

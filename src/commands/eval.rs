@@ -3,10 +3,10 @@
 //! per-class accuracy and the confusion matrix; optionally draw the matrix
 //! and the most confident mistakes.
 
-use super::{check_dataset_fits, load_model};
+use super::load_model;
 use crate::cli::EvalArgs;
 use crate::config::DatasetName;
-use crate::data::{Batcher, Dataset, ImageSet, LoadOptions, Normalization, Split, Splits};
+use crate::data::{Batcher, Dataset, ImageSet, LoadOptions, Normalization, Split};
 use crate::device;
 use crate::plot::{self, grid};
 use crate::progress::{Mode, Progress};
@@ -33,7 +33,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     // An image folder's labels follow the checkpoint's class names.
     let known = (!loaded.classes.is_empty()).then_some(&loaded.classes[..]);
-    let dataset = Dataset::load(
+    let dataset = Dataset::for_config(
         config,
         &LoadOptions {
             data_dir: args.data_dir.as_deref(),
@@ -46,13 +46,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     for note in &dataset.notes {
         eprintln!("{note}");
     }
-    check_dataset_fits(config, &dataset)?;
     let classes = match known {
         Some(c) => c.to_vec(),
         None => dataset.classes.clone(),
     };
     let classes = &classes;
-    let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
+    let splits = dataset.splits(config)?;
     let normalization = match &loaded.normalization {
         Some(n) => n.clone(),
         None => Normalization::resolve(&config.data.normalize, &splits.train)?,

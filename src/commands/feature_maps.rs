@@ -4,12 +4,12 @@
 //! as the seed notebooks' `plot_convolution` does.
 
 use super::load_model;
-use crate::arch::{ConvGeometry, Op, Pad4};
 use crate::cli::FeatureMapsArgs;
-use crate::config::{DataConfig, DatasetName, PaddingMode, Pair};
+use crate::config::{DataConfig, DatasetName};
 use crate::data::convert::{self, Fit};
-use crate::data::{Batcher, Dataset, LoadOptions, Split, Splits};
+use crate::data::{Batcher, Dataset, LoadOptions, Split};
 use crate::error::InputContext;
+use crate::geometry::{ConvGeometry, Pad4, PaddingMode, Pair};
 use crate::ops;
 use crate::plot::{self, grid};
 use anyhow::Result;
@@ -48,7 +48,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
         }
         (None, Some(index)) => {
             let known = (!loaded.classes.is_empty()).then_some(&loaded.classes[..]);
-            let dataset = Dataset::load(
+            let dataset = Dataset::for_config(
                 config,
                 &LoadOptions {
                     data_dir: args.data_dir.as_deref(),
@@ -56,8 +56,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
                     ..Default::default()
                 },
             )?;
-            super::check_dataset_fits(config, &dataset)?;
-            let splits = Splits::new(&dataset, &config.data, config.training.seed)?;
+            let splits = dataset.splits(config)?;
             let subset = splits.get(args.split);
             let Some(&i) = subset.indices.get(index) else {
                 crate::bail_input!(
@@ -106,18 +105,25 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
         label: Some(format!("input: {source}")),
         tiles: vec![grid::Tile::from_bytes(&pixels, c, h, w, String::new())],
     }];
-    let plan = loaded.model.plan();
     let mut truncated = false;
-    for (i, layer) in plan.layers.iter().enumerate() {
-        let Op::Conv(g) = layer.op else { continue };
-        // Show the maps after the activation that follows the conv, if any.
-        let (shown, what) = match plan.layers.get(i + 1).map(|l| &l.op) {
-            Some(Op::Relu | Op::LeakyRelu(_) | Op::Sigmoid | Op::Tanh | Op::Gelu) => {
-                (i + 1, format!(" + {}", plan.layers[i + 1].kind))
+    for (i, (node, output)) in outputs.iter().enumerate() {
+        let Some(g) = node.op.conv() else { continue };
+        // Show the maps after the activation that follows the conv in its
+        // list, if any.
+        let (maps, what) = match outputs.get(i + 1) {
+            Some((next, y))
+                if next.op.run().is_activation() && next.path == sibling(&node.path) =>
+            {
+                (y, format!(" + {}", next.kind))
             }
-            _ => (i, String::new()),
+            _ => (output, String::new()),
         };
-        let maps = outputs[shown].squeeze(0)?;
+        let name = node
+            .label
+            .strip_suffix(" (conv2d)")
+            .unwrap_or(&node.label)
+            .to_string();
+        let maps = maps.squeeze(0)?;
         let (n, mh, mw) = maps.dims3()?;
         truncated |= n > MAX_MAPS;
         let values = maps.flatten_all()?.to_vec1::<f32>()?;
@@ -135,7 +141,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
             rows.push(grid::Row {
                 label: (j == 0).then(|| {
                     format!(
-                        "layer {i} conv2d {}→{} {}×{}{what}: {n} maps of {mh}×{mw}",
+                        "{name} conv2d {}→{} {}×{}{what}: {n} maps of {mh}×{mw}",
                         g.in_channels, g.out_channels, g.kernel.h, g.kernel.w
                     )
                 }),
@@ -354,4 +360,13 @@ fn fixed_filter(args: &FeatureMapsArgs, spec: &str) -> Result<()> {
     plot::save(&figure, &args.output)?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
+}
+
+/// The path of the layer after `path` in the same list (`layers.3` →
+/// `layers.4`).
+fn sibling(path: &str) -> String {
+    match path.rsplit_once('.') {
+        Some((list, i)) => format!("{list}.{}", i.parse::<usize>().map_or(0, |i| i + 1)),
+        None => String::new(),
+    }
 }

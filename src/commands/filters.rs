@@ -3,8 +3,10 @@
 //! scale shared by the whole layer and stated under the picture.
 
 use super::load_model;
-use crate::arch::{LayerPlan, Op, Plan};
+use crate::arch::Plan;
 use crate::cli::FiltersArgs;
+use crate::layers::Node;
+use crate::model::walk;
 use crate::plot::{self, grid};
 use anyhow::Result;
 use candle_core::Device;
@@ -13,36 +15,58 @@ use candle_core::Device;
 const MAX_ROWS: usize = 64;
 const MAX_COLS: usize = 16;
 
-/// The conv layer `index` of `plan` (default: the first), or an error that
-/// lists the conv layers.
-pub fn conv_layer(plan: &Plan, index: Option<usize>) -> Result<&LayerPlan> {
-    let convs: Vec<&LayerPlan> = plan
-        .layers
-        .iter()
-        .filter(|l| matches!(l.op, Op::Conv(_)))
-        .collect();
+/// The conv layer `which` of `plan` (default: the first): an index in the
+/// config's list (`3`) or the path of one inside a block (`5.layers.0`, or
+/// `layers.5.layers.0` as in the checkpoint); else an error that lists the
+/// conv layers.
+pub fn conv_layer<'a>(plan: &'a Plan, which: Option<&str>) -> Result<&'a Node> {
+    let mut convs: Vec<&Node> = Vec::new();
+    walk(&plan.layers, &mut |n| {
+        if n.op.conv().is_some() {
+            convs.push(n)
+        }
+    });
     let list = convs
         .iter()
-        .map(|l| l.index.to_string())
+        .map(|l| {
+            l.path
+                .strip_prefix("layers.")
+                .unwrap_or(&l.path)
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let Some(&first) = convs.first() else {
         crate::bail_input!("this model has no conv2d layer, so it has no filters to show");
     };
-    match index {
-        None => Ok(first),
-        Some(i) if i >= plan.layers.len() => crate::bail_input!(
-            "--layer {i}: the model has {} layers (0 to {}); its conv2d layers are {list}",
+    let Some(which) = which else {
+        return Ok(first);
+    };
+    let path = if which.starts_with("layers.") {
+        which.to_string()
+    } else {
+        format!("layers.{which}")
+    };
+    if let Some(found) = convs.iter().find(|n| n.path == path) {
+        return Ok(found);
+    }
+    let mut any = None;
+    walk(&plan.layers, &mut |n| {
+        if n.path == path {
+            any = Some(n)
+        }
+    });
+    match any {
+        Some(n) => crate::bail_input!(
+            "--layer {which} is a {} layer, not conv2d; its conv2d layers are {list}",
+            n.kind
+        ),
+        None => crate::bail_input!(
+            "--layer {which}: the model has no such layer: it has {} layers (0 to {}; inside a block, \
+             give the path, such as 5.layers.0); its conv2d layers are {list}",
             plan.layers.len(),
             plan.layers.len() - 1
         ),
-        Some(i) => match plan.layers[i].op {
-            Op::Conv(_) => Ok(&plan.layers[i]),
-            _ => crate::bail_input!(
-                "--layer {i} is a {} layer, not conv2d; its conv2d layers are {list}",
-                plan.layers[i].kind
-            ),
-        },
     }
 }
 
@@ -50,11 +74,9 @@ pub fn run(args: &FiltersArgs) -> Result<()> {
     plot::format_of(&args.output)?;
     let loaded = load_model(&args.checkpoint, None, &Device::Cpu)?;
     let plan = loaded.model.plan();
-    let layer = conv_layer(plan, args.layer)?;
-    let Op::Conv(g) = layer.op else {
-        unreachable!("conv_layer returns conv layers")
-    };
-    let name = format!("layers.{}.weight", layer.index);
+    let layer = conv_layer(plan, args.layer.as_deref())?;
+    let g = *layer.op.conv().expect("conv_layer returns conv layers");
+    let name = format!("{}.weight", layer.path);
     let weight = loaded
         .model
         .tensors()
@@ -119,7 +141,7 @@ pub fn run(args: &FiltersArgs) -> Result<()> {
         title: format!(
             "{}{epoch}: layer {} filters (conv2d {}→{}, {}×{})",
             loaded.config.display_name(),
-            layer.index,
+            layer.path.strip_prefix("layers.").unwrap_or(&layer.path),
             g.in_channels,
             g.out_channels,
             kh,

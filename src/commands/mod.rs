@@ -1,20 +1,21 @@
 //! One function per subcommand: turn parsed flags into settings, call the
 //! library, print the result. Output formats live here; the work does not.
 
-pub mod eval;
-pub mod feature_maps;
-pub mod filters;
-pub mod plot;
-pub mod predict;
-pub mod report;
-pub mod samples;
-pub mod summary;
-pub mod train;
+pub(crate) mod eval;
+pub(crate) mod feature_maps;
+pub(crate) mod filters;
+pub(crate) mod plot;
+pub(crate) mod predict;
+pub(crate) mod report;
+pub(crate) mod samples;
+pub(crate) mod summary;
+pub(crate) mod sweep;
+pub(crate) mod train;
 
 use crate::arch;
 use crate::checkpoint;
-use crate::config::{Config, DatasetName, apply_overrides, parse_assignment};
-use crate::data::{Dataset, Normalization, class_names};
+use crate::config::{Config, apply_overrides, parse_assignment};
+use crate::data::{Normalization, class_names};
 use crate::model::{Model, Weights};
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -81,45 +82,6 @@ pub fn load_config(path: &Path, sets: &[String], extra: &[(String, String)]) -> 
         .collect::<Result<Vec<_>>>()?;
     pairs.extend_from_slice(extra);
     apply_overrides(&config, &pairs)
-}
-
-/// The dataset's images must be what the config's first layer expects.
-pub fn check_dataset_fits(config: &Config, data: &Dataset) -> Result<()> {
-    let shape = data.train.shape();
-    if config.input_shape != shape {
-        crate::bail_input!(
-            "input_shape is {:?} but {} images are {}×{}×{}; set input_shape to {:?}",
-            config.input_shape,
-            data.name.name(),
-            shape[0],
-            shape[1],
-            shape[2],
-            shape
-        );
-    }
-    if config.num_classes != data.classes.len() {
-        let what = match data.name {
-            DatasetName::ImageFolder => format!(
-                "the image folder {} has {} class folders ({})",
-                data.dir.display(),
-                data.classes.len(),
-                data.classes.join(", ")
-            ),
-            name => format!("{} has {} classes", name.name(), data.classes.len()),
-        };
-        if data.classes.len() < 2 {
-            crate::bail_input!(
-                "{what}, but a classifier needs at least 2 classes; add a sub-folder of images for each \
-                 other class"
-            );
-        }
-        crate::bail_input!(
-            "num_classes is {} but {what}; set num_classes to {} (and the last layer's width)",
-            config.num_classes,
-            data.classes.len()
-        );
-    }
-    Ok(())
 }
 
 /// `1234567` → `1,234,567`.

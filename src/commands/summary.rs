@@ -3,8 +3,9 @@
 use super::thousands;
 use crate::arch::{self, Plan};
 use crate::cli::SummaryArgs;
+use crate::layers::Node;
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub fn run(args: &SummaryArgs) -> Result<()> {
     let mut config = super::load_config(&args.config, &args.sets, &[])?;
@@ -31,30 +32,72 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
 }
 
 pub fn to_json(name: &str, plan: &Plan) -> serde_json::Value {
-    let layers: Vec<_> = plan
-        .layers
-        .iter()
-        .map(|l| {
-            json!({
-                "index": l.index,
-                "type": l.kind,
-                "output_shape": l.output.dims(),
-                "params": l.params as u64,
-                "macs": l.macs as u64,
-            })
-        })
-        .collect();
     json!({
         "name": name,
         "input_shape": plan.input.dims(),
         "num_classes": plan.num_classes,
-        "layers": layers,
+        "layers": list_json(&plan.layers),
         "total_params": plan.params() as u64,
         "trainable_params": plan.params() as u64,
         "buffers": plan.buffers() as u64,
         "total_macs": plan.macs() as u64,
         "warnings": plan.warnings,
     })
+}
+
+/// A list of layers as JSON; a block's lists nest under their names as in
+/// the config (`layers`, `shortcut`, `branches`).
+fn list_json(nodes: &[Node]) -> Vec<Value> {
+    nodes
+        .iter()
+        .map(|l| {
+            let mut entry = json!({
+                "index": l.index,
+                "path": l.path,
+                "type": l.kind,
+                "output_shape": l.output.dims(),
+                "params": l.params as u64,
+                "macs": l.macs as u64,
+            });
+            for list in l.op.run().children() {
+                let Some(name) = list.first().and_then(|n| n.list.clone()) else {
+                    continue;
+                };
+                let value = Value::Array(list_json(list));
+                match name.split_once('.') {
+                    // branches.0, branches.1, ...: one array of lists.
+                    Some((group, _)) => {
+                        let slot = &mut entry[group];
+                        if !slot.is_array() {
+                            *slot = Value::Array(Vec::new());
+                        }
+                        slot.as_array_mut().expect("an array").push(value);
+                    }
+                    None => entry[name.as_str()] = value,
+                }
+            }
+            entry
+        })
+        .collect()
+}
+
+/// One row per layer, a block's layers indented under it.
+fn table_rows(nodes: &[Node], depth: usize, rows: &mut Vec<[String; 5]>) {
+    for l in nodes {
+        rows.push([
+            l.path
+                .strip_prefix("layers.")
+                .unwrap_or(&l.path)
+                .to_string(),
+            format!("{}{}", "  ".repeat(depth), l.kind),
+            l.output.to_string(),
+            thousands(l.params),
+            thousands(l.macs),
+        ]);
+        for list in l.op.run().children() {
+            table_rows(list, depth + 1, rows);
+        }
+    }
 }
 
 pub fn table(name: &str, plan: &Plan) -> String {
@@ -72,15 +115,7 @@ pub fn table(name: &str, plan: &Plan) -> String {
         "".into(),
         "".into(),
     ]);
-    for l in &plan.layers {
-        rows.push([
-            l.index.to_string(),
-            l.kind.to_string(),
-            l.output.to_string(),
-            thousands(l.params),
-            thousands(l.macs),
-        ]);
-    }
+    table_rows(&plan.layers, 0, &mut rows);
     let widths: Vec<usize> = (0..5)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
@@ -89,7 +124,7 @@ pub fn table(name: &str, plan: &Plan) -> String {
     let rule = "─".repeat(total_width);
     for (i, r) in rows.iter().enumerate() {
         let line = format!(
-            "{:>w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}",
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}",
             r[0],
             r[1],
             r[2],

@@ -8,16 +8,16 @@
 //! [`normalize`], [`augment`], [`batch`]; [`convert`] fits single image
 //! files to a model's input for `cnn predict`.
 
-pub mod augment;
-pub mod batch;
+pub(crate) mod augment;
+pub(crate) mod batch;
 pub mod cifar;
 pub mod convert;
-pub mod folder;
-pub mod hub;
+pub(crate) mod folder;
+pub(crate) mod hub;
 pub mod idx;
-pub mod locate;
-pub mod normalize;
-pub mod split;
+pub(crate) mod locate;
+pub(crate) mod normalize;
+pub(crate) mod split;
 
 pub use batch::Batcher;
 pub use locate::candidate_dirs;
@@ -160,6 +160,61 @@ impl Dataset {
             ),
             (name, _) => load_builtin(name, data, opts),
         }
+    }
+
+    /// The data `config` trains and evaluates on: found, read, and checked
+    /// against the network's input shape and classes. The same for train,
+    /// eval and feature-maps.
+    pub fn for_config(config: &Config, opts: &LoadOptions) -> Result<Dataset> {
+        let data = Self::load(config, opts)?;
+        data.check_fits(config)?;
+        Ok(data)
+    }
+
+    /// The seeded train/validation/test split `config` describes.
+    pub fn splits(&self, config: &Config) -> Result<Splits<'_>> {
+        Splits::new(self, &config.data, config.training.seed)
+    }
+
+    /// Refuses a dataset whose images or classes are not what the
+    /// config's network takes.
+    pub fn check_fits(&self, config: &Config) -> Result<()> {
+        let data = self;
+        let shape = data.train.shape();
+        if config.input_shape != shape {
+            crate::bail_input!(
+                "input_shape is {:?} but {} images are {}×{}×{}; set input_shape to {:?}",
+                config.input_shape,
+                data.name.name(),
+                shape[0],
+                shape[1],
+                shape[2],
+                shape
+            );
+        }
+        if config.num_classes != data.classes.len() {
+            let what = match data.name {
+                DatasetName::ImageFolder => format!(
+                    "the image folder {} has {} class folders ({})",
+                    data.dir.display(),
+                    data.classes.len(),
+                    data.classes.join(", ")
+                ),
+                name => format!("{} has {} classes", name.name(), data.classes.len()),
+            };
+            if data.classes.len() < 2 {
+                crate::bail_input!(
+                    "{what}, but a classifier needs at least 2 classes; add a sub-folder of images for each \
+                     other class"
+                );
+            }
+            crate::bail_input!(
+                "num_classes is {} but {what}; set num_classes to {} (and the last layer's width)",
+                config.num_classes,
+                data.classes.len()
+            );
+        }
+        Ok(())
     }
 
     /// The test images for display: the test file or folder, or, for an

@@ -16,7 +16,7 @@
 
 use super::cpu::{self, Mat, Window};
 use super::{direct, winograd};
-use crate::arch::ConvGeometry;
+use crate::geometry::ConvGeometry;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// The fixed part of a convolution: sizes, and whether ReLU follows.

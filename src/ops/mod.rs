@@ -1,21 +1,20 @@
 //! Tensor operations the model needs beyond candle-nn's modules: convolution
-//! with every padding mode and asymmetric padding, pooling with padding, and
-//! seeded dropout. Each picks the fastest implementation available for the
-//! tensor's device.
+//! with every padding mode and asymmetric padding, pooling with padding,
+//! batch norm, linear layers, seeded dropout and cross-entropy. Each picks
+//! the fastest implementation available for the tensor's device.
 
-pub mod batchnorm;
+pub(crate) mod batchnorm;
 pub mod conv;
 pub mod cpu;
-pub mod direct;
-pub mod dropout;
-pub mod inplace;
-pub mod linear;
-pub mod pool;
+pub(crate) mod direct;
+pub(crate) mod dropout;
+pub(crate) mod inplace;
+pub(crate) mod linear;
+pub(crate) mod pool;
 pub mod winograd;
-pub mod xent;
+pub(crate) mod xent;
 
-use crate::arch::{ConvGeometry, Pad4, PoolGeometry};
-use crate::config::PaddingMode;
+use crate::geometry::{ConvGeometry, Pad4, PaddingMode, PoolGeometry};
 use crate::rng::Rng;
 use anyhow::Result;
 pub use batchnorm::BatchNormParams;

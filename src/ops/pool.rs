@@ -8,7 +8,7 @@
 //! they are worked out once per call; the loops over planes then only index.
 
 use super::cpu;
-use crate::arch::PoolGeometry;
+use crate::geometry::PoolGeometry;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use std::ops::Range;
 

@@ -2,36 +2,17 @@
 //! the run directories inside a directory, or a run directory itself.
 
 use super::set_value;
+use crate::run_dir;
+use crate::sweep::Manifest;
+use crate::sweep::manifest::FILE as MANIFEST;
+use crate::sweep::state::lock_path;
 use anyhow::Result;
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// `manifest.json` of a sweep, as far as the report needs it.
-#[derive(Debug, Deserialize)]
-struct Manifest {
-    axes: Vec<Axis>,
-    points: Vec<Point>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Axis {
-    key: String,
-    values: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Point {
-    name: String,
-    dir: PathBuf,
-    params: BTreeMap<String, String>,
-}
-
-pub const MANIFEST: &str = "manifest.json";
-
 fn is_run_dir(dir: &Path) -> bool {
-    ["status.json", "history.json", "config.json"]
+    [run_dir::STATUS, run_dir::HISTORY_JSON, run_dir::CONFIG]
         .iter()
         .any(|f| dir.join(f).is_file())
 }
@@ -42,6 +23,8 @@ pub(super) struct Found {
     pub dir: PathBuf,
     /// Sweep parameters from a manifest (absent for plain run directories).
     pub sweep_params: Option<BTreeMap<String, Value>>,
+    /// The lock a sweep point's runner holds while the point runs.
+    pub lock: Option<PathBuf>,
 }
 
 /// Runs in `dir`: a sweep's points, the run directories in it, or itself.
@@ -53,17 +36,8 @@ pub(super) fn find_runs(dir: &Path, axes: &mut Vec<(String, usize)>) -> Result<V
             dir.display()
         );
     }
-    let manifest_path = dir.join(MANIFEST);
-    if manifest_path.is_file() {
-        let text = std::fs::read_to_string(&manifest_path)
-            .map_err(|e| crate::input_error!("cannot read {}: {e}", manifest_path.display()))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
-            crate::input_error!(
-                "{} is not a sweep manifest ({e}); it is written by scripts/sweep.sh — re-run the sweep \
-                 command to rewrite it, or delete it to report the run directories as they are",
-                manifest_path.display()
-            )
-        })?;
+    if dir.join(MANIFEST).is_file() {
+        let m = Manifest::read(dir)?;
         for a in &m.axes {
             match axes.iter_mut().find(|(k, _)| *k == a.key) {
                 Some((_, n)) => *n = (*n).max(a.values.len()),
@@ -74,8 +48,9 @@ pub(super) fn find_runs(dir: &Path, axes: &mut Vec<(String, usize)>) -> Result<V
             .points
             .into_iter()
             .map(|p| Found {
+                dir: Manifest::run_dir(dir, &p),
+                lock: Some(lock_path(dir, p.index)),
                 run: p.name,
-                dir: dir.join(p.dir),
                 sweep_params: Some(
                     p.params
                         .iter()
@@ -92,6 +67,7 @@ pub(super) fn find_runs(dir: &Path, axes: &mut Vec<(String, usize)>) -> Result<V
         ),
         dir: d,
         sweep_params: None,
+        lock: None,
     };
     if is_run_dir(dir) {
         return Ok(vec![plain(dir.to_path_buf())]);

@@ -1,8 +1,8 @@
 //! Run directories and sweeps written by hand, for the report's tests.
 
-use super::MANIFEST;
 use crate::history::EpochRecord;
 use crate::status::{self, RunStatus, State};
+use crate::sweep::manifest::FILE as MANIFEST;
 use serde_json::json;
 use std::path::Path;
 

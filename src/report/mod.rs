@@ -1,19 +1,21 @@
-//! The leaderboard behind `cnn report`: finds the runs of sweeps (through the
-//! `manifest.json` that `scripts/sweep.sh` writes) or of plain directories of
-//! run directories, reads each run's `status.json` and `history.json`, and
-//! builds one [`Row`] per run with the parameters that vary between runs.
-//! It does not format anything (that is `commands::report`).
+//! The leaderboard behind `cnn report`: finds the runs of sweeps (through
+//! their [`crate::sweep::Manifest`]) or of plain directories of run
+//! directories, reads each run's state (as the sweep reads it,
+//! [`crate::sweep::state::observe`]) and `history.json`, and builds one
+//! [`Row`] per run with the parameters that vary between runs. It does not
+//! format anything (that is `commands::report`).
 
 mod find;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod order;
 
-pub use find::MANIFEST;
-pub use order::{SORT_KEYS, labels, sort};
+pub use order::{labels, sort};
 
 use crate::history::{self, EpochRecord};
+use crate::run_dir;
 use crate::status::{self, State};
+use crate::sweep::state::{Lock, Observed, observe};
 use anyhow::Result;
 use find::{Found, find_runs};
 use serde_json::Value;
@@ -49,7 +51,6 @@ impl Status {
 pub struct Row {
     /// The point's name (its run directory's name).
     pub run: String,
-    pub dir: PathBuf,
     /// Value of each parameter, by its `--set` path; `Null` when unknown.
     pub params: BTreeMap<String, Value>,
     pub status: Status,
@@ -122,38 +123,24 @@ fn first_line(s: &str) -> String {
 }
 
 /// The run's status, with the reason for failures and unreadable files.
-fn read_status(dir: &Path) -> (Status, Option<String>, Option<status::RunStatus>) {
-    if !dir.is_dir() {
-        return (Status::NotStarted, None, None);
-    }
-    let path = dir.join(status::FILE);
-    if !path.exists() {
-        let status = if dir.join("history.json").exists() {
-            Status::Unknown
-        } else {
-            Status::NotStarted
-        };
-        return (status, None, None);
-    }
-    match status::read(dir) {
-        Some(s) => {
+/// `lock` is a sweep point's lock file (see [`observe`]).
+fn read_status(
+    dir: &Path,
+    lock: Option<&Path>,
+) -> (Status, Option<String>, Option<status::RunStatus>) {
+    let lock = lock.map_or(Lock::None, Lock::File);
+    match observe(dir, lock) {
+        Observed::Absent => (Status::NotStarted, None, None),
+        Observed::NoStatus if dir.join(run_dir::HISTORY_JSON).exists() => {
+            (Status::Unknown, None, None)
+        }
+        Observed::NoStatus => (Status::NotStarted, None, None),
+        Observed::Status(s) => {
             let error = (s.status == State::Failed)
                 .then(|| first_line(s.message.as_deref().unwrap_or("failed")));
             (Status::Run(s.status), error, Some(s))
         }
-        None => {
-            let why = match std::fs::read_to_string(&path) {
-                Err(e) => e.to_string(),
-                Ok(text) => serde_json::from_str::<status::RunStatus>(&text)
-                    .err()
-                    .map_or_else(|| "cannot be read".to_string(), |e| e.to_string()),
-            };
-            (
-                Status::Unreadable,
-                Some(format!("{}: {why}", path.display())),
-                None,
-            )
-        }
+        Observed::Unreadable(why) => (Status::Unreadable, Some(why), None),
     }
 }
 
@@ -195,9 +182,9 @@ pub fn seconds(status: Option<&status::RunStatus>, history: &[EpochRecord]) -> O
 }
 
 fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
-    let (mut status, mut error, st) = read_status(&found.dir);
+    let (mut status, mut error, st) = read_status(&found.dir, found.lock.as_deref());
     let mut history = Vec::new();
-    if found.dir.join("history.json").exists() {
+    if found.dir.join(run_dir::HISTORY_JSON).exists() {
         match history::read(&found.dir) {
             Ok(h) => history = h,
             Err(e) => {
@@ -206,7 +193,7 @@ fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
             }
         }
     }
-    let config = std::fs::read_to_string(found.dir.join("config.json"))
+    let config = std::fs::read_to_string(found.dir.join(run_dir::CONFIG))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .map(|v| flatten(&v));
@@ -215,7 +202,6 @@ fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
         run: found.run,
         seconds: seconds(st.as_ref(), &history),
         epochs: history.len(),
-        dir: found.dir,
         params: found.sweep_params.unwrap_or_default(),
         status,
         error,

@@ -83,7 +83,7 @@ pub fn evaluate(
     let mut done = 0usize;
     for chunk in subset.indices.chunks(batch_size.max(1)) {
         let (x, y) = batcher.batch(subset.set, chunk)?;
-        let logits = model.logits(&x, crate::model::Pass::Eval)?.detach();
+        let logits = model.logits(&x, crate::layers::Pass::eval())?.detach();
         let l = loss::cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;
         loss_sum += l * chunk.len() as f64;
         let rows = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;

@@ -5,26 +5,25 @@
 //! run resumed from any checkpoint continues exactly as if never stopped.
 
 pub mod eval;
-pub mod loss;
-pub mod state;
-pub mod step;
+pub(crate) mod loss;
+mod record;
+pub(crate) mod step;
 
-use crate::checkpoint::{self, Meta};
 use crate::config::Config;
 use crate::data::{Batcher, Normalization, Splits};
 use crate::error::Interrupted;
-use crate::history::{self, EpochRecord, StepLog};
+use crate::history::EpochRecord;
 use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::progress::Progress;
+use crate::run_dir::RunDir;
+pub use crate::run_state::RunState;
 use crate::schedule::{self, Position};
-use crate::tensorboard::EventWriter;
 use crate::{profile, rng};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use eval::{EvalResult, evaluate};
 use rand::seq::SliceRandom;
-pub use state::RunState;
-use std::path::{Path, PathBuf};
+use record::Recorder;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -35,7 +34,7 @@ pub struct RunContext<'a> {
     pub batcher: &'a Batcher,
     pub normalization: &'a Normalization,
     pub classes: &'a [String],
-    pub run_dir: &'a Path,
+    pub run_dir: &'a RunDir,
     /// Set by Ctrl-C / SIGTERM: finish the step, save, stop.
     pub stop: Option<&'a AtomicBool>,
 }
@@ -46,16 +45,7 @@ pub struct Outcome {
     pub history: Vec<EpochRecord>,
     /// The epoch saved as `best.safetensors`.
     pub best_epoch: usize,
-    pub best_path: PathBuf,
-    pub last_path: PathBuf,
     pub stopped_early: bool,
-}
-
-pub fn last_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("last.safetensors")
-}
-pub fn best_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("best.safetensors")
 }
 
 /// Training batches per epoch.
@@ -85,100 +75,49 @@ pub fn fit(
     mut state: RunState,
 ) -> Result<Outcome> {
     let cfg = &ctx.config.training;
-    let data_cfg = &ctx.config.data;
     let train = &ctx.splits.train;
-    let batch_size = cfg.batch_size;
     let steps_per_epoch = steps_per_epoch(ctx.config, train.len())?;
-    let base_lr = cfg.optimizer.lr;
-    let mut steps = StepLog::open(ctx.run_dir, state.step)?;
-    let mut events = if cfg.tensorboard {
-        Some(EventWriter::create(&ctx.run_dir.join("tensorboard"))?)
-    } else {
-        None
-    };
+    let settings = step::Settings::of(ctx.config);
+    let mut record = Recorder::open(ctx, progress, &state)?;
     let stop_requested = || ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst));
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
         let epoch = state.epochs_done + 1;
         // 1. This epoch's order, derived from the seed and the epoch.
-        let mut order = train.indices.clone();
-        if data_cfg.shuffle {
-            order.shuffle(&mut rng::stream(
-                cfg.seed,
-                rng::Purpose::Shuffle,
-                epoch as u64,
-            ));
-        }
+        let order = epoch_order(ctx, epoch);
 
         // 2. The training steps not yet done.
-        progress.start_epoch(epoch, cfg.epochs, train.len(), state.partial.seen);
+        record.start_epoch(epoch, train.len(), &state);
         let started = Instant::now();
         let seconds_before = state.partial.seconds;
-        for chunk in order
-            .chunks(batch_size)
-            .take(steps_per_epoch)
-            .skip(state.batches_done)
-        {
-            let lr = schedule::lr(
-                &cfg.lr_schedule,
-                base_lr,
-                Position {
-                    epoch: epoch - 1,
-                    step: state.step,
-                    steps_per_epoch,
-                    epochs: cfg.epochs,
-                },
-            );
+        let batches = order.chunks(cfg.batch_size).take(steps_per_epoch);
+        for batch in batches.skip(state.batches_done) {
+            let position = Position {
+                epoch: epoch - 1,
+                step: state.step,
+                steps_per_epoch,
+                epochs: cfg.epochs,
+            };
+            let lr = schedule::lr(&cfg.lr_schedule, cfg.optimizer.lr, position);
             optim.set_lr(lr);
             let t = profile::scope(|| "step: forward + backward".to_string());
-            let out = step::gradients(
-                model,
-                ctx.batcher,
-                train.set,
-                chunk,
-                cfg.label_smoothing,
-                &data_cfg.augment,
-                cfg.seed,
-                state.step,
-            )?;
+            let out = step::gradients(model, ctx.batcher, train.set, batch, &settings, state.step)?;
             drop(t);
-            let (l, correct) = (out.loss, out.correct);
-            if !l.is_finite() || cfg.max_loss.is_some_and(|m| l > m) {
-                return Err(diverged(ctx, epoch, &state, l, lr));
+            if !out.loss.is_finite() || cfg.max_loss.is_some_and(|m| out.loss > m) {
+                return Err(diverged(ctx, epoch, &state, out.loss, lr));
             }
             let t = profile::scope(|| "step: optimizer".to_string());
             optim.apply(&out.grads)?;
             drop(t);
-            state.step += 1;
-            state.batches_done += 1;
-            let p = &mut state.partial;
-            p.loss_sum += l * chunk.len() as f64;
-            p.correct += correct;
-            p.seen += chunk.len();
-            p.seconds = seconds_before + started.elapsed().as_secs_f64();
-            let batch_acc = correct as f64 / chunk.len() as f64;
-            steps.push(state.step, epoch, l, batch_acc, lr)?;
-            if let Some(ev) = &mut events {
-                let scalars = [("step/loss", l), ("step/accuracy", batch_acc), ("lr", lr)];
-                ev.scalars(state.step, &scalars)?;
-            }
-            progress.step(
-                p.seen,
-                p.loss_sum / p.seen as f64,
-                p.correct as f64 / p.seen as f64,
-                p.seen as f64 / p.seconds.max(1e-9),
-            );
+            let seconds = seconds_before + started.elapsed().as_secs_f64();
+            state.count_step(batch.len(), out.loss, out.correct, seconds);
+            let accuracy = out.correct as f64 / batch.len() as f64;
+            record.step(&state, epoch, out.loss, accuracy, lr)?;
             let interrupted = stop_requested();
             if interrupted
                 || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every))
             {
-                // The step log first: it may run ahead of the checkpoint
-                // (resume drops the extra rows), never behind it.
-                steps.flush()?;
-                if let Some(ev) = &mut events {
-                    ev.flush()?;
-                }
-                save_last(ctx, model, optim, &state, epoch)?;
+                record.checkpoint(model, optim, &state, epoch)?;
             }
             if interrupted {
                 return Err(interrupted_error(ctx, epoch, &state));
@@ -186,72 +125,13 @@ pub fn fit(
         }
 
         // 3. Validation and test passes.
-        let eval_bs = data_cfg.eval_batch_size;
-        let val: Option<EvalResult> = if ctx.splits.val.is_empty() {
-            None
-        } else {
-            progress.start_eval("validating", ctx.splits.val.len());
-            let eval = evaluate(model, &ctx.splits.val, ctx.batcher, eval_bs, |n| {
-                progress.eval_step(n)
-            })?;
-            Some(eval.result)
-        };
-        progress.start_eval("testing", ctx.splits.test.len());
-        let test = evaluate(model, &ctx.splits.test, ctx.batcher, eval_bs, |n| {
-            progress.eval_step(n)
-        })?
-        .result;
-        let p = &state.partial;
-        let record = EpochRecord {
-            epoch,
-            lr: optim.lr(),
-            train_loss: p.loss_sum / p.seen.max(1) as f64,
-            train_acc: p.correct as f64 / p.seen.max(1) as f64,
-            val_loss: val.map(|v| v.loss),
-            val_acc: val.map(|v| v.accuracy),
-            test_loss: test.loss,
-            test_acc: test.accuracy,
-            epoch_seconds: p.seconds,
-            images_per_second: p.seen as f64 / p.seconds.max(1e-9),
-        };
-        progress.finish_epoch(&record, cfg.epochs);
-        if let Some(ev) = &mut events {
-            let mut scalars = vec![
-                ("epoch", epoch as f64),
-                ("train/loss", record.train_loss),
-                ("train/accuracy", record.train_acc),
-                ("test/loss", record.test_loss),
-                ("test/accuracy", record.test_acc),
-                ("images_per_second", record.images_per_second),
-            ];
-            if let (Some(l), Some(a)) = (record.val_loss, record.val_acc) {
-                scalars.extend([("val/loss", l), ("val/accuracy", a)]);
-            }
-            ev.scalars(state.step, &scalars)?;
-        }
+        let done = evaluate_epoch(ctx, model, record.progress(), epoch, optim.lr(), &state)?;
 
-        // 4. Files. `best` first, then `last` (which records the new best),
-        //    then the history: a crash anywhere in between resumes from the
-        //    previous `last` and redoes identical work.
-        let is_best = state.judge(&record, cfg.monitor, cfg.early_stopping.as_ref());
-        state.history.push(record.clone());
-        state.epochs_done = epoch;
-        state.batches_done = 0;
-        state.partial = Default::default();
-        ensure_finite(ctx, model, epoch, &state)?;
-        if is_best {
-            let meta = meta(ctx, &state, None);
-            checkpoint::save(&best_path(ctx.run_dir), &meta, &model.tensors())
-                .context("saving best.safetensors")?;
-        }
-        steps.flush()?;
-        if let Some(ev) = &mut events {
-            ev.flush()?;
-        }
-        save_last(ctx, model, optim, &state, epoch)?;
-        history::write(ctx.run_dir, &state.history)?;
+        // 4. The epoch counted, judged and written.
+        let is_best = state.finish_epoch(&done, cfg.monitor, cfg.early_stopping.as_ref());
+        record.epoch(&done, is_best, model, optim, &state)?;
         if state.stopped_early {
-            progress.note(&format!(
+            record.progress().note(&format!(
                 "early stopping: {} has not improved for {} epoch(s) (best {:.4} at epoch {})",
                 cfg.monitor.name(),
                 state.epochs_without_improvement,
@@ -266,44 +146,57 @@ pub fn fit(
     Ok(Outcome {
         best_epoch: state.best.map_or(0, |b| b.epoch),
         history: state.history,
-        best_path: best_path(ctx.run_dir),
-        last_path: last_path(ctx.run_dir),
         stopped_early: state.stopped_early,
     })
 }
 
-/// Checkpoint metadata; `run` (the resumable state) goes into `last` only.
-fn meta(ctx: &RunContext, state: &RunState, run: Option<&RunState>) -> Meta {
-    Meta {
-        config: ctx.config.clone(),
-        epoch: state.epochs_done,
-        step: state.step,
-        metrics: state.history.last().cloned(),
-        normalization: ctx.normalization.clone(),
-        classes: ctx.classes.to_vec(),
-        dataset: ctx.config.data.dataset.name().to_string(),
-        state: run.cloned(),
+/// The order of the training images in `epoch`: shuffled by a stream of
+/// the seed and the epoch (or as stored, without `data.shuffle`).
+fn epoch_order(ctx: &RunContext, epoch: usize) -> Vec<u32> {
+    let mut order = ctx.splits.train.indices.clone();
+    if ctx.config.data.shuffle {
+        let seed = ctx.config.training.seed;
+        order.shuffle(&mut rng::stream(seed, rng::Purpose::Shuffle, epoch as u64));
     }
+    order
 }
 
-/// Writes `last.safetensors`: weights, optimizer state and the run state.
-fn save_last(
+/// The validation and test passes at the end of `epoch`, and the epoch's
+/// record with the training sums of `state`.
+fn evaluate_epoch(
     ctx: &RunContext,
     model: &Model,
-    optim: &Optimizer,
-    state: &RunState,
+    progress: &mut Progress,
     epoch: usize,
-) -> Result<()> {
-    let _t = profile::scope(|| "checkpoint: last".to_string());
-    ensure_finite(ctx, model, epoch, state)?;
-    let mut tensors = model.tensors();
-    tensors.extend(optim.state_tensors());
-    checkpoint::save(
-        &last_path(ctx.run_dir),
-        &meta(ctx, state, Some(state)),
-        &tensors,
-    )
-    .context("saving last.safetensors")
+    lr: f64,
+    state: &RunState,
+) -> Result<EpochRecord> {
+    let eval_bs = ctx.config.data.eval_batch_size;
+    let mut pass = |what: &str, subset: &crate::data::Subset| -> Result<EvalResult> {
+        progress.start_eval(what, subset.len());
+        let eval = evaluate(model, subset, ctx.batcher, eval_bs, |n| {
+            progress.eval_step(n)
+        })?;
+        Ok(eval.result)
+    };
+    let val = match ctx.splits.val.is_empty() {
+        true => None,
+        false => Some(pass("validating", &ctx.splits.val)?),
+    };
+    let test = pass("testing", &ctx.splits.test)?;
+    let p = &state.partial;
+    Ok(EpochRecord {
+        epoch,
+        lr,
+        train_loss: p.loss_sum / p.seen.max(1) as f64,
+        train_acc: p.correct as f64 / p.seen.max(1) as f64,
+        val_loss: val.map(|v| v.loss),
+        val_acc: val.map(|v| v.accuracy),
+        test_loss: test.loss,
+        test_acc: test.accuracy,
+        epoch_seconds: p.seconds,
+        images_per_second: p.seen as f64 / p.seconds.max(1e-9),
+    })
 }
 
 /// Refuses to save weights that are no longer finite (a divergence the loss
@@ -342,16 +235,13 @@ fn diverged(ctx: &RunContext, epoch: usize, state: &RunState, loss: f64, lr: f64
 }
 
 /// What a diverged run leaves: its last finite checkpoints, or none yet.
-fn checkpoints_left(run_dir: &Path) -> String {
-    if last_path(run_dir).exists() || best_path(run_dir).exists() {
-        format!(
-            "The checkpoints in {} are from before, with finite weights",
-            run_dir.display()
-        )
+fn checkpoints_left(run_dir: &RunDir) -> String {
+    let dir = run_dir.path().display();
+    if run_dir.has_checkpoint() {
+        format!("The checkpoints in {dir} are from before, with finite weights")
     } else {
         format!(
-            "No checkpoint was written: it diverged before the first save ({} holds the config and steps.csv)",
-            run_dir.display()
+            "No checkpoint was written: it diverged before the first save ({dir} holds the config and steps.csv)"
         )
     }
 }
@@ -360,7 +250,7 @@ fn interrupted_error(ctx: &RunContext, epoch: usize, state: &RunState) -> anyhow
     anyhow::Error::new(Interrupted(format!(
         "interrupted in epoch {epoch} after step {} of the run; saved {}. Resume with: cnn train --resume {}",
         state.step,
-        last_path(ctx.run_dir).display(),
-        ctx.run_dir.display()
+        ctx.run_dir.last().display(),
+        ctx.run_dir.path().display()
     )))
 }

@@ -12,9 +12,10 @@
 //! the part, so a resumed run repeats them exactly.
 
 use super::loss;
-use crate::config::Augment;
+use crate::config::{Augment, Config};
 use crate::data::{Batcher, ImageSet};
-use crate::model::{Model, Pass};
+use crate::layers::Pass;
+use crate::model::Model;
 use crate::rng;
 use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
@@ -46,20 +47,36 @@ fn split(indices: &[u32]) -> Vec<&[u32]> {
     out
 }
 
+/// The settings a step takes from the config.
+pub struct Settings<'a> {
+    pub label_smoothing: f64,
+    pub augment: &'a Augment,
+    /// Keys the step's dropout and augmentation streams.
+    pub seed: u64,
+}
+
+impl<'a> Settings<'a> {
+    pub fn of(config: &'a Config) -> Self {
+        Settings {
+            label_smoothing: config.training.label_smoothing,
+            augment: &config.data.augment,
+            seed: config.training.seed,
+        }
+    }
+}
+
 /// Forward and backward passes of the batch `indices` of `set`, augmented
-/// as `augment` says; dropout masks and augmentation come from the `step`'s
-/// streams.
-#[allow(clippy::too_many_arguments)]
+/// as the settings say; dropout masks and augmentation come from the
+/// `step`'s streams.
 pub fn gradients(
     model: &Model,
     batcher: &Batcher,
     set: &ImageSet,
     indices: &[u32],
-    smoothing: f64,
-    augment: &Augment,
-    seed: u64,
+    settings: &Settings,
     step: u64,
 ) -> Result<StepOutput> {
+    let (smoothing, augment, seed) = (settings.label_smoothing, settings.augment, settings.seed);
     let parts = if model.device().is_cpu() && !model.needs_whole_batch() {
         split(indices)
     } else {
@@ -71,7 +88,7 @@ pub fn gradients(
         let mut dropout = rng::stream(seed, rng::Purpose::Dropout, stream);
         let mut augmentation = rng::stream(seed, rng::Purpose::Augment, stream);
         let (x, y) = batcher.train_batch(set, part, augment, &mut augmentation)?;
-        let logits = model.logits(&x, Pass::Train(&mut dropout))?;
+        let logits = model.logits(&x, Pass::train(&mut dropout))?;
         // Each part's mean loss, weighted by its share of the batch: the
         // gradients then add up to those of the batch's mean loss.
         let loss = (loss::cross_entropy(&logits, &y, smoothing)? * (part.len() as f64 / n))?;

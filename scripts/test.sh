@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test suite, on a fresh Debian machine with Rust: installs the system
+# packages the tests use when they are missing, then runs `cargo test` with
+# any arguments given (`scripts/test.sh --test integration sweep::`).
+#
+#   dataset-fashion-mnist  the tests train on Debian's Fashion-MNIST and check
+#                          that cnn finds it in /usr/share/datasets
+#   parallel               GNU parallel runs the sweep tests' points
+#
+# Installing needs root (or sudo). .ci/run calls exactly this command.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(dataset-fashion-mnist parallel)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || {
+            echo "test.sh: the tests need ${missing[*]}; install them as root: apt-get install ${missing[*]}" >&2
+            exit 2
+        }
+        sudo=sudo
+    fi
+    echo "test.sh: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have no package lists yet.
+    $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+        { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+fi
+exec cargo test "$@"

@@ -1,0 +1,140 @@
+//! Element-wise activations (`relu`, `leaky_relu`, `sigmoid`, `tanh`,
+//! `gelu`) and the output activations `softmax` and `log_softmax`, which
+//! may only end a network; PyTorch's modules of the same names.
+
+use super::{Cx, Pass, Run, Spec};
+use crate::geometry::Shape;
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// An activation without settings: its config entry is also what runs.
+macro_rules! plain_activation {
+    ($(#[$doc:meta])* $name:ident, $torch:literal, $example:literal, $x:ident => $apply:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {}
+
+        impl Spec for $name {
+            type Op = $name;
+            const TORCH: &'static str = $torch;
+            const EXAMPLE: &'static str = $example;
+            fn resolve(&self, cx: &Cx) -> Result<($name, Shape)> {
+                Ok((*self, cx.input))
+            }
+        }
+
+        impl Run for $name {
+            fn is_activation(&self) -> bool {
+                true
+            }
+            fn forward(&self, $x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
+                Ok($apply)
+            }
+        }
+    };
+}
+
+plain_activation!(
+    /// max(x, 0).
+    Relu, "ReLU", r#"{"type": "relu"}"#, x => x.relu()?
+);
+plain_activation!(
+    /// 1 / (1 + e^-x).
+    Sigmoid, "Sigmoid", r#"{"type": "sigmoid"}"#, x => candle_nn::ops::sigmoid(x)?
+);
+plain_activation!(
+    Tanh, "Tanh", r#"{"type": "tanh"}"#, x => x.tanh()?
+);
+plain_activation!(
+    /// The exact (erf) GELU, PyTorch's default.
+    Gelu, "GELU", r#"{"type": "gelu"}"#, x => x.gelu_erf()?
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakyRelu {
+    #[serde(default = "default_slope")]
+    pub negative_slope: f64,
+}
+
+fn default_slope() -> f64 {
+    0.01
+}
+
+impl Spec for LeakyRelu {
+    type Op = LeakyRelu;
+    const TORCH: &'static str = "LeakyReLU";
+    const EXAMPLE: &'static str = r#"{"type": "leaky_relu", "negative_slope": 0.1}"#;
+    fn resolve(&self, cx: &Cx) -> Result<(LeakyRelu, Shape)> {
+        if !self.negative_slope.is_finite() {
+            return Err(cx.fail("negative_slope must be a finite number (default 0.01)"));
+        }
+        Ok((*self, cx.input))
+    }
+}
+
+impl Run for LeakyRelu {
+    fn is_activation(&self) -> bool {
+        true
+    }
+    fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
+        Ok(candle_nn::ops::leaky_relu(x, self.negative_slope)?)
+    }
+}
+
+/// Softmax and log-softmax take the vector of class scores.
+fn scores_only(cx: &Cx) -> Result<(), anyhow::Error> {
+    if let Shape::Image { .. } = cx.input {
+        return Err(cx.fail(format!(
+            "needs the vector of class scores but {} an image of {}; put it after the last linear layer",
+            cx.source(),
+            cx.input
+        )));
+    }
+    Ok(())
+}
+
+/// Class probabilities. Cross-entropy applies log-softmax itself, so the
+/// loss is taken before this layer (see `arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Softmax {}
+
+impl Spec for Softmax {
+    type Op = Softmax;
+    const TORCH: &'static str = "Softmax";
+    const EXAMPLE: &'static str = r#"{"type": "softmax"}"#;
+    fn resolve(&self, cx: &Cx) -> Result<(Softmax, Shape)> {
+        scores_only(cx)?;
+        Ok((*self, cx.input))
+    }
+}
+
+impl Run for Softmax {
+    fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
+        Ok(candle_nn::ops::softmax_last_dim(x)?)
+    }
+}
+
+/// Log-probabilities (as the seed notebooks end their networks).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSoftmax {}
+
+impl Spec for LogSoftmax {
+    type Op = LogSoftmax;
+    const TORCH: &'static str = "LogSoftmax";
+    const EXAMPLE: &'static str = r#"{"type": "log_softmax"}"#;
+    fn resolve(&self, cx: &Cx) -> Result<(LogSoftmax, Shape)> {
+        scores_only(cx)?;
+        Ok((*self, cx.input))
+    }
+}
+
+impl Run for LogSoftmax {
+    fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
+        Ok(candle_nn::ops::log_softmax(x, candle_core::D::Minus1)?)
+    }
+}

@@ -1,0 +1,299 @@
+//! Blocks: layers that hold lists of layers.
+//!
+//! - `residual`: its `layers` run on the input and their output is added to
+//!   the shortcut's (the input itself, or its own short `shortcut` list such
+//!   as a strided 1×1 conv and batch norm), optionally followed by an
+//!   `activation` (He et al. 2016). In PyTorch: a module with
+//!   `layers = nn.Sequential(...)` and `shortcut = nn.Sequential(...)`, so the
+//!   tensors are named `layers.5.layers.0.weight`, `layers.5.shortcut.0.weight`.
+//! - `concat`: parallel `branches` on the same input, joined along the
+//!   channels (Inception-style); an empty branch passes the input through.
+//!   In PyTorch: `branches = nn.ModuleList([nn.Sequential(...), ...])`.
+//!
+//! Blocks nest; every error names the path down to the layer at fault.
+
+use super::{Cx, Layer, Node, Op, Pass, Run, Spec, decode_list, run_list};
+use crate::geometry::Shape;
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Residual {
+    /// The block's own layers.
+    pub layers: Vec<Layer>,
+    /// Layers on the shortcut; absent: the identity.
+    pub shortcut: Option<Vec<Layer>>,
+    /// An activation after the addition, by its type (`"relu"`).
+    pub activation: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Residual {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            layers: Vec<Value>,
+            #[serde(default)]
+            shortcut: Option<Vec<Value>>,
+            #[serde(default)]
+            activation: Option<String>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let list = |name: &str, v| decode_list(name, v).map_err(serde::de::Error::custom);
+        Ok(Residual {
+            layers: list("layers", raw.layers)?,
+            shortcut: raw.shortcut.map(|s| list("shortcut", s)).transpose()?,
+            activation: raw.activation,
+        })
+    }
+}
+
+/// A resolved residual block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResidualOp {
+    pub body: Vec<Node>,
+    /// `None`: the identity.
+    pub shortcut: Option<Vec<Node>>,
+    pub activation: Option<Box<Op>>,
+}
+
+impl Spec for Residual {
+    type Op = ResidualOp;
+    const TORCH: &'static str = "Residual";
+    const EXAMPLE: &'static str = r#"{"type": "residual", "layers": [{"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1}], "activation": "relu"}"#;
+
+    fn resolve(&self, cx: &Cx) -> Result<(ResidualOp, Shape)> {
+        if self.layers.is_empty() {
+            return Err(cx.fail(
+                "`layers` is empty; a residual block adds the output of at least one layer to its \
+                 shortcut (for nothing at all, remove the block)",
+            ));
+        }
+        let body = cx.plan_list("layers", &self.layers, cx.input)?;
+        let out = body.last().map_or(cx.input, |n| n.output);
+        let (shortcut, skip) = match &self.shortcut {
+            None => (None, cx.input),
+            Some(list) if list.is_empty() => {
+                return Err(cx.fail(
+                    "`shortcut` is empty; leave it out for the identity shortcut, or list its layers",
+                ));
+            }
+            Some(list) => {
+                let nodes = cx.plan_list("shortcut", list, cx.input)?;
+                let s = nodes.last().map_or(cx.input, |n| n.output);
+                (Some(nodes), s)
+            }
+        };
+        if out != skip {
+            let what = if shortcut.is_some() {
+                "its shortcut outputs"
+            } else {
+                "its identity shortcut passes the input,"
+            };
+            return Err(cx.fail(format!(
+                "the block's layers output {out} but {what} {skip}; the two are added, so they must \
+                 have the same shape. {}",
+                projection_hint(cx.input, out)
+            )));
+        }
+        let activation = match &self.activation {
+            None => None,
+            Some(name) => Some(Box::new(activation(cx, name)?)),
+        };
+        let op = ResidualOp {
+            body,
+            shortcut,
+            activation,
+        };
+        Ok((op, out))
+    }
+}
+
+/// How to make a shortcut from `input` to `out`.
+fn projection_hint(input: Shape, out: Shape) -> String {
+    match (input, out) {
+        (Shape::Image { h, w, .. }, Shape::Image { c, h: oh, w: ow })
+            if oh > 0 && ow > 0 && h % oh == 0 && w % ow == 0 && h / oh == w / ow =>
+        {
+            format!(
+                "Add a projection shortcut: \"shortcut\": [{{\"type\": \"conv2d\", \"out_channels\": {c}, \
+                 \"kernel_size\": 1, \"stride\": {}, \"bias\": false}}, {{\"type\": \"batch_norm2d\"}}]",
+                h / oh
+            )
+        }
+        _ => "Give the block a \"shortcut\" list whose output has that shape, or keep the layers' \
+              output at the input's shape"
+            .to_string(),
+    }
+}
+
+/// The activation named `name`, a kind without required settings that
+/// keeps the shape.
+fn activation(cx: &Cx, name: &str) -> Result<Op> {
+    let layer: Option<Layer> = serde_json::from_value(serde_json::json!({ "type": name })).ok();
+    let resolved = layer.and_then(|l| l.resolve(cx).ok()).map(|(op, _)| op);
+    match resolved {
+        Some(op) if op.run().is_activation() => Ok(op),
+        _ => Err(cx.fail(format!(
+            "activation is \"{name}\"; give an activation such as \"relu\", \"leaky_relu\", \"gelu\", \
+             \"sigmoid\" or \"tanh\", or leave it out"
+        ))),
+    }
+}
+
+impl Run for ResidualOp {
+    fn children(&self) -> Vec<&[Node]> {
+        let mut lists = vec![self.body.as_slice()];
+        if let Some(s) = &self.shortcut {
+            lists.push(s);
+        }
+        lists
+    }
+
+    fn macs(&self, _: Shape) -> u128 {
+        self.children()
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|n| n.macs)
+            .sum()
+    }
+
+    fn fuses_relu(&self) -> bool {
+        true
+    }
+
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor> {
+        let split = count(&self.body);
+        let y = run_list(&self.body, &t[..split], x, pass, self.body.len())?;
+        let skip = match &self.shortcut {
+            Some(list) => run_list(list, &t[split..], x, pass, list.len())?,
+            None => x.clone(),
+        };
+        let mut out = (y + skip)?;
+        if let Some(act) = &self.activation {
+            out = act.run().forward(&out, &[], pass, false)?;
+        }
+        Ok(if relu { out.relu()? } else { out })
+    }
+}
+
+/// Tensors of a list of nodes.
+fn count(nodes: &[Node]) -> usize {
+    nodes.iter().map(|n| n.tensor_count).sum()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Concat {
+    /// Lists of layers run side by side on the block's input.
+    pub branches: Vec<Vec<Layer>>,
+}
+
+impl<'de> Deserialize<'de> for Concat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            branches: Vec<Vec<Value>>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let branches = raw
+            .branches
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| decode_list(&format!("branches.{i}"), b))
+            .collect::<Result<_, _>>()
+            .map_err(serde::de::Error::custom)?;
+        Ok(Concat { branches })
+    }
+}
+
+/// A resolved concat block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConcatOp {
+    pub branches: Vec<Vec<Node>>,
+}
+
+impl Spec for Concat {
+    type Op = ConcatOp;
+    const TORCH: &'static str = "Concat";
+    const EXAMPLE: &'static str = r#"{"type": "concat", "branches": [[{"type": "conv2d", "out_channels": 4, "kernel_size": 1}], [{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}]]}"#;
+
+    fn resolve(&self, cx: &Cx) -> Result<(ConcatOp, Shape)> {
+        if self.branches.len() < 2 {
+            return Err(cx.fail(format!(
+                "`branches` has {} branch(es); a concat joins at least 2 (a branch may be [] to pass \
+                 the input through)",
+                self.branches.len()
+            )));
+        }
+        let mut branches = Vec::with_capacity(self.branches.len());
+        let mut shapes = Vec::with_capacity(self.branches.len());
+        for (i, b) in self.branches.iter().enumerate() {
+            let nodes = cx.plan_list(&format!("branches.{i}"), b, cx.input)?;
+            shapes.push(nodes.last().map_or(cx.input, |n| n.output));
+            branches.push(nodes);
+        }
+        let listed = || {
+            shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("branch {i}: {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let images = shapes
+            .iter()
+            .filter(|s| matches!(s, Shape::Image { .. }))
+            .count();
+        if images != 0 && images != shapes.len() {
+            return Err(cx.fail(format!(
+                "some branches output images and others vectors ({}); end every branch alike",
+                listed()
+            )));
+        }
+        let out = match shapes[0] {
+            Shape::Image { h, w, .. } => {
+                let mut channels = 0;
+                for s in &shapes {
+                    match *s {
+                        Shape::Image { c, h: bh, w: bw } if (bh, bw) == (h, w) => channels += c,
+                        _ => {
+                            return Err(cx.fail(format!(
+                                "the branches are joined along the channels, so every branch must output \
+                                 the same height and width ({}); give the branches the same strides and \
+                                 pooling, and padding that keeps the size (\"same\")",
+                                listed()
+                            )));
+                        }
+                    }
+                }
+                Shape::Image { c: channels, h, w }
+            }
+            Shape::Flat(_) => Shape::Flat(shapes.iter().map(|s| s.elements() as usize).sum()),
+        };
+        Ok((ConcatOp { branches }, out))
+    }
+}
+
+impl Run for ConcatOp {
+    fn children(&self) -> Vec<&[Node]> {
+        self.branches.iter().map(Vec::as_slice).collect()
+    }
+
+    fn macs(&self, _: Shape) -> u128 {
+        self.branches.iter().flatten().map(|n| n.macs).sum()
+    }
+
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, _: bool) -> Result<Tensor> {
+        let mut outs = Vec::with_capacity(self.branches.len());
+        let mut at = 0;
+        for b in &self.branches {
+            let n = count(b);
+            outs.push(run_list(b, &t[at..at + n], x, pass, b.len())?);
+            at += n;
+        }
+        Ok(Tensor::cat(&outs, 1)?)
+    }
+}

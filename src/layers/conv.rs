@@ -1,0 +1,210 @@
+//! `conv2d`: 2-D convolution with stride, padding (explicit, `"same"`,
+//! `"valid"`, any padding mode), dilation and groups; PyTorch's `Conv2d`.
+
+use super::{Cx, Init, Pass, Run, Spec, TensorSpec};
+use crate::geometry::{ConvGeometry, Pad4, Padding, PaddingMode, Pair, Shape};
+use crate::ops;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conv2d {
+    /// Optional: checked against the input when given.
+    #[serde(default)]
+    pub in_channels: Option<usize>,
+    pub out_channels: usize,
+    pub kernel_size: Pair,
+    #[serde(default = "one")]
+    pub stride: Pair,
+    #[serde(default = "no_padding")]
+    pub padding: Padding,
+    #[serde(default = "one")]
+    pub dilation: Pair,
+    #[serde(default = "one_group")]
+    pub groups: usize,
+    #[serde(default = "yes")]
+    pub bias: bool,
+    #[serde(default)]
+    pub padding_mode: PaddingMode,
+}
+
+fn one() -> Pair {
+    Pair::square(1)
+}
+fn no_padding() -> Padding {
+    Padding::Explicit(Pair::square(0))
+}
+fn one_group() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl Spec for Conv2d {
+    type Op = ConvGeometry;
+    const TORCH: &'static str = "Conv2d";
+    const EXAMPLE: &'static str =
+        r#"{"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1}"#;
+
+    fn resolve(&self, cx: &Cx) -> Result<(ConvGeometry, Shape)> {
+        let (c, h, w) = cx.image()?;
+        if let Some(given) = self.in_channels
+            && given != c
+        {
+            return Err(cx.fail(format!(
+                "in_channels is {given} but {} {c} channels ({}); remove in_channels or set it to {c}",
+                cx.source(),
+                cx.input
+            )));
+        }
+        if self.out_channels == 0 {
+            return Err(cx.fail("out_channels is 0; it must be at least 1"));
+        }
+        cx.at_least_one("kernel_size", self.kernel_size)?;
+        cx.at_least_one("stride", self.stride)?;
+        cx.at_least_one("dilation", self.dilation)?;
+        let groups = self.groups;
+        if groups == 0 || !c.is_multiple_of(groups) || !self.out_channels.is_multiple_of(groups) {
+            return Err(cx.fail(format!(
+                "groups is {groups}; it must divide both in_channels ({c}) and out_channels ({})",
+                self.out_channels
+            )));
+        }
+        if let Padding::Explicit(p) = self.padding {
+            cx.not_huge("padding", p)?;
+        }
+        let (k, d) = (self.kernel_size, self.dilation);
+        let span = Pair {
+            h: d.h * (k.h - 1) + 1,
+            w: d.w * (k.w - 1) + 1,
+        };
+        let padding = match self.padding {
+            Padding::Explicit(p) => Pad4::symmetric(p),
+            Padding::Valid => Pad4::default(),
+            Padding::Same => {
+                if self.stride != Pair::square(1) {
+                    return Err(cx.fail(format!(
+                        "padding \"same\" needs stride 1 (stride is {}); give the padding as a number",
+                        self.stride
+                    )));
+                }
+                let (th, tw) = (span.h - 1, span.w - 1);
+                Pad4 {
+                    top: th / 2,
+                    bottom: th - th / 2,
+                    left: tw / 2,
+                    right: tw - tw / 2,
+                }
+            }
+        };
+        check_padding_mode(cx, self.padding_mode, padding, h, w)?;
+        let (ph, pw) = (
+            h + padding.top + padding.bottom,
+            w + padding.left + padding.right,
+        );
+        if span.h > ph || span.w > pw {
+            return Err(cx.fail(format!(
+                "the {}×{} kernel{} does not fit the {h}×{w} input with padding {padding}; \
+                 use a smaller kernel_size, more padding, or less pooling before it",
+                k.h,
+                k.w,
+                if d == Pair::square(1) {
+                    String::new()
+                } else {
+                    format!(" (dilation {d})")
+                },
+            )));
+        }
+        let geom = ConvGeometry {
+            in_channels: c,
+            out_channels: self.out_channels,
+            kernel: k,
+            stride: self.stride,
+            dilation: d,
+            padding,
+            padding_mode: self.padding_mode,
+            groups,
+            bias: self.bias,
+        };
+        let out = Shape::Image {
+            c: self.out_channels,
+            h: (ph - span.h) / self.stride.h + 1,
+            w: (pw - span.w) / self.stride.w + 1,
+        };
+        Ok((geom, out))
+    }
+}
+
+/// Reflect padding must stay inside the input (less than its size), and
+/// replicate or circular padding at most its size.
+fn check_padding_mode(cx: &Cx, mode: PaddingMode, p: Pad4, h: usize, w: usize) -> Result<()> {
+    if mode == PaddingMode::Zeros {
+        return Ok(());
+    }
+    let reflect = usize::from(mode == PaddingMode::Reflect);
+    if p.top.max(p.bottom) <= h.saturating_sub(reflect)
+        && p.left.max(p.right) <= w.saturating_sub(reflect)
+    {
+        return Ok(());
+    }
+    let most = if mode == PaddingMode::Reflect {
+        "less than the input's height and width"
+    } else {
+        "at most the input's height and width"
+    };
+    Err(cx.fail(format!(
+        "padding of {} (top, bottom, left, right) is too large for padding_mode \"{}\" on a {h}×{w} \
+         input: it needs padding {most}; lower the padding or use padding_mode \"zeros\"",
+        [p.top, p.bottom, p.left, p.right].map(|v| v.to_string()).join(", "),
+        mode.name()
+    )))
+}
+
+impl Run for ConvGeometry {
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let fan_in = (self.in_channels / self.groups) * self.kernel.h * self.kernel.w;
+        let init = Init::Uniform { fan_in };
+        let mut t = vec![TensorSpec {
+            name: "weight",
+            dims: vec![
+                self.out_channels,
+                self.in_channels / self.groups,
+                self.kernel.h,
+                self.kernel.w,
+            ],
+            trainable: true,
+            init,
+        }];
+        if self.bias {
+            t.push(TensorSpec {
+                name: "bias",
+                dims: vec![self.out_channels],
+                trainable: true,
+                init,
+            });
+        }
+        t
+    }
+
+    fn macs(&self, output: Shape) -> u128 {
+        let per_output = (self.in_channels / self.groups) as u128
+            * self.kernel.h as u128
+            * self.kernel.w as u128;
+        output.elements() * per_output
+    }
+
+    fn fuses_relu(&self) -> bool {
+        true
+    }
+
+    fn check_device(&self, device: &Device) -> Result<()> {
+        ops::check_conv_supported(self, device)
+    }
+
+    fn forward(&self, x: &Tensor, t: &[Tensor], _pass: &mut Pass, relu: bool) -> Result<Tensor> {
+        ops::conv2d(x, &t[0], t.get(1), self, relu)
+    }
+}

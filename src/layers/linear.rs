@@ -1,0 +1,132 @@
+//! `flatten` (an image to a vector, PyTorch's `Flatten`) and `linear` (a
+//! fully connected layer `y = x·Wᵀ + b`, PyTorch's `Linear`).
+
+use super::{Cx, Init, Op, Pass, Run, Spec, TensorSpec};
+use crate::geometry::Shape;
+use crate::ops;
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flatten {}
+
+impl Spec for Flatten {
+    type Op = Flatten;
+    const TORCH: &'static str = "Flatten";
+    const EXAMPLE: &'static str = r#"{"type": "flatten"}"#;
+    fn resolve(&self, cx: &Cx) -> Result<(Flatten, Shape)> {
+        let n = cx.input.elements().min(usize::MAX as u128) as usize;
+        Ok((*self, Shape::Flat(n)))
+    }
+}
+
+impl Run for Flatten {
+    fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
+        Ok(x.flatten_from(1)?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Linear {
+    /// Optional: checked against the input when given.
+    #[serde(default)]
+    pub in_features: Option<usize>,
+    pub out_features: usize,
+    #[serde(default = "yes")]
+    pub bias: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A resolved linear layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearOp {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub bias: bool,
+}
+
+impl Spec for Linear {
+    type Op = LinearOp;
+    const TORCH: &'static str = "Linear";
+    const EXAMPLE: &'static str = r#"{"type": "linear", "out_features": 10}"#;
+
+    fn resolve(&self, cx: &Cx) -> Result<(LinearOp, Shape)> {
+        let n = match cx.input {
+            Shape::Flat(n) => n,
+            img @ Shape::Image { .. } => {
+                return Err(cx.fail(format!(
+                    "needs a feature vector but {} an image of {img} = {} values; add {{\"type\": \"flatten\"}} before it",
+                    cx.source(),
+                    img.elements()
+                )));
+            }
+        };
+        if let Some(given) = self.in_features
+            && given != n
+        {
+            // After a flatten, show the image it came from.
+            let from = match cx.prev() {
+                Some(p)
+                    if matches!(p.op, Op::Flatten(_)) && matches!(p.input, Shape::Image { .. }) =>
+                {
+                    format!("{} = {n}", p.input)
+                }
+                _ => n.to_string(),
+            };
+            return Err(cx.fail(format!(
+                "in_features is {given} but {} {from}; remove in_features or set it to {n}",
+                cx.source()
+            )));
+        }
+        if self.out_features == 0 {
+            return Err(cx.fail("out_features is 0; it must be at least 1"));
+        }
+        let op = LinearOp {
+            in_features: n,
+            out_features: self.out_features,
+            bias: self.bias,
+        };
+        Ok((op, Shape::Flat(self.out_features)))
+    }
+}
+
+impl Run for LinearOp {
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let init = Init::Uniform {
+            fan_in: self.in_features,
+        };
+        let mut t = vec![TensorSpec {
+            name: "weight",
+            dims: vec![self.out_features, self.in_features],
+            trainable: true,
+            init,
+        }];
+        if self.bias {
+            t.push(TensorSpec {
+                name: "bias",
+                dims: vec![self.out_features],
+                trainable: true,
+                init,
+            });
+        }
+        t
+    }
+
+    fn macs(&self, _: Shape) -> u128 {
+        self.in_features as u128 * self.out_features as u128
+    }
+
+    fn fuses_relu(&self) -> bool {
+        true
+    }
+
+    fn forward(&self, x: &Tensor, t: &[Tensor], _: &mut Pass, relu: bool) -> Result<Tensor> {
+        ops::linear(x, &t[0], t.get(1), relu)
+    }
+}

@@ -1,0 +1,182 @@
+//! `batch_norm2d` (per channel of an image) and `batch_norm1d` (per feature
+//! of a vector): normalisation by the batch's statistics in training and
+//! by running statistics in evaluation; PyTorch's `BatchNorm2d`/`BatchNorm1d`
+//! with their tensor names (`weight`, `bias`, `running_mean`, `running_var`).
+
+use super::{Cx, Init, Pass, Run, Spec, TensorSpec};
+use crate::geometry::{PoolGeometry, Shape};
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// The settings both kinds take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNorm {
+    /// Optional: checked against the input when given.
+    #[serde(default)]
+    pub num_features: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Learn a per-channel scale and shift.
+    #[serde(default = "yes")]
+    pub affine: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_momentum() -> f64 {
+    0.1
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchNorm2d(pub BatchNorm);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchNorm1d(pub BatchNorm);
+
+/// A resolved batch-norm layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormOp {
+    pub features: usize,
+    pub eps: f64,
+    pub momentum: f64,
+    pub affine: bool,
+}
+
+impl Spec for BatchNorm2d {
+    type Op = BatchNormOp;
+    const TORCH: &'static str = "BatchNorm2d";
+    const EXAMPLE: &'static str = r#"{"type": "batch_norm2d"}"#;
+    fn resolve(&self, cx: &Cx) -> Result<(BatchNormOp, Shape)> {
+        let features = match cx.input {
+            Shape::Image { c, .. } => c,
+            Shape::Flat(n) => {
+                return Err(cx.fail(format!(
+                    "needs an image input but {} {n} features; use batch_norm1d after flatten",
+                    cx.source()
+                )));
+            }
+        };
+        resolve(&self.0, cx, features, "channels")
+    }
+}
+
+impl Spec for BatchNorm1d {
+    type Op = BatchNormOp;
+    const TORCH: &'static str = "BatchNorm1d";
+    const EXAMPLE: &'static str = r#"{"type": "batch_norm1d"}"#;
+    fn resolve(&self, cx: &Cx) -> Result<(BatchNormOp, Shape)> {
+        let features = match cx.input {
+            Shape::Flat(n) => n,
+            img => {
+                return Err(cx.fail(format!(
+                    "needs a feature vector but {} an image of {img}; use batch_norm2d before flatten",
+                    cx.source()
+                )));
+            }
+        };
+        resolve(&self.0, cx, features, "features")
+    }
+}
+
+fn resolve(bn: &BatchNorm, cx: &Cx, features: usize, what: &str) -> Result<(BatchNormOp, Shape)> {
+    if let Some(given) = bn.num_features
+        && given != features
+    {
+        return Err(cx.fail(format!(
+            "num_features is {given} but {} {features} {what}; remove num_features or set it to {features}",
+            cx.source(),
+        )));
+    }
+    if !(bn.eps.is_finite() && bn.eps > 0.0) {
+        return Err(cx.fail(format!(
+            "eps is {}; it must be a small positive number like 1e-5",
+            bn.eps
+        )));
+    }
+    if !(0.0..=1.0).contains(&bn.momentum) {
+        return Err(cx.fail(format!(
+            "momentum is {}; it must be between 0 and 1 (default 0.1)",
+            bn.momentum
+        )));
+    }
+    let op = BatchNormOp {
+        features,
+        eps: bn.eps,
+        momentum: bn.momentum,
+        affine: bn.affine,
+    };
+    Ok((op, cx.input))
+}
+
+impl Run for BatchNormOp {
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let dims = vec![self.features];
+        let tensor = |name, trainable, value| TensorSpec {
+            name,
+            dims: dims.clone(),
+            trainable,
+            init: Init::Const(value),
+        };
+        let mut t = Vec::with_capacity(4);
+        if self.affine {
+            t.push(tensor("weight", true, 1.0));
+            t.push(tensor("bias", true, 0.0));
+        }
+        t.push(tensor("running_mean", false, 0.0));
+        t.push(tensor("running_var", false, 1.0));
+        t
+    }
+
+    fn fuses_relu(&self) -> bool {
+        true
+    }
+
+    fn fuses_max_pool(&self, pool: &PoolGeometry) -> bool {
+        crate::ops::fuses_into_batch_norm(pool)
+    }
+
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor> {
+        crate::ops::batch_norm(x, &self.params(t)?, pass.is_train(), relu)
+    }
+
+    fn forward_pooled(
+        &self,
+        x: &Tensor,
+        t: &[Tensor],
+        pass: &mut Pass,
+        relu: bool,
+        pool: &PoolGeometry,
+    ) -> Result<Tensor> {
+        crate::ops::batch_norm_max_pool(x, &self.params(t)?, pass.is_train(), relu, pool)
+    }
+}
+
+impl BatchNormOp {
+    /// The layer's tensors for `ops::batch_norm`. They are the model's
+    /// variables, so the running statistics it updates in training stick.
+    fn params(&self, t: &[Tensor]) -> Result<crate::ops::BatchNormParams> {
+        let (affine, stats) = if self.affine {
+            (Some((t[0].clone(), t[1].clone())), &t[2..4])
+        } else {
+            (None, &t[0..2])
+        };
+        Ok(crate::ops::BatchNormParams::new(
+            self.features,
+            affine,
+            &stats[0],
+            &stats[1],
+            self.eps,
+            self.momentum,
+        )?)
+    }
+}

@@ -1,0 +1,22 @@
+//! The integration tests, one binary with a module per concern (one link
+//! instead of one per file). They drive the real `cnn` binary on real data:
+//! the committed MNIST subset in `tests/fixtures/mnist-small`, full MNIST in
+//! `../shared/data/mnist` and Debian's Fashion-MNIST package.
+
+mod architecture;
+mod augment;
+mod blocks;
+mod cifar;
+mod common;
+mod config_errors;
+mod download;
+mod fashion_mnist;
+mod image_folder;
+mod layers;
+mod ops;
+mod report;
+mod resume;
+mod summary;
+mod sweep;
+mod train_eval;
+mod visual;
