@@ -233,6 +233,31 @@ fn schedules_show_in_the_history_and_early_stopping_ends_the_run() {
     );
 }
 
+/// A warm-up as long as the run (a shipped config's, run with a small
+/// `--epochs`) is shortened to half the run with a warning, not refused.
+#[test]
+fn a_warmup_longer_than_the_run_is_shortened_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let mut args = train_args(
+        "mlp.json",
+        &out,
+        &[
+            "--epochs",
+            "1",
+            "--set",
+            r#"training.lr_schedule={"type": "cosine", "warmup_epochs": 1}"#,
+        ],
+    );
+    args.retain(|a| a != "--quiet");
+    let (code, _, err) = run(cnn(dir.path()).args(&args));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: training.lr_schedule.warmup_epochs is 1 but the run has only 1 epoch; the warm-up is shortened to 0.5 epochs"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_schedule_settings_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,8 +267,8 @@ fn bad_schedule_settings_name_the_field() {
             "training.lr_schedule.step_size is 0",
         ),
         (
-            r#"training.lr_schedule={"type": "cosine", "warmup_epochs": 9}"#,
-            "warmup_epochs is 9 but the run has only 5 epochs",
+            r#"training.lr_schedule={"type": "cosine", "warmup_epochs": -1}"#,
+            "training.lr_schedule.warmup_epochs is -1",
         ),
         (
             r#"training.lr_schedule={"type": "warp"}"#,
