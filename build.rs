@@ -20,18 +20,15 @@ fn main() {
 
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".to_string());
-    for name in ["update"] {
-        let src = format!("src/ops/cuda/{name}.cu");
-        println!("cargo:rerun-if-changed={src}");
-        let ptx = out.join(format!("{name}.ptx"));
-        let status = std::process::Command::new(&nvcc)
-            .args(["--ptx", "-O3", "-arch=compute_70", "-o"])
-            .arg(&ptx)
-            .arg(&src)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {nvcc} to compile {src}: {e} (set NVCC or put nvcc on the PATH)")
-            });
-        assert!(status.success(), "{nvcc} failed on {src}");
-    }
+    let src = "src/ops/cuda/update.cu";
+    println!("cargo:rerun-if-changed={src}");
+    let status = std::process::Command::new(&nvcc)
+        .args(["--ptx", "-O3", "-arch=compute_70", "-o"])
+        .arg(out.join("update.ptx"))
+        .arg(src)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {nvcc} to compile {src}: {e} (set NVCC or put nvcc on the PATH)")
+        });
+    assert!(status.success(), "{nvcc} failed on {src}");
 }
