@@ -41,7 +41,7 @@ How it mirrors cnn:
   * data.augment's random crop (padding, fill) and horizontal flip are
     applied to the uint8 images of each training batch before normalisation,
     as cnn does (other transforms are refused); training.lr_schedule's
-    warmup and constant/step/multistep/exponential/cosine schedules set the
+    warmup and constant/step/multistep/exponential/cosine/one-cycle schedules set the
     rate of every step by cnn's formula (src/schedule.rs).
 
 Timing: each epoch's clock covers only the training steps (batch assembly,
@@ -681,6 +681,22 @@ def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
         t_max = opt(schedule, "t_max", None) or max(epochs - whole, 1)
         eta_min = opt(schedule, "eta_min", 0.0)
         main = eta_min + (base - eta_min) * (1 + math.cos(math.pi * min(e, t_max) / t_max)) / 2
+    elif kind == "one_cycle":
+        # PyTorch's OneCycleLR (cos, two phases), as src/schedule.rs.
+        max_lr = opt(schedule, "max_lr", None) or base
+        initial = max_lr / opt(schedule, "div_factor", 25.0)
+        min_lr = initial / opt(schedule, "final_div_factor", 1e4)
+        total = max(epochs * spe, 2)
+        up_end = opt(schedule, "pct_start", 0.3) * total - 1
+        down_end = total - 1
+        t = min(step, down_end)
+
+        def cos(a, b, frac):
+            return b + (a - b) / 2 * (1 + math.cos(math.pi * frac))
+        if t <= up_end:
+            main = cos(initial, max_lr, t / max(up_end, 1e-9))
+        else:
+            main = cos(max_lr, min_lr, (t - up_end) / max(down_end - up_end, 1e-9))
     else:
         raise InputError(f'training.lr_schedule.type "{kind}" is not implemented by this reference')
     if step < warmup_steps:
