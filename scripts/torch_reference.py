@@ -3,7 +3,8 @@
 
 This is the reference side of scripts/bench.sh and of the checkpoint interop
 check: it builds the same network as `cnn` from the same config file, trains
-it on MNIST, Fashion-MNIST or CIFAR-10 with PyTorch on the CPU and reports throughput, accuracy and
+it on MNIST, Fashion-MNIST or CIFAR-10 with PyTorch on the CPU (or a CUDA GPU,
+--device cuda) and reports throughput, accuracy and
 memory in the same terms, so that the two can be compared side by side. It
 also evaluates safetensors checkpoints written by itself or by `cnn train`.
 
@@ -40,7 +41,7 @@ How it mirrors cnn:
   * data.augment's random crop (padding, fill) and horizontal flip are
     applied to the uint8 images of each training batch before normalisation,
     as cnn does (other transforms are refused); training.lr_schedule's
-    warmup and constant/step/multistep/exponential/cosine schedules set the
+    warmup and constant/step/multistep/exponential/cosine/one-cycle schedules set the
     rate of every step by cnn's formula (src/schedule.rs).
 
 Timing: each epoch's clock covers only the training steps (batch assembly,
@@ -680,6 +681,22 @@ def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
         t_max = opt(schedule, "t_max", None) or max(epochs - whole, 1)
         eta_min = opt(schedule, "eta_min", 0.0)
         main = eta_min + (base - eta_min) * (1 + math.cos(math.pi * min(e, t_max) / t_max)) / 2
+    elif kind == "one_cycle":
+        # PyTorch's OneCycleLR (cos, two phases), as src/schedule.rs.
+        max_lr = opt(schedule, "max_lr", None) or base
+        initial = max_lr / opt(schedule, "div_factor", 25.0)
+        min_lr = initial / opt(schedule, "final_div_factor", 1e4)
+        total = max(epochs * spe, 2)
+        up_end = opt(schedule, "pct_start", 0.3) * total - 1
+        down_end = total - 1
+        t = min(step, down_end)
+
+        def cos(a, b, frac):
+            return b + (a - b) / 2 * (1 + math.cos(math.pi * frac))
+        if t <= up_end:
+            main = cos(initial, max_lr, t / max(up_end, 1e-9))
+        else:
+            main = cos(max_lr, min_lr, (t - up_end) / max(down_end - up_end, 1e-9))
     else:
         raise InputError(f'training.lr_schedule.type "{kind}" is not implemented by this reference')
     if step < warmup_steps:
@@ -753,20 +770,25 @@ class Batcher:
     """Turns uint8 images into normalised float32 batches through a 256-entry
     lookup table per channel: (pixel/255 - mean)/std."""
 
-    def __init__(self, mean, std):
+    def __init__(self, mean, std, device=None):
         p = np.arange(256, dtype=np.float64) / 255.0
         tables = [((p - m) / s).astype(np.float32) for m, s in zip(mean, std)]
+        self.device = torch.device(device or "cpu")
         # Channel c's table at offset 256*c, so one gather serves all channels.
-        self.table = torch.from_numpy(np.concatenate(tables))
-        self.offsets = (torch.arange(len(mean), dtype=torch.long) * 256).view(1, -1, 1, 1)
+        self.table = torch.from_numpy(np.concatenate(tables)).to(self.device)
+        self.offsets = (torch.arange(len(mean), dtype=torch.long) * 256).view(1, -1, 1, 1).to(self.device)
 
     def __call__(self, images_u8, labels_u8, idx, augmented=False):
         """The images idx of images_u8, or with `augmented` images_u8 itself
         (already gathered), and the labels idx."""
-        x = torch.from_numpy(images_u8 if augmented else images_u8[idx]).long()
+        # The uint8 pixels cross to the device (a quarter of the float bytes)
+        # and are looked up there.
+        x = torch.from_numpy(np.ascontiguousarray(images_u8 if augmented else images_u8[idx]))
+        x = x.to(self.device, non_blocking=True).long()
         if self.offsets.numel() > 1:
             x = x + self.offsets
-        return self.table[x], torch.from_numpy(labels_u8[idx].astype(np.int64))
+        y = torch.from_numpy(labels_u8[idx].astype(np.int64)).to(self.device, non_blocking=True)
+        return self.table[x], y
 
 
 def evaluate(model, batcher, images, labels, batch_size):
@@ -778,8 +800,9 @@ def evaluate(model, batcher, images, labels, batch_size):
         for lo in range(0, len(labels), batch_size):
             x, y = batcher(images, labels, slice(lo, lo + batch_size))
             logits = model.logits(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(dim=1) == y).sum())
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(dim=1) == y).sum()
+    loss_sum, correct = float(loss_sum), int(correct)  # waits for the device
     seconds = time.perf_counter() - start
     n = len(labels)
     return (loss_sum / n if n else float("nan")), correct, seconds
@@ -792,6 +815,27 @@ def peak_rss_mb():
 # ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
+
+def pick_device(name):
+    """torch.device for --device (cpu, cuda, cuda:N), or an InputError."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"--device {name}: {e}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: PyTorch sees no CUDA GPU")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise InputError(f"--device {name}: use cpu, cuda or cuda:N")
+    return device
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
 
 def set_threads(threads):
     if threads < 1:
@@ -820,7 +864,8 @@ def cmd_train(args):
     training, data = section(config, "training"), section(config, "data")
     seed = args.seed if args.seed is not None else opt(training, "seed", 42)
     torch.manual_seed(seed)
-    model = ConfigNet(config)
+    device = pick_device(args.device)
+    model = ConfigNet(config).to(device)
 
     batch_size = args.batch_size if args.batch_size is not None else opt(training, "batch_size", 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -840,7 +885,7 @@ def cmd_train(args):
     keep = split_train(len(train_y), val_size, seed, limit_train)
     train_x, train_y = train_x[keep], train_y[keep]  # contiguous copies of the split
     mean, std = normalization(data.get("normalize"), train_x)
-    batcher = Batcher(mean, std)
+    batcher = Batcher(mean, std, device)
     test_x, test_y = test_set(data, test_x, test_y)
 
     n = len(train_y)
@@ -854,7 +899,8 @@ def cmd_train(args):
     for epoch in range(args.epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
         model.train()
-        loss_sum, seen = torch.zeros(()), 0
+        loss_sum, seen = torch.zeros((), device=device), 0
+        synchronize(device)
         start = time.perf_counter()
         for lo in range(0, stop, batch_size):
             idx = order[lo: min(lo + batch_size, stop)]
@@ -873,6 +919,7 @@ def cmd_train(args):
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             seen += len(idx)
+        synchronize(device)
         epoch_seconds.append(time.perf_counter() - start)
         last_loss = float(loss_sum) / max(seen, 1)
         if not args.json:
@@ -897,12 +944,14 @@ def cmd_train(args):
         "eval_seconds": eval_seconds,
         "eval_images_per_second": len(test_y) / eval_seconds if eval_seconds > 0 else float("nan"),
         "peak_rss_mb": peak_rss_mb(),
+        "device": str(device),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "threads": args.threads,
         "torch_version": torch.__version__,
     }
 
     if args.save:
-        tensors = {k: v.detach().to(torch.float32).contiguous()
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
                    for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
         metadata = {
             "format": "torch-reference",
@@ -976,6 +1025,7 @@ def cmd_eval(args):
     else:
         raise InputError(f"{args.checkpoint} has no config in its metadata; pass --config FILE")
 
+    device = pick_device(args.device)
     model = ConfigNet(config)
     weights = match_tensors(tensors, model, args.checkpoint)
     try:
@@ -998,7 +1048,8 @@ def cmd_eval(args):
     del train_x, train_y
     test_x, test_y = test_set(data, test_x, test_y)
 
-    loss, correct, seconds = evaluate(model, Batcher(mean, std), test_x, test_y, eval_batch_size(data))
+    model.to(device)
+    loss, correct, seconds = evaluate(model, Batcher(mean, std, device), test_x, test_y, eval_batch_size(data))
     n = len(test_y)
     result = {
         "checkpoint": args.checkpoint,
@@ -1019,7 +1070,7 @@ def cmd_eval(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="PyTorch reference trainer for cnn model configs (MNIST, Fashion-MNIST, CIFAR-10; CPU).")
+        description="PyTorch reference trainer for cnn model configs (MNIST, Fashion-MNIST, CIFAR-10; CPU or CUDA).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a config and report speed, accuracy and memory")
@@ -1030,6 +1081,7 @@ def main(argv=None):
     t.add_argument("--batch-size", type=int, help="default: training.batch_size of the config (64)")
     t.add_argument("--lr", type=float, help="default: training.optimizer.lr of the config (1e-3)")
     t.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2); inter-op is 1")
+    t.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     t.add_argument("--limit-train", type=int, help="train on only the first N images of the training split")
     t.add_argument("--val-size", type=float,
                    help="images held out for validation, a count or a fraction (default: data.val_size, 10000)")
@@ -1044,6 +1096,7 @@ def main(argv=None):
                    help="directory with the four MNIST IDX files (raw or .gz), or CIFAR-10's binary batches")
     e.add_argument("--checkpoint", required=True, metavar="FILE.safetensors")
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(run=cmd_eval)
 

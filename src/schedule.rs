@@ -16,27 +16,6 @@ pub struct Position {
     pub epochs: usize,
 }
 
-/// Shortens a warm-up that does not fit in a run of `epochs` epochs (one
-/// of `warmup_epochs` or more, e.g. a shipped config run with `--epochs 1`)
-/// to half the run, and returns the warning that says so; `None` when it
-/// fits (or is invalid, which `LrSchedule::check` reports).
-pub fn fit_warmup(s: &mut LrSchedule, epochs: usize) -> Option<String> {
-    let w = s.warmup_epochs;
-    if !(w.is_finite() && w > 0.0) || epochs == 0 || w < epochs as f64 {
-        return None;
-    }
-    if matches!(s.kind, ScheduleKind::OneCycle { .. }) {
-        return None;
-    }
-    s.warmup_epochs = epochs as f64 / 2.0;
-    Some(format!(
-        "training.lr_schedule.warmup_epochs is {w} but the run has only {epochs} epoch{}; \
-         the warm-up is shortened to {} epochs (half the run)",
-        if epochs == 1 { "" } else { "s" },
-        s.warmup_epochs
-    ))
-}
-
 /// The learning rate for the step at `pos`, given the optimizer's base rate.
 pub fn lr(s: &LrSchedule, base: f64, pos: Position) -> f64 {
     let spe = pos.steps_per_epoch.max(1) as f64;
@@ -196,26 +175,6 @@ mod tests {
         // After the warmup the step schedule starts from its own epoch 0.
         close(at(&s, 2, 0), 0.1);
         close(at(&s, 3, 0), 0.05);
-    }
-
-    #[test]
-    fn a_warmup_longer_than_the_run_is_shortened_to_half_of_it() {
-        let mut s = sched(ScheduleKind::Cosine {
-            t_max: None,
-            eta_min: 0.0,
-        });
-        s.warmup_epochs = 1.0;
-        let warning = fit_warmup(&mut s, 1).expect("shortened");
-        assert_eq!(s.warmup_epochs, 0.5);
-        assert!(warning.contains("shortened to 0.5 epochs"), "{warning}");
-        s.check(1).unwrap();
-        // Half of the 10 steps warm up, then the schedule's own rate.
-        assert!(at(&s, 0, 4) < 0.1);
-        close(at(&s, 0, 5), 0.1);
-        // A warm-up that fits is left alone.
-        s.warmup_epochs = 2.0;
-        assert!(fit_warmup(&mut s, 3).is_none());
-        assert_eq!(s.warmup_epochs, 2.0);
     }
 
     // OneCycleLR(max_lr=0.1, total_steps=100, pct_start=0.3, div_factor=25,

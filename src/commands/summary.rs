@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 pub fn run(args: &SummaryArgs) -> Result<()> {
     let mut config = super::load_config(&args.config, &args.sets, &[])?;
-    let t = &mut config.training;
-    if let Some(w) = crate::schedule::fit_warmup(&mut t.lr_schedule, t.epochs) {
+    let epochs = config.training.epochs;
+    if let Some(w) = config.training.lr_schedule.fit_warmup(epochs) {
         eprintln!("warning: {w}");
     }
     // The whole config is checked as `cnn train` checks it, so that a

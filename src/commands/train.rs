@@ -114,8 +114,8 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
         crate::bail_input!("cnn train needs --config FILE (or --resume RUN_DIR to continue a run)");
     };
     let mut config = new_run_config(args, config_path)?;
-    let t = &mut config.training;
-    let warmup = crate::schedule::fit_warmup(&mut t.lr_schedule, t.epochs);
+    let epochs = config.training.epochs;
+    let warmup = config.training.lr_schedule.fit_warmup(epochs);
     let plan = arch::plan(&config)?;
     config.check_settings()?;
     for w in plan.warnings.iter().chain(&warmup) {

@@ -605,3 +605,58 @@ impl safetensors::View for SafeView {
         self.0.len() * 4
     }
 }
+
+/// On a GPU the loop reads the steps' losses from the device many at once
+/// (`CNN_READ_EVERY`, which the CPU takes too for batches run in one piece,
+/// as here with 32 images): the weights, optimizer state, history and
+/// steps.csv are those of reading every step, and a divergence still stops
+/// the run before any non-finite checkpoint is written.
+#[test]
+fn losses_read_many_steps_at_once_change_no_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--batch-size",
+        "32",
+        "--checkpoint-every",
+        "7",
+        "--set",
+        "data.limit_train=600",
+    ];
+    let each = dir.path().join("each");
+    let (code, _, err) = run(cnn(dir.path()).args(train_args("lenet.json", &each, &extra)));
+    assert_eq!(code, 0, "{err}");
+    let batched = dir.path().join("batched");
+    let (code, _, err) = run(cnn(dir.path()).env("CNN_READ_EVERY", "5").args(train_args(
+        "lenet.json",
+        &batched,
+        &extra,
+    )));
+    assert_eq!(code, 0, "{err}");
+    assert_same_run(&each, &batched);
+
+    let nan = dir.path().join("nan");
+    let (code, _, err) = run(cnn(dir.path()).env("CNN_READ_EVERY", "5").args(train_args(
+        "lenet.json",
+        &nan,
+        &[
+            "--batch-size",
+            "32",
+            "--lr",
+            "1e6",
+            "--checkpoint-every",
+            "3",
+        ],
+    )));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("training diverged"), "{err}");
+    if nan.join("last.safetensors").exists() {
+        let (_, t) = cnn::checkpoint::read_raw(&nan.join("last.safetensors")).unwrap();
+        for (k, t) in t {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "last.safetensors: {k} is not finite"
+            );
+        }
+    }
+}
