@@ -9,7 +9,8 @@
 #   * the seed models (lenet, three-conv, oneconv): full MNIST (50,000
 #     training images after the 10,000-image validation split; batch 64, Adam
 #     1e-3), from --data-dir (default ../shared/data/mnist);
-#   * cifar10-cnn: the first --cifar-images (default 10,000) of CIFAR-10's
+#   * cifar10-cnn (and any config whose data.dataset is cifar10, such as
+#     resnet20-cifar10): the first --cifar-images (default 10,000) of CIFAR-10's
 #     45,000 training images left after the 5,000-image validation split
 #     (batch 128, AdamW 2e-3, the 1-epoch warm-up shortened to half the
 #     epoch, random crop and flip), tested on the 10,000 test images, from
@@ -78,7 +79,7 @@ for model in $models; do
     run=$out/cnn-$model
     dir=$data_dir
     subset=()
-    if [ "$model" = cifar10-cnn ]; then
+    if [ "$(json "$config" 'd.get("data", {}).get("dataset", "")')" = cifar10 ]; then
         dir=$cifar_dir
         subset=(--limit-train "$cifar_images")
         if [ ! -f "$dir/test_batch.bin" ]; then
@@ -131,8 +132,8 @@ done
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo
-echo "One epoch each, $threads threads each; $cpu, $(nproc) cores. Seed models: MNIST (50,000 training images), batch 64, Adam 1e-3."
-echo "cifar10-cnn: the first $cifar_images CIFAR-10 training images (after the 5,000-image validation split), batch 128, AdamW 2e-3, warm-up half the epoch, random crop and flip; test on 10,000 images."
+echo "One epoch each, $threads threads each; $cpu, $(nproc --all) cores. Seed models: MNIST (50,000 training images), batch 64, Adam 1e-3."
+echo "CIFAR-10 models: the first $cifar_images CIFAR-10 training images (after the 5,000-image validation split), random crop and flip, warm-up half the epoch; cifar10-cnn batch 128, AdamW 2e-3; resnet20-cifar10 batch 128, SGD 0.1 Nesterov; test on 10,000 images."
 echo
 echo "| model | cnn images/s | PyTorch images/s | cnn / PyTorch | cnn test acc | PyTorch test acc | cnn peak RSS | PyTorch peak RSS | cnn eval images/s | PyTorch eval images/s |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
