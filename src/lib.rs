@@ -19,6 +19,7 @@ pub mod error;
 pub(crate) mod fsutil;
 pub mod geometry;
 pub(crate) mod history;
+pub mod json;
 pub mod layers;
 pub(crate) mod model;
 pub mod ops;

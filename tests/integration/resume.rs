@@ -247,7 +247,7 @@ fn bad_schedule_settings_name_the_field() {
         ),
         (
             r#"training.lr_schedule={"type": "warp"}"#,
-            "unknown variant `warp`",
+            "field `training.lr_schedule.type`: unknown schedule \"warp\"",
         ),
         (
             r#"training.lr_schedule={"type": "step", "gama": 0.1, "step_size": 1}"#,
