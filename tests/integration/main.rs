@@ -14,6 +14,7 @@ mod fashion_mnist;
 mod image_folder;
 mod layers;
 mod ops;
+mod recipes;
 mod report;
 mod resume;
 mod summary;
