@@ -4,6 +4,8 @@
 //! `arch`) nor touch tensors.
 
 mod data;
+#[cfg(test)]
+mod fuzz;
 mod overrides;
 mod training;
 
