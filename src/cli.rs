@@ -365,7 +365,9 @@ pub struct TrainArgs {
     /// With --resume: continue from a last.safetensors that has no optimizer
     /// state (written by another tool, or stripped), with the optimizer
     /// started afresh. The run then no longer repeats an uninterrupted one.
-    #[arg(long, requires = "resume")]
+    // Needs --resume: checked at run time rather than by clap, so that a
+    // sweep can pass it on to the resumes of its points.
+    #[arg(long)]
     pub fresh_optimizer: bool,
 
     /// Print nothing but errors.

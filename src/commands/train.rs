@@ -25,6 +25,12 @@ use std::sync::atomic::AtomicBool;
 pub fn run(args: &TrainArgs) -> Result<()> {
     // Ctrl-C and SIGTERM: finish the step, save and stop (see `interrupt`).
     let stop = crate::interrupt::install().context("installing the Ctrl-C handler")?;
+    if args.fresh_optimizer && args.resume.is_none() {
+        crate::bail_input!(
+            "--fresh-optimizer starts the optimizer afresh when resuming; give it with --resume RUN_DIR \
+             (a new run always starts afresh)"
+        );
+    }
     let mut progress = Progress::new(Mode::detect(args.quiet));
     match &args.resume {
         Some(dir) => resume(args, dir, stop, &mut progress),

@@ -212,6 +212,14 @@ fn damaged_checkpoints_are_refused_naming_the_file_and_tensor() {
     );
     let (code, _, err) = run(&mut resume(&["--fresh-optimizer"]));
     assert_eq!(code, 0, "{err}");
+    // Only a resume can start its optimizer afresh.
+    let mut fresh_run = train_args("mlp.json", &dir.path().join("new"), &["--fresh-optimizer"]);
+    fresh_run.retain(|a| a != "--quiet");
+    assert_usage_error(
+        cnn(dir.path()).args(&fresh_run),
+        &["--fresh-optimizer", "--resume RUN_DIR"],
+    );
+    assert!(!dir.path().join("new").exists());
 }
 
 /// Items 10 and 4: one unreadable image among good ones is reported in its
