@@ -7,7 +7,7 @@
 //! message names a field or a layer. Seeded, so a failure repeats; the
 //! failing config is printed.
 
-use super::Config;
+use crate::config::Config;
 use crate::error::exit_code;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

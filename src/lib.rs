@@ -13,6 +13,8 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(test)]
+mod config_fuzz;
 pub mod data;
 pub(crate) mod device;
 pub mod error;

@@ -4,8 +4,6 @@
 //! `arch`) nor touch tensors.
 
 mod data;
-#[cfg(test)]
-mod fuzz;
 mod overrides;
 mod training;
 
