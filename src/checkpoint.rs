@@ -83,14 +83,38 @@ pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)]) -> Result<()
 /// Reads the tensors of any safetensors file, and its metadata when it is a
 /// cnn checkpoint (`None` for a plain file such as a PyTorch state_dict).
 pub fn read_raw(path: &Path) -> Result<(Option<Metadata>, HashMap<String, Tensor>)> {
-    let bytes = std::fs::read(path)
-        .input_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    // A regular file only: a FIFO or /dev/zero is refused, not read forever.
+    let bytes = crate::fsutil::read_input(
+        path,
+        crate::fsutil::Input {
+            what: "checkpoint",
+            max_bytes: 64 << 30,
+        },
+    )?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).input_context(|| {
         format!(
             "{} is not a valid safetensors file (truncated or corrupt?)",
             path.display()
         )
     })?;
+    // Weights are floats: an integer or boolean tensor would be cast into
+    // nonsense (or not load at all), so it is named instead.
+    let mut infos: Vec<_> = header.tensors().into_iter().collect();
+    infos.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, info) in &infos {
+        use safetensors::Dtype;
+        if !matches!(
+            info.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
+            crate::bail_input!(
+                "{}: tensor {name} holds {:?} values, not floating-point weights; the file is damaged \
+                 or is not a network's weights",
+                path.display(),
+                info.dtype
+            );
+        }
+    }
     let tensors =
         candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).input_context(|| {
             format!(
@@ -98,6 +122,25 @@ pub fn read_raw(path: &Path) -> Result<(Option<Metadata>, HashMap<String, Tensor
                 path.display()
             )
         })?;
+    // A NaN or infinite weight gives NaN for every image: named here
+    // rather than blamed later on the learning rate.
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        let finite = t
+            .to_dtype(candle_core::DType::F32)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map(|v| v.iter().all(|x| x.is_finite()))
+            .unwrap_or(false);
+        if !finite {
+            crate::bail_input!(
+                "{}: tensor {name} holds NaN or infinite values; the file is damaged (use an earlier \
+                 checkpoint, such as best.safetensors, or train again)",
+                path.display()
+            );
+        }
+    }
     Ok((header.metadata().clone(), tensors))
 }
 

@@ -283,8 +283,9 @@ pub struct TrainArgs {
 
     /// Continue the run in RUN_DIR from its last.safetensors, exactly where
     /// it stopped, with the config it stored. Only --epochs (to extend it),
-    /// --checkpoint-every, --device, --data-dir, --no-download, --threads
-    /// and --quiet may be given with it.
+    /// --checkpoint-every, --device, --data-dir, --no-download,
+    /// --no-memory-check, --fresh-optimizer, --threads and --quiet may be
+    /// given with it.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 
@@ -355,6 +356,20 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "PATH=VALUE", group = "new_run")]
     pub sets: Vec<String>,
 
+    /// Train even when the run's memory estimate (weights, optimizer state,
+    /// activations of a batch) exceeds the memory available to this process
+    /// (MemAvailable, cgroup and ulimit -v limits).
+    #[arg(long)]
+    pub no_memory_check: bool,
+
+    /// With --resume: continue from a last.safetensors that has no optimizer
+    /// state (written by another tool, or stripped), with the optimizer
+    /// started afresh. The run then no longer repeats an uninterrupted one.
+    // Needs --resume: checked at run time rather than by clap, so that a
+    // sweep can pass it on to the resumes of its points.
+    #[arg(long)]
+    pub fresh_optimizer: bool,
+
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -412,6 +427,11 @@ pub struct EvalArgs {
     /// How many mistakes --mistakes-png shows.
     #[arg(long, value_name = "N", default_value_t = 24)]
     pub mistakes: usize,
+
+    /// Evaluate even when a batch's memory estimate exceeds the memory
+    /// available to this process.
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,13 +13,18 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(test)]
+mod config_fuzz;
 pub mod data;
 pub(crate) mod device;
 pub mod error;
 pub(crate) mod fsutil;
 pub mod geometry;
 pub(crate) mod history;
+pub(crate) mod interrupt;
+pub mod json;
 pub mod layers;
+pub(crate) mod memory;
 pub(crate) mod model;
 pub mod ops;
 pub(crate) mod optim;

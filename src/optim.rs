@@ -258,6 +258,24 @@ impl Optimizer {
         out
     }
 
+    /// The state tensors a run of `step` steps must have saved, by name,
+    /// and the first of them missing from `tensors`.
+    pub fn missing_state(&self, tensors: &HashMap<String, Tensor>, step: u64) -> Option<String> {
+        if step == 0 {
+            return None;
+        }
+        let keys: &[&str] = match self.rule {
+            Rule::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+            Rule::Sgd { momentum, .. } if momentum > 0.0 => &["momentum_buffer"],
+            Rule::Sgd { .. } => &[],
+        };
+        self.params.iter().find_map(|(name, _)| {
+            keys.iter()
+                .map(|k| format!("optim.{name}.{k}"))
+                .find(|full| !tensors.contains_key(full))
+        })
+    }
+
     /// Restores the state saved by [`Optimizer::state_tensors`] and the step count.
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
         let device = self.params.first().map(|(_, v)| v.device().clone());

@@ -96,6 +96,23 @@ pub fn finish(dir: &Path, started: &RunStatus, result: &Result<Option<String>>) 
     let _ = write(dir, &s);
 }
 
+/// Records a run stopped by a second Ctrl-C or SIGTERM, before it could
+/// save its current step (its last checkpoint still stands).
+pub fn forced_stop(dir: &Path, started: &RunStatus) {
+    let s = RunStatus {
+        status: State::Interrupted,
+        message: Some(
+            "stopped at once by a second Ctrl-C or SIGTERM; the steps since the last checkpoint \
+             were not saved (resume continues from it)"
+                .into(),
+        ),
+        exit_code: Some(exit::INTERRUPTED),
+        updated_at: now(),
+        ..started.clone()
+    };
+    let _ = write(dir, &s);
+}
+
 fn write(dir: &Path, s: &RunStatus) -> Result<()> {
     let text = serde_json::to_string_pretty(s)?;
     write_atomic(&dir.join(FILE), text.as_bytes())

@@ -14,7 +14,16 @@ use crate::train::eval::{Evaluation, evaluate};
 use anyhow::Result;
 use serde_json::json;
 
+/// The most mistakes --mistakes-png draws (8 to a row).
+const MAX_MISTAKES: usize = 512;
+
 pub fn run(args: &EvalArgs) -> Result<()> {
+    if args.mistakes > MAX_MISTAKES {
+        crate::bail_input!(
+            "--mistakes {}: show at most {MAX_MISTAKES} mistakes",
+            args.mistakes
+        );
+    }
     for path in [&args.confusion_png, &args.mistakes_png]
         .into_iter()
         .flatten()
@@ -67,6 +76,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if batch_size == 0 {
         crate::bail_input!("--batch-size 0: use a positive batch size");
     }
+    crate::memory::check_eval(
+        loaded.model.plan(),
+        batch_size.min(subset.len()),
+        crate::memory::Shape::of(&device),
+        args.no_memory_check,
+    )?;
     let batcher = Batcher::new(&normalization, &device);
     let mut progress = Progress::new(Mode::detect(false));
     progress.start_eval("evaluating", subset.len());

@@ -12,7 +12,7 @@ use crate::error::InputContext;
 use crate::geometry::{ConvGeometry, Pad4, PaddingMode, Pair};
 use crate::ops;
 use crate::plot::{self, grid};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
@@ -173,9 +173,17 @@ fn parse_kernel(spec: &str) -> Result<(String, Vec<Vec<f32>>)> {
         "vertical-edge" => vec![vec![-1.0, 0.0, 1.0]; 3],
         "horizontal-edge" => vec![vec![-1.0; 3], vec![0.0; 3], vec![1.0; 3]],
         path => {
-            let text = std::fs::read_to_string(path).input_context(|| {
-                format!("--kernel {path}: not vertical-edge or horizontal-edge, and cannot read it as a file")
-            })?;
+            if !Path::new(path).exists() {
+                crate::bail_input!(
+                    "--kernel {path}: not vertical-edge or horizontal-edge, and there is no such file"
+                );
+            }
+            let input = crate::fsutil::Input {
+                what: "kernel file",
+                max_bytes: 1 << 20,
+            };
+            let text = crate::fsutil::read_input_text(Path::new(path), input)
+                .with_context(|| format!("--kernel {path}"))?;
             let rows: Vec<Vec<f32>> = match serde_json::from_str(&text) {
                 Ok(rows) => rows,
                 Err(_) => text
@@ -230,6 +238,14 @@ fn fixed_filter(args: &FeatureMapsArgs, spec: &str) -> Result<()> {
     }
     if args.count == 0 {
         crate::bail_input!("--count 0: show at least 1 image");
+    }
+    // One row of tiles per kind: the picture grows with the count.
+    if args.count > MAX_MAPS {
+        crate::bail_input!(
+            "--count {}: show at most {MAX_MAPS} images (one row of tiles each for the images and \
+             their filtered versions)",
+            args.count
+        );
     }
     let opts = LoadOptions {
         data_dir: args.data_dir.as_deref(),

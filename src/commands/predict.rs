@@ -35,24 +35,42 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             .unwrap_or_else(|| i.to_string())
     };
 
-    // Read every image first, so that a bad file fails before any output.
-    let mut inputs = Vec::with_capacity(args.images.len());
-    for path in &args.images {
-        inputs.push(
-            batcher.tensor_from_pixels(&convert::load_image(path, c, h, w, fit)?, [c, h, w])?,
-        );
-    }
-    let mut results = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(256) {
+    // A file that cannot be read is reported in its place; the others are
+    // still classified, and the exit code says some failed.
+    let inputs: Vec<Result<Tensor>> = args
+        .images
+        .iter()
+        .map(|path| {
+            batcher.tensor_from_pixels(&convert::load_image(path, c, h, w, fit)?, [c, h, w])
+        })
+        .collect();
+    let readable: Vec<Tensor> = inputs
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut results = Vec::with_capacity(readable.len());
+    for chunk in readable.chunks(256) {
         let probs = loaded
             .model
             .probabilities(&Tensor::cat(chunk, 0)?)?
             .to_vec2::<f32>()?;
         results.extend(probs);
     }
+    let mut results = results.iter();
     let k = args.top.min(config.num_classes);
     let mut out = Vec::new();
-    for (path, probs) in args.images.iter().zip(&results) {
+    let mut failed = 0;
+    for (path, input) in args.images.iter().zip(&inputs) {
+        if let Err(e) = input {
+            failed += 1;
+            if args.json {
+                out.push(json!({"path": path, "error": format!("{e:#}")}));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            continue;
+        }
+        let probs = results.next().expect("one result per readable image");
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
         let top: Vec<_> = order[..k]
@@ -83,6 +101,12 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if failed > 0 {
+        crate::bail_input!(
+            "{failed} of {} images could not be read (named above); the others were classified",
+            args.images.len()
+        );
     }
     Ok(())
 }

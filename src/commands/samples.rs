@@ -10,6 +10,12 @@ use crate::rng;
 use anyhow::Result;
 use rand::seq::index::sample;
 
+/// The most images a grid shows (a picture about 12 tiles wide).
+const MAX_IMAGES: usize = 1024;
+/// With `--augmented`: rows of an image and its copies.
+const MAX_AUGMENTED_IMAGES: usize = 128;
+const MAX_COPIES: usize = 64;
+
 pub fn run(args: &SamplesArgs) -> Result<()> {
     plot::format_of(&args.output)?;
     let count = args
@@ -22,6 +28,25 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
         crate::bail_input!(
             "--augmented 0: show at least 1 augmented copy, or leave out --augmented"
         );
+    }
+    // The picture grows with both: one tile per image and copy.
+    if let Some(copies) = args.augmented
+        && copies > MAX_COPIES
+    {
+        crate::bail_input!("--augmented {copies}: show at most {MAX_COPIES} copies per image");
+    }
+    let most = if args.augmented.is_some() {
+        MAX_AUGMENTED_IMAGES
+    } else {
+        MAX_IMAGES
+    };
+    if count > most {
+        let with = if args.augmented.is_some() {
+            " with --augmented"
+        } else {
+            ""
+        };
+        crate::bail_input!("--count {count}: show at most {most} images{with}");
     }
     let config = args.config.as_deref().map(Config::load).transpose()?;
     if let (Some(_), Some(c), Some(path)) = (args.augmented, &config, &args.config) {

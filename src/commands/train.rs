@@ -10,8 +10,8 @@ use crate::cli::TrainArgs;
 use crate::config::{Config, DatasetName, Normalize};
 use crate::data::{Batcher, Dataset, LoadOptions, Normalization, Splits};
 use crate::device;
-use crate::error::exit;
 use crate::fsutil::write_atomic;
+use crate::memory;
 use crate::model::{Model, Weights};
 use crate::optim::Optimizer;
 use crate::progress::{Mode, Progress};
@@ -20,31 +20,22 @@ use crate::status;
 use crate::train::{self, RunContext, RunState};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let stop = interrupt_flag()?;
+    // Ctrl-C and SIGTERM: finish the step, save and stop (see `interrupt`).
+    let stop = crate::interrupt::install().context("installing the Ctrl-C handler")?;
+    if args.fresh_optimizer && args.resume.is_none() {
+        crate::bail_input!(
+            "--fresh-optimizer starts the optimizer afresh when resuming; give it with --resume RUN_DIR \
+             (a new run always starts afresh)"
+        );
+    }
     let mut progress = Progress::new(Mode::detect(args.quiet));
     match &args.resume {
-        Some(dir) => resume(args, dir, &stop, &mut progress),
-        None => fresh(args, &stop, &mut progress),
+        Some(dir) => resume(args, dir, stop, &mut progress),
+        None => fresh(args, stop, &mut progress),
     }
-}
-
-/// Ctrl-C and SIGTERM set the returned flag: the loop finishes its step,
-/// saves and stops. A second signal exits at once (files are written
-/// atomically, so nothing is left half-written).
-fn interrupt_flag() -> Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    use signal_hook::flag;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag before the second handler sets it.
-        flag::register_conditional_shutdown(sig, exit::INTERRUPTED, Arc::clone(&stop))?;
-        flag::register(sig, Arc::clone(&stop))?;
-    }
-    Ok(stop)
 }
 
 /// The config of a new run: the file, then `--set`, then the dedicated
@@ -127,6 +118,14 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
     let dataset = load_data(&config, &load_options(args, None), progress)?;
     let splits = dataset.splits(&config)?;
     train::steps_per_epoch(&config, splits.train.len())?;
+    // With the data in memory: what is left must hold the run.
+    memory::check(
+        &plan,
+        &config,
+        splits.sizes(),
+        memory::Shape::of(&device),
+        args.no_memory_check,
+    )?;
     let normalization = Normalization::resolve(&config.data.normalize, &splits.train)?;
     // The config records what the data came to (directories, split sizes,
     // statistics), so that eval and resume rebuild exactly the same.
@@ -235,13 +234,30 @@ fn resume_in(
         progress,
     )?;
     let splits = dataset.splits(&config)?;
+    memory::check(
+        &plan,
+        &config,
+        splits.sizes(),
+        memory::Shape::of(&device),
+        args.no_memory_check,
+    )?;
     let last = run_dir.last();
     let model = Model::new(&plan, Weights::Tensors(&ck.weights), &device)
         .with_context(|| format!("checkpoint {}", last.display()))?;
     let mut optim = Optimizer::new(model.params().to_vec(), &config.training.optimizer)?;
-    optim
-        .load_state(&ck.optimizer, state.step)
-        .with_context(|| format!("optimizer state in {}", last.display()))?;
+    // Without its optimizer state the run would silently become another
+    // one: refused unless asked for.
+    match optim.missing_state(&ck.optimizer, state.step) {
+        Some(name) if !args.fresh_optimizer => crate::bail_input!(
+            "{} has no optimizer state (tensor {name} is missing), so resuming would not continue the \
+             same run; pass --fresh-optimizer to continue with the optimizer started afresh",
+            last.display()
+        ),
+        Some(_) => progress.note("the optimizer starts afresh (--fresh-optimizer)"),
+        None => optim
+            .load_state(&ck.optimizer, state.step)
+            .with_context(|| format!("optimizer state in {}", last.display()))?,
+    }
     crate::history::write(dir, &state.history)?;
     let what = format!(
         "resuming at epoch {}, step {} of the run",
@@ -264,7 +280,11 @@ fn resume_in(
 /// how it ended.
 fn with_status(run_dir: &RunDir, body: impl FnOnce() -> Result<Option<String>>) -> Result<()> {
     let started = status::start(run_dir.path())?;
+    // A second Ctrl-C exits at once; the status says so.
+    let (dir, at_start) = (run_dir.path().to_path_buf(), started.clone());
+    crate::interrupt::on_forced_exit(Some(Box::new(move || status::forced_stop(&dir, &at_start))));
     let result = body();
+    crate::interrupt::on_forced_exit(None);
     status::finish(run_dir.path(), &started, &result);
     result.map(|_| ())
 }

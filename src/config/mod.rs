@@ -13,11 +13,15 @@ pub use training::*;
 
 use crate::bail_input;
 use crate::error::InputContext;
-use crate::layers::{Layer, decode_layer, describe_error};
+use crate::layers::{Layer, decode_layer};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
+
+/// A config file larger than this is not a config (16 MiB: a network of
+/// thousands of layers is still far below).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// A whole config file, with every default filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +45,18 @@ pub struct Config {
     pub data: DataConfig,
 }
 
+/// The sections that are objects of named settings.
+const SECTIONS: &[&str] = &[
+    "training",
+    "training.optimizer",
+    "training.early_stopping",
+    "data",
+    "data.augment",
+    "data.augment.random_crop",
+    "data.augment.affine",
+    "data.normalize",
+];
+
 /// The top level as read, before the layers are decoded one by one so that
 /// every layer error can name its index.
 #[derive(Deserialize)]
@@ -62,9 +78,14 @@ struct RawConfig {
 impl Config {
     /// Reads and decodes a config file. Errors name the file and the field.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .input_context(|| format!("cannot read config file {}", path.display()))?;
-        let value: Value = serde_json::from_str(&text)
+        let text = crate::fsutil::read_input_text(
+            path,
+            crate::fsutil::Input {
+                what: "config file",
+                max_bytes: MAX_CONFIG_BYTES,
+            },
+        )?;
+        let value: Value = crate::json::parse(&text)
             .input_context(|| format!("{} is not valid JSON", path.display()))?;
         let mut config =
             Config::from_value(value).input_context(|| format!("config {}", path.display()))?;
@@ -81,10 +102,26 @@ impl Config {
     /// layers the layer index and type.
     pub fn from_value(value: Value) -> std::result::Result<Config, String> {
         if !value.is_object() {
-            return Err("the top level must be a JSON object".into());
+            return Err(format!(
+                "the top level must be a JSON object {{\"input_shape\": ..., \"layers\": ...}}, got {}",
+                crate::json::show(&value)
+            ));
         }
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(value).map_err(|e| describe_error(&e))?;
+        // serde would read a section written as a list positionally
+        // (`"training": [5, 64]` as epochs and batch size): refuse that.
+        for path in SECTIONS {
+            let mut here = Some(&value);
+            for key in path.split('.') {
+                here = here.and_then(|v| v.get(key));
+            }
+            if let Some(v @ Value::Array(_)) = here {
+                return Err(format!(
+                    "field `{path}`: expected an object {{...}}, got {}",
+                    crate::json::show(v)
+                ));
+            }
+        }
+        let raw: RawConfig = crate::json::decode(&value)?;
         let layers = raw
             .layers
             .into_iter()

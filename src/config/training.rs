@@ -137,8 +137,11 @@ impl Default for LrSchedule {
     }
 }
 
+/// Written `{"type": "step", "step_size": 10, ...}`; serde sees it as
+/// `{"step": {"step_size": 10, ...}}` (see [`LrSchedule`]'s serde), so that
+/// an error inside knows its field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ScheduleKind {
     Constant,
     /// Multiply by `gamma` every `step_size` epochs.
@@ -187,39 +190,102 @@ fn final_div_factor() -> f64 {
     1e4
 }
 
+/// The schedule names, for messages.
+const SCHEDULES: &str = "constant, step, multistep, exponential, cosine, one_cycle";
+
 impl Serialize for LrSchedule {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut v = serde_json::to_value(&self.kind).map_err(serde::ser::Error::custom)?;
-        if let Value::Object(map) = &mut v {
-            map.insert("warmup_epochs".into(), self.warmup_epochs.into());
-            map.insert(
-                "warmup_start_factor".into(),
-                self.warmup_start_factor.into(),
-            );
+        // `{"step": {...}}` (or `"constant"`) → `{"type": "step", ...}`.
+        let tagged = serde_json::to_value(&self.kind).map_err(serde::ser::Error::custom)?;
+        let mut map = serde_json::Map::new();
+        match tagged {
+            Value::String(name) => {
+                map.insert("type".into(), name.into());
+            }
+            Value::Object(outer) => {
+                for (name, fields) in outer {
+                    map.insert("type".into(), name.into());
+                    if let Value::Object(fields) = fields {
+                        map.extend(fields);
+                    }
+                }
+            }
+            _ => {}
         }
-        v.serialize(s)
+        map.insert("warmup_epochs".into(), self.warmup_epochs.into());
+        map.insert(
+            "warmup_start_factor".into(),
+            self.warmup_start_factor.into(),
+        );
+        Value::Object(map).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for LrSchedule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let mut v = Value::deserialize(d)?;
+        let v = Value::deserialize(d)?;
+        let Value::Object(mut fields) = v else {
+            return Err(D::Error::custom(format!(
+                "expected an object such as {{\"type\": \"cosine\"}}, got {}",
+                crate::json::show(&v)
+            )));
+        };
         let defaults = LrSchedule::default();
         let mut number = |key: &str, default: f64| -> Result<f64, D::Error> {
-            match v.as_object_mut().and_then(|m| m.remove(key)) {
+            match fields.remove(key) {
                 None | Some(Value::Null) => Ok(default),
-                Some(Value::Number(n)) => n
-                    .as_f64()
-                    .ok_or_else(|| D::Error::custom(format!("`{key}` must be a number"))),
+                Some(Value::Number(n)) => n.as_f64().ok_or_else(|| {
+                    D::Error::custom(format!("field `{key}`: expected a number, got {n}"))
+                }),
                 Some(other) => Err(D::Error::custom(format!(
-                    "`{key}` must be a number, got {other}"
+                    "field `{key}`: expected a number, got {}",
+                    crate::json::show(&other)
                 ))),
             }
         };
         let warmup_epochs = number("warmup_epochs", defaults.warmup_epochs)?;
         let warmup_start_factor = number("warmup_start_factor", defaults.warmup_start_factor)?;
-        let kind = ScheduleKind::deserialize(v).map_err(D::Error::custom)?;
+        let name = match fields.remove("type") {
+            Some(Value::String(name)) => name,
+            None => {
+                return Err(D::Error::custom(format!(
+                    "missing \"type\"; expected one of: {SCHEDULES}"
+                )));
+            }
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "field `type`: expected one of {SCHEDULES}, got {}",
+                    crate::json::show(&other)
+                )));
+            }
+        };
+        // "constant" takes no settings: serde reads it from its bare name.
+        if name == "constant"
+            && let Some(field) = fields.keys().next()
+        {
+            return Err(D::Error::custom(format!(
+                "unknown field `{field}`: the constant schedule takes no settings; remove it"
+            )));
+        }
+        let tagged = if name == "constant" {
+            Value::String(name.clone())
+        } else {
+            Value::Object(
+                [(name.clone(), Value::Object(fields))]
+                    .into_iter()
+                    .collect(),
+            )
+        };
+        let kind = crate::json::decode::<ScheduleKind>(&tagged).map_err(|msg| {
+            if msg.starts_with("unknown variant") {
+                D::Error::custom(format!(
+                    "field `type`: unknown schedule \"{name}\"; expected one of: {SCHEDULES}"
+                ))
+            } else {
+                D::Error::custom(msg)
+            }
+        })?;
         Ok(LrSchedule {
             kind,
             warmup_epochs,

@@ -10,7 +10,6 @@
 //! - `stretch` (CIFAR-10, image folders): resize to the input size, as the
 //!   training images were.
 
-use crate::error::InputContext;
 use anyhow::Result;
 use image::imageops::{self, FilterType};
 use image::{GrayImage, RgbImage};
@@ -43,20 +42,7 @@ impl Fit {
 
 /// Reads an image file as `channels × h × w` bytes shaped like the training data.
 pub fn load_image(path: &Path, channels: usize, h: usize, w: usize, fit: Fit) -> Result<Vec<u8>> {
-    let img = image::ImageReader::open(path)
-        .input_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .input_context(|| format!("cannot read image {}", path.display()))?
-        .decode()
-        .input_context(|| {
-            format!(
-                "{} is not an image cnn can read (PNG, JPEG, BMP, PGM/PPM), or it is damaged",
-                path.display()
-            )
-        })?;
-    if img.width() == 0 || img.height() == 0 {
-        crate::bail_input!("{} is an empty image (0 pixels)", path.display());
-    }
+    let img = super::image_file::open(path)?;
     // Transparent pixels become white, as on a page.
     let rgba = img.to_rgba8();
     let flat = RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {

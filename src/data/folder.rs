@@ -245,12 +245,7 @@ struct Decoded {
 /// Decodes one file (format from its content, else its extension) into
 /// `c×h×w` bytes.
 fn decode(path: &Path, [c, h, w]: [usize; 3]) -> Result<Decoded, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?;
+    let img = super::image_file::open_or_why(path)?;
     let (ow, oh) = (img.width(), img.height());
     let (tw, th) = (w as u32, h as u32);
     let resized_from = (ow != tw || oh != th).then_some((ow, oh));

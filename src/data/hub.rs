@@ -26,6 +26,8 @@ use parquet::record::Field;
 use rayon::prelude::*;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The parquet conversion every dataset repository gets on the hub.
 pub const REVISION: &str = "refs/convert/parquet";
@@ -132,6 +134,114 @@ fn describe(e: &HFError) -> String {
     out
 }
 
+/// How long to wait for the hub to accept a connection, and then for each
+/// read of the answer (`CNN_DOWNLOAD_TIMEOUT` seconds sets both).
+fn timeouts() -> Result<(Duration, Duration)> {
+    match std::env::var("CNN_DOWNLOAD_TIMEOUT") {
+        Err(_) => Ok((Duration::from_secs(15), Duration::from_secs(60))),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                let d = Duration::from_secs_f64(s);
+                Ok((d, d))
+            }
+            _ => crate::bail_input!(
+                "CNN_DOWNLOAD_TIMEOUT is {v:?}; give the seconds to wait for the hub, e.g. 30"
+            ),
+        },
+    }
+}
+
+/// The hub client, whose downloads time out instead of waiting forever for
+/// a server that does not answer, and how long a download may show no sign
+/// of life (see [`Watch`]).
+fn client() -> Result<(HFClient, Duration)> {
+    let (connect, read) = timeouts()?;
+    let http = reqwest::Client::builder()
+        .user_agent(format!("cnn/{} hf-hub", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect)
+        .read_timeout(read)
+        .build()
+        .map_err(|e| anyhow::anyhow!("setting up the HTTP client: {e}"))?;
+    let client = HFClient::builder()
+        .client(http)
+        .retry_max_attempts(2)
+        .build()
+        .input_context(|| {
+            "cannot set up the Hugging Face Hub client (is HF_ENDPOINT a valid URL?)".to_string()
+        })?;
+    Ok((client, connect.max(read)))
+}
+
+/// When a download last showed a sign of life (an answer, a chunk of the
+/// file): hf-hub asks the hub for a file's metadata with an HTTP client of
+/// its own, without timeouts, so a server that never answers is noticed
+/// here rather than by the client.
+#[derive(Clone)]
+struct Watch {
+    bar: Option<ProgressBar>,
+    last: Arc<Mutex<Instant>>,
+}
+
+impl Watch {
+    fn new(bar: Option<ProgressBar>) -> Watch {
+        Watch {
+            bar,
+            last: Arc::new(Mutex::new(Instant::now())),
+        }
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.last.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
+/// How a download waited for ended.
+enum Waited<T> {
+    Done(T),
+    /// No sign of life for this long.
+    Stalled(Duration),
+}
+
+/// Runs `f` (a download reporting to `watch`) on its own thread and waits
+/// for it, giving up when it shows no sign of life for `stall`, or as soon
+/// as Ctrl-C or SIGTERM asks `cnn train` to stop (the partial file stays in
+/// the hub's cache, which the next download replaces).
+fn interruptible<T: Send + 'static>(
+    what: &str,
+    watch: &Watch,
+    stall: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Waited<T>> {
+    use std::sync::mpsc::{RecvTimeoutError, channel};
+    let (tx, rx) = channel();
+    std::thread::Builder::new()
+        .name("download".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| anyhow::anyhow!("starting the download: {e}"))?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(v) => return Ok(Waited::Done(v)),
+            Err(RecvTimeoutError::Timeout) if crate::interrupt::requested() => {
+                return Err(anyhow::Error::new(crate::error::Interrupted(format!(
+                    "interrupted while downloading {what}; nothing else was done (run the command \
+                     again to download it)"
+                ))));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let quiet = watch.quiet_for();
+                if quiet >= stall {
+                    return Ok(Waited::Stalled(quiet));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the download of {what} stopped without a result")
+            }
+        }
+    }
+}
+
 /// Reads the dataset from the cache, downloading what is missing when
 /// `download` is allowed (`off_reason` says why it is not). `Ok(Err(..))`
 /// when the files could not be had; `Err` for a client that cannot be set
@@ -142,9 +252,7 @@ pub fn fetch(
     download: Result<(), String>,
     quiet: bool,
 ) -> Result<Result<HubData, Unavailable>> {
-    let client = HFClient::builder().build().input_context(|| {
-        "cannot set up the Hugging Face Hub client (is HF_ENDPOINT a valid URL?)".to_string()
-    })?;
+    let (client, stall) = client()?;
     let cache = client.cache_dir().to_path_buf();
     let url = format!("{}/datasets/{}", client.endpoint(), remote.repo);
     let dir = cache.join(format!("datasets--{}", remote.repo.replace('/', "--")));
@@ -162,8 +270,13 @@ pub fn fetch(
     };
     let mut paths = Vec::new();
     for file in remote.files {
-        let request = repo.download_file().filename(file).revision(REVISION);
-        let cached = match request.clone().local_files_only(true).send() {
+        let cached = repo
+            .download_file()
+            .filename(file)
+            .revision(REVISION)
+            .local_files_only(true)
+            .send();
+        let cached = match cached {
             Ok(path) => path,
             Err(HFError::LocalEntryNotFound { .. }) => {
                 if let Err(why) = &download {
@@ -181,16 +294,33 @@ pub fn fetch(
                     );
                 }
                 let bar = bar(file, quiet);
-                let result = match &bar {
-                    Some(b) => request.progress(BarHandler(b.clone())).send(),
-                    None => request.send(),
-                };
+                let watch = Watch::new(bar.clone());
+                let (repo, handler) = (repo.clone(), watch.clone());
+                let result = interruptible(file, &watch, stall, move || {
+                    repo.download_file()
+                        .filename(file)
+                        .revision(REVISION)
+                        .progress(handler)
+                        .send()
+                });
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }
-                match result {
-                    Ok(path) => path,
-                    Err(e) => return Ok(Err(failed(&e))),
+                match result? {
+                    Waited::Done(Ok(path)) => path,
+                    Waited::Done(Err(e)) => return Ok(Err(failed(&e))),
+                    Waited::Stalled(quiet) => {
+                        return Ok(Err(Unavailable {
+                            cache: dir.clone(),
+                            url: url.clone(),
+                            reason: format!(
+                                "timed out reaching {url}: no answer in {:.0} s while downloading \
+                                 {file} (CNN_DOWNLOAD_TIMEOUT sets how many seconds to wait)",
+                                quiet.as_secs_f64()
+                            ),
+                            downloading_off: false,
+                        }));
+                    }
                 }
             }
             Err(e) => return Ok(Err(failed(&e))),
@@ -229,22 +359,24 @@ fn bar(file: &str, quiet: bool) -> Option<ProgressBar> {
     Some(bar)
 }
 
-struct BarHandler(ProgressBar);
-
-impl ProgressHandler for BarHandler {
+impl ProgressHandler for Watch {
     fn on_progress(&self, event: &ProgressEvent) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Instant::now();
+        }
+        let Some(bar) = &self.bar else { return };
         match event {
             ProgressEvent::Download(DownloadEvent::Start { total_bytes, .. }) => {
-                self.0.set_length(*total_bytes)
+                bar.set_length(*total_bytes)
             }
             ProgressEvent::Download(DownloadEvent::Progress { files }) => {
                 for f in files {
-                    self.0.set_position(f.bytes_completed);
+                    bar.set_position(f.bytes_completed);
                 }
             }
             ProgressEvent::Download(DownloadEvent::AggregateProgress {
                 bytes_completed, ..
-            }) => self.0.set_position(*bytes_completed),
+            }) => bar.set_position(*bytes_completed),
             _ => {}
         }
     }
@@ -314,7 +446,7 @@ pub fn read_parquet(path: &Path, remote: &Remote, classes: usize) -> Result<Imag
     let decoded: Vec<DecodedRow> = rows
         .par_iter()
         .map(|(bytes, _)| {
-            let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+            let img = super::image_file::decode(bytes, None)?;
             let (w, h) = (img.width(), img.height());
             let pixels = if channels == 1 {
                 img.to_luma8().into_raw()

@@ -15,6 +15,7 @@ pub mod convert;
 pub(crate) mod folder;
 pub(crate) mod hub;
 pub mod idx;
+pub mod image_file;
 pub(crate) mod locate;
 pub(crate) mod normalize;
 pub(crate) mod split;

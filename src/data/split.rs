@@ -136,6 +136,12 @@ impl<'a> Splits<'a> {
     /// Writes the sizes used into `cfg` as counts, so that the run's
     /// config.json states them and rebuilding the splits from it gives the
     /// same images.
+    /// The training images and the largest evaluated split: how large the
+    /// batches of training and evaluation can get.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.train.len(), self.val.len().max(self.test.len()))
+    }
+
     pub fn record_sizes(&self, cfg: &mut DataConfig) {
         cfg.val_size = Some(ValSize::Count(self.val_count));
         if let Some(t) = self.carved_test_count {

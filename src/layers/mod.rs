@@ -505,6 +505,17 @@ macro_rules! kinds {
                 }
             }
 
+            /// Decodes the fields of a layer whose `"type"` is `name`
+            /// (the `"type"` itself removed); `None` for an unknown type.
+            /// Each kind's struct is decoded directly, so an error knows
+            /// the field it is in.
+            fn decode_fields(name: &str, fields: &Value) -> Option<std::result::Result<Layer, String>> {
+                match name {
+                    $($name $(| $alias)* => Some(crate::json::decode::<$spec>(fields).map(Layer::$variant)),)*
+                    _ => None,
+                }
+            }
+
             fn resolve(&self, cx: &Cx) -> Result<(Op, Shape)> {
                 Ok(match self {
                     $(Layer::$variant(spec) => {
@@ -568,16 +579,23 @@ pub fn type_names() -> Vec<&'static str> {
 }
 
 /// Decodes one entry of a layer list; errors start with `name` (`layer 3`
-/// at the top level, `layers.2` inside a block) and the kind.
+/// at the top level, `layers.2` inside a block) and the kind, then name the
+/// field.
 pub fn decode_layer(name: &str, value: Value) -> std::result::Result<Layer, String> {
-    let Some(obj) = value.as_object() else {
+    let Value::Object(mut fields) = value else {
         return Err(format!(
-            "{name}: expected an object like {{\"type\": \"relu\"}}, got {value}"
+            "{name}: expected an object like {{\"type\": \"relu\"}}, got {}",
+            crate::json::show(&value)
         ));
     };
-    let kind = match obj.get("type") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(format!("{name}: \"type\" must be a string, got {other}")),
+    let kind = match fields.remove("type") {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(format!(
+                "{name}: \"type\" must be a string such as \"conv2d\", got {}",
+                crate::json::show(&other)
+            ));
+        }
         None => {
             return Err(format!(
                 "{name}: missing \"type\"; expected one of: {}",
@@ -585,25 +603,22 @@ pub fn decode_layer(name: &str, value: Value) -> std::result::Result<Layer, Stri
             ));
         }
     };
-    serde_path_to_error::deserialize::<_, Layer>(value).map_err(|e| {
-        let inner = e.inner().to_string();
-        // (Inside the layer, serde reports unknown values of any field, such
-        // as padding_mode, the same way; only the type's is this error.)
-        if inner.starts_with(&format!("unknown variant `{kind}`")) {
-            format!(
-                "{name}: unknown layer type \"{kind}\"; expected one of: {}",
-                type_names().join(", ")
-            )
-        } else {
-            let msg = describe_error(&e);
+    let fields = Value::Object(fields);
+    match Layer::decode_fields(&kind, &fields) {
+        None => Err(format!(
+            "{name}: unknown layer type \"{kind}\"; expected one of: {}",
+            type_names().join(", ")
+        )),
+        Some(Ok(layer)) => Ok(layer),
+        Some(Err(msg)) => {
             // A layer inside this block: its message starts with its list.
             let nested = ["layers.", "shortcut.", "branches."]
                 .iter()
                 .any(|list| msg.starts_with(list));
             let joint = if nested { " → " } else { ": " };
-            format!("{name} ({kind}){joint}{msg}")
+            Err(format!("{name} ({kind}){joint}{msg}"))
         }
-    })
+    }
 }
 
 /// Decodes a block's list of layers, named `list` in messages.
@@ -613,15 +628,4 @@ pub fn decode_list(list: &str, values: Vec<Value>) -> std::result::Result<Vec<La
         .enumerate()
         .map(|(i, v)| decode_layer(&format!("{list}.{i}"), v))
         .collect()
-}
-
-/// `field.path: message`, or just the message at the top level.
-pub fn describe_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let path = e.path().to_string();
-    let msg = e.inner().to_string();
-    if path == "." || path.is_empty() {
-        msg
-    } else {
-        format!("field `{path}`: {msg}")
-    }
 }

@@ -70,10 +70,24 @@ pub fn save(figure: &impl Figure, path: &Path) -> Result<()> {
     write_output(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Renders `figure` to the bytes of a PNG or SVG file.
+/// The longest side of a picture, in pixels.
+pub const MAX_SIDE: u32 = 16_384;
+/// The most pixels a picture may have (its PNG buffer is 3 bytes each).
+pub const MAX_PIXELS: u64 = 64 << 20;
+
+/// Renders `figure` to the bytes of a PNG or SVG file. A picture too
+/// large to be of use (and to fit in memory) is refused; the commands
+/// bound their counts so that this is only the last guard.
 pub fn render(figure: &impl Figure, format: Format) -> Result<Vec<u8>> {
     register_font();
     let (w, h) = figure.size();
+    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_PIXELS {
+        crate::bail_input!(
+            "the picture would be {w}×{h} pixels, more than the {MAX_SIDE} on a side and {} megapixels \
+             cnn draws; show fewer images or maps",
+            MAX_PIXELS >> 20
+        );
+    }
     match format {
         Format::Png => {
             let mut rgb = vec![255u8; w as usize * h as usize * 3];

@@ -87,15 +87,15 @@ fn missing_layer_type_is_named() {
 fn wrong_value_type_names_the_field() {
     summary_error(
         |c| c["layers"][0]["out_channels"] = json!("six"),
-        &["layer 0 (conv2d)", "invalid type: string \"six\""],
+        &["layer 0 (conv2d): field `out_channels`: expected a non-negative integer, got \"six\""],
     );
     summary_error(
         |c| c["layers"][0]["out_channels"] = json!(-6),
-        &["layer 0 (conv2d)", "-6"],
+        &["layer 0 (conv2d): field `out_channels`", "got -6"],
     );
     summary_error(
         |c| c["training"]["epochs"] = json!("ten"),
-        &["training.epochs", "invalid type"],
+        &["field `training.epochs`: expected a non-negative integer, got \"ten\""],
     );
 }
 
@@ -176,7 +176,7 @@ fn set_is_type_checked() {
         cnn(dir.path())
             .args(["summary", "--set", "training.epochs=abc", "--config"])
             .arg(config_path("lenet.json")),
-        &["training.epochs", "invalid type: string \"abc\""],
+        &["field `training.epochs`: expected a non-negative integer, got \"abc\""],
     );
 }
 
@@ -343,5 +343,80 @@ fn absurd_thread_counts_are_refused() {
             .args(["--threads", "100000", "summary", "--config"])
             .arg(config_path("oneconv.json")),
         &["--threads 100000", "at most"],
+    );
+}
+
+/// A change to a config.
+type Modify = fn(&mut serde_json::Value);
+
+/// Issue #21, item 8: each message names the field and shows the value, in
+/// JSON terms (no Rust type such as `usize` or `struct TrainingConfig`).
+#[test]
+fn messages_name_the_field_and_the_value_in_json_terms() {
+    #[rustfmt::skip]
+    let cases: &[(Modify, &str)] = &[
+        (|c| c["layers"][0]["kernel_size"] = json!([3]),
+         "layer 0 (conv2d): field `kernel_size`: expected a non-negative integer or a pair [height, width], got [3]"),
+        (|c| c["layers"][0]["kernel_size"] = json!("3"),
+         "layer 0 (conv2d): field `kernel_size`: expected a non-negative integer or a pair [height, width], got \"3\"; write the number without quotes"),
+        (|c| c["layers"][0]["stride"] = json!(-1), "layer 0 (conv2d): field `stride`: expected a non-negative integer or a pair [height, width], got -1"),
+        (|c| c["layers"][0]["padding"] = json!(-1), "layer 0 (conv2d): field `padding`: expected a non-negative integer, a pair [height, width], \"same\" or \"valid\", got -1"),
+        (|c| c["training"] = json!(5), "field `training`: expected an object {...}, got 5"),
+        (|c| c["data"] = json!([]), "field `data`: expected an object {...}, got []"),
+        (|c| c["training"]["optimizer"] = json!("adam"), "field `training.optimizer`: expected an object {...}, got \"adam\""),
+        (|c| c["training"]["lr_schedule"] = json!({"type": "multistep", "milestones": [-1], "gamma": 0.1}),
+         "field `training.lr_schedule.milestones[0]`: expected a non-negative integer, got -1"),
+        (|c| c["training"]["lr_schedule"] = json!({"type": "constant", "gamma": 0.1}),
+         "field `training.lr_schedule`: unknown field `gamma`: the constant schedule takes no settings"),
+        (|c| c["input_shape"] = json!([1, 28]), "field `input_shape`: expected a list of 3 values, got [1,28]"),
+        (|c| c["layers"][1] = json!({"type": "relu", "negative_slope": 0.1}), "layer 1 (relu): unknown field `negative_slope`; this takes no fields"),
+        (|c| c["layers"][0]["bias"] = json!(1), "layer 0 (conv2d): field `bias`: expected true or false, got 1"),
+    ];
+    for (modify, needle) in cases {
+        let err = summary_error(modify, &[needle]);
+        for rust in ["usize", "struct ", "u64", "f64", "a sequence", "a map"] {
+            assert!(!err.contains(rust), "{rust:?} in {err}");
+        }
+    }
+}
+
+/// Issue #21, item 8: a byte-order mark is not an error; a key given twice
+/// is one (JSON parsers otherwise keep the last value silently).
+#[test]
+fn a_byte_order_mark_is_read_and_a_duplicate_key_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(config_path("lenet.json")).unwrap();
+    let bom = dir.path().join("bom.json");
+    std::fs::write(&bom, format!("\u{feff}{text}")).unwrap();
+    let (code, out, err) = run(cnn(dir.path()).args(["summary", "--config"]).arg(&bom));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("61,706"), "{out}");
+
+    let twice = text.replacen(
+        "\"num_classes\": 10,",
+        "\"num_classes\": 10, \"num_classes\": 3,",
+        1,
+    );
+    assert_ne!(twice, text);
+    let dup = dir.path().join("dup.json");
+    std::fs::write(&dup, twice).unwrap();
+    assert_usage_error(
+        cnn(dir.path()).args(["summary", "--config"]).arg(&dup),
+        &[
+            "dup.json is not valid JSON",
+            "`num_classes` is given twice in the top level",
+            "line ",
+        ],
+    );
+    let twice = text.replacen(
+        "\"kernel_size\": 5,",
+        "\"kernel_size\": 5, \"kernel_size\": 3,",
+        1,
+    );
+    assert_ne!(twice, text);
+    std::fs::write(&dup, twice).unwrap();
+    assert_usage_error(
+        cnn(dir.path()).args(["summary", "--config"]).arg(&dup),
+        &["`kernel_size` is given twice in `layers[0]`"],
     );
 }

@@ -391,3 +391,93 @@ fn without_local_files_or_a_reachable_hub_the_error_lists_every_place_tried() {
     );
     assert!(!err.contains("panicked"));
 }
+
+/// A hub that accepts connections and never answers; counts them.
+fn silent_hub() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            open.push(stream);
+        }
+    });
+    (endpoint, accepted)
+}
+
+/// Issue #21, item 5: a hub that never answers is given up on after the
+/// timeout (not waited for forever), with the address named.
+#[test]
+fn a_hub_that_never_answers_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, accepted) = silent_hub();
+    let started = std::time::Instant::now();
+    let err = assert_usage_error(
+        online(dir.path(), &endpoint, &dir.path().join("hf"))
+            .env("CNN_DOWNLOAD_TIMEOUT", "1")
+            .args(["train", "--config"])
+            .arg(config_path("lenet.json")),
+        &[
+            "timed out reaching",
+            &endpoint,
+            "cannot find the mnist dataset",
+        ],
+    );
+    assert!(accepted.load(Ordering::SeqCst) >= 1, "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!dir.path().join("runs").exists(), "nothing is written");
+    assert_usage_error(
+        online(dir.path(), &endpoint, &dir.path().join("hf"))
+            .env("CNN_DOWNLOAD_TIMEOUT", "soon")
+            .args(["train", "--config"])
+            .arg(config_path("lenet.json")),
+        &["CNN_DOWNLOAD_TIMEOUT is \"soon\"", "seconds"],
+    );
+}
+
+/// Issue #21, item 5: the first Ctrl-C stops a download in progress (exit
+/// 130 at once), as it stops training.
+#[test]
+fn the_first_ctrl_c_interrupts_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, accepted) = silent_hub();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cnn"))
+        .current_dir(dir.path())
+        .args(["train", "--config"])
+        .arg(config_path("lenet.json"))
+        .env_remove("CNN_DATA_DIR")
+        .env_remove("HF_HUB_OFFLINE")
+        .env("HF_ENDPOINT", &endpoint)
+        .env("HF_HOME", dir.path().join("hf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "no request reached the hub"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling the child started above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let asked = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted while downloading mnist/train/0000.parquet"),
+        "{err}"
+    );
+    assert!(asked.elapsed().as_secs() < 5, "took {:?}", asked.elapsed());
+    assert!(!dir.path().join("runs").exists(), "nothing is written");
+}

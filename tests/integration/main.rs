@@ -11,6 +11,7 @@ mod common;
 mod config_errors;
 mod download;
 mod fashion_mnist;
+mod hardening;
 mod image_folder;
 mod layers;
 mod ops;

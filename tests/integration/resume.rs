@@ -272,7 +272,7 @@ fn bad_schedule_settings_name_the_field() {
         ),
         (
             r#"training.lr_schedule={"type": "warp"}"#,
-            "unknown variant `warp`",
+            "field `training.lr_schedule.type`: unknown schedule \"warp\"",
         ),
         (
             r#"training.lr_schedule={"type": "step", "gama": 0.1, "step_size": 1}"#,
@@ -445,6 +445,11 @@ fn a_second_ctrl_c_exits_at_once_without_a_corrupt_file() {
     let ck =
         cnn::checkpoint::load(&out.join("last.safetensors")).expect("last.safetensors is whole");
     assert!(ck.meta.step >= 3);
+    // Issue #21, item 12: the status says so, never "running".
+    assert_eq!(
+        cnn::status::read(&out).unwrap().status,
+        cnn::status::State::Interrupted
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .filter_map(|e| e.ok())

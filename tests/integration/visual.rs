@@ -383,7 +383,7 @@ fn bad_image_files_are_clear_errors() {
             .args(["predict", "--checkpoint"])
             .arg(&ck)
             .arg("missing.png"),
-        &["cannot open image missing.png"],
+        &["cannot read image missing.png"],
     );
     assert_usage_error(
         cnn(dir.path())
