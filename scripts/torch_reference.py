@@ -127,11 +127,18 @@ def same_layers(given, stored):
     states are compared; a size written `5` equals `[5, 5]`."""
     def norm(v):
         return v[0] if isinstance(v, list) and len(v) == 2 and v[0] == v[1] else v
+
+    def same(g, s):
+        # A block's layer lists (and a concat's list of lists) compare layer
+        # by layer, the same way.
+        if isinstance(g, list) and g and all(isinstance(x, (dict, list)) for x in g):
+            return isinstance(s, list) and len(g) == len(s) and all(same(a, b) for a, b in zip(g, s))
+        if isinstance(g, dict):
+            return isinstance(s, dict) and all(same(v, s.get(k)) for k, v in g.items())
+        return norm(g) == norm(s)
     if not isinstance(given, list) or not isinstance(stored, list) or len(given) != len(stored):
         return False
-    return all(isinstance(g, dict) and isinstance(s, dict)
-               and all(norm(v) == norm(s.get(k)) for k, v in g.items())
-               for g, s in zip(given, stored))
+    return same(given, stored)
 
 
 def load_config_file(path):
