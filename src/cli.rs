@@ -129,6 +129,16 @@ pub enum Command {
         model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
         says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see README, Predict.")]
     Predict(PredictArgs),
+    /// Write a checkpoint's network as an ONNX model (opset 13), to run with
+    /// ONNX Runtime or any other ONNX runtime.
+    #[command(after_help = "Examples:\n  \
+        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx\n  \
+        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx --softmax --force\n\n\
+        The model takes float32 pixels scaled to [0, 1] (byte / 255), shaped [batch, channels, \
+        height, width] with any batch size, and normalises them itself. Its output is the class \
+        scores (logits), or the probabilities with --softmax; the class names are in its metadata \
+        (\"classes\"). See README, Export.")]
+    Export(ExportArgs),
     /// Draw the learned kernels of a conv layer.
     #[command(after_help = "Examples:\n  \
         cnn filters --checkpoint runs/lenet/best.safetensors -o filters.png\n  \
@@ -485,6 +495,26 @@ pub struct PredictArgs {
     /// Print a JSON array of {path, class, label, top} objects on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Checkpoint written by `cnn train`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+
+    /// The ONNX file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// End the model with a softmax: its output is then the class
+    /// probabilities (`probabilities`) instead of the scores (`logits`).
+    #[arg(long)]
+    pub softmax: bool,
+
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

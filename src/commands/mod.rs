@@ -2,6 +2,7 @@
 //! library, print the result. Output formats live here; the work does not.
 
 pub(crate) mod eval;
+pub(crate) mod export;
 pub(crate) mod feature_maps;
 pub(crate) mod filters;
 pub(crate) mod plot;

@@ -31,6 +31,7 @@ pub use pool::{
 };
 
 use crate::geometry::{ConvGeometry, Pair, Shape};
+use crate::onnx::Graph;
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -86,6 +87,17 @@ pub trait Run {
     /// [`Node::tensors`] in order. With `relu` (only when
     /// [`Run::fuses_relu`]), also applies the ReLU that follows.
     fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor>;
+    /// Appends what [`Run::forward`] computes in evaluation to an ONNX
+    /// graph, reading the value named `x`, and returns the name of its
+    /// output. `t` holds the tensors as for `forward`; `path` (`layers.3`)
+    /// names the nodes and weights it adds (`layers.3.weight`, the
+    /// checkpoint's names). A kind without an ONNX form is refused.
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let _ = (g, x, t, path);
+        Err(crate::input_error!(
+            "cnn has no ONNX form for this kind of layer; remove it from the config to export the network"
+        ))
+    }
 }
 
 /// One tensor a layer owns.
@@ -422,6 +434,36 @@ pub fn run_list(
             at += nodes[i + 1].tensor_count;
         }
         i += if fuse { 2 } else { 1 };
+    }
+    Ok(x)
+}
+
+/// Appends the ONNX form of the first `end` layers of a resolved list to
+/// `g`, fed the value named `x`; `tensors` as for [`run_list`]. Returns the
+/// name of the list's output (`x` itself for an empty list). An error names
+/// the layer.
+pub fn onnx_list(
+    nodes: &[Node],
+    tensors: &[Tensor],
+    g: &mut Graph,
+    x: &str,
+    end: usize,
+) -> Result<String> {
+    use anyhow::Context;
+    let mut x = x.to_string();
+    let mut at = 0;
+    for node in &nodes[..end] {
+        let t = &tensors[at..at + node.tensor_count];
+        let run = node.op.run();
+        let out = run.onnx(g, &x, t, &node.path);
+        // A block's errors come from a layer inside it, already named with
+        // the block (`layer 5 (residual) → layers.2 (conv2d)`).
+        x = if run.children().is_empty() {
+            out.with_context(|| node.label.clone())?
+        } else {
+            out?
+        };
+        at += node.tensor_count;
     }
     Ok(x)
 }
