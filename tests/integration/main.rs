@@ -10,6 +10,7 @@ mod cifar;
 mod common;
 mod config_errors;
 mod download;
+mod export;
 mod fashion_mnist;
 mod image_folder;
 mod layers;
