@@ -134,11 +134,12 @@ fn onnx_pool(g: &mut Graph, x: &str, path: &str, geom: &PoolGeometry, max: bool)
     }
 }
 
-/// A global pooling (`GlobalAveragePool`, `GlobalMaxPool`: N×C×1×1), then
-/// `Flatten` to N×C.
+/// A global pooling as `ReduceMean` or `ReduceMax` over height and width,
+/// N×C×H×W → N×C in one node (`GlobalAveragePool` would keep 1×1 and need
+/// a `Flatten`, and fewer runtimes read it).
 fn onnx_global(g: &mut Graph, op: &str, x: &str, path: &str) -> String {
-    let pooled = g.node(op, &format!("{path}.pool"), &[x], &[]);
-    g.node("Flatten", path, &[&pooled], &[("axis", Attr::Int(1))])
+    let attrs = [("axes", Attr::Ints(vec![2, 3])), ("keepdims", Attr::Int(0))];
+    g.node(op, path, &[x], &attrs)
 }
 
 /// `global_avg_pool2d`: the mean of each channel, N×C×H×W → N×C (Keras'
@@ -167,7 +168,7 @@ impl Run for GlobalAvgPool2d {
         Ok(x.flatten_from(2)?.mean(2)?.contiguous()?)
     }
     fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
-        Ok(onnx_global(g, "GlobalAveragePool", x, path))
+        Ok(onnx_global(g, "ReduceMean", x, path))
     }
 }
 
@@ -186,7 +187,7 @@ impl Run for GlobalMaxPool2d {
         Ok(x.flatten_from(2)?.max(2)?.contiguous()?)
     }
     fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
-        Ok(onnx_global(g, "GlobalMaxPool", x, path))
+        Ok(onnx_global(g, "ReduceMax", x, path))
     }
 }
 
