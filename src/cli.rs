@@ -124,7 +124,11 @@ pub enum Command {
     /// Classify image files (PNG, JPEG, BMP, PGM) with a checkpoint.
     #[command(after_help = "Examples:\n  \
         cnn predict --checkpoint runs/lenet/best.safetensors digit.png photo-of-a-7.jpg\n  \
-        cnn predict --checkpoint runs/lenet/best.safetensors --top 3 --json scans/*.png\n\n\
+        cnn predict --checkpoint runs/lenet/best.safetensors --top 3 --json scans/*.png\n  \
+        cnn predict --checkpoint runs/lenet/best.safetensors --jsonl scans/\n  \
+        find scans -name '*.png' | cnn predict --checkpoint runs/lenet/best.safetensors --jsonl -\n\n\
+        Images are decoded on all cores and classified in batches of --batch-size; results come \
+        in input order as each batch is done.\n\n\
         Images of any size are made to look like the training data: grayscale or RGB as the \
         model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
         says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see README, Predict.")]
@@ -476,8 +480,9 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
 
-    /// Image files to classify.
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Image files, folders of images (searched recursively, in name
+    /// order), or `-` to read file names from standard input, one per line.
+    #[arg(required = true, value_name = "IMAGE|DIR|-")]
     pub images: Vec<PathBuf>,
 
     /// How many of the most likely classes to show.
@@ -492,9 +497,19 @@ pub struct PredictArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceSpec,
 
-    /// Print a JSON array of {path, class, label, top} objects on stdout.
-    #[arg(long)]
+    /// Print a JSON array of {path, class, label, top} objects on stdout
+    /// once every image is done.
+    #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
+
+    /// Print one {path, class, label, top} JSON object per line, each
+    /// batch as soon as it is done (for pipelines).
+    #[arg(long)]
+    pub jsonl: bool,
+
+    /// Images decoded (on all cores) and classified together.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Args)]

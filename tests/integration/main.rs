@@ -15,6 +15,7 @@ mod fashion_mnist;
 mod image_folder;
 mod layers;
 mod ops;
+mod predict;
 mod report;
 mod resume;
 mod summary;
