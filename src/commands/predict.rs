@@ -91,6 +91,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             out.flush()?;
         }
         if let Some(e) = error {
+            // The results so far are printed before the error, in every
+            // output form: nothing that was computed is lost.
+            if args.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&collected)?)?;
+            }
             return Err(e);
         }
     }

@@ -189,4 +189,11 @@ fn bad_inputs_are_refused_with_exit_2() {
         "{err}"
     );
     assert_eq!(paths(&lines(&out)), [files[0].display().to_string()]);
+    // --json too prints the array of those results before stopping, and
+    // within one batch the images before the broken one are kept.
+    let (code, out, err) = run(predict().arg("--json").arg(d.join("digits")));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("0001.png"), "{err}");
+    let before: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert_eq!(paths(&before), [files[0].display().to_string()]);
 }
