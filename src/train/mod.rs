@@ -78,6 +78,7 @@ pub fn fit(
     let train = &ctx.splits.train;
     let steps_per_epoch = steps_per_epoch(ctx.config, train.len())?;
     let settings = step::Settings::of(ctx.config);
+    let read_every = read_every(model);
     let mut record = Recorder::open(ctx, progress, &state)?;
     let stop_requested = || ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst));
 
@@ -88,41 +89,58 @@ pub fn fit(
 
         // 2. The training steps not yet done.
         record.start_epoch(epoch, train.len(), &state);
-        let started = Instant::now();
-        let seconds_before = state.partial.seconds;
+        let clock = (Instant::now(), state.partial.seconds);
         let batches = order.chunks(cfg.batch_size).take(steps_per_epoch);
+        // Steps whose loss is still on the device: counted and recorded,
+        // in order, when read (every `read_every` steps, before a
+        // checkpoint and at the end of the epoch).
+        let mut pending: Vec<Pending> = Vec::new();
         for batch in batches.skip(state.batches_done) {
+            let step = state.step + pending.len() as u64;
             let position = Position {
                 epoch: epoch - 1,
-                step: state.step,
+                step,
                 steps_per_epoch,
                 epochs: cfg.epochs,
             };
             let lr = schedule::lr(&cfg.lr_schedule, cfg.optimizer.lr, position);
             optim.set_lr(lr);
             let t = profile::scope(|| "step: forward + backward".to_string());
-            let out = step::gradients(model, ctx.batcher, train.set, batch, &settings, state.step)?;
+            let out = step::gradients(
+                model,
+                ctx.batcher,
+                train.set,
+                batch,
+                &settings,
+                step,
+                read_every > 1,
+            )?;
             drop(t);
-            if !out.loss.is_finite() || cfg.max_loss.is_some_and(|m| out.loss > m) {
-                return Err(diverged(ctx, epoch, &state, out.loss, lr));
+            if let step::Reading::Ready { loss, .. } = out.reading {
+                check_loss(ctx, epoch, &state, loss, lr)?;
             }
             let t = profile::scope(|| "step: optimizer".to_string());
             optim.apply(&out.grads)?;
             drop(t);
-            let seconds = seconds_before + started.elapsed().as_secs_f64();
-            state.count_step(batch.len(), out.loss, out.correct, seconds);
-            let accuracy = out.correct as f64 / batch.len() as f64;
-            record.step(&state, epoch, out.loss, accuracy, lr)?;
+            pending.push(Pending {
+                images: batch.len(),
+                reading: out.reading,
+                lr,
+            });
             let interrupted = stop_requested();
-            if interrupted
-                || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every))
-            {
+            let save = interrupted
+                || (cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every));
+            if save || pending.len() >= read_every {
+                settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
+            }
+            if save {
                 record.checkpoint(model, optim, &state, epoch)?;
             }
             if interrupted {
                 return Err(interrupted_error(ctx, epoch, &state));
             }
         }
+        settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
 
         // 3. Validation and test passes.
         let done = evaluate_epoch(ctx, model, record.progress(), epoch, optim.lr(), &state)?;
@@ -148,6 +166,68 @@ pub fn fit(
         history: state.history,
         stopped_early: state.stopped_early,
     })
+}
+
+/// How many steps' losses are read from the device at once: every step on
+/// the CPU, where they are read as they are made anyway, and every 32 on a
+/// GPU, so that the CPU queues the next steps while the GPU works instead of
+/// waiting for each. `CNN_READ_EVERY=N` sets it (1 reads every step, as on
+/// the CPU; N > 1 on the CPU keeps a batch run in one piece on the device
+/// until read, which is how the GPU path is tested without a GPU). The
+/// numbers do not depend on it; only when a divergence is noticed does.
+fn read_every(model: &Model) -> usize {
+    static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        let v = std::env::var("CNN_READ_EVERY").ok()?;
+        match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                eprintln!("warning: CNN_READ_EVERY={v:?} is not a whole number of steps, 1 or more; ignored");
+                None
+            }
+        }
+    });
+    env.unwrap_or(if model.device().is_cpu() { 1 } else { 32 })
+}
+
+/// A step done whose loss and count may still be on the device.
+struct Pending {
+    images: usize,
+    reading: step::Reading,
+    lr: f64,
+}
+
+/// Reads the pending steps' losses (one transfer), then checks, counts and
+/// records each in order, as if it had been read at its step.
+fn settle(
+    ctx: &RunContext,
+    pending: &mut Vec<Pending>,
+    state: &mut RunState,
+    record: &mut Recorder,
+    epoch: usize,
+    (started, seconds_before): (Instant, f64),
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let values = step::Reading::read_all(pending.iter().map(|p| &p.reading))?;
+    // After the read, which waits for the device: the time the steps took.
+    let seconds = seconds_before + started.elapsed().as_secs_f64();
+    for (p, (loss, correct)) in pending.drain(..).zip(values) {
+        check_loss(ctx, epoch, state, loss, p.lr)?;
+        state.count_step(p.images, loss, correct, seconds);
+        record.step(state, epoch, loss, correct as f64 / p.images as f64, p.lr)?;
+    }
+    Ok(())
+}
+
+/// A loss that is not finite, or above `training.max_loss`, ends the run.
+fn check_loss(ctx: &RunContext, epoch: usize, state: &RunState, loss: f64, lr: f64) -> Result<()> {
+    let max_loss = ctx.config.training.max_loss;
+    if !loss.is_finite() || max_loss.is_some_and(|m| loss > m) {
+        return Err(diverged(ctx, epoch, state, loss, lr));
+    }
+    Ok(())
 }
 
 /// The order of the training images in `epoch`: shuffled by a stream of

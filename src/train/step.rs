@@ -7,6 +7,12 @@
 //! whole batch) and other devices run the batch in one piece. Each part's
 //! dropout masks and augmentation come from streams keyed by the step and
 //! the part, so a resumed run repeats them exactly.
+//!
+//! A batch run in one piece can leave its loss and accuracy count on the
+//! device ([`Reading::OnDevice`]): on a GPU, reading them every step would
+//! make the CPU wait for the GPU to finish each step before it queues the
+//! next, so the loop reads them for many steps at once (see
+//! `train::read_every`).
 
 use super::loss;
 use crate::config::{Augment, Config};
@@ -15,6 +21,7 @@ use crate::layers::Pass;
 use crate::model::Model;
 use crate::rng;
 use anyhow::{Context, Result};
+use candle_core::Tensor;
 use candle_core::backprop::GradStore;
 use rayon::prelude::*;
 
@@ -25,9 +32,56 @@ pub const MICRO_BATCH: usize = 32;
 pub struct StepOutput {
     /// Gradients of the batch's mean loss.
     pub grads: GradStore,
-    /// The batch's mean loss.
-    pub loss: f64,
-    pub correct: u64,
+    pub reading: Reading,
+}
+
+/// A step's mean loss and number of correctly classified images.
+pub enum Reading {
+    Ready {
+        loss: f64,
+        correct: u64,
+    },
+    /// Scalars on the device (an `f32` loss and a `u32` count), not yet read.
+    OnDevice {
+        loss: Tensor,
+        correct: Tensor,
+    },
+}
+
+impl Reading {
+    /// The values of `readings`, in order, with one transfer per kind of
+    /// value for all those still on the device.
+    pub fn read_all<'a>(readings: impl Iterator<Item = &'a Reading>) -> Result<Vec<(f64, u64)>> {
+        let readings: Vec<&Reading> = readings.collect();
+        let (mut losses, mut counts) = (Vec::new(), Vec::new());
+        for r in &readings {
+            if let Reading::OnDevice { loss, correct } = r {
+                losses.push(loss.reshape(1)?);
+                counts.push(correct.reshape(1)?);
+            }
+        }
+        let (losses, counts) = if losses.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                Tensor::cat(&losses, 0)?.to_vec1::<f32>()?,
+                Tensor::cat(&counts, 0)?.to_vec1::<u32>()?,
+            )
+        };
+        let mut on_device = losses.into_iter().zip(counts);
+        Ok(readings
+            .iter()
+            .map(|r| match r {
+                Reading::Ready { loss, correct } => (*loss, *correct),
+                Reading::OnDevice { .. } => {
+                    let (l, c) = on_device
+                        .next()
+                        .expect("one value per reading on the device");
+                    (l as f64, c as u64)
+                }
+            })
+            .collect())
+    }
 }
 
 /// `indices` cut into `ceil(n / MICRO_BATCH)` nearly equal parts.
@@ -64,7 +118,8 @@ impl<'a> Settings<'a> {
 
 /// Forward and backward passes of the batch `indices` of `set`, augmented
 /// as the settings say; dropout masks and augmentation come from the
-/// `step`'s streams.
+/// `step`'s streams. With `defer`, a batch run in one piece leaves its loss
+/// and count on the device.
 pub fn gradients(
     model: &Model,
     batcher: &Batcher,
@@ -72,6 +127,7 @@ pub fn gradients(
     indices: &[u32],
     settings: &Settings,
     step: u64,
+    defer: bool,
 ) -> Result<StepOutput> {
     let (smoothing, augment, seed) = (settings.label_smoothing, settings.augment, settings.seed);
     let parts = if model.device().is_cpu() && !model.needs_whole_batch() {
@@ -80,6 +136,20 @@ pub fn gradients(
         vec![indices]
     };
     let n = indices.len() as f64;
+    if defer && parts.len() == 1 {
+        let mut dropout = rng::stream(seed, rng::Purpose::Dropout, step << 16);
+        let mut augmentation = rng::stream(seed, rng::Purpose::Augment, step << 16);
+        let (x, y) = batcher.train_batch(set, indices, augment, &mut augmentation)?;
+        let logits = model.logits(&x, Pass::train(&mut dropout))?;
+        let loss = loss::cross_entropy(&logits, &y, smoothing)?;
+        let correct = loss::correct_on_device(&logits.detach(), &y)?;
+        let grads = loss.backward().context("computing gradients")?;
+        let loss = loss.detach();
+        return Ok(StepOutput {
+            grads,
+            reading: Reading::OnDevice { loss, correct },
+        });
+    }
     let one = |(j, part): (usize, &&[u32])| -> Result<(GradStore, f64, u64)> {
         let stream = (step << 16) | j as u64;
         let mut dropout = rng::stream(seed, rng::Purpose::Dropout, stream);
@@ -115,8 +185,10 @@ pub fn gradients(
     }
     Ok(StepOutput {
         grads,
-        loss: total,
-        correct,
+        reading: Reading::Ready {
+            loss: total,
+            correct,
+        },
     })
 }
 

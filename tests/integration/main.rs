@@ -16,6 +16,7 @@ mod image_folder;
 mod layers;
 mod ops;
 mod predict;
+mod recipes;
 mod report;
 mod resume;
 mod summary;
