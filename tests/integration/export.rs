@@ -18,13 +18,14 @@ use std::sync::OnceLock;
 /// The largest difference allowed between cnn's and ONNX Runtime's logits.
 const TOLERANCE: f32 = 1e-4;
 
-/// The shipped configs by the data they train on here.
-const MNIST_CONFIGS: [&str; 5] = [
+/// The shipped configs (and recipes) by the data they train on here.
+const MNIST_CONFIGS: [&str; 6] = [
     "mlp.json",
     "oneconv.json",
     "lenet.json",
     "two-conv.json",
     "three-conv.json",
+    "recipes/mnist-99.json",
 ];
 const CIFAR_CONFIGS: [&str; 3] = [
     "cifar10-cnn.json",
@@ -268,11 +269,16 @@ fn mnist_flags(data: &Path) -> Vec<String> {
 
 #[test]
 fn every_shipped_config_is_checked_here() {
-    let mut shipped: Vec<String> = std::fs::read_dir(repo().join("configs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
+    let mut shipped: Vec<String> = Vec::new();
+    for (folder, prefix) in [("configs", ""), ("configs/recipes", "recipes/")] {
+        shipped.extend(
+            std::fs::read_dir(repo().join(folder))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .map(|n| format!("{prefix}{n}")),
+        );
+    }
     shipped.sort();
     let mut here: Vec<String> = MNIST_CONFIGS
         .iter()
