@@ -7,7 +7,10 @@
 #                          that cnn finds it in /usr/share/datasets
 #   parallel               GNU parallel runs the sweep tests' points
 #
-# Installing needs root (or sudo). .ci/run calls exactly this command.
+# and a Python venv with ONNX Runtime from PyPI, for the tests that run what
+# `cnn export` writes (scripts/dev/onnx-venv.sh; ~/.cache/cnn/onnx-venv,
+# made once). Installing needs root (or sudo). .ci/run calls exactly this
+# command.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,4 +34,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
         { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"; }
 fi
+CNN_ONNX_PYTHON=$(scripts/dev/onnx-venv.sh)
+export CNN_ONNX_PYTHON
 exec cargo test "$@"

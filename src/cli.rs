@@ -134,11 +134,25 @@ pub enum Command {
     /// Classify image files (PNG, JPEG, BMP, PGM) with a checkpoint.
     #[command(after_help = "Examples:\n  \
         cnn predict --checkpoint runs/lenet/best.safetensors digit.png photo-of-a-7.jpg\n  \
-        cnn predict --checkpoint runs/lenet/best.safetensors --top 3 --json scans/*.png\n\n\
+        cnn predict --checkpoint runs/lenet/best.safetensors --top 3 --json scans/*.png\n  \
+        cnn predict --checkpoint runs/lenet/best.safetensors --jsonl scans/\n  \
+        find scans -name '*.png' | cnn predict --checkpoint runs/lenet/best.safetensors --jsonl -\n\n\
+        Images are decoded on all cores and classified in batches of --batch-size; results come \
+        in input order as each batch is done.\n\n\
         Images of any size are made to look like the training data: grayscale or RGB as the \
         model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
         says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see README, Predict.")]
     Predict(PredictArgs),
+    /// Write a checkpoint's network as an ONNX model (opset 13), to run with
+    /// ONNX Runtime or any other ONNX runtime.
+    #[command(after_help = "Examples:\n  \
+        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx\n  \
+        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx --softmax --force\n\n\
+        The model takes float32 pixels scaled to [0, 1] (byte / 255), shaped [batch, channels, \
+        height, width] with any batch size, and normalises them itself. Its output is the class \
+        scores (logits), or the probabilities with --softmax; the class names are in its metadata \
+        (\"classes\"). See README, Export.")]
+    Export(ExportArgs),
     /// Draw the learned kernels of a conv layer.
     #[command(after_help = "Examples:\n  \
         cnn filters --checkpoint runs/lenet/best.safetensors -o filters.png\n  \
@@ -519,8 +533,9 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
 
-    /// Image files to classify.
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Image files, folders of images (searched recursively, in name
+    /// order), or `-` to read file names from standard input, one per line.
+    #[arg(required = true, value_name = "IMAGE|DIR|-")]
     pub images: Vec<PathBuf>,
 
     /// How many of the most likely classes to show.
@@ -535,9 +550,39 @@ pub struct PredictArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: DeviceSpec,
 
-    /// Print a JSON array of {path, class, label, top} objects on stdout.
-    #[arg(long)]
+    /// Print a JSON array of {path, class, label, top} objects on stdout
+    /// once every image is done.
+    #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
+
+    /// Print one {path, class, label, top} JSON object per line, each
+    /// batch as soon as it is done (for pipelines).
+    #[arg(long)]
+    pub jsonl: bool,
+
+    /// Images decoded (on all cores) and classified together.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Checkpoint written by `cnn train`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+
+    /// The ONNX file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// End the model with a softmax: its output is then the class
+    /// probabilities (`probabilities`) instead of the scores (`logits`).
+    #[arg(long)]
+    pub softmax: bool,
+
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

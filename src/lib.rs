@@ -18,6 +18,7 @@ mod config_fuzz;
 pub mod data;
 pub(crate) mod device;
 pub mod error;
+pub(crate) mod export;
 pub(crate) mod fsutil;
 pub mod geometry;
 pub(crate) mod history;
@@ -26,6 +27,7 @@ pub mod json;
 pub mod layers;
 pub(crate) mod memory;
 pub(crate) mod model;
+pub mod onnx;
 pub mod ops;
 pub(crate) mod optim;
 pub(crate) mod plot;
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => commands::report::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Predict(args) => commands::predict::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Filters(args) => commands::filters::run(args),
         Command::FeatureMaps(args) => commands::feature_maps::run(args),
         Command::Samples(args) => commands::samples::run(args),

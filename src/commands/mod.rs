@@ -3,6 +3,7 @@
 
 pub(crate) mod check_device;
 pub(crate) mod eval;
+pub(crate) mod export;
 pub(crate) mod feature_maps;
 pub(crate) mod filters;
 pub(crate) mod plot;

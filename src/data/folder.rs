@@ -105,7 +105,7 @@ pub fn class_folders(root: &Path, what: &str) -> Result<Vec<String>> {
 }
 
 /// Image files under `dir`, recursively, sorted; and the count of other files.
-fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
+pub fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
     let mut files = Vec::new();
     let mut ignored = 0;
     let mut stack = vec![dir.to_path_buf()];

@@ -4,13 +4,16 @@
 
 use super::{Cx, Pass, Run, Spec};
 use crate::geometry::Shape;
+use crate::onnx::{Attr, Graph};
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// An activation without settings: its config entry is also what runs.
+/// `x => ...` is its forward pass, `(g, x, path) => ...` its ONNX form.
 macro_rules! plain_activation {
-    ($(#[$doc:meta])* $name:ident, $torch:literal, $example:literal, $x:ident => $apply:expr) => {
+    ($(#[$doc:meta])* $name:ident, $torch:literal, $example:literal, $x:ident => $apply:expr,
+     ($g:ident, $ox:ident, $path:ident) => $onnx:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -32,25 +35,45 @@ macro_rules! plain_activation {
             fn forward(&self, $x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
                 Ok($apply)
             }
+            fn onnx(&self, $g: &mut Graph, $ox: &str, _: &[Tensor], $path: &str) -> Result<String> {
+                Ok($onnx)
+            }
         }
     };
 }
 
 plain_activation!(
     /// max(x, 0).
-    Relu, "ReLU", r#"{"type": "relu"}"#, x => x.relu()?
+    Relu, "ReLU", r#"{"type": "relu"}"#, x => x.relu()?,
+    (g, x, path) => g.node("Relu", path, &[x], &[])
 );
 plain_activation!(
     /// 1 / (1 + e^-x).
-    Sigmoid, "Sigmoid", r#"{"type": "sigmoid"}"#, x => candle_nn::ops::sigmoid(x)?
+    Sigmoid, "Sigmoid", r#"{"type": "sigmoid"}"#, x => candle_nn::ops::sigmoid(x)?,
+    (g, x, path) => g.node("Sigmoid", path, &[x], &[])
 );
 plain_activation!(
-    Tanh, "Tanh", r#"{"type": "tanh"}"#, x => x.tanh()?
+    Tanh, "Tanh", r#"{"type": "tanh"}"#, x => x.tanh()?,
+    (g, x, path) => g.node("Tanh", path, &[x], &[])
 );
 plain_activation!(
     /// The exact (erf) GELU, PyTorch's default.
-    Gelu, "GELU", r#"{"type": "gelu"}"#, x => x.gelu_erf()?
+    Gelu, "GELU", r#"{"type": "gelu"}"#, x => x.gelu_erf()?,
+    (g, x, path) => onnx_gelu(g, x, path)
 );
+
+/// x·(1 + erf(x/√2))/2 from `Div`, `Erf`, `Add` and `Mul` (opset 20's
+/// `Gelu` is too new for many runtimes).
+fn onnx_gelu(g: &mut Graph, x: &str, path: &str) -> String {
+    let sqrt2 = g.floats(&format!("{path}.sqrt2"), &[], &[std::f32::consts::SQRT_2]);
+    let one = g.floats(&format!("{path}.one"), &[], &[1.0]);
+    let half = g.floats(&format!("{path}.half"), &[], &[0.5]);
+    let scaled = g.node("Div", &format!("{path}.scaled"), &[x, &sqrt2], &[]);
+    let erf = g.node("Erf", &format!("{path}.erf"), &[&scaled], &[]);
+    let plus = g.node("Add", &format!("{path}.plus_one"), &[&erf, &one], &[]);
+    let times = g.node("Mul", &format!("{path}.times_x"), &[x, &plus], &[]);
+    g.node("Mul", path, &[&times, &half], &[])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +104,10 @@ impl Run for LeakyRelu {
     }
     fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
         Ok(candle_nn::ops::leaky_relu(x, self.negative_slope)?)
+    }
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        let alpha = Attr::Float(self.negative_slope as f32);
+        Ok(g.node("LeakyRelu", path, &[x], &[("alpha", alpha)]))
     }
 }
 
@@ -116,6 +143,9 @@ impl Run for Softmax {
     fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax_last_dim(x)?)
     }
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        Ok(g.node("Softmax", path, &[x], &[("axis", Attr::Int(-1))]))
+    }
 }
 
 /// Log-probabilities (as the seed notebooks end their networks).
@@ -136,5 +166,8 @@ impl Spec for LogSoftmax {
 impl Run for LogSoftmax {
     fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
         Ok(candle_nn::ops::log_softmax(x, candle_core::D::Minus1)?)
+    }
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        Ok(g.node("LogSoftmax", path, &[x], &[("axis", Attr::Int(-1))]))
     }
 }

@@ -12,8 +12,9 @@
 //!
 //! Blocks nest; every error names the path down to the layer at fault.
 
-use super::{Cx, Layer, Node, Op, Pass, Run, Spec, decode_list, run_list};
+use super::{Cx, Layer, Node, Op, Pass, Run, Spec, decode_list, onnx_list, run_list};
 use crate::geometry::Shape;
+use crate::onnx::{Attr, Graph};
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -177,6 +178,22 @@ impl Run for ResidualOp {
         }
         Ok(if relu { out.relu()? } else { out })
     }
+
+    /// The layers and the shortcut as their own nodes, `Add`, then the
+    /// activation's node.
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let split = count(&self.body);
+        let y = onnx_list(&self.body, &t[..split], g, x, self.body.len())?;
+        let skip = match &self.shortcut {
+            Some(list) => onnx_list(list, &t[split..], g, x, list.len())?,
+            None => x.to_string(),
+        };
+        let Some(act) = &self.activation else {
+            return Ok(g.node("Add", path, &[&y, &skip], &[]));
+        };
+        let sum = g.node("Add", &format!("{path}.add"), &[&y, &skip], &[]);
+        act.run().onnx(g, &sum, &[], path)
+    }
 }
 
 /// Tensors of a list of nodes.
@@ -295,5 +312,18 @@ impl Run for ConcatOp {
             at += n;
         }
         Ok(Tensor::cat(&outs, 1)?)
+    }
+
+    /// Each branch as its own nodes, then `Concat` along the channels.
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let mut outs = Vec::with_capacity(self.branches.len());
+        let mut at = 0;
+        for b in &self.branches {
+            let n = count(b);
+            outs.push(onnx_list(b, &t[at..at + n], g, x, b.len())?);
+            at += n;
+        }
+        let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        Ok(g.node("Concat", path, &refs, &[("axis", Attr::Int(1))]))
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{Cx, Init, Pass, Run, Spec, TensorSpec};
 use crate::geometry::{ConvGeometry, Pad4, Padding, PaddingMode, Pair, Shape};
+use crate::onnx::{Attr, Graph};
 use crate::ops;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -207,4 +208,74 @@ impl Run for ConvGeometry {
     fn forward(&self, x: &Tensor, t: &[Tensor], _pass: &mut Pass, relu: bool) -> Result<Tensor> {
         ops::conv2d(x, &t[0], t.get(1), self, relu)
     }
+
+    /// `Conv`, with zero padding as its `pads`; other padding modes are a
+    /// `Pad` node before it (circular as slices joined around the input).
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let p = self.padding;
+        let (input, pads) = match self.padding_mode {
+            PaddingMode::Zeros => (x.to_string(), [p.top, p.left, p.bottom, p.right]),
+            mode => (onnx_pad(g, x, p, mode, path), [0; 4]),
+        };
+        let weight = g.weight(&format!("{path}.weight"), &t[0])?;
+        let bias = match t.get(1) {
+            Some(b) => Some(g.weight(&format!("{path}.bias"), b)?),
+            None => None,
+        };
+        let mut inputs = vec![input.as_str(), weight.as_str()];
+        inputs.extend(bias.as_deref());
+        let pair = |p: Pair| Attr::Ints(vec![p.h as i64, p.w as i64]);
+        let attrs = [
+            ("kernel_shape", pair(self.kernel)),
+            ("strides", pair(self.stride)),
+            ("dilations", pair(self.dilation)),
+            ("group", Attr::Int(self.groups as i64)),
+            ("pads", Attr::Ints(pads.map(|v| v as i64).to_vec())),
+        ];
+        Ok(g.node("Conv", path, &inputs, &attrs))
+    }
+}
+
+/// Pads the `N×C×H×W` value `x` as `mode` says: `Pad` with mode `reflect`
+/// or `edge` (replicate); circular padding (`Pad`'s `wrap` needs opset 19)
+/// as the last rows put before and the first rows after, then the same
+/// for columns.
+fn onnx_pad(g: &mut Graph, x: &str, p: Pad4, mode: PaddingMode, path: &str) -> String {
+    let name = format!("{path}.pad");
+    if p.is_zero() {
+        return x.to_string();
+    }
+    let onnx_mode = match mode {
+        PaddingMode::Reflect => "reflect",
+        PaddingMode::Replicate => "edge",
+        PaddingMode::Zeros => "constant",
+        PaddingMode::Circular => {
+            let mut y = x.to_string();
+            for (axis, before, after) in [(2, p.top, p.bottom), (3, p.left, p.right)] {
+                if before + after == 0 {
+                    continue;
+                }
+                let axes = g.ints(&format!("{name}.axes"), &[axis]);
+                let mut slice = |from: i64, to: i64| {
+                    let starts = g.ints(&format!("{name}.starts"), &[from]);
+                    let ends = g.ints(&format!("{name}.ends"), &[to]);
+                    g.node("Slice", &name, &[&y, &starts, &ends, &axes], &[])
+                };
+                let mut parts = Vec::new();
+                if before > 0 {
+                    parts.push(slice(-(before as i64), i64::MAX));
+                }
+                parts.push(y.clone());
+                if after > 0 {
+                    parts.push(slice(0, after as i64));
+                }
+                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+                y = g.node("Concat", &name, &refs, &[("axis", Attr::Int(axis))]);
+            }
+            return y;
+        }
+    };
+    let pads = [0, 0, p.top, p.left, 0, 0, p.bottom, p.right].map(|v| v as i64);
+    let pads = g.ints(&format!("{name}s"), &pads);
+    g.node("Pad", &name, &[x, &pads], &[("mode", Attr::Str(onnx_mode))])
 }

@@ -4,6 +4,7 @@
 
 use super::{Cx, Pass, Run, Spec};
 use crate::geometry::Shape;
+use crate::onnx::Graph;
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -41,5 +42,10 @@ impl Run for Dropout {
             Some(rng) if self.p > 0.0 => crate::ops::dropout(x, self.p as f32, rng),
             _ => Ok(x.clone()),
         }
+    }
+
+    /// Nothing: dropout is off in inference.
+    fn onnx(&self, _: &mut Graph, x: &str, _: &[Tensor], _: &str) -> Result<String> {
+        Ok(x.to_string())
     }
 }

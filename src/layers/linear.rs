@@ -3,6 +3,7 @@
 
 use super::{Cx, Init, Op, Pass, Run, Spec, TensorSpec};
 use crate::geometry::Shape;
+use crate::onnx::{Attr, Graph};
 use crate::ops;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -25,6 +26,9 @@ impl Spec for Flatten {
 impl Run for Flatten {
     fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
         Ok(x.flatten_from(1)?)
+    }
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        Ok(g.node("Flatten", path, &[x], &[("axis", Attr::Int(1))]))
     }
 }
 
@@ -128,5 +132,17 @@ impl Run for LinearOp {
 
     fn forward(&self, x: &Tensor, t: &[Tensor], _: &mut Pass, relu: bool) -> Result<Tensor> {
         ops::linear(x, &t[0], t.get(1), relu)
+    }
+
+    /// `Gemm` with the weight transposed, as PyTorch exports `Linear`.
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let weight = g.weight(&format!("{path}.weight"), &t[0])?;
+        let mut inputs = vec![x, weight.as_str()];
+        let bias = match t.get(1) {
+            Some(b) => Some(g.weight(&format!("{path}.bias"), b)?),
+            None => None,
+        };
+        inputs.extend(bias.as_deref());
+        Ok(g.node("Gemm", path, &inputs, &[("transB", Attr::Int(1))]))
     }
 }

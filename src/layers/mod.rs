@@ -31,6 +31,7 @@ pub use pool::{
 };
 
 use crate::geometry::{ConvGeometry, Pair, PoolGeometry, Shape};
+use crate::onnx::Graph;
 use crate::rng::Rng;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -102,6 +103,18 @@ pub trait Run {
         pool: &PoolGeometry,
     ) -> Result<Tensor> {
         crate::ops::max_pool2d(&self.forward(x, t, pass, relu)?, pool)
+    }
+
+    /// Appends what [`Run::forward`] computes in evaluation to an ONNX
+    /// graph, reading the value named `x`, and returns the name of its
+    /// output. `t` holds the tensors as for `forward`; `path` (`layers.3`)
+    /// names the nodes and weights it adds (`layers.3.weight`, the
+    /// checkpoint's names). A kind without an ONNX form is refused.
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let _ = (g, x, t, path);
+        Err(crate::input_error!(
+            "cnn has no ONNX form for this kind of layer; remove it from the config to export the network"
+        ))
     }
 }
 
@@ -456,6 +469,36 @@ pub fn run_list(
             .map(|n| n.tensor_count)
             .sum::<usize>();
         i += taken;
+    }
+    Ok(x)
+}
+
+/// Appends the ONNX form of the first `end` layers of a resolved list to
+/// `g`, fed the value named `x`; `tensors` as for [`run_list`]. Returns the
+/// name of the list's output (`x` itself for an empty list). An error names
+/// the layer.
+pub fn onnx_list(
+    nodes: &[Node],
+    tensors: &[Tensor],
+    g: &mut Graph,
+    x: &str,
+    end: usize,
+) -> Result<String> {
+    use anyhow::Context;
+    let mut x = x.to_string();
+    let mut at = 0;
+    for node in &nodes[..end] {
+        let t = &tensors[at..at + node.tensor_count];
+        let run = node.op.run();
+        let out = run.onnx(g, &x, t, &node.path);
+        // A block's errors come from a layer inside it, already named with
+        // the block (`layer 5 (residual) → layers.2 (conv2d)`).
+        x = if run.children().is_empty() {
+            out.with_context(|| node.label.clone())?
+        } else {
+            out?
+        };
+        at += node.tensor_count;
     }
     Ok(x)
 }

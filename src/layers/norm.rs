@@ -5,6 +5,7 @@
 
 use super::{Cx, Init, Pass, Run, Spec, TensorSpec};
 use crate::geometry::{PoolGeometry, Shape};
+use crate::onnx::{Attr, Graph};
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -158,6 +159,33 @@ impl Run for BatchNormOp {
         pool: &PoolGeometry,
     ) -> Result<Tensor> {
         crate::ops::batch_norm_max_pool(x, &self.params(t)?, pass.is_train(), relu, pool)
+    }
+
+    /// `BatchNormalization` in its inference form (the running
+    /// statistics); without `affine`, a scale of ones and a shift of zeros.
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let n = self.features;
+        let (scale, shift, stats) = if self.affine {
+            let scale = g.weight(&format!("{path}.weight"), &t[0])?;
+            let shift = g.weight(&format!("{path}.bias"), &t[1])?;
+            (scale, shift, &t[2..4])
+        } else {
+            let scale = g.floats(&format!("{path}.ones"), &[n], &vec![1.0; n]);
+            let shift = g.floats(&format!("{path}.zeros"), &[n], &vec![0.0; n]);
+            (scale, shift, &t[0..2])
+        };
+        let mean = g.weight(&format!("{path}.running_mean"), &stats[0])?;
+        let var = g.weight(&format!("{path}.running_var"), &stats[1])?;
+        let attrs = [
+            ("epsilon", Attr::Float(self.eps as f32)),
+            ("momentum", Attr::Float(1.0 - self.momentum as f32)),
+        ];
+        Ok(g.node(
+            "BatchNormalization",
+            path,
+            &[x, &scale, &shift, &mean, &var],
+            &attrs,
+        ))
     }
 }
 

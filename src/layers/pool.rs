@@ -4,6 +4,7 @@
 
 use super::{Cx, Pass, Run, Spec};
 use crate::geometry::{Pair, PoolGeometry, Shape};
+use crate::onnx::{Attr, Graph};
 use crate::ops;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -106,6 +107,39 @@ impl Run for PoolOp {
             ops::avg_pool2d(x, &self.geom)
         }
     }
+
+    /// `MaxPool` (padding never wins), or `AveragePool` counting the
+    /// padding as zeros.
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        Ok(onnx_pool(g, x, path, &self.geom, self.max))
+    }
+}
+
+fn onnx_pool(g: &mut Graph, x: &str, path: &str, geom: &PoolGeometry, max: bool) -> String {
+    let pair = |p: Pair| vec![p.h as i64, p.w as i64];
+    let p = geom.padding;
+    let mut attrs = vec![
+        ("kernel_shape", Attr::Ints(pair(geom.kernel))),
+        ("strides", Attr::Ints(pair(geom.stride))),
+        (
+            "pads",
+            Attr::Ints([p.h, p.w, p.h, p.w].map(|v| v as i64).to_vec()),
+        ),
+    ];
+    if max {
+        g.node("MaxPool", path, &[x], &attrs)
+    } else {
+        attrs.push(("count_include_pad", Attr::Int(1)));
+        g.node("AveragePool", path, &[x], &attrs)
+    }
+}
+
+/// A global pooling as `ReduceMean` or `ReduceMax` over height and width,
+/// N×C×H×W → N×C in one node (`GlobalAveragePool` would keep 1×1 and need
+/// a `Flatten`, and fewer runtimes read it).
+fn onnx_global(g: &mut Graph, op: &str, x: &str, path: &str) -> String {
+    let attrs = [("axes", Attr::Ints(vec![2, 3])), ("keepdims", Attr::Int(0))];
+    g.node(op, path, &[x], &attrs)
 }
 
 /// `global_avg_pool2d`: the mean of each channel, N×C×H×W → N×C (Keras'
@@ -133,6 +167,9 @@ impl Run for GlobalAvgPool2d {
     fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
         Ok(x.flatten_from(2)?.mean(2)?.contiguous()?)
     }
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        Ok(onnx_global(g, "ReduceMean", x, path))
+    }
 }
 
 impl Spec for GlobalMaxPool2d {
@@ -148,6 +185,9 @@ impl Spec for GlobalMaxPool2d {
 impl Run for GlobalMaxPool2d {
     fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
         Ok(x.flatten_from(2)?.max(2)?.contiguous()?)
+    }
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        Ok(onnx_global(g, "ReduceMax", x, path))
     }
 }
 
@@ -189,23 +229,48 @@ impl Spec for AdaptiveAvgPool2d {
     }
 }
 
-impl Run for AdaptiveOp {
-    fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
+impl AdaptiveOp {
+    /// The plain average pooling that computes this, when the windows are
+    /// equal.
+    fn equal_windows(&self) -> Option<PoolGeometry> {
         let (i, o) = (self.input, self.output);
-        if i.h % o.h == 0 && i.w % o.w == 0 {
-            // Equal windows: plain average pooling.
+        (i.h % o.h == 0 && i.w % o.w == 0).then(|| {
             let k = Pair {
                 h: i.h / o.h,
                 w: i.w / o.w,
             };
-            let geom = PoolGeometry {
+            PoolGeometry {
                 kernel: k,
                 stride: k,
                 padding: Pair::square(0),
-            };
+            }
+        })
+    }
+}
+
+/// Window `j` of `out` over `n` values: ⌊j·n/out⌋ to ⌈(j+1)·n/out⌉.
+fn span(j: usize, n: usize, out: usize) -> (usize, usize) {
+    (j * n / out, ((j + 1) * n).div_ceil(out))
+}
+
+/// The `n × out` matrix whose column `j` averages window `j` of `n` values.
+fn averaging(n: usize, out: usize) -> Vec<f32> {
+    let mut m = vec![0f32; n * out];
+    for j in 0..out {
+        let (from, to) = span(j, n, out);
+        for i in from..to {
+            m[i * out + j] = 1.0 / (to - from) as f32;
+        }
+    }
+    m
+}
+
+impl Run for AdaptiveOp {
+    fn forward(&self, x: &Tensor, _: &[Tensor], _: &mut Pass, _: bool) -> Result<Tensor> {
+        let (i, o) = (self.input, self.output);
+        if let Some(geom) = self.equal_windows() {
             return ops::avg_pool2d(x, &geom);
         }
-        let span = |j: usize, n: usize, out: usize| (j * n / out, ((j + 1) * n).div_ceil(out));
         let mut rows = Vec::with_capacity(o.h);
         for r in 0..o.h {
             let (top, bottom) = span(r, i.h, o.h);
@@ -220,5 +285,29 @@ impl Run for AdaptiveOp {
         }
         let (n, ch) = (x.dim(0)?, x.dim(1)?);
         Ok(Tensor::stack(&rows, 2)?.reshape((n, ch, o.h, o.w))?)
+    }
+
+    /// `AveragePool` for equal windows; otherwise the mean over each window
+    /// as two products with averaging matrices (rows, then columns:
+    /// `A_h · x · A_wᵀ`), which holds for any windows.
+    fn onnx(&self, g: &mut Graph, x: &str, _: &[Tensor], path: &str) -> Result<String> {
+        if let Some(geom) = self.equal_windows() {
+            return Ok(onnx_pool(g, x, path, &geom, false));
+        }
+        let (i, o) = (self.input, self.output);
+        let cols = g.floats(
+            &format!("{path}.column_weights"),
+            &[i.w, o.w],
+            &averaging(i.w, o.w),
+        );
+        let by_cols = g.node("MatMul", &format!("{path}.columns"), &[x, &cols], &[]);
+        // The transpose of the averaging matrix, o.h × i.h.
+        let m = averaging(i.h, o.h);
+        let rows_t: Vec<f32> = (0..o.h)
+            .flat_map(|j| (0..i.h).map(move |r| (r, j)))
+            .map(|(r, j)| m[r * o.h + j])
+            .collect();
+        let rows = g.floats(&format!("{path}.row_weights"), &[o.h, i.h], &rows_t);
+        Ok(g.node("MatMul", path, &[&rows, &by_cols], &[]))
     }
 }

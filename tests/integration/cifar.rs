@@ -26,7 +26,7 @@ const PALETTE: [[u16; 3]; 10] = [
 
 /// 28×28 digits → 3×32×32 images in their class's colour (2-pixel black
 /// border).
-fn colourise(pixels: &[u8], labels: &[u8], n: usize) -> Vec<u8> {
+pub fn colourise(pixels: &[u8], labels: &[u8], n: usize) -> Vec<u8> {
     let mut out = vec![0u8; n * 3072];
     for i in 0..n {
         let colour = PALETTE[labels[i] as usize];
@@ -43,7 +43,7 @@ fn colourise(pixels: &[u8], labels: &[u8], n: usize) -> Vec<u8> {
 }
 
 /// The six batch files: five of `per_file` training images, and the test file.
-fn write_cifar(dir: &Path, per_file: usize, test_images: usize) {
+pub fn write_cifar(dir: &Path, per_file: usize, test_images: usize) {
     let (train, train_labels, test, test_labels) = mnist_arrays();
     std::fs::create_dir_all(dir).unwrap();
     let all = colourise(&train, &train_labels, 5 * per_file);

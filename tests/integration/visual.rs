@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// One LeNet trained for 2 epochs on the MNIST subset, shared by the tests.
-fn trained() -> &'static Path {
+pub fn trained() -> &'static Path {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &RUN.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
