@@ -219,7 +219,7 @@ fn bad_inputs_are_refused_with_exit_2() {
     };
     // (Batches of 1 and of 6 may differ in the last bit.)
     assert_same_answers(&ok(&all), &ok(&rows));
-    let (code, out, err) = run(&mut predict().arg(d.join("digits")));
+    let (code, out, err) = run(predict().arg(d.join("digits")));
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("0001.png") && err.contains("not an image"),
