@@ -39,13 +39,21 @@ pub struct Meta {
 /// The `__metadata__` string map of a safetensors file.
 pub type Metadata = HashMap<String, String>;
 
+/// Prefix of the weights being trained, in a `last.safetensors` of a run
+/// with `training.ema` (whose `layers.*` tensors are then the average).
+pub const RAW: &str = "raw.";
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     pub meta: Meta,
-    /// `layers.*` tensors.
+    /// `layers.*` tensors: the network as evaluated (with `training.ema`,
+    /// the average of the weights).
     pub weights: HashMap<String, Tensor>,
     /// `optim.*` tensors.
     pub optimizer: HashMap<String, Tensor>,
+    /// `raw.layers.*` tensors, named without `raw.`: with `training.ema`,
+    /// the weights being trained (in `last.safetensors` only).
+    pub raw: HashMap<String, Tensor>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -116,13 +124,20 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     let meta = parse_meta(&info)
         .with_context(|| format!("reading the metadata of checkpoint {}", path.display()))?;
-    let (optimizer, weights) = tensors
+    let (optimizer, rest): (HashMap<_, _>, HashMap<_, _>) = tensors
         .into_iter()
         .partition(|(k, _)| k.starts_with("optim."));
+    let (raw, weights): (HashMap<_, _>, HashMap<_, _>) =
+        rest.into_iter().partition(|(k, _)| k.starts_with(RAW));
+    let raw = raw
+        .into_iter()
+        .map(|(k, t)| (k[RAW.len()..].to_string(), t))
+        .collect();
     Ok(Checkpoint {
         meta,
         weights,
         optimizer,
+        raw,
     })
 }
 

@@ -55,6 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::FeatureMaps(args) => commands::feature_maps::run(args),
         Command::Samples(args) => commands::samples::run(args),
         Command::Sweep(args) => commands::sweep::run(args, cli.threads),
+        Command::LrFind(args) => commands::lr_find::run(args),
     }
 }
 

@@ -23,6 +23,12 @@ pub struct BatchNorm {
     /// Learn a per-channel scale and shift.
     #[serde(default = "yes")]
     pub affine: bool,
+    /// Keep the scale (`weight`) at 1 and learn only the shift (`bias`), as
+    /// fast CIFAR-10 recipes do. The scale is still saved as `weight`, so
+    /// the checkpoint loads into PyTorch's module (there with
+    /// `weight.requires_grad = False`).
+    #[serde(default)]
+    pub fixed_scale: bool,
 }
 
 fn default_eps() -> f64 {
@@ -50,6 +56,7 @@ pub struct BatchNormOp {
     pub eps: f64,
     pub momentum: f64,
     pub affine: bool,
+    pub fixed_scale: bool,
 }
 
 impl Spec for BatchNorm2d {
@@ -109,11 +116,18 @@ fn resolve(bn: &BatchNorm, cx: &Cx, features: usize, what: &str) -> Result<(Batc
             bn.momentum
         )));
     }
+    if bn.fixed_scale && !bn.affine {
+        return Err(cx.fail(
+            "fixed_scale is true but affine is false: there is no scale to fix; remove fixed_scale, \
+             or set affine to true to learn the shift alone",
+        ));
+    }
     let op = BatchNormOp {
         features,
         eps: bn.eps,
         momentum: bn.momentum,
         affine: bn.affine,
+        fixed_scale: bn.fixed_scale,
     };
     Ok((op, cx.input))
 }
@@ -129,7 +143,7 @@ impl Run for BatchNormOp {
         };
         let mut t = Vec::with_capacity(4);
         if self.affine {
-            t.push(tensor("weight", true, 1.0));
+            t.push(tensor("weight", !self.fixed_scale, 1.0));
             t.push(tensor("bias", true, 0.0));
         }
         t.push(tensor("running_mean", false, 0.0));
@@ -143,11 +157,17 @@ impl Run for BatchNormOp {
         let (n, eps, momentum) = (self.features, self.eps, self.momentum);
         let bn = if self.affine {
             let (w, b, mean, var) = (&t[0], &t[1], &t[2], &t[3]);
+            // A fixed scale takes no gradient.
+            let w = if self.fixed_scale {
+                w.detach()
+            } else {
+                w.clone()
+            };
             candle_nn::BatchNorm::new_with_momentum(
                 n,
                 mean.clone(),
                 var.clone(),
-                w.clone(),
+                w,
                 b.clone(),
                 eps,
                 momentum,
