@@ -75,6 +75,16 @@ pub fn resumable_train_flags() -> Vec<String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check that a device computes what the CPU kernels compute: every
+    /// layer's output and every gradient of one training step of each config.
+    #[command(after_help = "Examples:\n  \
+        cnn check-device --device cuda --config configs/lenet.json --config configs/resnet20-cifar10.json\n  \
+        cnn check-device --device cpu --config configs/cifar10-cnn.json --json\n\n\
+        The same weights, batch (random, seeded) and dropout masks run on DEVICE with candle's \
+        operations and on the CPU with cnn's kernels; each layer output and each gradient must agree to \
+        a relative 5e-3 for outputs and 3e-2 for gradients (norm of the difference / norm of the CPU's). --device cpu compares candle's operations on the \
+        CPU, the path a GPU takes. Exit 1 when anything differs beyond that.")]
+    CheckDevice(CheckDeviceArgs),
     /// Train a network from a config and write a run directory.
     #[command(after_help = "Examples:\n  \
         cnn train --config configs/lenet.json --data-dir ../shared/data/mnist\n  \
@@ -503,6 +513,29 @@ pub struct EvalArgs {
     /// Evaluate without the test-time augmentation the config's data.tta asks for.
     #[arg(long)]
     pub no_tta: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckDeviceArgs {
+    /// Config files to check (repeatable).
+    #[arg(short, long = "config", value_name = "FILE", required = true)]
+    pub configs: Vec<PathBuf>,
+
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+
+    /// Images in the checked batch.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub batch_size: usize,
+
+    /// Seeds the weights, the batch and the dropout masks.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

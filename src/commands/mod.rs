@@ -1,6 +1,7 @@
 //! One function per subcommand: turn parsed flags into settings, call the
 //! library, print the result. Output formats live here; the work does not.
 
+pub(crate) mod check_device;
 pub(crate) mod eval;
 pub(crate) mod feature_maps;
 pub(crate) mod filters;

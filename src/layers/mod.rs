@@ -148,6 +148,13 @@ impl<'a> Pass<'a> {
             observer: Some(f),
         }
     }
+    /// Training that shows `f` the output of every layer.
+    pub fn train_observed(rng: &'a mut Rng, f: &'a mut Observer<'a>) -> Self {
+        Pass {
+            rng: Some(rng),
+            observer: Some(f),
+        }
+    }
     pub fn is_train(&self) -> bool {
         self.rng.is_some()
     }

@@ -37,7 +37,26 @@ pub(crate) fn env_choice(name: &str, known: &[&'static str]) -> Option<&'static 
 pub fn native(x: &Tensor) -> bool {
     static CANDLE_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let candle_only = *CANDLE_ONLY.get_or_init(|| env_choice("CNN_KERNELS", &["candle"]).is_some());
-    !candle_only && x.device().is_cpu() && x.dtype() == DType::F32
+    !candle_only && !CANDLE_HERE.get() && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+thread_local! {
+    /// Set by [`with_candle_ops`].
+    static CANDLE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with candle's operations instead of the CPU kernels on this
+/// thread (as `CNN_KERNELS=candle` does for the whole process): the path a
+/// GPU takes, next to the kernels in one process.
+pub fn with_candle_ops<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CANDLE_HERE.set(self.0);
+        }
+    }
+    let _reset = Reset(CANDLE_HERE.replace(true));
+    f()
 }
 
 /// Refuses geometries the implementation for `device` does not handle:

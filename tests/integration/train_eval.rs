@@ -419,3 +419,39 @@ fn candle_ops_path_trains_like_the_cpu_kernels() {
         loss(&b)
     );
 }
+
+// The op-by-op check a GPU machine runs (scripts/gpu-check.sh), here with
+// candle's operations on the CPU against the kernels: every layer output and
+// gradient of every shipped config agrees.
+#[test]
+fn check_device_compares_every_layer_and_gradient_of_the_shipped_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = cnn(dir.path());
+    cmd.args(["check-device", "--device", "cpu", "--json"]);
+    let mut configs: Vec<_> = std::fs::read_dir(repo().join("configs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    configs.sort();
+    for c in &configs {
+        cmd.arg("--config").arg(c);
+    }
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["failed"], 0, "{out}");
+    let results = v["results"].as_array().unwrap();
+    for c in &configs {
+        let name = c.file_stem().unwrap().to_str().unwrap();
+        let outputs = results
+            .iter()
+            .filter(|r| r["config"] == name && r["what"] == "output")
+            .count();
+        assert!(outputs > 2, "{name}: {outputs} outputs compared");
+    }
+    assert!(
+        results
+            .iter()
+            .any(|r| r["name"] == "layers.6.shortcut.0.weight")
+    );
+}
