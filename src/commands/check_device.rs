@@ -109,12 +109,7 @@ type Step = (Vec<(Node, Tensor)>, HashMap<String, Tensor>);
 
 /// The forward outputs and gradients of one training step of `model` on
 /// `(x, y)`, dropout drawn from `seed`.
-fn step(
-    model: &Model,
-    x: &Tensor,
-    y: &Tensor,
-    seed: u64,
-) -> Result<Step> {
+fn step(model: &Model, x: &Tensor, y: &Tensor, seed: u64) -> Result<Step> {
     let mut outputs = Vec::new();
     let mut keep = |n: &Node, t: &Tensor| outputs.push((n.clone(), t.clone()));
     let mut dropout = rng::stream(seed, rng::Purpose::Dropout, 0);

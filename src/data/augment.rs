@@ -63,11 +63,8 @@ pub fn augment_in_place(
                 flip_horizontal(image, shape);
             }
         }
-        Some(Flip::Alternate) => {
-            if flipped_in(visit) {
-                flip_horizontal(image, shape);
-            }
-        }
+        Some(Flip::Alternate) if flipped_in(visit) => flip_horizontal(image, shape),
+        Some(Flip::Alternate) => {}
     }
     if let Some(a) = &cfg.affine {
         let params = AffineParams::draw(a, shape, rng);

@@ -597,11 +597,9 @@ impl Layer {
 impl Serialize for Layer {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut v = serde_json::to_value(&self.spec).map_err(serde::ser::Error::custom)?;
-        // Written only when it says something: a config stays as it was.
-        if !self.trainable
-            && let Value::Object(map) = &mut v
-        {
-            map.insert("trainable".into(), Value::Bool(false));
+        // Written out like every default, so that `--set` finds it.
+        if let Value::Object(map) = &mut v {
+            map.insert("trainable".into(), Value::Bool(self.trainable));
         }
         v.serialize(s)
     }
