@@ -13,6 +13,7 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
     // summary (and a sweep's check of its points) passes only what trains.
     config.check_settings()?;
     let plan = arch::plan(&config)?;
+    super::train::check_against_plan(&config, &plan)?;
     if args.json {
         println!(
             "{}",

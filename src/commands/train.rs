@@ -192,7 +192,8 @@ pub(crate) fn source_weights(
 }
 
 /// A new run's network: initialised from the seed, then the tensors taken
-/// from `training.init_from`, then the layers initialised from the data.
+/// from `training.init_from`, then the layers initialised from the data
+/// (those not taken).
 pub(crate) fn new_model(
     config: &Config,
     plan: &Plan,
@@ -209,7 +210,8 @@ pub(crate) fn new_model(
         progress.note(&t.summary(path));
     }
     let batcher = Batcher::new(normalization, device);
-    for note in crate::model::whiten::whiten(&model, &splits.train, &batcher, seed)? {
+    let taken = |name: &str| transfer.is_some_and(|t| t.tensors.contains_key(name));
+    for note in crate::model::whiten::whiten(&model, &splits.train, &batcher, seed, taken)? {
         progress.note(&note);
     }
     Ok(model)

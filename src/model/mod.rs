@@ -114,6 +114,9 @@ impl Model {
                 }
             })
             .collect();
+        // Only parameters: a frozen batch norm's running statistics still
+        // move in training (as PyTorch's), and the EMA follows them.
+        frozen.retain(|name| self.params.iter().any(|(n, _)| n == name));
         self.frozen = frozen;
     }
 

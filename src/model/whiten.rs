@@ -21,15 +21,25 @@ use rayon::prelude::*;
 /// Images per chunk of the covariance sum.
 const CHUNK: usize = 250;
 
-/// Initialises every patch-whitening layer of `model` from `train`;
+/// Initialises every patch-whitening layer of `model` from `train`, but
+/// those whose weight `keep` says was given (by `training.init_from`);
 /// returns a note per layer for the user.
-pub fn whiten(model: &Model, train: &Subset, batcher: &Batcher, seed: u64) -> Result<Vec<String>> {
+pub fn whiten(
+    model: &Model,
+    train: &Subset,
+    batcher: &Batcher,
+    seed: u64,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     for node in &model.plan().layers {
         let Op::Conv2d(conv) = &node.op else { continue };
         let ConvInit::PatchWhitening { eps, images } = conv.init else {
             continue;
         };
+        if keep(&format!("{}.weight", node.path)) {
+            continue;
+        }
         let g = conv.geometry;
         let n = images.min(train.len());
         if n == 0 {

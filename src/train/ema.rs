@@ -53,10 +53,19 @@ impl Ema {
         };
         for ((name, avg), (other, value)) in self.average.vars().zip(model.vars()) {
             debug_assert_eq!(name, other);
+            if model.is_frozen(name) {
+                continue;
+            }
             let (a, x) = (avg.as_tensor(), value.as_tensor());
             if crate::ops::native(a) {
                 let (d, rest) = (d as f32, (1.0 - d) as f32);
-                crate::ops::inplace::update(a, x, x, |e, v, _| *e = d * *e + rest * v)?;
+                // An unchanging value (a fixed scale) stays exactly what it
+                // is, not moved by rounding.
+                crate::ops::inplace::update(a, x, x, |e, v, _| {
+                    if *e != v {
+                        *e = d * *e + rest * v
+                    }
+                })?;
             } else {
                 avg.set(&((a * d)? + (x.detach() * (1.0 - d))?)?)?;
             }

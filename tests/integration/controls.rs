@@ -194,6 +194,26 @@ fn trainable_false_and_a_fixed_batch_norm_scale_keep_their_values() {
     assert!(w["layers.4.running_mean"].iter().any(|&v| v != 0.0));
     assert!(!w.contains_key("optim.layers.4.weight.exp_avg"));
     assert!(history(&d.join("run"))[0]["test_acc"].as_f64().unwrap() > 0.7);
+
+    // With the average of the weights, the frozen layer's average stays
+    // exactly its value, while a frozen batch norm's statistics, which
+    // still move in training, are averaged.
+    let (code, _, err) = run(cnn(d)
+        .args(["train", "--quiet", "--epochs", "1", "--out", "ema"])
+        .args(["--set", "data.val_size=500", "--data-dir"])
+        .arg(mnist_small())
+        .arg("--config")
+        .arg(&path)
+        .args(["--set", r#"training.ema={"decay": 0.9}"#])
+        .args(["--set", "layers.4.trainable=false"]));
+    assert_eq!(code, 0, "{err}");
+    let e = weights(&d.join("ema/last.safetensors"));
+    assert_eq!(e["layers.0.weight"], init["layers.0.weight"]);
+    assert_eq!(e["raw.layers.0.weight"], init["layers.0.weight"]);
+    assert_eq!(e["layers.4.bias"], e["raw.layers.4.bias"]);
+    assert!(e["layers.4.running_mean"].iter().any(|&v| v != 0.0));
+    assert_ne!(e["layers.4.running_mean"], e["raw.layers.4.running_mean"]);
+    assert_ne!(e["layers.3.weight"], e["raw.layers.3.weight"]);
 }
 
 /// MNIST's committed subset with classes 5 to 9 cut to 15 images each: an
@@ -779,6 +799,14 @@ fn bad_control_settings_name_the_field_and_exit_2() {
         );
         assert!(!d.join("x").exists(), "{set}: nothing is created");
     }
+    // `cnn summary` checks the names of a config's layers as train does.
+    assert_usage_error(
+        cnn(d)
+            .args(["summary", "--config"])
+            .arg(config_path("lenet.json"))
+            .args(["--set", r#"training.freeze=["12"]"#]),
+        &["training.freeze.0 is \"12\", which names no layer or parameter"],
+    );
     // Every layer frozen: nothing to train.
     let mut config = shipped("mlp.json");
     for i in [1, 3] {

@@ -262,6 +262,32 @@ fn patch_whitening_whitens_the_training_patches_on_any_thread_count() {
         weights(&d.join("one/last.safetensors"))["layers.0.weight"],
         w
     );
+    // Fine-tuning: a weight that `training.init_from` gives is kept, not
+    // recomputed from the data.
+    let given: Vec<f32> = w.iter().map(|v| v * 2.0).collect();
+    let file = d.join("given.safetensors");
+    let t = candle_core::Tensor::from_vec(given.clone(), (8, 1, 2, 2), &candle_core::Device::Cpu)
+        .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("layers.0.weight".to_string(), t)]),
+        &file,
+    )
+    .unwrap();
+    let (code, _, err) = run(cnn(d).args(train_args(
+        &path,
+        &d.join("tuned"),
+        &[
+            "--set",
+            "data.val_size=0",
+            "--init-from",
+            file.to_str().unwrap(),
+        ],
+    )));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        weights(&d.join("tuned/last.safetensors"))["layers.0.weight"],
+        given
+    );
     // Odd filter counts cannot come in pairs.
     let mut odd = config.clone();
     odd["layers"][0]["out_channels"] = json!(7);
