@@ -3,7 +3,8 @@
 # on one H100): is cnn's CUDA path right, and how fast is it beside PyTorch CUDA.
 #
 #   scripts/gpu-check.sh OUT_DIR [--cnn PATH] [--mnist DIR] [--cifar DIR]
-#                        [--python PY] [--cpu] [--quick]
+#                        [--cifar-limit N] [--cifar-val N] [--python PY]
+#                        [--cpu] [--quick]
 #
 # Prepare here, run there: build with `scripts/build-cuda.sh --release`, copy the
 # binary and the CUDA libraries it loads next to each other (see README, CUDA),
@@ -17,8 +18,9 @@
 #
 # Steps:
 #   1. the machine (GPU, driver, memory) and the op-by-op check;
-#   2. LeNet and three-conv for 2 epochs on MNIST and cifar10-cnn for 1 epoch on
-#      CIFAR-10 (--cifar-limit images), on the GPU and on the CPU: test accuracy
+#   2. LeNet (at its batch of 64 and at 512) and three-conv for 2 epochs on MNIST
+#      and cifar10-cnn for 2 on CIFAR-10 (--cifar-limit training images,
+#      --cifar-val held out, default 5000), on the GPU and on the CPU: test accuracy
 #      side by side, training and evaluation images/s, and each checkpoint
 #      evaluated on the other device (the same accuracy expected);
 #   3. the same configs, batch sizes and optimizers in PyTorch CUDA
@@ -40,13 +42,14 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0
 die() { printf 'gpu-check.sh: %s\n' "$*" >&2; exit 2; }
 
 out="" cnn=${CNN:-} mnist=../shared/data/mnist cifar=data/cifar10 python=${PYTHON:-python3}
-cpu=0 quick=0 cifar_limit=10000
+cpu=0 quick=0 cifar_limit=10000 cifar_val=5000
 while [ $# -gt 0 ]; do
     case "$1" in
         --cnn) cnn=$2; shift 2 ;;
         --mnist) mnist=$2; shift 2 ;;
         --cifar) cifar=$2; shift 2 ;;
         --cifar-limit) cifar_limit=$2; shift 2 ;;
+        --cifar-val) cifar_val=$2; shift 2 ;;
         --python) python=$2; shift 2 ;;
         --cpu) cpu=1; shift ;;
         --quick) quick=1; shift ;;
@@ -69,12 +72,12 @@ out=$(realpath "$out")
 if [ "$cpu" = 1 ]; then
     dev=cpu
     # The device side takes candle's operations, as on CUDA.
-    devenv=(env CNN_KERNELS=candle)
-    epochs_mnist=1 limit=(--limit-train 2000 --limit-test 1000) cifar_limit=1000
+    devenv=(env CNN_KERNELS=candle CNN_READ_EVERY=32)
+    epochs_mnist=1 epochs_cifar=1 limit=(--limit-train 2000 --limit-test 1000) cifar_limit=1000
 else
     dev=cuda
     devenv=(env)
-    epochs_mnist=2 limit=()
+    epochs_mnist=2 epochs_cifar=2 limit=()
 fi
 if [ "$quick" = 1 ]; then
     limit=(--limit-train 256 --limit-test 256) cifar_limit=128
@@ -134,24 +137,27 @@ evaluate() { # CHECKPOINT SIDE → cnn eval --json, or {} when it fails
     run_on "$2" "$cnn" eval --checkpoint "$1" --device "$(device_of "$2")" --json 2>> "$out/logs/eval.log" || echo '{}'
 }
 
-models=("lenet:mnist:$epochs_mnist" "three-conv:mnist:$epochs_mnist")
+# LABEL:CONFIG:DATA:EPOCHS:BATCH (an empty BATCH: the config's).
+models=("lenet:lenet:mnist:$epochs_mnist:" "lenet-b512:lenet:mnist:$epochs_mnist:512"
+    "three-conv:three-conv:mnist:$epochs_mnist:")
 if [ -f "$cifar/test_batch.bin" ] || [ -f "$cifar/cifar-10-batches-bin/test_batch.bin" ]; then
-    models+=("cifar10-cnn:cifar:1")
+    models+=("cifar10-cnn:cifar10-cnn:cifar:$epochs_cifar:")
 else
     cifar=""
     log "no CIFAR-10 at the --cifar folder: cifar10-cnn skipped (scripts/get-cifar10.sh makes one)"
 fi
 for spec in "${models[@]}"; do
-    IFS=: read -r model data epochs <<< "$spec"
+    IFS=: read -r model config data epochs batch <<< "$spec"
     data_dir=$mnist extra=("${limit[@]}")
     if [ "$data" = cifar ]; then
-        data_dir=$cifar extra=(--limit-train "$cifar_limit" --limit-test "$cifar_limit")
+        data_dir=$cifar extra=(--limit-train "$cifar_limit" --limit-test "$cifar_limit" --set "data.val_size=$cifar_val")
     fi
+    [ -n "$batch" ] && extra+=(--batch-size "$batch")
     for side in device kernels; do
         name=$([ "$side" = device ] && echo "$dev" || echo cpu)
         [ "$cpu" = 1 ] && [ "$side" = device ] && name=candle-ops
         log "$model on $name ($epochs epoch(s))"
-        read -r code secs < <(train "$model-$name" "configs/$model.json" "$side" "$data_dir" "$epochs" "${extra[@]}")
+        read -r code secs < <(train "$model-$name" "configs/$config.json" "$side" "$data_dir" "$epochs" "${extra[@]}")
         ck=$out/runs/$model-$name/best.safetensors
         here=$(evaluate "$ck" "$side")
         other=kernels; [ "$side" = kernels ] && other=device
@@ -193,19 +199,23 @@ else
 fi
 if [ "$torch_ok" = 1 ]; then
     for spec in "${models[@]}"; do
-        IFS=: read -r model data epochs <<< "$spec"
+        IFS=: read -r model config data epochs batch <<< "$spec"
         data_dir=$mnist extra=("${limit[@]}")
         [ "$data" = cifar ] && data_dir=$cifar extra=(--limit-train "$cifar_limit")
-        # torch_reference.py takes --limit-train only.
+        # torch_reference.py takes --limit-train only (the test set is whole).
         args=()
         for ((i = 0; i < ${#extra[@]}; i += 2)); do
             [ "${extra[i]}" = --limit-train ] && args+=(--limit-train "${extra[i+1]}")
         done
+        [ "$data" = cifar ] && args+=(--val-size "$cifar_val")
+        [ -n "$batch" ] && args+=(--batch-size "$batch")
         log "$model in PyTorch on $torch_dev"
-        if "$python" scripts/torch_reference.py train --config "configs/$model.json" --data-dir "$data_dir" \
+        if "$python" scripts/torch_reference.py train --config "configs/$config.json" --data-dir "$data_dir" \
             --device "$torch_dev" --epochs "$epochs" --json "${args[@]}" \
             > "$out/steps/torch-$model.raw" 2> "$out/logs/torch-$model.log"; then
-            record "torch-$model" "$("$python" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["model"]=sys.argv[2]; print(json.dumps(d))' "$out/steps/torch-$model.raw" "$model")"
+            # The last epoch's speed, as cnn's history gives it (the first
+            # carries the warm-up: kernels loaded, cuBLAS started).
+            record "torch-$model" "$("$python" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["model"]=sys.argv[2]; d["images_per_second"]=d["train_images"]/d["epoch_seconds_each"][-1]; print(json.dumps(d))' "$out/steps/torch-$model.raw" "$model")"
         else
             record "torch-$model" "{\"model\": \"$model\", \"error\": \"see logs/torch-$model.log\"}"
         fi
@@ -280,17 +290,19 @@ lines += [f"Device: {g.get('gpu', machine.get('device'))}, driver {g.get('driver
 lines += [f"Op-by-op: {ops.get('checked', '?')} layer outputs and gradients of one training step of every shipped config, "
           f"{ops.get('failed', '?')} beyond a relative {ops.get('tolerance', '?')} (gradients {ops.get('gradient_tolerance', '?')}; largest: "
           f"{max((r['relative_error'] for r in ops.get('results', [])), default=float('nan')):.1e}).", ""]
-lines += ["| model | side | epochs | test acc | train img/s | eval img/s | acc on the other device | PyTorch train img/s | PyTorch eval img/s | PyTorch test acc |",
-          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+lines += ["| model | side | epochs | test acc | train img/s | eval img/s | acc on the other device | PyTorch train img/s | PyTorch eval img/s | PyTorch test acc | train × PyTorch |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for m in models:
     for device_side in (True, False):
         t = sides.get((m, device_side))
         if not t:
             continue
         p = torch.get(m, {}) if device_side else {}
-        lines.append(f"| {m} | {t['side']} | {t['epochs']} | {pct(t['test_acc'])} | {num(t['train_images_per_second'])} | "
+        ours, theirs = t["train_images_per_second"], p.get("images_per_second")
+        ratio = f"{ours / theirs:.2f}×" if ours and theirs else "—"
+        lines.append(f"| {m} | {t['side']} | {t['epochs']} | {pct(t['test_acc'])} | {num(ours)} | "
                      f"{num(t['eval_images_per_second'])} | {pct(t['other_device_accuracy'])} | "
-                     f"{num(p.get('train_images_per_second'))} | {num(p.get('eval_images_per_second'))} | {pct(p.get('test_acc'))} |")
+                     f"{num(theirs)} | {num(p.get('eval_images_per_second'))} | {pct(p.get('test_acc'))} | {ratio} |")
 lines += ["", "| failure mode | exit | expected | message |", "| --- | ---: | --- | --- |"]
 for f in fails:
     lines.append(f"| {f['case']} | {f.get('exit_code', '—')} | {f.get('expected', '—')} | {(f.get('message') or '').replace('|', '/')[:160]} |")

@@ -3,7 +3,8 @@
 
 This is the reference side of scripts/bench.sh and of the checkpoint interop
 check: it builds the same network as `cnn` from the same config file, trains
-it on MNIST with PyTorch on the CPU and reports throughput, accuracy and
+it on MNIST, Fashion-MNIST or CIFAR-10 with PyTorch on the CPU (or a CUDA GPU,
+--device cuda) and reports throughput, accuracy and
 memory in the same terms, so that the two can be compared side by side. It
 also evaluates safetensors checkpoints written by itself or by `cnn train`.
 
@@ -35,6 +36,13 @@ How it mirrors cnn:
   * Average pooling counts padding (count_include_pad=True); gelu is the
     exact (erf) form; padding "same" puts the odd extra pixel at the bottom
     and right.
+  * data.dataset picks the files: MNIST/Fashion-MNIST IDX files, or
+    CIFAR-10's binary batches (validation split 5,000 by default, as in cnn).
+  * data.augment's random crop (padding, fill) and horizontal flip are
+    applied to the uint8 images of each training batch before normalisation,
+    as cnn does (other transforms are refused); training.lr_schedule's
+    warmup and constant/step/multistep/exponential/cosine schedules set the
+    rate of every step by cnn's formula (src/schedule.rs).
 
 Timing: each epoch's clock covers only the training steps (batch assembly,
 forward, backward, optimizer step), not data loading or evaluation; the test
@@ -569,6 +577,134 @@ def load_mnist(data_dir, input_shape, num_classes):
     return out
 
 
+
+CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR_TEST = "test_batch.bin"
+CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+def load_cifar10(data_dir, input_shape, num_classes):
+    """CIFAR-10's binary version (data_batch_1..5.bin and test_batch.bin, in
+    data_dir or its cifar-10-batches-bin folder), as load_mnist returns MNIST:
+    images shaped (N, 3, 32, 32)."""
+    if not os.path.isdir(data_dir):
+        raise InputError(f"--data-dir {data_dir}: no such directory")
+    if list(input_shape) != [3, 32, 32] or num_classes != 10:
+        raise InputError(f"CIFAR-10 images are [3, 32, 32] in 10 classes, but the config has "
+                         f"input_shape {list(input_shape)} and num_classes {num_classes}")
+    folder = next((d for d in (data_dir, os.path.join(data_dir, "cifar-10-batches-bin"))
+                   if os.path.isfile(os.path.join(d, CIFAR_TEST))), None)
+    if folder is None:
+        raise InputError(f"{data_dir} has no {CIFAR_TEST}; it needs CIFAR-10's binary version "
+                         f"({', '.join(CIFAR_TRAIN)}, {CIFAR_TEST}): run scripts/get-cifar10.sh {data_dir}")
+
+    def read(names):
+        parts = []
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                raw = np.fromfile(path, dtype=np.uint8)
+            except OSError as e:
+                raise InputError(f"cannot read {path}: {e.strerror}") from None
+            if len(raw) == 0 or len(raw) % CIFAR_RECORD:
+                raise InputError(f"{path} is not a CIFAR-10 batch: {len(raw)} bytes is not a "
+                                 f"multiple of {CIFAR_RECORD}")
+            parts.append(raw.reshape(-1, CIFAR_RECORD))
+        records = np.concatenate(parts)
+        labels = records[:, 0].copy()
+        if labels.max() >= num_classes:
+            raise InputError(f"{folder}: label {labels.max()} is outside the 10 classes")
+        return records[:, 1:].reshape(-1, 3, 32, 32).copy(), labels
+
+    return [*read(CIFAR_TRAIN), *read([CIFAR_TEST])]
+
+
+def load_data(data_dir, config):
+    """The dataset the config names (data.dataset: mnist or fashion-mnist in
+    IDX files, cifar10 in binary batches)."""
+    dataset = opt(section(config, "data"), "dataset", "mnist")
+    if dataset in ("mnist", "fashion-mnist"):
+        return load_mnist(data_dir, config["input_shape"], config["num_classes"])
+    if dataset == "cifar10":
+        return load_cifar10(data_dir, config["input_shape"], config["num_classes"])
+    raise InputError(f'data.dataset "{dataset}" is not one this reference reads (mnist, fashion-mnist, cifar10)')
+
+
+class Augmenter:
+    """data.augment's random crop (pad every side with `fill`, crop back at a
+    random offset) and horizontal flip, on a batch of uint8 images, drawn
+    from numpy's generator: what cnn does, with another generator."""
+
+    def __init__(self, augment, seed):
+        augment = augment or {}
+        unknown = sorted(set(augment) - {"random_crop", "horizontal_flip"})
+        if unknown:
+            raise InputError(f"data.augment.{unknown[0]} is not implemented by this reference")
+        crop = augment.get("random_crop")
+        self.pad = int(opt(crop, "padding", 0)) if crop else 0
+        self.fill = int(opt(crop, "fill", 0)) if crop else 0
+        self.flip = float(opt(augment, "horizontal_flip", 0.0))
+        self.rng = np.random.default_rng(seed + 2)
+
+    def active(self):
+        return self.pad > 0 or self.flip > 0
+
+    def __call__(self, images):
+        n, c, h, w = images.shape
+        out = images
+        if self.pad > 0:
+            p = self.pad
+            padded = np.full((n, c, h + 2 * p, w + 2 * p), self.fill, dtype=np.uint8)
+            padded[:, :, p:p + h, p:p + w] = images
+            dy = self.rng.integers(0, 2 * p + 1, n)
+            dx = self.rng.integers(0, 2 * p + 1, n)
+            rows = (dy[:, None] + np.arange(h)[None, :])[:, None, :, None]
+            cols = (dx[:, None] + np.arange(w)[None, :])[:, None, None, :]
+            out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows, cols]
+        if self.flip > 0:
+            flip = self.rng.random(n) < self.flip
+            out = out.copy() if out is images else out
+            out[flip] = out[flip][:, :, :, ::-1]
+        return out
+
+
+def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
+    """cnn's learning rate for a step (src/schedule.rs): an optional linear
+    warmup over warmup_epochs (counted in steps) in front of the schedule,
+    which counts its epochs from the end of the warmup."""
+    schedule = schedule or {}
+    kind = opt(schedule, "type", "constant")
+    warmup = float(opt(schedule, "warmup_epochs", 0.0))
+    start = float(opt(schedule, "warmup_start_factor", 0.1))
+    if warmup >= epochs > 0 and kind != "one_cycle":
+        warmup = epochs / 2  # cnn shortens a warm-up that does not fit the same way
+    spe = max(steps_per_epoch, 1)
+    warmup_steps = round(warmup * spe)
+    whole = math.ceil(warmup)
+    e = max(epoch - whole, 0)
+    if kind == "constant":
+        main = base
+    elif kind == "step":
+        main = base * opt(schedule, "gamma", 0.1) ** (e // max(opt(schedule, "step_size", 1), 1))
+    elif kind == "multistep":
+        main = base * opt(schedule, "gamma", 0.1) ** sum(1 for m in opt(schedule, "milestones", []) if m <= e)
+    elif kind == "exponential":
+        main = base * opt(schedule, "gamma", 0.95) ** e
+    elif kind == "cosine":
+        t_max = opt(schedule, "t_max", None) or max(epochs - whole, 1)
+        eta_min = opt(schedule, "eta_min", 0.0)
+        main = eta_min + (base - eta_min) * (1 + math.cos(math.pi * min(e, t_max) / t_max)) / 2
+    else:
+        raise InputError(f'training.lr_schedule.type "{kind}" is not implemented by this reference')
+    if step < warmup_steps:
+        return main * (start + (1 - start) * step / max(warmup_steps, 1))
+    return main
+
+def default_val_size(data):
+    """cnn's validation split when data.val_size is not given."""
+    return 5000 if opt(data, "dataset", "mnist") == "cifar10" else 10000
+
+
 def split_train(n, val_size, seed, limit_train):
     """Indices (sorted) of the training split: val_size images (a count or a
     fraction) are held out at random with the seed, then the first
@@ -631,18 +767,25 @@ class Batcher:
     """Turns uint8 images into normalised float32 batches through a 256-entry
     lookup table per channel: (pixel/255 - mean)/std."""
 
-    def __init__(self, mean, std):
+    def __init__(self, mean, std, device=None):
         p = np.arange(256, dtype=np.float64) / 255.0
         tables = [((p - m) / s).astype(np.float32) for m, s in zip(mean, std)]
+        self.device = torch.device(device or "cpu")
         # Channel c's table at offset 256*c, so one gather serves all channels.
-        self.table = torch.from_numpy(np.concatenate(tables))
-        self.offsets = (torch.arange(len(mean), dtype=torch.long) * 256).view(1, -1, 1, 1)
+        self.table = torch.from_numpy(np.concatenate(tables)).to(self.device)
+        self.offsets = (torch.arange(len(mean), dtype=torch.long) * 256).view(1, -1, 1, 1).to(self.device)
 
-    def __call__(self, images_u8, labels_u8, idx):
-        x = torch.from_numpy(images_u8[idx]).long()
+    def __call__(self, images_u8, labels_u8, idx, augmented=False):
+        """The images idx of images_u8, or with `augmented` images_u8 itself
+        (already gathered), and the labels idx."""
+        # The uint8 pixels cross to the device (a quarter of the float bytes)
+        # and are looked up there.
+        x = torch.from_numpy(np.ascontiguousarray(images_u8 if augmented else images_u8[idx]))
+        x = x.to(self.device, non_blocking=True).long()
         if self.offsets.numel() > 1:
             x = x + self.offsets
-        return self.table[x], torch.from_numpy(labels_u8[idx].astype(np.int64))
+        y = torch.from_numpy(labels_u8[idx].astype(np.int64)).to(self.device, non_blocking=True)
+        return self.table[x], y
 
 
 def evaluate(model, batcher, images, labels, batch_size):
@@ -654,8 +797,9 @@ def evaluate(model, batcher, images, labels, batch_size):
         for lo in range(0, len(labels), batch_size):
             x, y = batcher(images, labels, slice(lo, lo + batch_size))
             logits = model.logits(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(dim=1) == y).sum())
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(dim=1) == y).sum()
+    loss_sum, correct = float(loss_sum), int(correct)  # waits for the device
     seconds = time.perf_counter() - start
     n = len(labels)
     return (loss_sum / n if n else float("nan")), correct, seconds
@@ -668,6 +812,27 @@ def peak_rss_mb():
 # ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
+
+def pick_device(name):
+    """torch.device for --device (cpu, cuda, cuda:N), or an InputError."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"--device {name}: {e}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: PyTorch sees no CUDA GPU")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise InputError(f"--device {name}: use cpu, cuda or cuda:N")
+    return device
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
 
 def set_threads(threads):
     if threads < 1:
@@ -696,7 +861,8 @@ def cmd_train(args):
     training, data = section(config, "training"), section(config, "data")
     seed = args.seed if args.seed is not None else opt(training, "seed", 42)
     torch.manual_seed(seed)
-    model = ConfigNet(config)
+    device = pick_device(args.device)
+    model = ConfigNet(config).to(device)
 
     batch_size = args.batch_size if args.batch_size is not None else opt(training, "batch_size", 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -710,33 +876,47 @@ def cmd_train(args):
     shuffle = boolean(opt(data, "shuffle", True), "data.shuffle")
     drop_last = boolean(opt(data, "drop_last", False), "data.drop_last")
 
-    train_x, train_y, test_x, test_y = load_mnist(args.data_dir, config["input_shape"], config["num_classes"])
-    val_size = args.val_size if args.val_size is not None else opt(data, "val_size", 10000)
+    train_x, train_y, test_x, test_y = load_data(args.data_dir, config)
+    val_size = args.val_size if args.val_size is not None else opt(data, "val_size", default_val_size(data))
     limit_train = args.limit_train if args.limit_train is not None else data.get("limit_train")
     keep = split_train(len(train_y), val_size, seed, limit_train)
     train_x, train_y = train_x[keep], train_y[keep]  # contiguous copies of the split
     mean, std = normalization(data.get("normalize"), train_x)
-    batcher = Batcher(mean, std)
+    batcher = Batcher(mean, std, device)
     test_x, test_y = test_set(data, test_x, test_y)
 
     n = len(train_y)
     rng = np.random.default_rng(seed + 1)
-    epoch_seconds, last_loss = [], float("nan")
+    augmenter = Augmenter(data.get("augment"), seed)
+    schedule = training.get("lr_schedule")
+    base_lr = optimizer.param_groups[0]["lr"]
+    stop = n - n % batch_size if drop_last else n
+    steps_per_epoch = -(-stop // batch_size)
+    epoch_seconds, last_loss, step = [], float("nan"), 0
     for epoch in range(args.epochs):
         order = rng.permutation(n) if shuffle else np.arange(n)
-        stop = n - n % batch_size if drop_last else n
         model.train()
-        loss_sum, seen = torch.zeros(()), 0
+        loss_sum, seen = torch.zeros((), device=device), 0
+        synchronize(device)
         start = time.perf_counter()
         for lo in range(0, stop, batch_size):
             idx = order[lo: min(lo + batch_size, stop)]
-            x, y = batcher(train_x, train_y, idx)
+            if schedule:
+                lr = lr_at(schedule, base_lr, epoch, step, steps_per_epoch, args.epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            step += 1
+            if augmenter.active():
+                x, y = batcher(augmenter(train_x[idx]), train_y, idx, augmented=True)
+            else:
+                x, y = batcher(train_x, train_y, idx)
             loss = F.cross_entropy(model.logits(x), y, label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(idx)
             seen += len(idx)
+        synchronize(device)
         epoch_seconds.append(time.perf_counter() - start)
         last_loss = float(loss_sum) / max(seen, 1)
         if not args.json:
@@ -761,12 +941,14 @@ def cmd_train(args):
         "eval_seconds": eval_seconds,
         "eval_images_per_second": len(test_y) / eval_seconds if eval_seconds > 0 else float("nan"),
         "peak_rss_mb": peak_rss_mb(),
+        "device": str(device),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "threads": args.threads,
         "torch_version": torch.__version__,
     }
 
     if args.save:
-        tensors = {k: v.detach().to(torch.float32).contiguous()
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
                    for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
         metadata = {
             "format": "torch-reference",
@@ -840,6 +1022,7 @@ def cmd_eval(args):
     else:
         raise InputError(f"{args.checkpoint} has no config in its metadata; pass --config FILE")
 
+    device = pick_device(args.device)
     model = ConfigNet(config)
     weights = match_tensors(tensors, model, args.checkpoint)
     try:
@@ -848,21 +1031,22 @@ def cmd_eval(args):
         raise InputError(f"{args.checkpoint} does not fit the config: {e}") from None
 
     data, training = section(config, "data"), section(config, "training")
-    train_x, train_y, test_x, test_y = load_mnist(args.data_dir, config["input_shape"], config["num_classes"])
+    train_x, train_y, test_x, test_y = load_data(args.data_dir, config)
     if "normalization" in metadata:
         stats = json.loads(metadata["normalization"])
         mean, std = normalization({"mean": stats["mean"], "std": stats["std"]}, train_x)
     else:
         setting = data.get("normalize")
         if setting is None or setting == "auto":
-            keep = split_train(len(train_y), opt(data, "val_size", 10000), opt(training, "seed", 42),
+            keep = split_train(len(train_y), opt(data, "val_size", default_val_size(data)), opt(training, "seed", 42),
                                data.get("limit_train"))
             train_x = train_x[keep]
         mean, std = normalization(setting, train_x)
     del train_x, train_y
     test_x, test_y = test_set(data, test_x, test_y)
 
-    loss, correct, seconds = evaluate(model, Batcher(mean, std), test_x, test_y, eval_batch_size(data))
+    model.to(device)
+    loss, correct, seconds = evaluate(model, Batcher(mean, std, device), test_x, test_y, eval_batch_size(data))
     n = len(test_y)
     result = {
         "checkpoint": args.checkpoint,
@@ -883,16 +1067,18 @@ def cmd_eval(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="PyTorch reference trainer for cnn model configs (MNIST, CPU).")
+        description="PyTorch reference trainer for cnn model configs (MNIST, Fashion-MNIST, CIFAR-10; CPU or CUDA).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a config and report speed, accuracy and memory")
     t.add_argument("--config", required=True, help="cnn JSON model config")
-    t.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX files (raw or .gz)")
+    t.add_argument("--data-dir", required=True,
+                   help="directory with the four MNIST IDX files (raw or .gz), or CIFAR-10's binary batches")
     t.add_argument("--epochs", type=int, default=1, help="epochs to train (default 1; the config's epochs are ignored)")
     t.add_argument("--batch-size", type=int, help="default: training.batch_size of the config (64)")
     t.add_argument("--lr", type=float, help="default: training.optimizer.lr of the config (1e-3)")
     t.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2); inter-op is 1")
+    t.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     t.add_argument("--limit-train", type=int, help="train on only the first N images of the training split")
     t.add_argument("--val-size", type=float,
                    help="images held out for validation, a count or a fraction (default: data.val_size, 10000)")
@@ -903,9 +1089,11 @@ def main(argv=None):
 
     e = sub.add_parser("eval", help="evaluate a safetensors checkpoint (from this script or cnn) on the test set")
     e.add_argument("--config", help="cnn JSON model config (the checkpoint's own config wins when it has one)")
-    e.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX files (raw or .gz)")
+    e.add_argument("--data-dir", required=True,
+                   help="directory with the four MNIST IDX files (raw or .gz), or CIFAR-10's binary batches")
     e.add_argument("--checkpoint", required=True, metavar="FILE.safetensors")
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(run=cmd_eval)
 

@@ -86,7 +86,18 @@ fn open_cuda(n: usize) -> std::result::Result<Device, String> {
     let result = std::panic::catch_unwind(|| Device::new_cuda(n));
     std::panic::set_hook(hook);
     match result {
-        Ok(Ok(device)) => Ok(device),
+        Ok(Ok(device)) => {
+            #[cfg(feature = "cuda")]
+            if let Device::Cuda(d) = &device {
+                // cnn runs everything on the device's one stream, so the
+                // events cudarc records on every tensor for each kernel that
+                // uses it (to order work across streams) are pure cost: two
+                // driver calls per operand of every launch.
+                // SAFETY: one stream; no tensor is used on another.
+                unsafe { d.disable_event_tracking() };
+            }
+            Ok(device)
+        }
         Ok(Err(e)) => Err(first_line(&e.to_string())),
         Err(panic) => {
             let msg = panic

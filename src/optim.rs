@@ -76,10 +76,10 @@ impl Step {
         (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
     }
 
-    /// Updates `theta` and the slot's state in place (CPU, f32): no new
-    /// tensors after the first step.
+    /// Updates `theta` and the slot's state in place (the CPU's kernels,
+    /// or a GPU's, f32): no new tensors after the first step.
     fn in_place(&self, theta: &Tensor, grad: &Tensor, slot: &mut Slot) -> Result<()> {
-        use crate::ops::inplace::update;
+        use crate::ops::inplace::{Kernel, update};
         let lr = self.lr as f32;
         match self.rule {
             Rule::Sgd {
@@ -90,7 +90,7 @@ impl Step {
             } => {
                 let (mu, wd) = (momentum as f32, weight_decay as f32);
                 if momentum == 0.0 {
-                    update(theta, grad, grad, |th, g, _| *th -= lr * (g + wd * *th))?;
+                    update(theta, grad, grad, Kernel::SgdPlain { lr, wd })?;
                     return Ok(());
                 }
                 let buf = match &slot.momentum_buffer {
@@ -98,16 +98,17 @@ impl Step {
                     None => (grad + (theta * weight_decay)?)?,
                     Some(b) => {
                         let keep = 1.0 - dampening as f32;
-                        update(b, grad, theta, |b, g, th| {
-                            *b = mu * *b + keep * (g + wd * th)
-                        })?;
+                        update(b, grad, theta, Kernel::SgdBuffer { mu, keep, wd })?;
                         b.clone()
                     }
                 };
-                update(theta, &buf, grad, |th, b, g| {
-                    let step = if nesterov { g + wd * *th + mu * b } else { b };
-                    *th -= lr * step;
-                })?;
+                let kernel = Kernel::SgdTheta {
+                    lr,
+                    mu,
+                    wd,
+                    nesterov,
+                };
+                update(theta, &buf, grad, kernel)?;
                 slot.momentum_buffer = Some(buf);
             }
             Rule::Adam {
@@ -132,19 +133,18 @@ impl Step {
                     Some(v) => v.clone(),
                     None => theta.zeros_like()?,
                 };
-                update(&m, grad, theta, |m, g, th| {
-                    *m = b1 * *m + (1.0 - b1) * (g + l2 * th)
-                })?;
-                update(&v, grad, theta, |v, g, th| {
-                    let g = g + l2 * th;
-                    *v = b2 * *v + (1.0 - b2) * g * g
-                })?;
+                update(&m, grad, theta, Kernel::AdamM { beta1: b1, l2 })?;
+                update(&v, grad, theta, Kernel::AdamV { beta2: b2, l2 })?;
                 let (bc1, bc2) = self.bias_corrections(beta1, beta2);
                 let step_size = (self.lr / bc1) as f32;
                 let bc2_sqrt = bc2.sqrt() as f32;
-                update(theta, &m, &v, |th, m, v| {
-                    *th = *th * shrink - step_size * m / (v.sqrt() / bc2_sqrt + eps)
-                })?;
+                let kernel = Kernel::AdamTheta {
+                    shrink,
+                    step_size,
+                    bc2_sqrt,
+                    eps,
+                };
+                update(theta, &m, &v, kernel)?;
                 slot.exp_avg = Some(m);
                 slot.exp_avg_sq = Some(v);
             }
@@ -316,7 +316,7 @@ impl Optimizer {
                 t: slot.steps,
             };
             let theta = var.as_tensor();
-            if fused && crate::ops::native(theta) {
+            if fused && crate::ops::inplace::available(theta) {
                 hp.in_place(theta, grad, slot)?;
             } else {
                 var.set(&hp.with_tensors(theta, grad, slot)?)?;

@@ -8,7 +8,11 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 pub fn run(args: &SummaryArgs) -> Result<()> {
-    let config = super::load_config(&args.config, &args.sets, &[])?;
+    let mut config = super::load_config(&args.config, &args.sets, &[])?;
+    let epochs = config.training.epochs;
+    if let Some(w) = config.training.lr_schedule.fit_warmup(epochs) {
+        eprintln!("warning: {w}");
+    }
     // The whole config is checked as `cnn train` checks it, so that a
     // summary (and a sweep's check of its points) passes only what trains.
     config.check_settings()?;

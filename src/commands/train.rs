@@ -118,10 +118,12 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
         crate::bail_input!("cnn train needs --config FILE (or --resume RUN_DIR to continue a run)");
     };
     let mut config = new_run_config(args, config_path)?;
+    let epochs = config.training.epochs;
+    let warmup = config.training.lr_schedule.fit_warmup(epochs);
     let plan = arch::plan(&config)?;
     config.check_settings()?;
     check_against_plan(&config, &plan)?;
-    for w in &plan.warnings {
+    for w in plan.warnings.iter().chain(&warmup) {
         progress.note(&format!("warning: {w}"));
     }
     let out = run_dir_path(args, &config)?;

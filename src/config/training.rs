@@ -493,6 +493,28 @@ impl OptimizerConfig {
 }
 
 impl LrSchedule {
+    /// Shortens a warm-up that does not fit in a run of `epochs` epochs (one
+    /// of `warmup_epochs` or more, e.g. a shipped config run with
+    /// `--epochs 1`) to half the run, and returns the warning that says so;
+    /// `None` when it fits (or is invalid, which [`LrSchedule::check`]
+    /// reports). One-cycle has no separate warm-up and is left alone.
+    pub fn fit_warmup(&mut self, epochs: usize) -> Option<String> {
+        let w = self.warmup_epochs;
+        if !(w.is_finite() && w > 0.0) || epochs == 0 || w < epochs as f64 {
+            return None;
+        }
+        if matches!(self.kind, ScheduleKind::OneCycle { .. }) {
+            return None;
+        }
+        self.warmup_epochs = epochs as f64 / 2.0;
+        Some(format!(
+            "training.lr_schedule.warmup_epochs is {w} but the run has only {epochs} epoch{}; \
+             the warm-up is shortened to {} epochs (half the run)",
+            if epochs == 1 { "" } else { "s" },
+            self.warmup_epochs
+        ))
+    }
+
     /// Checks the settings for a run of `epochs`; every message names the field.
     pub fn check(&self, epochs: usize) -> Result<()> {
         let s = self;

@@ -35,9 +35,15 @@ pub(crate) fn env_choice(name: &str, known: &[&'static str]) -> Option<&'static 
 /// do, as on CUDA). `CNN_KERNELS=candle` sends the CPU through candle's ops
 /// too: the code path other devices take, testable without a GPU.
 pub fn native(x: &Tensor) -> bool {
+    !candle_only() && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// `CNN_KERNELS=candle`, or inside [`with_candle_ops`]: candle's operations
+/// only, on every device.
+pub fn candle_only() -> bool {
     static CANDLE_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let candle_only = *CANDLE_ONLY.get_or_init(|| env_choice("CNN_KERNELS", &["candle"]).is_some());
-    !candle_only && !CANDLE_HERE.get() && x.device().is_cpu() && x.dtype() == DType::F32
+    *CANDLE_ONLY.get_or_init(|| env_choice("CNN_KERNELS", &["candle"]).is_some())
+        || CANDLE_HERE.get()
 }
 
 thread_local! {

@@ -57,15 +57,12 @@ impl Ema {
                 continue;
             }
             let (a, x) = (avg.as_tensor(), value.as_tensor());
-            if crate::ops::native(a) {
-                let (d, rest) = (d as f32, (1.0 - d) as f32);
+            if crate::ops::inplace::available(a) {
                 // An unchanging value (a fixed scale) stays exactly what it
                 // is, not moved by rounding.
-                crate::ops::inplace::update(a, x, x, |e, v, _| {
-                    if *e != v {
-                        *e = d * *e + rest * v
-                    }
-                })?;
+                let (decay, rest) = (d as f32, (1.0 - d) as f32);
+                let kernel = crate::ops::inplace::Kernel::Ema { decay, rest };
+                crate::ops::inplace::update(a, x, x, kernel)?;
             } else {
                 avg.set(&((a * d)? + (x.detach() * (1.0 - d))?)?)?;
             }

@@ -92,17 +92,19 @@ pub fn run(
             &settings,
             i as u64,
             epoch,
+            false,
         )?;
-        if !out.loss.is_finite() {
-            sweep.stopped = Some(format!("the loss became {} at rate {lr:.3e}", out.loss));
+        let loss = super::step::Reading::read_all(std::iter::once(&out.reading))?[0].0;
+        if !loss.is_finite() {
+            sweep.stopped = Some(format!("the loss became {loss} at rate {lr:.3e}"));
             break;
         }
         clip_gradients(&learner.model, &mut out.grads, t.grad_clip)?;
         learner.optim.apply(&out.grads)?;
-        avg = beta * avg + (1.0 - beta) * out.loss;
+        avg = beta * avg + (1.0 - beta) * loss;
         let smooth = avg / (1.0 - beta.powi(i as i32 + 1));
         sweep.lrs.push(lr);
-        sweep.losses.push(out.loss);
+        sweep.losses.push(loss);
         sweep.smoothed.push(smooth);
         on_step(i + 1, lr, smooth);
         lowest = lowest.min(smooth);

@@ -151,6 +151,7 @@ pub fn fit(
     let steps_per_epoch = steps_per_epoch(ctx.config, train.len())?;
     let settings = step::Settings::of(ctx.config, train);
     let plan = learner.model.plan().clone();
+    let read_every = read_every(&learner.model);
     let mut record = Recorder::open(ctx, progress, &state)?;
     let stop_requested = || ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst));
 
@@ -164,13 +165,17 @@ pub fn fit(
 
         // 2. The training steps not yet done.
         record.start_epoch(epoch, train.len(), &state);
-        let started = Instant::now();
-        let seconds_before = state.partial.seconds;
+        let clock = (Instant::now(), state.partial.seconds);
         let batches = order.chunks(cfg.batch_size).take(steps_per_epoch);
+        // Steps whose loss is still on the device: counted and recorded,
+        // in order, when read (every `read_every` steps, before a
+        // checkpoint and at the end of the epoch).
+        let mut pending: Vec<Pending> = Vec::new();
         for batch in batches.skip(state.batches_done) {
+            let step = state.step + pending.len() as u64;
             let position = Position {
                 epoch: epoch - 1,
-                step: state.step,
+                step,
                 steps_per_epoch,
                 epochs: cfg.epochs,
                 reduced: state.plateau.lr,
@@ -184,34 +189,41 @@ pub fn fit(
                 train.set,
                 batch,
                 &settings,
-                state.step,
+                step,
                 epoch,
+                read_every > 1,
             )?;
             drop(t);
-            if !out.loss.is_finite() || cfg.max_loss.is_some_and(|m| out.loss > m) {
-                return Err(diverged(ctx, epoch, &state, out.loss, lr));
+            if let step::Reading::Ready { loss, .. } = out.reading {
+                check_loss(ctx, epoch, &state, loss, lr)?;
             }
             let t = profile::scope(|| "step: optimizer".to_string());
             let grad_norm = clip_gradients(&learner.model, &mut out.grads, cfg.grad_clip)?;
             learner.optim.apply(&out.grads)?;
             if let Some(ema) = &learner.ema {
-                ema.update(&learner.model, state.step + 1)?;
+                ema.update(&learner.model, step + 1)?;
             }
             drop(t);
-            let seconds = seconds_before + started.elapsed().as_secs_f64();
-            state.count_step(batch.len(), out.loss, out.correct, seconds);
-            let accuracy = out.correct / batch.len() as f64;
-            record.step(&state, epoch, out.loss, accuracy, lr, grad_norm)?;
+            pending.push(Pending {
+                images: batch.len(),
+                reading: out.reading,
+                lr,
+                grad_norm,
+            });
             let interrupted = stop_requested();
-            if interrupted
-                || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every))
-            {
+            let save = interrupted
+                || (cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every));
+            if save || pending.len() >= read_every {
+                settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
+            }
+            if save {
                 record.checkpoint(learner, &state, epoch)?;
             }
             if interrupted {
                 return Err(interrupted_error(ctx, epoch, &state));
             }
         }
+        settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
 
         // 3. Validation and test passes (of the average, with an EMA).
         let lr = learner.optim.lr();
@@ -261,48 +273,207 @@ pub fn fit(
     })
 }
 
-/// The global L2 norm of the gradients of `model`'s parameters (summed in
-/// their order, in f64, so the same on any thread count), then the
+/// A step's gradient norm before clipping: read (the CPU), or an `f32`
+/// scalar left on the device until the loop reads the steps' losses.
+pub enum GradNorm {
+    Ready(f64),
+    OnDevice(Tensor),
+}
+
+impl GradNorm {
+    /// The values of `norms`, in order, with one transfer for all those
+    /// still on the device.
+    fn read_all<'a>(norms: impl Iterator<Item = &'a GradNorm>) -> Result<Vec<f64>> {
+        let norms: Vec<&GradNorm> = norms.collect();
+        let on_device: Vec<Tensor> = norms
+            .iter()
+            .filter_map(|n| match n {
+                GradNorm::OnDevice(t) => Some(t.reshape(1)),
+                GradNorm::Ready(_) => None,
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let mut read = if on_device.is_empty() {
+            Vec::new()
+        } else {
+            Tensor::cat(&on_device, 0)?.to_vec1::<f32>()?
+        }
+        .into_iter();
+        Ok(norms
+            .iter()
+            .map(|n| match n {
+                GradNorm::Ready(v) => *v,
+                GradNorm::OnDevice(_) => read.next().expect("one value per norm") as f64,
+            })
+            .collect())
+    }
+}
+
+/// The global L2 norm of the gradients of `model`'s parameters, then the
 /// clipping of `clip` applied to them: all scaled by `max_norm / (norm +
 /// 1e-6)` when the norm is above `max_norm` (PyTorch's
 /// `clip_grad_norm_`), or each value clamped to `±max_value`. Returns the
-/// norm before clipping.
+/// norm before clipping. On the CPU the norm is summed in the parameters'
+/// order, in f64, so the same on any thread count; on other devices it is
+/// computed there and left there, so that the CPU does not wait for the
+/// device at every step.
 pub fn clip_gradients(
     model: &Model,
     grads: &mut GradStore,
     clip: Option<crate::config::GradClip>,
-) -> Result<f64> {
-    let mut sum = 0.0f64;
-    for (_, var) in model.params() {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let values = g
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?;
-            sum += values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+) -> Result<GradNorm> {
+    let vars: Vec<&Tensor> = model
+        .params()
+        .iter()
+        .map(|(_, v)| v.as_tensor())
+        .filter(|t| grads.get(t).is_some())
+        .collect();
+    let list: Vec<Tensor> = vars.iter().map(|t| grads.get(t).unwrap().clone()).collect();
+    let (norm, clipped) = if model.device().is_cpu() {
+        let (norm, clipped) = clip_read(&list, clip)?;
+        (GradNorm::Ready(norm), clipped)
+    } else {
+        let (norm, clipped) = clip_on_device(&list, clip)?;
+        (GradNorm::OnDevice(norm), clipped)
+    };
+    for (t, g) in vars.into_iter().zip(clipped) {
+        if let Some(g) = g {
+            grads.insert(t, g);
         }
+    }
+    Ok(norm)
+}
+
+/// [`clip_gradients`] on the CPU: the norm read and summed in f64; the
+/// clipped gradients (`None` where one is unchanged).
+fn clip_read(
+    grads: &[Tensor],
+    clip: Option<crate::config::GradClip>,
+) -> Result<(f64, Vec<Option<Tensor>>)> {
+    let mut sum = 0.0f64;
+    for g in grads {
+        let values = g
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        sum += values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
     }
     let norm = sum.sqrt();
     let Some(clip) = clip else {
-        return Ok(norm);
+        return Ok((norm, vec![None; grads.len()]));
     };
-    for (_, var) in model.params() {
-        let t = var.as_tensor();
-        let Some(g) = grads.get(t) else { continue };
-        let clipped = match (clip.max_norm, clip.max_value) {
+    let clipped = grads
+        .iter()
+        .map(|g| match (clip.max_norm, clip.max_value) {
             (Some(max), _) => {
                 let coef = max / (norm + 1e-6);
-                if coef >= 1.0 {
-                    continue;
-                }
-                (g * coef)?
+                (coef < 1.0).then(|| g * coef).transpose()
             }
-            (None, Some(v)) => g.clamp(-v, v)?,
-            (None, None) => continue,
-        };
-        grads.insert(t, clipped);
+            (None, Some(v)) => g.clamp(-v, v).map(Some),
+            (None, None) => Ok(None),
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok((norm, clipped))
+}
+
+/// [`clip_gradients`] on a device: the norm as an `f32` scalar there, the
+/// scale `min(1, max_norm / (norm + 1e-6))` applied there too.
+fn clip_on_device(
+    grads: &[Tensor],
+    clip: Option<crate::config::GradClip>,
+) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+    use candle_core::DType;
+    let squares: Vec<Tensor> = grads
+        .iter()
+        .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all()?.reshape(1))
+        .collect::<candle_core::Result<_>>()?;
+    let norm = match grads.first() {
+        Some(_) => Tensor::cat(&squares, 0)?.sum_all()?.sqrt()?,
+        None => Tensor::new(0f32, &candle_core::Device::Cpu)?,
+    };
+    let Some(clip) = clip else {
+        return Ok((norm, vec![None; grads.len()]));
+    };
+    let clipped = match (clip.max_norm, clip.max_value) {
+        (Some(max), _) => {
+            let coef = ((norm.affine(1.0, 1e-6)?.recip()? * max)?).clamp(0f32, 1f32)?;
+            grads
+                .iter()
+                .map(|g| g.broadcast_mul(&coef.to_dtype(g.dtype())?).map(Some))
+                .collect::<candle_core::Result<_>>()?
+        }
+        (None, Some(v)) => grads
+            .iter()
+            .map(|g| g.clamp(-v, v).map(Some))
+            .collect::<candle_core::Result<_>>()?,
+        (None, None) => vec![None; grads.len()],
+    };
+    Ok((norm, clipped))
+}
+
+/// How many steps' losses are read from the device at once: every step on
+/// the CPU, where they are read as they are made anyway, and every 32 on a
+/// GPU, so that the CPU queues the next steps while the GPU works instead of
+/// waiting for each. `CNN_READ_EVERY=N` sets it (1 reads every step, as on
+/// the CPU; N > 1 on the CPU keeps a batch run in one piece on the device
+/// until read, which is how the GPU path is tested without a GPU). The
+/// numbers do not depend on it; only when a divergence is noticed does.
+fn read_every(model: &Model) -> usize {
+    static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        let v = std::env::var("CNN_READ_EVERY").ok()?;
+        match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                eprintln!("warning: CNN_READ_EVERY={v:?} is not a whole number of steps, 1 or more; ignored");
+                None
+            }
+        }
+    });
+    env.unwrap_or(if model.device().is_cpu() { 1 } else { 32 })
+}
+
+/// A step done whose loss and count may still be on the device.
+struct Pending {
+    images: usize,
+    reading: step::Reading,
+    lr: f64,
+    /// The gradients' norm before clipping.
+    grad_norm: GradNorm,
+}
+
+/// Reads the pending steps' losses (one transfer), then checks, counts and
+/// records each in order, as if it had been read at its step.
+fn settle(
+    ctx: &RunContext,
+    pending: &mut Vec<Pending>,
+    state: &mut RunState,
+    record: &mut Recorder,
+    epoch: usize,
+    (started, seconds_before): (Instant, f64),
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
     }
-    Ok(norm)
+    let values = step::Reading::read_all(pending.iter().map(|p| &p.reading))?;
+    let norms = GradNorm::read_all(pending.iter().map(|p| &p.grad_norm))?;
+    // After the read, which waits for the device: the time the steps took.
+    let seconds = seconds_before + started.elapsed().as_secs_f64();
+    for ((p, (loss, correct)), grad_norm) in pending.drain(..).zip(values).zip(norms) {
+        check_loss(ctx, epoch, state, loss, p.lr)?;
+        state.count_step(p.images, loss, correct, seconds);
+        let accuracy = correct / p.images as f64;
+        record.step(state, epoch, loss, accuracy, p.lr, grad_norm)?;
+    }
+    Ok(())
+}
+
+/// A loss that is not finite, or above `training.max_loss`, ends the run.
+fn check_loss(ctx: &RunContext, epoch: usize, state: &RunState, loss: f64, lr: f64) -> Result<()> {
+    let max_loss = ctx.config.training.max_loss;
+    if !loss.is_finite() || max_loss.is_some_and(|m| loss > m) {
+        return Err(diverged(ctx, epoch, state, loss, lr));
+    }
+    Ok(())
 }
 
 /// The order of the training images in `epoch`: shuffled by a stream of
@@ -446,4 +617,76 @@ fn interrupted_error(ctx: &RunContext, epoch: usize, state: &RunState) -> anyhow
         ctx.run_dir.last().display(),
         ctx.run_dir.path().display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GradClip;
+    use candle_core::Device;
+
+    fn grads() -> Vec<Tensor> {
+        let a = Tensor::new(&[3.0f32, -4.0, 0.5], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[[1.0f32, -2.0], [0.25, 6.0]], &Device::Cpu).unwrap();
+        vec![a, b]
+    }
+
+    fn values(t: &[Option<Tensor>], original: &[Tensor]) -> Vec<f32> {
+        t.iter()
+            .zip(original)
+            .flat_map(|(c, g)| {
+                c.as_ref()
+                    .unwrap_or(g)
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// The device's form (as a GPU runs it, here on the CPU) gives the norm
+    /// and clipped gradients of the CPU's.
+    #[test]
+    fn clipping_on_the_device_matches_the_cpu() {
+        let g = grads();
+        let norm = (9.0f64 + 16.0 + 0.25 + 1.0 + 4.0 + 0.0625 + 36.0).sqrt();
+        for clip in [
+            None,
+            Some(GradClip {
+                max_norm: Some(1.0),
+                max_value: None,
+            }),
+            Some(GradClip {
+                max_norm: Some(100.0),
+                max_value: None,
+            }),
+            Some(GradClip {
+                max_norm: None,
+                max_value: Some(0.5),
+            }),
+        ] {
+            let (n_cpu, c_cpu) = clip_read(&g, clip).unwrap();
+            let (n_dev, c_dev) = clip_on_device(&g, clip).unwrap();
+            assert!((n_cpu - norm).abs() < 1e-12);
+            assert!((n_dev.to_scalar::<f32>().unwrap() as f64 - norm).abs() < 1e-5);
+            let (a, b) = (values(&c_cpu, &g), values(&c_dev, &g));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-6, "{clip:?}: {a:?} vs {b:?}");
+            }
+            if let Some(max) = clip.and_then(|c| c.max_norm) {
+                let clipped: f64 = a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                assert!(clipped <= max.min(norm) + 1e-5, "{clipped}");
+            }
+        }
+        let read = GradNorm::read_all(
+            [
+                GradNorm::Ready(2.0),
+                GradNorm::OnDevice(Tensor::new(3f32, &Device::Cpu).unwrap()),
+            ]
+            .iter(),
+        )
+        .unwrap();
+        assert_eq!(read, vec![2.0, 3.0]);
+    }
 }

@@ -9,6 +9,12 @@
 //! the part, so a resumed run repeats them exactly. Mixup and CutMix pair
 //! each image with the one at the mirrored position of its part, with one
 //! draw per step (`rng::Purpose::Mix`).
+//!
+//! A batch run in one piece, unmixed and unweighted, can leave its loss and
+//! accuracy count on the device ([`Reading::OnDevice`]): on a GPU, reading
+//! them every step would make the CPU wait for the GPU to finish each step
+//! before it queues the next, so the loop reads them for many steps at once
+//! (see `train::read_every`).
 
 use super::loss;
 use crate::config::{Augment, Config, Mixup};
@@ -31,11 +37,58 @@ pub const MICRO_BATCH: usize = 32;
 pub struct StepOutput {
     /// Gradients of the batch's loss.
     pub grads: GradStore,
-    /// The batch's loss: the mean, or with class weights the weighted mean.
-    pub loss: f64,
-    /// Images predicted right; under mixup or CutMix each image counts
-    /// `λ` for its own label and `1 − λ` for its partner's.
-    pub correct: f64,
+    pub reading: Reading,
+}
+
+/// A step's loss (the mean, or with class weights the weighted mean) and
+/// its images predicted right (under mixup or CutMix each image counts `λ`
+/// for its own label and `1 − λ` for its partner's).
+pub enum Reading {
+    Ready {
+        loss: f64,
+        correct: f64,
+    },
+    /// Scalars on the device (an `f32` loss and a `u32` count), not yet read.
+    OnDevice {
+        loss: Tensor,
+        correct: Tensor,
+    },
+}
+
+impl Reading {
+    /// The values of `readings`, in order, with one transfer per kind of
+    /// value for all those still on the device.
+    pub fn read_all<'a>(readings: impl Iterator<Item = &'a Reading>) -> Result<Vec<(f64, f64)>> {
+        let readings: Vec<&Reading> = readings.collect();
+        let (mut losses, mut counts) = (Vec::new(), Vec::new());
+        for r in &readings {
+            if let Reading::OnDevice { loss, correct } = r {
+                losses.push(loss.reshape(1)?);
+                counts.push(correct.reshape(1)?);
+            }
+        }
+        let (losses, counts) = if losses.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                Tensor::cat(&losses, 0)?.to_vec1::<f32>()?,
+                Tensor::cat(&counts, 0)?.to_vec1::<u32>()?,
+            )
+        };
+        let mut on_device = losses.into_iter().zip(counts);
+        Ok(readings
+            .iter()
+            .map(|r| match r {
+                Reading::Ready { loss, correct } => (*loss, *correct),
+                Reading::OnDevice { .. } => {
+                    let (l, c) = on_device
+                        .next()
+                        .expect("one value per reading on the device");
+                    (l as f64, c as f64)
+                }
+            })
+            .collect())
+    }
 }
 
 /// `indices` cut into `ceil(n / MICRO_BATCH)` nearly equal parts.
@@ -159,6 +212,9 @@ fn mix_images(x: &Tensor, mix: &Mix) -> Result<Tensor> {
 /// Forward and backward passes of the batch `indices` of `set`, augmented
 /// and mixed as the settings say; dropout masks, augmentation and mixing
 /// come from the `step`'s streams, the alternating flip from the `epoch`.
+/// With `defer`, a batch run in one piece, unmixed and unweighted, leaves
+/// its loss and count on the device.
+#[allow(clippy::too_many_arguments)]
 pub fn gradients(
     model: &Model,
     batcher: &Batcher,
@@ -167,6 +223,7 @@ pub fn gradients(
     settings: &Settings,
     step: u64,
     epoch: usize,
+    defer: bool,
 ) -> Result<StepOutput> {
     let (smoothing, augment, seed) = (settings.label_smoothing, settings.augment, settings.seed);
     let parts = if model.device().is_cpu() && !model.needs_whole_batch() {
@@ -193,6 +250,21 @@ pub fn gradients(
         epoch,
         image: 0,
     };
+    if defer && parts.len() == 1 && mix.is_none() && weights.is_none() {
+        // The streams of part 0, as below.
+        let mut dropout = rng::stream(seed, rng::Purpose::Dropout, step << 16);
+        let mut augmentation = rng::stream(seed, rng::Purpose::Augment, step << 16);
+        let (x, y) = batcher.train_batch(set, indices, augment, &mut augmentation, visit)?;
+        let logits = model.logits(&x, Pass::train(&mut dropout))?;
+        let loss = loss::cross_entropy(&logits, &y, smoothing)?;
+        let correct = loss::correct_on_device(&logits.detach(), &y)?;
+        let grads = loss.backward().context("computing gradients")?;
+        let loss = loss.detach();
+        return Ok(StepOutput {
+            grads,
+            reading: Reading::OnDevice { loss, correct },
+        });
+    }
     let one = |(j, part): (usize, &&[u32])| -> Result<(GradStore, f64, f64)> {
         let stream = (step << 16) | j as u64;
         let mut dropout = rng::stream(seed, rng::Purpose::Dropout, stream);
@@ -236,8 +308,10 @@ pub fn gradients(
     }
     Ok(StepOutput {
         grads,
-        loss: total,
-        correct,
+        reading: Reading::Ready {
+            loss: total,
+            correct,
+        },
     })
 }
 

@@ -233,6 +233,31 @@ fn schedules_show_in_the_history_and_early_stopping_ends_the_run() {
     );
 }
 
+/// A warm-up as long as the run (a shipped config's, run with a small
+/// `--epochs`) is shortened to half the run with a warning, not refused.
+#[test]
+fn a_warmup_longer_than_the_run_is_shortened_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let mut args = train_args(
+        "mlp.json",
+        &out,
+        &[
+            "--epochs",
+            "1",
+            "--set",
+            r#"training.lr_schedule={"type": "cosine", "warmup_epochs": 1}"#,
+        ],
+    );
+    args.retain(|a| a != "--quiet");
+    let (code, _, err) = run(cnn(dir.path()).args(&args));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: training.lr_schedule.warmup_epochs is 1 but the run has only 1 epoch; the warm-up is shortened to 0.5 epochs"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_schedule_settings_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -242,8 +267,8 @@ fn bad_schedule_settings_name_the_field() {
             "training.lr_schedule.step_size is 0",
         ),
         (
-            r#"training.lr_schedule={"type": "cosine", "warmup_epochs": 9}"#,
-            "warmup_epochs is 9 but the run has only 5 epochs",
+            r#"training.lr_schedule={"type": "cosine", "warmup_epochs": -1}"#,
+            "training.lr_schedule.warmup_epochs is -1",
         ),
         (
             r#"training.lr_schedule={"type": "warp"}"#,
@@ -578,5 +603,60 @@ impl safetensors::View for SafeView {
     }
     fn data_len(&self) -> usize {
         self.0.len() * 4
+    }
+}
+
+/// On a GPU the loop reads the steps' losses from the device many at once
+/// (`CNN_READ_EVERY`, which the CPU takes too for batches run in one piece,
+/// as here with 32 images): the weights, optimizer state, history and
+/// steps.csv are those of reading every step, and a divergence still stops
+/// the run before any non-finite checkpoint is written.
+#[test]
+fn losses_read_many_steps_at_once_change_no_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--batch-size",
+        "32",
+        "--checkpoint-every",
+        "7",
+        "--set",
+        "data.limit_train=600",
+    ];
+    let each = dir.path().join("each");
+    let (code, _, err) = run(cnn(dir.path()).args(train_args("lenet.json", &each, &extra)));
+    assert_eq!(code, 0, "{err}");
+    let batched = dir.path().join("batched");
+    let (code, _, err) = run(cnn(dir.path()).env("CNN_READ_EVERY", "5").args(train_args(
+        "lenet.json",
+        &batched,
+        &extra,
+    )));
+    assert_eq!(code, 0, "{err}");
+    assert_same_run(&each, &batched);
+
+    let nan = dir.path().join("nan");
+    let (code, _, err) = run(cnn(dir.path()).env("CNN_READ_EVERY", "5").args(train_args(
+        "lenet.json",
+        &nan,
+        &[
+            "--batch-size",
+            "32",
+            "--lr",
+            "1e6",
+            "--checkpoint-every",
+            "3",
+        ],
+    )));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("training diverged"), "{err}");
+    if nan.join("last.safetensors").exists() {
+        let (_, t) = cnn::checkpoint::read_raw(&nan.join("last.safetensors")).unwrap();
+        for (k, t) in t {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "last.safetensors: {k} is not finite"
+            );
+        }
     }
 }
