@@ -94,11 +94,11 @@ LAYER_ALIASES = {
 # checks that the two agree).
 LAYER_FIELDS = {
     "conv2d": {"in_channels", "out_channels", "kernel_size", "stride", "padding",
-               "dilation", "groups", "bias", "padding_mode"},
+               "dilation", "groups", "bias", "padding_mode", "init"},
     "max_pool2d": {"kernel_size", "stride", "padding"},
     "avg_pool2d": {"kernel_size", "stride", "padding"},
-    "batch_norm2d": {"num_features", "eps", "momentum", "affine"},
-    "batch_norm1d": {"num_features", "eps", "momentum", "affine"},
+    "batch_norm2d": {"num_features", "eps", "momentum", "affine", "fixed_scale"},
+    "batch_norm1d": {"num_features", "eps", "momentum", "affine", "fixed_scale"},
     "relu": set(),
     "leaky_relu": {"negative_slope"},
     "sigmoid": set(),
@@ -218,7 +218,7 @@ def layer_kind(index, spec):
     if kind not in LAYER_FIELDS:
         raise InputError(f'layer {index}: unknown layer type "{spec["type"]}"; '
                          f'expected one of: {", ".join(LAYER_FIELDS)}')
-    unknown = sorted(set(spec) - LAYER_FIELDS[kind] - {"type"})
+    unknown = sorted(set(spec) - LAYER_FIELDS[kind] - {"type", "trainable"})
     if unknown:
         allowed = ", ".join(sorted(LAYER_FIELDS[kind])) or "none"
         raise InputError(f"layer {index} ({kind}): unknown field `{unknown[0]}`; allowed fields: {allowed}")
@@ -231,7 +231,20 @@ def layer_kind(index, spec):
 
 def build_layer(index, kind, spec, shape):
     """One module for one config entry, given the input shape (without the
-    batch dimension): (c, h, w) for images, (n,) for feature vectors."""
+    batch dimension): (c, h, w) for images, (n,) for feature vectors. A layer
+    with "trainable": false, and a batch norm's fixed scale, get
+    requires_grad False. (A conv2d's "init" is not reproduced: patch
+    whitening's weights come with a checkpoint.)"""
+    module = build_one(index, kind, spec, shape)
+    where = f"layer {index} ({kind})" if isinstance(index, int) else f"{index} ({kind})"
+    if not boolean(opt(spec, "trainable", True), f"{where}: trainable"):
+        module.requires_grad_(False)
+    if kind.startswith("batch_norm") and boolean(opt(spec, "fixed_scale", False), f"{where}: fixed_scale"):
+        module.weight.requires_grad_(False)
+    return module
+
+
+def build_one(index, kind, spec, shape):
     where = f"layer {index} ({kind})" if isinstance(index, int) else f"{index} ({kind})"
     image = len(shape) == 3
 

@@ -30,6 +30,75 @@ impl Plan {
     pub fn macs(&self) -> u128 {
         self.layers.iter().map(|l| l.macs).sum()
     }
+    /// Parameters of layers with `trainable: false` (or inside a frozen block).
+    pub fn frozen_params(&self) -> u128 {
+        let mut n = 0;
+        layers::walk(&self.layers, &mut |node| {
+            if node.frozen {
+                n += node
+                    .op
+                    .run()
+                    .tensors()
+                    .iter()
+                    .filter(|t| t.trainable)
+                    .map(|t| t.elements())
+                    .sum::<u128>();
+            }
+        });
+        n
+    }
+
+    /// The layer at `path`: an index in the config's list (`3`), the path of
+    /// one inside a block (`5.layers.0`), or either with the checkpoint's
+    /// `layers.` in front.
+    pub fn find(&self, path: &str) -> Option<&Node> {
+        let full = if path.starts_with("layers.") {
+            path.to_string()
+        } else {
+            format!("layers.{path}")
+        };
+        let mut found = None;
+        layers::walk(&self.layers, &mut |n| {
+            if n.path == full {
+                found = Some(n)
+            }
+        });
+        found
+    }
+
+    /// The parameters `entry` names: every parameter of a layer (and of the
+    /// layers inside it) given by its path, or one tensor given as
+    /// `PATH.NAME` (`0.weight`). `None` when it names nothing.
+    pub fn params_at(&self, entry: &str) -> Option<Vec<String>> {
+        let params = |node: &Node| -> Vec<String> {
+            node.tensors()
+                .into_iter()
+                .filter(|(_, t)| t.trainable)
+                .map(|(name, _)| name)
+                .collect()
+        };
+        if let Some(node) = self.find(entry) {
+            return Some(params(node));
+        }
+        let (layer, tensor) = entry.rsplit_once('.')?;
+        let node = self.find(layer)?;
+        let name = format!("{}.{tensor}", node.path);
+        node.op
+            .run()
+            .tensors()
+            .iter()
+            .any(|t| t.trainable && t.name == tensor)
+            .then(|| vec![name])
+    }
+
+    /// The layers a message can suggest: their paths as configs give them.
+    pub fn layer_paths(&self) -> String {
+        format!(
+            "0 to {} (inside a block, a path such as 5.layers.0; one tensor as 0.weight)",
+            self.layers.len() - 1
+        )
+    }
+
     /// Index of the trailing softmax/log-softmax, if any: the loss is taken on
     /// the logits before it.
     pub fn output_activation(&self) -> Option<usize> {
@@ -108,6 +177,16 @@ pub fn plan(config: &Config) -> Result<Plan> {
     }
     if !layers.iter().any(|l| l.params > 0) {
         crate::bail_input!("the network has no trainable parameters; add a conv2d or linear layer");
+    }
+    let mut trained = false;
+    layers::walk(&layers, &mut |n| {
+        trained |= !n.frozen && n.op.run().tensors().iter().any(|t| t.trainable)
+    });
+    if !trained {
+        crate::bail_input!(
+            "every layer with parameters has \"trainable\": false, so nothing would be trained; \
+             remove \"trainable\": false from at least one of them"
+        );
     }
     let plan = Plan {
         input,

@@ -39,13 +39,21 @@ pub struct Meta {
 /// The `__metadata__` string map of a safetensors file.
 pub type Metadata = HashMap<String, String>;
 
+/// Prefix of the weights being trained, in a `last.safetensors` of a run
+/// with `training.ema` (whose `layers.*` tensors are then the average).
+pub const RAW: &str = "raw.";
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     pub meta: Meta,
-    /// `layers.*` tensors.
+    /// `layers.*` tensors: the network as evaluated (with `training.ema`,
+    /// the average of the weights).
     pub weights: HashMap<String, Tensor>,
     /// `optim.*` tensors.
     pub optimizer: HashMap<String, Tensor>,
+    /// `raw.layers.*` tensors, named without `raw.`: with `training.ema`,
+    /// the weights being trained (in `last.safetensors` only).
+    pub raw: HashMap<String, Tensor>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -98,8 +106,14 @@ pub fn read_raw(path: &Path) -> Result<(Option<Metadata>, HashMap<String, Tensor
         )
     })?;
     // Weights are floats: an integer or boolean tensor would be cast into
-    // nonsense (or not load at all), so it is named instead.
-    let mut infos: Vec<_> = header.tensors().into_iter().collect();
+    // nonsense (or not load at all), so it is named instead. PyTorch's
+    // integer batch counters (`num_batches_tracked`) are the exception:
+    // the readers of PyTorch files drop them.
+    let mut infos: Vec<_> = header
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.ends_with(".num_batches_tracked"))
+        .collect();
     infos.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, info) in &infos {
         use safetensors::Dtype;
@@ -159,13 +173,20 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     let meta = parse_meta(&info)
         .with_context(|| format!("reading the metadata of checkpoint {}", path.display()))?;
-    let (optimizer, weights) = tensors
+    let (optimizer, rest): (HashMap<_, _>, HashMap<_, _>) = tensors
         .into_iter()
         .partition(|(k, _)| k.starts_with("optim."));
+    let (raw, weights): (HashMap<_, _>, HashMap<_, _>) =
+        rest.into_iter().partition(|(k, _)| k.starts_with(RAW));
+    let raw = raw
+        .into_iter()
+        .map(|(k, t)| (k[RAW.len()..].to_string(), t))
+        .collect();
     Ok(Checkpoint {
         meta,
         weights,
         optimizer,
+        raw,
     })
 }
 

@@ -105,6 +105,7 @@ pub enum Command {
         cnn eval --checkpoint runs/lenet/best.safetensors --split val --json\n  \
         cnn eval --checkpoint runs/digits/best.safetensors --test-dir held-back/\n  \
         cnn eval --checkpoint runs/lenet/best.safetensors --confusion-png confusion.png --mistakes-png mistakes.png\n  \
+        cnn eval --checkpoint runs/cifar/best.safetensors --tta --top-k 3\n  \
         cnn eval --checkpoint torch_lenet.safetensors --config configs/lenet.json")]
     Eval(EvalArgs),
     /// Show each layer's output shape, parameters and multiply-adds.
@@ -181,6 +182,85 @@ pub enum Command {
         scripts/sweep.sh calls these and hands the points to GNU parallel or a Slurm job array; \
         see README, Sweeps.")]
     Sweep(SweepArgs),
+    /// Find a learning rate: train for a few hundred steps with the rate
+    /// growing exponentially and suggest where the loss falls fastest.
+    #[command(after_help = "Examples:\n  \
+        cnn lr-find --config configs/lenet.json --data-dir ../shared/data/mnist --plot lr.png\n  \
+        cnn lr-find --config configs/resnet9-cifar10.json --start-lr 1e-5 --end-lr 1 --steps 200 --json\n\n\
+        Leslie Smith's range test (as Lightning's lr_find): it uses the config's model, optimizer, \
+        batch size, augmentation and data, stops early once the smoothed loss passes 4 times its \
+        lowest, and writes nothing but --plot: no run directory is made or touched. The suggestion \
+        is a starting point (Lightning's heuristic); a rate somewhat below the loss minimum is the \
+        usual choice.")]
+    LrFind(LrFindArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct LrFindArgs {
+    /// Architecture and training config (JSON).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Override any config field by its dotted path, as in `cnn train`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+
+    /// The rate of the first step.
+    #[arg(long, value_name = "X", default_value_t = 1e-7)]
+    pub start_lr: f64,
+
+    /// The rate of the last step.
+    #[arg(long, value_name = "X", default_value_t = 10.0)]
+    pub end_lr: f64,
+
+    /// Steps of the sweep (at most; it stops early when the loss diverges).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub steps: usize,
+
+    /// Draw the loss against the learning rate, the suggestion marked (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Print one JSON object on stdout: the rates, losses and suggestion.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Directory holding the dataset files (as in `cnn train`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Dataset: mnist, fashion-mnist, cifar10 or imagefolder (overrides data.dataset).
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+
+    /// Never download a dataset from the Hugging Face Hub.
+    #[arg(long)]
+    pub no_download: bool,
+
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+
+    /// Images per step (overrides training.batch_size).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Seed (overrides training.seed).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Use only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub limit_train: Option<usize>,
+
+    /// Start from these weights, as `cnn train --init-from`.
+    #[arg(long, value_name = "FILE")]
+    pub init_from: Option<PathBuf>,
+
+    /// Print nothing but the result and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +436,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", group = "new_run")]
     pub seed: Option<u64>,
 
+    /// Fine-tune: start from the weights of this checkpoint (or PyTorch
+    /// state_dict) wherever a tensor's name and shape match (overrides
+    /// training.init_from).
+    #[arg(long, value_name = "FILE", group = "new_run")]
+    pub init_from: Option<PathBuf>,
+
     /// Train on only the first N training images.
     #[arg(long, value_name = "N", group = "new_run")]
     pub limit_train: Option<usize>,
@@ -446,6 +532,21 @@ pub struct EvalArgs {
     /// available to this process.
     #[arg(long)]
     pub no_memory_check: bool,
+
+    /// The k of the top-k accuracy (default: training.top_k of the config, 5).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+
+    /// Test-time augmentation: average the logits over copies of each image.
+    /// Alone: the config's data.tta, or else {"flip": true, "translate": 1};
+    /// or give the settings as JSON, e.g. --tta '{"translate": 1}'.
+    #[arg(long, value_name = "JSON", num_args = 0..=1, default_missing_value = "",
+          conflicts_with = "no_tta")]
+    pub tta: Option<String>,
+
+    /// Evaluate without the test-time augmentation the config's data.tta asks for.
+    #[arg(long)]
+    pub no_tta: bool,
 }
 
 #[derive(Debug, Args)]

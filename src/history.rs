@@ -25,9 +25,21 @@ pub struct EpochRecord {
     pub epoch_seconds: f64,
     /// Training images per second.
     pub images_per_second: f64,
+    /// The mean over classes of the F1 scores (`null` in histories written
+    /// before it was recorded).
+    #[serde(default)]
+    pub val_macro_f1: Option<f64>,
+    #[serde(default)]
+    pub test_macro_f1: Option<f64>,
+    /// Fraction of images whose class is among the `training.top_k` highest
+    /// scores.
+    #[serde(default)]
+    pub val_top_k_acc: Option<f64>,
+    #[serde(default)]
+    pub test_top_k_acc: Option<f64>,
 }
 
-pub const CSV_COLUMNS: [&str; 10] = [
+pub const CSV_COLUMNS: [&str; 14] = [
     "epoch",
     "lr",
     "train_loss",
@@ -38,6 +50,10 @@ pub const CSV_COLUMNS: [&str; 10] = [
     "test_acc",
     "epoch_seconds",
     "images_per_second",
+    "val_macro_f1",
+    "test_macro_f1",
+    "val_top_k_acc",
+    "test_top_k_acc",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -49,7 +65,7 @@ pub fn to_csv(records: &[EpochRecord]) -> String {
     out.push('\n');
     for r in records {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.epoch,
             r.lr,
             r.train_loss,
@@ -59,7 +75,11 @@ pub fn to_csv(records: &[EpochRecord]) -> String {
             r.test_loss,
             r.test_acc,
             r.epoch_seconds,
-            r.images_per_second
+            r.images_per_second,
+            opt(r.val_macro_f1),
+            opt(r.test_macro_f1),
+            opt(r.val_top_k_acc),
+            opt(r.test_top_k_acc),
         ));
     }
     out
@@ -88,8 +108,20 @@ pub fn read(dir: &Path) -> Result<Vec<EpochRecord>> {
         .context("reading the history")
 }
 
-/// Header of `steps.csv`, the per-step log for live graphs.
-pub const STEP_COLUMNS: &str = "step,epoch,loss,accuracy,lr";
+/// Header of `steps.csv`, the per-step log for live graphs; `grad_norm` is
+/// the global L2 norm of the gradients before any clipping.
+pub const STEP_COLUMNS: &str = "step,epoch,loss,accuracy,lr,grad_norm";
+
+/// One row of `steps.csv`.
+#[derive(Debug, Clone, Copy)]
+pub struct StepRow {
+    pub step: u64,
+    pub epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+}
 
 /// `steps.csv`: one row per optimizer step, appended as training goes and
 /// flushed at every checkpoint; on resume, rows after the checkpoint's step
@@ -114,8 +146,12 @@ impl StepLog {
                 // written, so they are whole; a row cut by a crash is later.
                 let fields: Vec<&str> = line.split(',').collect();
                 let step = fields[0].parse::<u64>().ok();
-                if fields.len() == 5 && step.is_some_and(|s| s <= keep_until) {
+                if (5..=6).contains(&fields.len()) && step.is_some_and(|s| s <= keep_until) {
                     kept.push_str(line);
+                    // A row written before grad_norm was logged.
+                    if fields.len() == 5 {
+                        kept.push(',');
+                    }
                     kept.push('\n');
                 }
             }
@@ -133,17 +169,21 @@ impl StepLog {
         Ok(log)
     }
 
-    pub fn push(
-        &mut self,
-        step: u64,
-        epoch: usize,
-        loss: f64,
-        accuracy: f64,
-        lr: f64,
-    ) -> Result<()> {
+    pub fn push(&mut self, row: &StepRow) -> Result<()> {
         use std::io::Write;
-        writeln!(self.file, "{step},{epoch},{loss},{accuracy},{lr}")
-            .with_context(|| format!("cannot write {} (disk full?)", self.path.display()))
+        let StepRow {
+            step,
+            epoch,
+            loss,
+            accuracy,
+            lr,
+            grad_norm,
+        } = row;
+        writeln!(
+            self.file,
+            "{step},{epoch},{loss},{accuracy},{lr},{grad_norm}"
+        )
+        .with_context(|| format!("cannot write {} (disk full?)", self.path.display()))
     }
 
     pub fn flush(&mut self) -> Result<()> {

@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Samples(args) => commands::samples::run(args),
         Command::CheckDevice(args) => commands::check_device::run(args),
         Command::Sweep(args) => commands::sweep::run(args, cli.threads),
+        Command::LrFind(args) => commands::lr_find::run(args),
     }
 }
 

@@ -3,7 +3,9 @@
 //! so results can be compared one to one. candle-nn's AdamW keeps its moments
 //! private and its SGD has no momentum, hence these.
 
-use crate::config::{OptimizerConfig, Rule};
+use crate::arch::Plan;
+use crate::config::{OptimizerConfig, ParamGroup, Rule, TrainingConfig};
+use crate::layers::{KINDS, walk};
 use anyhow::Result;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
@@ -15,6 +17,48 @@ struct Slot {
     exp_avg: Option<Tensor>,
     exp_avg_sq: Option<Tensor>,
     momentum_buffer: Option<Tensor>,
+    /// Updates of this parameter (PyTorch's per-parameter `step`): fewer
+    /// than the run's steps when it was frozen for a while.
+    steps: u64,
+}
+
+/// How one parameter is updated: its group's rate multiplier and rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Setting {
+    lr_scale: f64,
+    rule: Rule,
+}
+
+impl Rule {
+    /// The same rule with another weight decay.
+    fn with_weight_decay(self, wd: f64) -> Rule {
+        match self {
+            Rule::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+                ..
+            } => Rule::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay: wd,
+            },
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                decoupled,
+                ..
+            } => Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: wd,
+                decoupled,
+            },
+        }
+    }
 }
 
 /// The hyper-parameters of one update.
@@ -173,25 +217,59 @@ impl Step {
 }
 
 pub struct Optimizer {
-    rule: Rule,
     lr: f64,
     /// Number of steps taken.
     step: u64,
     params: Vec<(String, Var)>,
     slots: Vec<Slot>,
+    /// Per parameter, from `training.param_groups`.
+    settings: Vec<Setting>,
 }
 
 impl Optimizer {
+    /// One rule for every parameter.
     pub fn new(params: Vec<(String, Var)>, config: &OptimizerConfig) -> Result<Self> {
         let rule = config.rule()?;
         let slots = params.iter().map(|_| Slot::default()).collect();
+        let settings = params
+            .iter()
+            .map(|_| Setting {
+                lr_scale: 1.0,
+                rule,
+            })
+            .collect();
         Ok(Optimizer {
-            rule,
             lr: config.lr,
             step: 0,
             params,
             slots,
+            settings,
         })
+    }
+
+    /// The optimizer of a training run: every parameter of `plan` (the
+    /// frozen ones get no gradient and so no update), each with the
+    /// settings of the first of `training.param_groups` that selects it.
+    pub fn for_run(
+        plan: &Plan,
+        params: Vec<(String, Var)>,
+        training: &TrainingConfig,
+    ) -> Result<Self> {
+        let mut optim = Optimizer::new(params, &training.optimizer)?;
+        let base = training.optimizer.rule()?;
+        let groups = assign_groups(plan, &training.param_groups)?;
+        for ((name, _), setting) in optim.params.iter().zip(optim.settings.iter_mut()) {
+            if let Some(&g) = groups.get(name) {
+                let group = &training.param_groups[g];
+                *setting = Setting {
+                    lr_scale: group.lr_scale,
+                    rule: group
+                        .weight_decay
+                        .map_or(base, |wd| base.with_weight_decay(wd)),
+                };
+            }
+        }
+        Ok(optim)
     }
 
     #[cfg(test)]
@@ -222,14 +300,20 @@ impl Optimizer {
     /// with the tensor-op path that other devices take).
     fn apply_with(&mut self, grads: &GradStore, fused: bool) -> Result<()> {
         self.step += 1;
-        let hp = Step {
-            rule: self.rule,
-            lr: self.lr,
-            t: self.step,
-        };
-        for ((_, var), slot) in self.params.iter().zip(self.slots.iter_mut()) {
+        for (((_, var), slot), setting) in self
+            .params
+            .iter()
+            .zip(self.slots.iter_mut())
+            .zip(&self.settings)
+        {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
+            };
+            slot.steps += 1;
+            let hp = Step {
+                rule: setting.rule,
+                lr: self.lr * setting.lr_scale,
+                t: slot.steps,
             };
             let theta = var.as_tensor();
             if fused && crate::ops::inplace::available(theta) {
@@ -241,10 +325,12 @@ impl Optimizer {
         Ok(())
     }
 
-    /// State tensors named `optim.<param>.<exp_avg|exp_avg_sq|momentum_buffer>`.
+    /// State tensors named `optim.<param>.<exp_avg|exp_avg_sq|momentum_buffer>`,
+    /// and `optim.<param>.step`, the parameter's update count as an f32
+    /// scalar (as PyTorch keeps it).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for ((name, _), slot) in self.params.iter().zip(&self.slots) {
+        for ((name, var), slot) in self.params.iter().zip(&self.slots) {
             for (key, t) in [
                 ("exp_avg", &slot.exp_avg),
                 ("exp_avg_sq", &slot.exp_avg_sq),
@@ -254,26 +340,41 @@ impl Optimizer {
                     out.push((format!("optim.{name}.{key}"), t.clone()));
                 }
             }
+            if slot.steps > 0
+                && let Ok(t) = Tensor::new(slot.steps as f32, var.device())
+            {
+                out.push((format!("optim.{name}.step"), t));
+            }
         }
         out
     }
 
     /// The state tensors a run of `step` steps must have saved, by name,
-    /// and the first of them missing from `tensors`.
+    /// and the first of them missing from `tensors`. A parameter that was
+    /// never updated (frozen so far) has none; one that was has its
+    /// `optim.<param>.step`. With no optimizer tensor at all, every
+    /// parameter's state is missing.
     pub fn missing_state(&self, tensors: &HashMap<String, Tensor>, step: u64) -> Option<String> {
         if step == 0 {
             return None;
         }
-        let keys: &[&str] = match self.rule {
-            Rule::Adam { .. } => &["exp_avg", "exp_avg_sq"],
-            Rule::Sgd { momentum, .. } if momentum > 0.0 => &["momentum_buffer"],
-            Rule::Sgd { .. } => &[],
-        };
-        self.params.iter().find_map(|(name, _)| {
-            keys.iter()
-                .map(|k| format!("optim.{name}.{k}"))
-                .find(|full| !tensors.contains_key(full))
-        })
+        let none_saved = !tensors.keys().any(|k| k.starts_with("optim."));
+        self.params
+            .iter()
+            .zip(&self.settings)
+            .filter(|((name, _), _)| {
+                none_saved || tensors.contains_key(&format!("optim.{name}.step"))
+            })
+            .find_map(|((name, _), setting)| {
+                let keys: &[&str] = match setting.rule {
+                    Rule::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+                    Rule::Sgd { momentum, .. } if momentum > 0.0 => &["momentum_buffer"],
+                    Rule::Sgd { .. } => &["step"],
+                };
+                keys.iter()
+                    .map(|k| format!("optim.{name}.{k}"))
+                    .find(|full| !tensors.contains_key(full))
+            })
     }
 
     /// Restores the state saved by [`Optimizer::state_tensors`] and the step count.
@@ -295,10 +396,120 @@ impl Optimizer {
             slot.exp_avg = get("exp_avg")?;
             slot.exp_avg_sq = get("exp_avg_sq")?;
             slot.momentum_buffer = get("momentum_buffer")?;
+            let key = format!("optim.{name}.step");
+            slot.steps = match tensors.get(&key) {
+                Some(t) => {
+                    let v = t
+                        .to_dtype(candle_core::DType::F32)
+                        .and_then(|t| t.to_scalar::<f32>())
+                        .map_err(|_| {
+                            crate::input_error!(
+                                "optimizer state {key} must be one number, not a tensor of shape {:?}",
+                                t.dims()
+                            )
+                        })?;
+                    if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0) {
+                        crate::bail_input!(
+                            "optimizer state {key} is {v}; it must be a whole number of steps"
+                        );
+                    }
+                    v as u64
+                }
+                // Written before each parameter kept its own count: every
+                // parameter with state was updated at every step.
+                None if slot.exp_avg.is_some() || slot.momentum_buffer.is_some() => step,
+                None => 0,
+            };
         }
         self.step = step;
         Ok(())
     }
+}
+
+/// Checks `training.param_groups` against `plan` (before a run starts).
+pub fn check_groups(plan: &Plan, groups: &[ParamGroup]) -> Result<()> {
+    assign_groups(plan, groups).map(|_| ())
+}
+
+/// Which of `groups` each parameter of `plan` belongs to: the first whose
+/// selectors all match. Every selector must name something that exists,
+/// and every group must select a parameter; messages name the group.
+fn assign_groups(plan: &Plan, groups: &[ParamGroup]) -> Result<HashMap<String, usize>> {
+    // Every parameter with its layer's path and kind and its own name.
+    let mut params: Vec<(String, String, &'static str, &'static str)> = Vec::new();
+    walk(&plan.layers, &mut |node| {
+        for t in node.op.run().tensors() {
+            if t.trainable {
+                params.push((
+                    format!("{}.{}", node.path, t.name),
+                    node.path.clone(),
+                    node.kind,
+                    t.name,
+                ));
+            }
+        }
+    });
+    let mut out = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        let field = format!("training.param_groups.{i}");
+        let layers: Option<Vec<String>> = match &g.layers {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|l| match plan.find(l) {
+                        Some(node) => Ok(node.path.clone()),
+                        None => Err(crate::input_error!(
+                            "{field}.layers: the network has no layer {l}; its layers are {}",
+                            plan.layer_paths()
+                        )),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        let kinds: Option<Vec<&str>> = match &g.kinds {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|k| {
+                        KINDS
+                            .iter()
+                            .find(|kind| kind.name == k || kind.aliases.contains(&k.as_str()))
+                            .map(|kind| kind.name)
+                            .ok_or_else(|| {
+                                crate::input_error!(
+                                    "{field}.kinds: unknown layer kind \"{k}\"; expected one of: {}",
+                                    crate::layers::type_names().join(", ")
+                                )
+                            })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        let mut matched = 0;
+        for (name, path, kind, tensor) in &params {
+            let in_layer = layers.as_ref().is_none_or(|ls| {
+                ls.iter()
+                    .any(|l| path == l || path.starts_with(&format!("{l}.")))
+            });
+            let of_kind = kinds.as_ref().is_none_or(|ks| ks.contains(kind));
+            let named = g
+                .tensors
+                .as_ref()
+                .is_none_or(|ts| ts.iter().any(|t| t == tensor));
+            if in_layer && of_kind && named {
+                matched += 1;
+                out.entry(name.clone()).or_insert(i);
+            }
+        }
+        if matched == 0 {
+            crate::bail_input!(
+                "{field} selects no parameter of this network (its layers, kinds and tensors must all \
+                 match one; batch norm with affine false has none, and running statistics are not \
+                 parameters); correct the selectors or remove the group"
+            );
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -429,7 +640,7 @@ mod tests {
                 let mut state: Vec<Vec<f32>> = opt
                     .state_tensors()
                     .iter()
-                    .map(|(_, t)| t.to_vec1().unwrap())
+                    .map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap())
                     .collect();
                 state.push(x.as_tensor().to_vec1().unwrap());
                 state
@@ -454,5 +665,105 @@ mod tests {
         let mut b = Optimizer::new(vec![("x".into(), x.clone())], &cfg).unwrap();
         b.load_state(&saved, a.steps()).unwrap();
         assert_eq!(b.steps(), 1);
+    }
+
+    /// A parameter that gets no gradient for a while (frozen) keeps its own
+    /// update count: its first Adam update after that moves it by lr, as
+    /// PyTorch's per-parameter `step` makes it; the count is saved and
+    /// restored, and a file without it means "every step".
+    #[test]
+    fn each_parameter_counts_its_own_updates() {
+        let cfg = OptimizerConfig {
+            lr: 0.01,
+            ..Default::default()
+        };
+        let x = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        let y = Var::new(&[3.0f32], &Device::Cpu).unwrap();
+        let params = vec![("x".to_string(), x.clone()), ("y".to_string(), y.clone())];
+        let mut opt = Optimizer::new(params.clone(), &cfg).unwrap();
+        for _ in 0..4 {
+            // y is left out of the loss: no gradient, no update.
+            let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();
+            opt.backward_step(&loss).unwrap();
+        }
+        let both = (x.as_tensor().sqr().unwrap().sum_all().unwrap()
+            + y.as_tensor().sqr().unwrap().sum_all().unwrap())
+        .unwrap();
+        opt.backward_step(&both).unwrap();
+        close(&y.as_tensor().to_vec1().unwrap(), &[2.99]);
+        let saved: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
+        let count = |k: &str| saved[k].to_scalar::<f32>().unwrap();
+        assert_eq!((count("optim.x.step"), count("optim.y.step")), (5.0, 1.0));
+        let mut back = Optimizer::new(params.clone(), &cfg).unwrap();
+        back.load_state(&saved, 5).unwrap();
+        assert_eq!((back.slots[0].steps, back.slots[1].steps), (5, 1));
+        let mut old = saved.clone();
+        old.retain(|k, _| !k.ends_with(".step"));
+        back.load_state(&old, 5).unwrap();
+        assert_eq!((back.slots[0].steps, back.slots[1].steps), (5, 5));
+    }
+
+    /// `training.param_groups`: the first group that selects a parameter
+    /// sets its rate multiplier and weight decay; selectors that name
+    /// nothing are refused with the group's field.
+    #[test]
+    fn param_groups_select_by_kind_tensor_and_layer() {
+        use crate::config::Config;
+        let config = Config::from_value(serde_json::json!({
+            "input_shape": [1, 8, 8], "num_classes": 2,
+            "layers": [
+                {"type": "conv2d", "out_channels": 2, "kernel_size": 3},
+                {"type": "batch_norm2d"},
+                {"type": "flatten"},
+                {"type": "linear", "out_features": 2}],
+            "training": {"optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+                "param_groups": [
+                    {"kinds": ["batchnorm2d"], "tensors": ["bias"], "lr_scale": 64, "weight_decay": 0},
+                    {"layers": ["3"], "lr_scale": 0.5}]}
+        }))
+        .unwrap();
+        let plan = crate::arch::plan(&config).unwrap();
+        let model =
+            crate::model::Model::new(&plan, crate::model::Weights::Init { seed: 1 }, &Device::Cpu)
+                .unwrap();
+        let opt = Optimizer::for_run(&plan, model.params().to_vec(), &config.training).unwrap();
+        let wd = |r: Rule| match r {
+            Rule::Sgd { weight_decay, .. } => weight_decay,
+            Rule::Adam { .. } => unreachable!(),
+        };
+        let got: Vec<(String, f64, f64)> = opt
+            .params
+            .iter()
+            .zip(&opt.settings)
+            .map(|((n, _), s)| (n.clone(), s.lr_scale, wd(s.rule)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("layers.0.weight".into(), 1.0, 5e-4),
+                ("layers.0.bias".into(), 1.0, 5e-4),
+                ("layers.1.weight".into(), 1.0, 5e-4),
+                ("layers.1.bias".into(), 64.0, 0.0),
+                ("layers.3.weight".into(), 0.5, 5e-4),
+                ("layers.3.bias".into(), 0.5, 5e-4),
+            ]
+        );
+        let mut bad = config.training.clone();
+        bad.param_groups[1].layers = Some(vec!["9".into()]);
+        let err = format!("{:#}", check_groups(&plan, &bad.param_groups).unwrap_err());
+        assert!(
+            err.contains("training.param_groups.1.layers: the network has no layer 9"),
+            "{err}"
+        );
+        bad.param_groups[1].layers = None;
+        bad.param_groups[1].kinds = Some(vec!["dropout".into()]);
+        let err = format!("{:#}", check_groups(&plan, &bad.param_groups).unwrap_err());
+        assert!(
+            err.contains("training.param_groups.1 selects no parameter"),
+            "{err}"
+        );
+        bad.param_groups[1].kinds = Some(vec!["conv3d".into()]);
+        let err = format!("{:#}", check_groups(&plan, &bad.param_groups).unwrap_err());
+        assert!(err.contains("unknown layer kind \"conv3d\""), "{err}");
     }
 }

@@ -18,6 +18,14 @@ pub enum Purpose {
     Augment = 5,
     /// Images picked for display (`cnn samples`).
     Display = 6,
+    /// The alternating flip's start, per image.
+    Flip = 7,
+    /// Mixup and CutMix, per step.
+    Mix = 8,
+    /// The class-balanced sampler, per epoch.
+    Sample = 9,
+    /// The training images patch whitening looks at.
+    Whiten = 10,
 }
 
 /// The generator for `purpose` and `index` (an epoch, say) under `seed`.

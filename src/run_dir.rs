@@ -30,6 +30,10 @@ pub const LAST: &str = "last.safetensors";
 pub const BEST: &str = "best.safetensors";
 /// TensorBoard event files.
 pub const TENSORBOARD: &str = "tensorboard";
+/// `best-<epoch>.safetensors`: one of the `training.keep_best` best epochs.
+pub const BEST_OF_PREFIX: &str = "best-";
+/// `epoch-<epoch>.safetensors`: every `training.keep_every_epochs`-th epoch.
+pub const EPOCH_PREFIX: &str = "epoch-";
 /// Held by the process writing the run.
 pub const LOCK: &str = ".lock";
 
@@ -67,6 +71,19 @@ impl RunDir {
     }
     pub fn best(&self) -> PathBuf {
         self.join(BEST)
+    }
+    /// `best-<epoch>.safetensors`.
+    pub fn best_of(&self, epoch: usize) -> PathBuf {
+        self.join(&format!("{BEST_OF_PREFIX}{epoch}.safetensors"))
+    }
+    /// `epoch-<epoch>.safetensors`.
+    pub fn epoch_file(&self, epoch: usize) -> PathBuf {
+        self.join(&format!("{EPOCH_PREFIX}{epoch}.safetensors"))
+    }
+
+    /// The epochs of the `best-<epoch>.safetensors` files present.
+    pub fn kept_best(&self) -> Vec<usize> {
+        numbered(&self.path, BEST_OF_PREFIX)
     }
 
     /// Refuses `path` for a new run if it holds anything and `force` is not
@@ -180,6 +197,15 @@ impl RunDir {
                 fs::remove_file(&p).input_context(|| format!("cannot remove {}", p.display()))?;
             }
         }
+        for (prefix, epochs) in [
+            (BEST_OF_PREFIX, numbered(&self.path, BEST_OF_PREFIX)),
+            (EPOCH_PREFIX, numbered(&self.path, EPOCH_PREFIX)),
+        ] {
+            for e in epochs {
+                let p = self.join(&format!("{prefix}{e}.safetensors"));
+                fs::remove_file(&p).input_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
         // The old run's TensorBoard events would mix with the new ones.
         if let Ok(entries) = fs::read_dir(self.join(TENSORBOARD)) {
             for entry in entries.flatten() {
@@ -195,6 +221,24 @@ impl RunDir {
         }
         Ok(())
     }
+}
+
+/// The numbers N of the files `<prefix>N.safetensors` in `dir`, sorted.
+fn numbered(dir: &Path, prefix: &str) -> Vec<usize> {
+    let mut out: Vec<usize> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(prefix)?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// This machine's name, for the lock and `status.json`.

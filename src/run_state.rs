@@ -1,8 +1,9 @@
 //! Where a run stands, saved in the metadata of `last.safetensors` so that
 //! `cnn train --resume` continues bit for bit: epochs and steps done, the
 //! running sums of the epoch in progress, the history, the best monitored
-//! value and the early-stopping count. Random numbers need no saved state:
-//! every stream is derived from the seed and the epoch or step (see `rng`).
+//! value, the early-stopping count and where `reduce_on_plateau` stands.
+//! Random numbers need no saved state: every stream is derived from the
+//! seed and the epoch or step (see `rng`).
 
 use crate::config::{EarlyStopping, Monitor};
 use crate::history::EpochRecord;
@@ -27,13 +28,31 @@ pub struct RunState {
     pub stopped_early: bool,
     /// How the random numbers are derived (for readers of the file).
     pub rng: String,
+    /// The `reduce_on_plateau` schedule's state.
+    #[serde(default)]
+    pub plateau: Plateau,
+}
+
+/// Where a `reduce_on_plateau` schedule stands (PyTorch's
+/// `ReduceLROnPlateau` state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plateau {
+    /// The rate after the reductions so far; `None` before the first.
+    pub lr: Option<f64>,
+    /// The best monitored value so far.
+    pub best: Option<f64>,
+    /// Epochs since it last improved.
+    pub bad_epochs: usize,
+    /// Epochs of cooldown left.
+    pub cooldown: usize,
 }
 
 /// Running sums of the epoch in progress.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
     pub loss_sum: f64,
-    pub correct: u64,
+    /// Images predicted right (fractions of images under mixup or CutMix).
+    pub correct: f64,
     pub seen: usize,
     /// Seconds spent in training steps so far (before a resume too).
     pub seconds: f64,
@@ -57,7 +76,7 @@ impl RunState {
 
     /// Counts a trained batch of `images` into the epoch in progress;
     /// `seconds` is the epoch's training time so far.
-    pub fn count_step(&mut self, images: usize, loss: f64, correct: u64, seconds: f64) {
+    pub fn count_step(&mut self, images: usize, loss: f64, correct: f64, seconds: f64) {
         self.step += 1;
         self.batches_done += 1;
         let p = &mut self.partial;
@@ -134,6 +153,7 @@ pub fn monitored(r: &EpochRecord, monitor: Monitor) -> f64 {
         Monitor::ValLoss => r.val_loss.unwrap_or(r.train_loss),
         Monitor::TrainAcc => r.train_acc,
         Monitor::TrainLoss => r.train_loss,
+        Monitor::ValMacroF1 => r.val_macro_f1.unwrap_or(f64::NAN),
     }
 }
 
@@ -153,6 +173,10 @@ mod tests {
             test_acc: 0.5,
             epoch_seconds: 1.0,
             images_per_second: 1.0,
+            val_macro_f1: None,
+            test_macro_f1: None,
+            val_top_k_acc: None,
+            test_top_k_acc: None,
         }
     }
 

@@ -3,17 +3,80 @@
 //! exponential and cosine change the rate once per epoch, as PyTorch's
 //! schedulers do when stepped per epoch; one-cycle changes it every step;
 //! an optional linear warmup runs in front of any of them, step by step.
+//! `reduce_on_plateau` alone depends on the metrics: its state is in the
+//! run state ([`Plateau`]), updated once per epoch by [`plateau_step`].
 
 use crate::config::{LrSchedule, ScheduleKind};
+use crate::run_state::Plateau;
 
 /// Where training is: `epoch` is 0-based, `step` counts optimizer steps of
-/// the whole run, `steps_per_epoch` and `epochs` give the run's length.
+/// the whole run, `steps_per_epoch` and `epochs` give the run's length;
+/// `reduced` is the rate `reduce_on_plateau` has come down to, if it has.
 #[derive(Debug, Clone, Copy)]
 pub struct Position {
     pub epoch: usize,
     pub step: u64,
     pub steps_per_epoch: usize,
     pub epochs: usize,
+    pub reduced: Option<f64>,
+}
+
+/// Whole epochs of warmup: `reduce_on_plateau` judges the epochs after them.
+pub fn warmup_epochs(s: &LrSchedule) -> usize {
+    s.warmup_epochs.ceil() as usize
+}
+
+/// Judges a finished epoch's monitored `value` for a `reduce_on_plateau`
+/// schedule, as PyTorch's `ReduceLROnPlateau.step` does (threshold mode
+/// "rel"): after more than `patience` epochs without improvement the rate
+/// (`current`, or the last reduced one) is multiplied by `factor`, not
+/// below `min_lr`, and `cooldown` epochs follow in which nothing counts.
+/// Returns whether it reduced the rate. Other schedules: nothing.
+pub fn plateau_step(
+    s: &LrSchedule,
+    state: &mut Plateau,
+    value: f64,
+    higher_is_better: bool,
+    current: f64,
+) -> bool {
+    let ScheduleKind::ReduceOnPlateau {
+        factor,
+        patience,
+        cooldown,
+        min_lr,
+        threshold,
+        ..
+    } = &s.kind
+    else {
+        return false;
+    };
+    let better = match state.best {
+        None => !value.is_nan(),
+        Some(best) if higher_is_better => value > best * (1.0 + threshold),
+        Some(best) => value < best * (1.0 - threshold),
+    };
+    if better {
+        state.best = Some(value);
+        state.bad_epochs = 0;
+    } else {
+        state.bad_epochs += 1;
+    }
+    if state.cooldown > 0 {
+        state.cooldown -= 1;
+        state.bad_epochs = 0;
+    }
+    if state.bad_epochs > *patience {
+        let old = state.lr.unwrap_or(current);
+        let new = (old * factor).max(*min_lr);
+        state.cooldown = *cooldown;
+        state.bad_epochs = 0;
+        // PyTorch skips changes smaller than its eps (1e-8).
+        if old - new > 1e-8 {
+            state.lr = Some(new);
+            return true;
+        }
+    }
+    false
 }
 
 /// The learning rate for the step at `pos`, given the optimizer's base rate.
@@ -27,6 +90,7 @@ pub fn lr(s: &LrSchedule, base: f64, pos: Position) -> f64 {
     let epoch = pos.epoch.saturating_sub(warmup_epochs_whole);
     let main = match &s.kind {
         ScheduleKind::Constant => base,
+        ScheduleKind::ReduceOnPlateau { .. } => pos.reduced.unwrap_or(base),
         ScheduleKind::Step { step_size, gamma } => {
             base * gamma.powi((epoch / step_size.max(&1)) as i32)
         }
@@ -94,6 +158,7 @@ mod tests {
                 step: epoch as u64 * spe as u64 + step_in_epoch,
                 steps_per_epoch: spe,
                 epochs: 10,
+                reduced: None,
             },
         )
     }
@@ -192,5 +257,49 @@ mod tests {
         close(at(&s, 2, 9), 0.1);
         close(at(&s, 9, 9), 4e-7);
         assert!(at(&s, 1, 0) > 0.004 && at(&s, 1, 0) < 0.1);
+    }
+
+    // torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5,
+    // patience=1, cooldown=1, min_lr=0.02), lr 0.1, stepped with
+    // 1.0, 0.9, then 0.95 eight times → the rate after each: 0.1, 0.1, 0.1,
+    // 0.05 (2 bad epochs), 0.05 (cooldown), 0.05, 0.025, 0.025, 0.025, 0.02 (min_lr).
+    #[test]
+    fn reduce_on_plateau_matches_pytorch() {
+        let s = LrSchedule {
+            kind: ScheduleKind::ReduceOnPlateau {
+                monitor: None,
+                factor: 0.5,
+                patience: 1,
+                cooldown: 1,
+                min_lr: 0.02,
+                threshold: 1e-4,
+            },
+            warmup_epochs: 0.0,
+            warmup_start_factor: 0.1,
+        };
+        let mut state = Plateau::default();
+        let mut rates = Vec::new();
+        for v in [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95] {
+            plateau_step(&s, &mut state, v, false, 0.1);
+            let pos = Position {
+                epoch: 0,
+                step: 0,
+                steps_per_epoch: 10,
+                epochs: 10,
+                reduced: state.lr,
+            };
+            rates.push(lr(&s, 0.1, pos));
+        }
+        let want = [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.02];
+        for (got, want) in rates.iter().zip(want) {
+            close(*got, want);
+        }
+        // An accuracy improves upwards.
+        let mut state = Plateau::default();
+        for v in [0.5, 0.6, 0.59, 0.58, 0.57] {
+            plateau_step(&s, &mut state, v, true, 0.1);
+        }
+        assert_eq!(state.best, Some(0.6));
+        assert_eq!(state.lr, Some(0.05));
     }
 }

@@ -1,15 +1,17 @@
 //! `cnn eval`: rebuild the model from a checkpoint alone (or from a config
 //! plus a foreign safetensors file), find the data, report loss, accuracy,
-//! per-class accuracy and the confusion matrix; optionally draw the matrix
-//! and the most confident mistakes.
+//! top-k accuracy, per-class accuracy, precision, recall and F1 with their
+//! macro averages, and the confusion matrix, optionally with test-time
+//! augmentation; optionally draw the matrix and the most confident mistakes.
 
 use super::load_model;
 use crate::cli::EvalArgs;
-use crate::config::DatasetName;
+use crate::config::{Config, DatasetName, Tta};
 use crate::data::{Batcher, Dataset, ImageSet, LoadOptions, Normalization, Split};
 use crate::device;
 use crate::plot::{self, grid};
 use crate::progress::{Mode, Progress};
+use crate::train::eval::{ClassMetrics, Options};
 use crate::train::eval::{Evaluation, evaluate};
 use anyhow::Result;
 use serde_json::json;
@@ -76,6 +78,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if batch_size == 0 {
         crate::bail_input!("--batch-size 0: use a positive batch size");
     }
+    let options = Options {
+        top_k: args.top_k.unwrap_or(config.training.top_k),
+        tta: tta(args, config)?,
+    };
+    if options.top_k == 0 {
+        crate::bail_input!("--top-k 0: give the k of the top-k accuracy, such as 5");
+    }
     crate::memory::check_eval(
         loaded.model.plan(),
         batch_size.min(subset.len()),
@@ -86,7 +95,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let mut progress = Progress::new(Mode::detect(false));
     progress.start_eval("evaluating", subset.len());
     let started = std::time::Instant::now();
-    let eval = evaluate(&loaded.model, subset, &batcher, batch_size, |n| {
+    let eval = evaluate(&loaded.model, subset, &batcher, batch_size, &options, |n| {
         progress.eval_step(n)
     })?;
     let seconds = started.elapsed().as_secs_f64();
@@ -116,17 +125,24 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 
     let r = &eval.result;
     let per_class = eval.per_class();
+    let metrics = eval.class_metrics();
+    let avg = eval.macro_average();
     if args.json {
         let per_class: Vec<_> = per_class
             .iter()
+            .zip(&metrics)
             .enumerate()
-            .map(|(c, &(n, ok))| {
+            .map(|(c, (&(n, ok), m))| {
                 json!({
                     "class": c,
                     "label": classes.get(c),
                     "samples": n,
                     "correct": ok,
                     "accuracy": if n == 0 { None } else { Some(ok as f64 / n as f64) },
+                    "predicted": m.predicted,
+                    "precision": m.precision,
+                    "recall": m.recall,
+                    "f1": m.f1,
                 })
             })
             .collect();
@@ -142,6 +158,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "correct": r.correct,
             "loss": r.loss,
             "accuracy": r.accuracy,
+            "top_k": r.top_k,
+            "top_k_accuracy": r.top_k_accuracy,
+            "macro": {"precision": avg.precision, "recall": avg.recall, "f1": avg.f1},
+            "tta": options.tta,
             "classes": classes,
             "eval_seconds": seconds,
             "images_per_second": r.samples as f64 / seconds.max(1e-9),
@@ -174,28 +194,88 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         r.correct,
         r.samples
     );
+    println!("top-{}       {:.2}%", r.top_k, 100.0 * r.top_k_accuracy);
+    println!(
+        "macro       precision {:.4}, recall {:.4}, F1 {:.4} (unweighted means over the classes)",
+        avg.precision, avg.recall, avg.f1
+    );
+    if let Some(t) = &options.tta {
+        println!("tta         logits averaged over {}", describe_tta(t));
+    }
     println!();
-    print!("{}", per_class_table(classes, &per_class));
+    print!("{}", per_class_table(classes, &per_class, &metrics));
     println!();
     print!("{}", confusion_table(classes, &eval.confusion));
     Ok(())
 }
 
-fn per_class_table(classes: &[String], per_class: &[(u64, u64)]) -> String {
+/// The test-time augmentation of this evaluation: `--no-tta` none,
+/// `--tta` alone the config's or flip + translate 1, `--tta JSON` that;
+/// else the config's `data.tta`.
+fn tta(args: &EvalArgs, config: &Config) -> Result<Option<Tta>> {
+    if args.no_tta {
+        return Ok(None);
+    }
+    let Some(given) = &args.tta else {
+        return Ok(config.data.tta);
+    };
+    let tta = if given.trim().is_empty() {
+        config.data.tta.unwrap_or(Tta {
+            flip: true,
+            translate: 1,
+        })
+    } else {
+        serde_json::from_str::<Tta>(given).map_err(|e| {
+            crate::input_error!(
+                "--tta {given}: {e}; give JSON like '{{\"flip\": true, \"translate\": 1}}'"
+            )
+        })?
+    };
+    tta.check(config.input_shape)
+        .map_err(|e| crate::input_error!("--tta: {e:#}"))?;
+    Ok(Some(tta))
+}
+
+fn describe_tta(t: &Tta) -> String {
+    let mut views = vec!["the image"];
+    if t.flip {
+        views.push("its mirror");
+    }
+    let mut out = views.join(" and ");
+    if t.translate > 0 {
+        out.push_str(&format!(
+            ", half and half with copies shifted by {} pixel(s) up-left and down-right",
+            t.translate
+        ));
+    }
+    out
+}
+
+fn per_class_table(
+    classes: &[String],
+    per_class: &[(u64, u64)],
+    metrics: &[ClassMetrics],
+) -> String {
     let width = classes
         .iter()
         .map(|c| c.chars().count())
         .max()
         .unwrap_or(5)
         .max(5);
-    let mut out = format!("{:<width$}  {:>7}  {:>8}\n", "class", "images", "accuracy");
-    for (c, &(n, ok)) in per_class.iter().enumerate() {
+    let mut out = format!(
+        "{:<width$}  {:>7}  {:>8}  {:>9}  {:>6}  {:>6}\n",
+        "class", "images", "accuracy", "precision", "recall", "F1"
+    );
+    for (c, (&(n, ok), m)) in per_class.iter().zip(metrics).enumerate() {
         let acc = if n == 0 {
             "-".to_string()
         } else {
             format!("{:.2}%", 100.0 * ok as f64 / n as f64)
         };
-        out.push_str(&format!("{:<width$}  {n:>7}  {acc:>8}\n", classes[c]));
+        out.push_str(&format!(
+            "{:<width$}  {n:>7}  {acc:>8}  {:>9.4}  {:>6.4}  {:>6.4}\n",
+            classes[c], m.precision, m.recall, m.f1
+        ));
     }
     out
 }

@@ -3,7 +3,7 @@
 
 use crate::cli::SamplesArgs;
 use crate::config::{Augment, Config, DatasetName};
-use crate::data::augment::augment;
+use crate::data::augment::{Visit, augment};
 use crate::data::{Dataset, LoadOptions, Split};
 use crate::plot::{self, grid};
 use crate::rng;
@@ -127,7 +127,15 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
                             rng::Purpose::Augment,
                             ((i as u64) << 16) | k as u64,
                         );
-                        let bytes = augment(&config.data.augment, set.image(i), shape, &mut rng);
+                        // Copy k is drawn as in epoch k + 1 (the alternating
+                        // flip then alternates along the row).
+                        let visit = Visit {
+                            seed: args.seed,
+                            epoch: k + 1,
+                            image: i as u32,
+                        };
+                        let bytes =
+                            augment(&config.data.augment, set.image(i), shape, &mut rng, visit);
                         tile(&bytes, format!("#{}", k + 1))
                     }));
                     grid::Row {

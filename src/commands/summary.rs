@@ -17,6 +17,7 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
     // summary (and a sweep's check of its points) passes only what trains.
     config.check_settings()?;
     let plan = arch::plan(&config)?;
+    super::train::check_against_plan(&config, &plan)?;
     if args.json {
         println!(
             "{}",
@@ -38,7 +39,8 @@ pub fn to_json(name: &str, plan: &Plan) -> serde_json::Value {
         "num_classes": plan.num_classes,
         "layers": list_json(&plan.layers),
         "total_params": plan.params() as u64,
-        "trainable_params": plan.params() as u64,
+        "trainable_params": (plan.params() - plan.frozen_params()) as u64,
+        "frozen_params": plan.frozen_params() as u64,
         "buffers": plan.buffers() as u64,
         "total_macs": plan.macs() as u64,
         "warnings": plan.warnings,
@@ -146,13 +148,23 @@ pub fn table(name: &str, plan: &Plan) -> String {
     out.push_str(&rule);
     out.push('\n');
     let bytes = (plan.params() + plan.buffers()) * 4;
-    out.push_str(&format!(
-        "Total params: {} (all trainable)\n",
-        thousands(plan.params())
-    ));
+    let frozen = plan.frozen_params();
+    if frozen == 0 {
+        out.push_str(&format!(
+            "Total params: {} (all trainable)\n",
+            thousands(plan.params())
+        ));
+    } else {
+        out.push_str(&format!(
+            "Total params: {} ({} trainable, {} frozen by \"trainable\": false)\n",
+            thousands(plan.params()),
+            thousands(plan.params() - frozen),
+            thousands(frozen)
+        ));
+    }
     if plan.buffers() > 0 {
         out.push_str(&format!(
-            "Buffers: {} (batch-norm running statistics, not trained)\n",
+            "Buffers: {} (batch-norm running statistics and fixed scales, not trained)\n",
             thousands(plan.buffers())
         ));
     }

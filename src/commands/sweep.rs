@@ -272,7 +272,8 @@ fn check_point(base: &Path, m: &Manifest, p: &Point, extra_sets: &[String]) -> R
     sets.extend(extra_sets.iter().cloned());
     let checked = super::load_config(base, &sets, &[]).and_then(|config| {
         config.check_settings()?;
-        crate::arch::plan(&config).map(|_| ())
+        let plan = crate::arch::plan(&config)?;
+        super::train::check_against_plan(&config, &plan)
     });
     checked.map_err(|e| {
         crate::input_error!(

@@ -17,7 +17,8 @@ use crate::optim::Optimizer;
 use crate::progress::{Mode, Progress};
 use crate::run_dir::RunDir;
 use crate::status;
-use crate::train::{self, RunContext, RunState};
+use crate::train::ema::Ema;
+use crate::train::{self, Learner, RunContext, RunState};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -48,6 +49,9 @@ fn new_run_config(args: &TrainArgs, path: &Path) -> Result<Config> {
     t.optimizer.lr = args.lr.unwrap_or(t.optimizer.lr);
     t.seed = args.seed.unwrap_or(t.seed);
     t.checkpoint_every = args.checkpoint_every.unwrap_or(t.checkpoint_every);
+    if let Some(path) = &args.init_from {
+        t.init_from = Some(path.clone());
+    }
     let d = &mut config.data;
     d.limit_train = args.limit_train.or(d.limit_train);
     d.limit_test = args.limit_test.or(d.limit_test);
@@ -109,12 +113,14 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
     let warmup = config.training.lr_schedule.fit_warmup(epochs);
     let plan = arch::plan(&config)?;
     config.check_settings()?;
+    check_against_plan(&config, &plan)?;
     for w in plan.warnings.iter().chain(&warmup) {
         progress.note(&format!("warning: {w}"));
     }
     let out = run_dir_path(args, &config)?;
     RunDir::check_new(&out, args.force)?;
     let device = device::open(args.device)?;
+    let transfer = source_weights(&mut config, &plan)?;
     let dataset = load_data(&config, &load_options(args, None), progress)?;
     let splits = dataset.splits(&config)?;
     train::steps_per_epoch(&config, splits.train.len())?;
@@ -141,14 +147,16 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
 
     let run_dir = RunDir::create(&out, args.force)?;
     with_status(&run_dir, || {
-        let model = Model::new(
+        let model = new_model(
+            &config,
             &plan,
-            Weights::Init {
-                seed: config.training.seed,
-            },
+            &splits,
+            &normalization,
+            transfer.as_ref(),
             &device,
+            progress,
         )?;
-        let optim = Optimizer::new(model.params().to_vec(), &config.training.optimizer)?;
+        let learner = learner(&config, model, None)?;
         let run = Run {
             config: &config,
             dataset: &dataset,
@@ -158,8 +166,71 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
             stop,
             quiet: args.quiet,
         };
-        run.train("training", &model, optim, RunState::new(), progress)
+        run.train("training", learner, RunState::new(), progress)
     })
+}
+
+/// The checks of settings that need the network: layers named by
+/// `training.freeze` and `training.param_groups`.
+pub(crate) fn check_against_plan(config: &Config, plan: &Plan) -> Result<()> {
+    train::freeze_list(plan, &config.training.freeze)?;
+    crate::optim::check_groups(plan, &config.training.param_groups)
+}
+
+/// The weights `training.init_from` gives the network (its path made
+/// absolute in the config, which records it).
+pub(crate) fn source_weights(
+    config: &mut Config,
+    plan: &Plan,
+) -> Result<Option<train::transfer::Transfer>> {
+    let Some(path) = config.training.init_from.clone() else {
+        return Ok(None);
+    };
+    let transfer = train::transfer::load(&path, plan)
+        .with_context(|| format!("training.init_from {}", path.display()))?;
+    config.training.init_from = Some(path.canonicalize().unwrap_or(path));
+    Ok(Some(transfer))
+}
+
+/// A new run's network: initialised from the seed, then the tensors taken
+/// from `training.init_from`, then the layers initialised from the data
+/// (those not taken).
+pub(crate) fn new_model(
+    config: &Config,
+    plan: &Plan,
+    splits: &Splits,
+    normalization: &Normalization,
+    transfer: Option<&train::transfer::Transfer>,
+    device: &candle_core::Device,
+    progress: &mut Progress,
+) -> Result<Model> {
+    let seed = config.training.seed;
+    let model = Model::new(plan, Weights::Init { seed }, device)?;
+    if let (Some(t), Some(path)) = (transfer, &config.training.init_from) {
+        model.assign(&t.tensors)?;
+        progress.note(&t.summary(path));
+    }
+    let batcher = Batcher::new(normalization, device);
+    let taken = |name: &str| transfer.is_some_and(|t| t.tensors.contains_key(name));
+    for note in crate::model::whiten::whiten(&model, &splits.train, &batcher, seed, taken)? {
+        progress.note(&note);
+    }
+    Ok(model)
+}
+
+/// The model, its optimizer and, with `training.ema`, the average of its
+/// weights (from `average`, when a run is resumed).
+fn learner(
+    config: &Config,
+    model: Model,
+    average: Option<&std::collections::HashMap<String, candle_core::Tensor>>,
+) -> Result<Learner> {
+    let optim = Optimizer::for_run(model.plan(), model.params().to_vec(), &config.training)?;
+    let ema = match config.training.ema {
+        Some(settings) => Some(Ema::new(settings, &model, average)?),
+        None => None,
+    };
+    Ok(Learner { model, optim, ema })
 }
 
 /// Continues the run in `dir` from its `last.safetensors`, with the config
@@ -242,19 +313,32 @@ fn resume_in(
         args.no_memory_check,
     )?;
     let last = run_dir.last();
-    let model = Model::new(&plan, Weights::Tensors(&ck.weights), &device)
+    // With an average of the weights, `layers.*` is the average and the
+    // trained weights are `raw.layers.*`.
+    let with_ema = config.training.ema.is_some();
+    if with_ema && ck.raw.is_empty() {
+        crate::bail_input!(
+            "{} lacks the trained weights (raw.layers.*) that a run with training.ema saves beside \
+             their average; it was not written by this run",
+            last.display()
+        );
+    }
+    let trained = if with_ema { &ck.raw } else { &ck.weights };
+    let model = Model::new(&plan, Weights::Tensors(trained), &device)
         .with_context(|| format!("checkpoint {}", last.display()))?;
-    let mut optim = Optimizer::new(model.params().to_vec(), &config.training.optimizer)?;
+    let mut learner = learner(&config, model, with_ema.then_some(&ck.weights))
+        .with_context(|| format!("checkpoint {}", last.display()))?;
     // Without its optimizer state the run would silently become another
     // one: refused unless asked for.
-    match optim.missing_state(&ck.optimizer, state.step) {
+    match learner.optim.missing_state(&ck.optimizer, state.step) {
         Some(name) if !args.fresh_optimizer => crate::bail_input!(
             "{} has no optimizer state (tensor {name} is missing), so resuming would not continue the \
              same run; pass --fresh-optimizer to continue with the optimizer started afresh",
             last.display()
         ),
         Some(_) => progress.note("the optimizer starts afresh (--fresh-optimizer)"),
-        None => optim
+        None => learner
+            .optim
             .load_state(&ck.optimizer, state.step)
             .with_context(|| format!("optimizer state in {}", last.display()))?,
     }
@@ -273,7 +357,7 @@ fn resume_in(
         stop,
         quiet: args.quiet,
     };
-    run.train(&what, &model, optim, state, progress)
+    run.train(&what, learner, state, progress)
 }
 
 /// Marks the run running in `status.json` while `body` runs, then records
@@ -307,11 +391,11 @@ impl Run<'_> {
     fn train(
         &self,
         what: &str,
-        model: &Model,
-        mut optim: Optimizer,
+        mut learner: Learner,
         state: RunState,
         progress: &mut Progress,
     ) -> Result<Option<String>> {
+        let model = &learner.model;
         let (config, splits) = (self.config, self.splits);
         write_atomic(&self.run_dir.config(), config.to_pretty_json().as_bytes())?;
         progress.note(&format!(
@@ -336,7 +420,7 @@ impl Run<'_> {
             stop: Some(self.stop),
         };
         crate::profile::enable_from_env();
-        let result = train::fit(&ctx, model, &mut optim, progress, state);
+        let result = train::fit(&ctx, &mut learner, progress, state);
         progress.finish();
         if let Some(table) = crate::profile::report() {
             eprintln!("time per phase and op (CNN_PROFILE):\n{table}");

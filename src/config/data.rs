@@ -119,6 +119,13 @@ pub struct DataConfig {
     /// Batch size for validation and test passes (no gradients are kept).
     #[serde(default = "default_eval_batch_size")]
     pub eval_batch_size: usize,
+    /// Which training images an epoch visits: "uniform" (each once) or
+    /// "balanced" (drawn with replacement, every class equally often).
+    #[serde(default)]
+    pub sampler: super::Sampler,
+    /// Test-time augmentation of every validation and test pass.
+    #[serde(default)]
+    pub tta: Option<super::Tta>,
 }
 
 fn default_dataset() -> DatasetName {
@@ -148,6 +155,8 @@ impl Default for DataConfig {
             shuffle: true,
             drop_last: false,
             eval_batch_size: default_eval_batch_size(),
+            sampler: super::Sampler::default(),
+            tta: None,
         }
     }
 }
@@ -200,6 +209,9 @@ impl DataConfig {
                 "input_shape is {input_shape:?}: image folders are read as grayscale (1 channel) or RGB \
                  (3 channels); set input_shape[0] to 1 or 3"
             );
+        }
+        if let Some(t) = &self.tta {
+            t.check(input_shape)?;
         }
         self.augment.check(input_shape)
     }
@@ -326,10 +338,11 @@ pub struct Augment {
     /// Pad every side, then crop back to the image size at a random offset.
     #[serde(default)]
     pub random_crop: Option<RandomCrop>,
-    /// Probability of mirroring an image left to right (0.5 is usual; not
-    /// for digits or text, whose meaning changes when mirrored).
+    /// Mirroring images left to right: a probability (0.5 is usual), or
+    /// "alternate" (every other epoch, see [`Flip`]). Not for digits or
+    /// text, whose meaning changes when mirrored.
     #[serde(default)]
-    pub horizontal_flip: Option<f64>,
+    pub horizontal_flip: Option<Flip>,
     /// A random rotation, shift and zoom about the image centre, sampled
     /// bilinearly.
     #[serde(default)]
@@ -341,9 +354,62 @@ pub struct Augment {
 pub struct RandomCrop {
     /// Pixels added on each side (4 for 32×32 CIFAR images is usual).
     pub padding: usize,
-    /// Value of the added pixels, 0..=255 (default 0, black).
+    /// Value of the added pixels, 0..=255 (default 0, black), with
+    /// `padding_mode` "constant".
     #[serde(default)]
     pub fill: u8,
+    /// "constant" (the `fill` value) or "reflect" (the image mirrored at
+    /// its border, as fast CIFAR-10 recipes translate).
+    #[serde(default)]
+    pub padding_mode: CropPadding,
+}
+
+/// What a random crop pads with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropPadding {
+    #[default]
+    Constant,
+    Reflect,
+}
+
+/// How training images are mirrored left to right.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Flip {
+    /// Each image with this probability, drawn anew at every step.
+    Random(f64),
+    /// Each image in every other epoch: whether an image starts mirrored
+    /// is drawn once from the seed, and it is mirrored in the epochs of the
+    /// other parity (airbench's alternating flip: every image is seen both
+    /// ways in any two epochs in a row).
+    Alternate,
+}
+
+impl Serialize for Flip {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Flip::Random(p) => s.serialize_f64(*p),
+            Flip::Alternate => s.serialize_str("alternate"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Flip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a probability such as 0.5, or \"alternate\"")]
+        enum Repr {
+            P(f64),
+            Word(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::P(p) => Ok(Flip::Random(p)),
+            Repr::Word(w) if w == "alternate" => Ok(Flip::Alternate),
+            Repr::Word(w) => Err(serde::de::Error::custom(format!(
+                "\"{w}\" is not a flip; give a probability such as 0.5, or \"alternate\""
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -418,7 +484,7 @@ impl Augment {
                 c.padding
             );
         }
-        if let Some(p) = self.horizontal_flip
+        if let Some(Flip::Random(p)) = self.horizontal_flip
             && !(0.0..=1.0).contains(&p)
         {
             bail_input!(
@@ -478,6 +544,16 @@ mod tests {
 
         let bad = augment(r#"{"horizontal_flip": 1.5}"#);
         assert!(message(&bad).contains("data.augment.horizontal_flip is 1.5"));
+        let alt = augment(
+            r#"{"horizontal_flip": "alternate", "random_crop": {"padding": 2, "padding_mode": "reflect"}}"#,
+        );
+        assert_eq!(alt.horizontal_flip, Some(Flip::Alternate));
+        assert_eq!(alt.random_crop.unwrap().padding_mode, CropPadding::Reflect);
+        assert_eq!(
+            serde_json::to_value(&alt).unwrap()["horizontal_flip"],
+            "alternate"
+        );
+        assert!(serde_json::from_str::<Augment>(r#"{"horizontal_flip": "sometimes"}"#).is_err());
         let bad = augment(r#"{"random_crop": {"padding": 32}}"#);
         assert!(message(&bad).contains("random_crop.padding is 32"));
         let bad = augment(r#"{"affine": {"degrees": 200}}"#);

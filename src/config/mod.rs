@@ -3,10 +3,12 @@
 //! overrides; it does not check that the layers fit together (that is
 //! `arch`) nor touch tensors.
 
+mod controls;
 mod data;
 mod overrides;
 mod training;
 
+pub use controls::*;
 pub use data::*;
 pub use overrides::{apply_overrides, parse_assignment};
 pub use training::*;
@@ -187,6 +189,13 @@ impl Config {
         }
         self.data.check(self.input_shape)?;
         t.optimizer.rule()?;
+        controls::check(t, self.num_classes)?;
+        if t.monitor == Monitor::ValMacroF1 && self.data.val_size() == ValSize::Count(0) {
+            bail_input!(
+                "training.monitor is val_macro_f1 but data.val_size is 0, so there is no validation \
+                 split to score; give data.val_size or monitor another metric"
+            );
+        }
         Ok(())
     }
 }

@@ -3,9 +3,11 @@
 //! defaults and their checks. The checks settle each setting (an optimizer's
 //! defaults become a [`Rule`]) so that the code that runs them need not.
 
+use super::controls::{ClassWeights, Ema, GradClip, Mixup, ParamGroup};
 use anyhow::Result;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +45,46 @@ pub struct TrainingConfig {
     /// Also write TensorBoard event files to `RUN_DIR/tensorboard`.
     #[serde(default = "yes")]
     pub tensorboard: bool,
+    /// Fine-tuning: start from the weights of this checkpoint (or PyTorch
+    /// state_dict) wherever a tensor's name and shape match; the rest is
+    /// initialised from the seed.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// Layers (or single tensors, `0.weight`) whose parameters are not
+    /// trained, until `unfreeze_after` epochs if given.
+    #[serde(default)]
+    pub freeze: Vec<String>,
+    /// Train the `freeze` layers too after this many epochs.
+    #[serde(default)]
+    pub unfreeze_after: Option<usize>,
+    /// Other learning rates and weight decays for some parameters.
+    #[serde(default)]
+    pub param_groups: Vec<ParamGroup>,
+    /// Weights of the classes in the training loss: "balanced" or a list.
+    #[serde(default)]
+    pub class_weights: Option<ClassWeights>,
+    /// Mixup and CutMix.
+    #[serde(default)]
+    pub mixup: Option<Mixup>,
+    /// Gradient clipping by global norm or by value.
+    #[serde(default)]
+    pub grad_clip: Option<GradClip>,
+    /// An exponential moving average of the weights for evaluation.
+    #[serde(default)]
+    pub ema: Option<Ema>,
+    /// Also keep the best K epochs as `best-<epoch>.safetensors`.
+    #[serde(default)]
+    pub keep_best: usize,
+    /// Also keep every N-th epoch as `epoch-<epoch>.safetensors`.
+    #[serde(default)]
+    pub keep_every_epochs: usize,
+    /// The k of the top-k accuracy in the history.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_top_k() -> usize {
+    5
 }
 
 fn default_max_loss() -> Option<f64> {
@@ -76,6 +118,17 @@ impl Default for TrainingConfig {
             checkpoint_every: 0,
             max_loss: default_max_loss(),
             tensorboard: true,
+            init_from: None,
+            freeze: Vec::new(),
+            unfreeze_after: None,
+            param_groups: Vec::new(),
+            class_weights: None,
+            mixup: None,
+            grad_clip: None,
+            ema: None,
+            keep_best: 0,
+            keep_every_epochs: 0,
+            top_k: default_top_k(),
         }
     }
 }
@@ -89,6 +142,8 @@ pub enum Monitor {
     ValLoss,
     TrainAcc,
     TrainLoss,
+    /// The mean over classes of the validation F1 scores.
+    ValMacroF1,
 }
 
 impl Monitor {
@@ -98,11 +153,15 @@ impl Monitor {
             Monitor::ValLoss => "val_loss",
             Monitor::TrainAcc => "train_acc",
             Monitor::TrainLoss => "train_loss",
+            Monitor::ValMacroF1 => "val_macro_f1",
         }
     }
-    /// Accuracies improve upwards, losses downwards.
+    /// Accuracies and F1 improve upwards, losses downwards.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Monitor::ValAcc | Monitor::TrainAcc)
+        matches!(
+            self,
+            Monitor::ValAcc | Monitor::TrainAcc | Monitor::ValMacroF1
+        )
     }
 }
 
@@ -178,6 +237,35 @@ pub enum ScheduleKind {
         #[serde(default = "final_div_factor")]
         final_div_factor: f64,
     },
+    /// Multiply by `factor` when the monitored metric has not improved for
+    /// `patience` epochs (PyTorch's `ReduceLROnPlateau`, threshold mode
+    /// "rel"), then wait `cooldown` epochs; never below `min_lr`.
+    ReduceOnPlateau {
+        /// Default: `training.monitor`.
+        #[serde(default)]
+        monitor: Option<Monitor>,
+        #[serde(default = "plateau_factor")]
+        factor: f64,
+        #[serde(default = "plateau_patience")]
+        patience: usize,
+        #[serde(default)]
+        cooldown: usize,
+        #[serde(default)]
+        min_lr: f64,
+        /// Relative change that counts as an improvement.
+        #[serde(default = "plateau_threshold")]
+        threshold: f64,
+    },
+}
+
+fn plateau_factor() -> f64 {
+    0.1
+}
+fn plateau_patience() -> usize {
+    10
+}
+fn plateau_threshold() -> f64 {
+    1e-4
 }
 
 fn pct_start() -> f64 {
@@ -590,6 +678,28 @@ impl LrSchedule {
                         "{} is {}, but one_cycle warms up by itself (pct_start); remove warmup_epochs",
                         field("warmup_epochs"),
                         s.warmup_epochs
+                    );
+                }
+            }
+            ScheduleKind::ReduceOnPlateau {
+                factor,
+                min_lr,
+                threshold,
+                ..
+            } => {
+                if !(*factor > 0.0 && *factor < 1.0) {
+                    crate::bail_input!(
+                        "{} is {factor}; it must be in (0, 1), e.g. 0.1",
+                        field("factor")
+                    );
+                }
+                if !(min_lr.is_finite() && *min_lr >= 0.0) {
+                    crate::bail_input!("{} is {min_lr}; it must be 0 or positive", field("min_lr"));
+                }
+                if !(threshold.is_finite() && *threshold >= 0.0) {
+                    crate::bail_input!(
+                        "{} is {threshold}; it must be 0 or a small positive fraction such as 1e-4",
+                        field("threshold")
                     );
                 }
             }

@@ -1,27 +1,52 @@
 //! Training-time augmentation of `u8` images (`c×h×w`), configured by
-//! `data.augment`: a random crop with padding, a horizontal flip and a small
-//! random affine transform (rotation, shift, zoom), applied in that order and
+//! `data.augment`: a random crop with padding (constant or reflected), a
+//! horizontal flip (random, or alternating by epoch) and a small random
+//! affine transform (rotation, shift, zoom), applied in that order and
 //! never to validation or test images.
 //!
 //! Everything random comes from the generator passed in. Training passes
 //! a stream keyed by the seed, the optimizer step and the micro-batch
 //! (`train::step`), so the same step of a resumed run gets the same images. Each configured transform draws the
 //! same count of numbers whatever it decides, so one image's draws never
-//! shift another's.
+//! shift another's. The alternating flip draws nothing there: it depends
+//! only on the image, the seed and the epoch ([`Visit`]).
 
-use crate::config::{Affine, Augment, RandomCrop};
+use crate::config::{Affine, Augment, CropPadding, Flip, RandomCrop};
+use crate::rng;
 use rand::Rng;
+
+/// Which image is augmented when: what the alternating flip depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Visit {
+    pub seed: u64,
+    /// 1-based.
+    pub epoch: usize,
+    /// The image's index in its set.
+    pub image: u32,
+}
 
 /// An augmented copy of `image` (`shape` = `[c, h, w]`, bytes in `c×h×w`
 /// order). With no transform configured the copy equals the input.
-pub fn augment(cfg: &Augment, image: &[u8], shape: [usize; 3], rng: &mut impl Rng) -> Vec<u8> {
+pub fn augment(
+    cfg: &Augment,
+    image: &[u8],
+    shape: [usize; 3],
+    rng: &mut impl Rng,
+    visit: Visit,
+) -> Vec<u8> {
     let mut out = image.to_vec();
-    augment_in_place(cfg, &mut out, shape, rng);
+    augment_in_place(cfg, &mut out, shape, rng, visit);
     out
 }
 
 /// Augments `image` in place (see [`augment`]).
-pub fn augment_in_place(cfg: &Augment, image: &mut [u8], shape: [usize; 3], rng: &mut impl Rng) {
+pub fn augment_in_place(
+    cfg: &Augment,
+    image: &mut [u8],
+    shape: [usize; 3],
+    rng: &mut impl Rng,
+    visit: Visit,
+) {
     debug_assert_eq!(image.len(), shape.iter().product::<usize>());
     if let Some(crop) = &cfg.random_crop {
         let p = crop.padding as i64;
@@ -30,11 +55,16 @@ pub fn augment_in_place(cfg: &Augment, image: &mut [u8], shape: [usize; 3], rng:
         let dx = rng.random_range(0..=2 * p);
         shift(image, shape, p - dy, p - dx, crop);
     }
-    if let Some(p) = cfg.horizontal_flip {
-        let u: f64 = rng.random();
-        if u < p {
-            flip_horizontal(image, shape);
+    match cfg.horizontal_flip {
+        None => {}
+        Some(Flip::Random(p)) => {
+            let u: f64 = rng.random();
+            if u < p {
+                flip_horizontal(image, shape);
+            }
         }
+        Some(Flip::Alternate) if flipped_in(visit) => flip_horizontal(image, shape),
+        Some(Flip::Alternate) => {}
     }
     if let Some(a) = &cfg.affine {
         let params = AffineParams::draw(a, shape, rng);
@@ -45,21 +75,38 @@ pub fn augment_in_place(cfg: &Augment, image: &mut [u8], shape: [usize; 3], rng:
     }
 }
 
+/// Whether the alternating flip mirrors the image of `visit`: its own
+/// draw from the seed, inverted in even epochs.
+pub fn flipped_in(visit: Visit) -> bool {
+    let start: bool = rng::stream(visit.seed, rng::Purpose::Flip, visit.image as u64).random();
+    start ^ visit.epoch.is_multiple_of(2)
+}
+
 /// `lo + (hi - lo)·u`: exactly `lo` when the range is empty.
 fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
     let u: f64 = rng.random();
     lo + (hi - lo) * u
 }
 
+/// Where position `i` of an axis of length `n` reads from when the image is
+/// mirrored at its border (`-1` reads 1, `n` reads `n - 2`).
+fn reflect(i: i64, n: i64) -> i64 {
+    let period = 2 * (n - 1).max(1);
+    let m = i.rem_euclid(period);
+    if m < n { m } else { period - m }
+}
+
 /// Moves the content down by `dy` and right by `dx` pixels (negative: up,
-/// left); uncovered pixels get the crop's fill value. This is the crop of
-/// the padded image at offset `(p - dy, p - dx)`.
+/// left); uncovered pixels get the crop's fill value, or the image mirrored
+/// at its border. This is the crop of the padded image at offset
+/// `(p - dy, p - dx)`.
 fn shift(image: &mut [u8], [c, h, w]: [usize; 3], dy: i64, dx: i64, crop: &RandomCrop) {
     if dy == 0 && dx == 0 {
         return;
     }
     let src = image.to_vec();
     let (h, w) = (h as i64, w as i64);
+    let reflected = crop.padding_mode == CropPadding::Reflect;
     for ch in 0..c {
         let plane = ch * (h * w) as usize;
         for y in 0..h {
@@ -68,6 +115,8 @@ fn shift(image: &mut [u8], [c, h, w]: [usize; 3], dy: i64, dx: i64, crop: &Rando
                 let sx = x - dx;
                 let v = if (0..h).contains(&sy) && (0..w).contains(&sx) {
                     src[plane + (sy * w + sx) as usize]
+                } else if reflected {
+                    src[plane + (reflect(sy, h) * w + reflect(sx, w)) as usize]
                 } else {
                     crop.fill
                 };
@@ -168,13 +217,24 @@ mod tests {
         rng::stream(1, rng::Purpose::Augment, i)
     }
 
+    const VISIT: Visit = Visit {
+        seed: 1,
+        epoch: 1,
+        image: 0,
+    };
+
+    fn augment(cfg: &Augment, image: &[u8], shape: [usize; 3], rng: &mut impl Rng) -> Vec<u8> {
+        super::augment(cfg, image, shape, rng, VISIT)
+    }
+
     fn full() -> Augment {
         Augment {
             random_crop: Some(RandomCrop {
                 padding: 2,
                 fill: 0,
+                padding_mode: CropPadding::Constant,
             }),
-            horizontal_flip: Some(0.5),
+            horizontal_flip: Some(Flip::Random(0.5)),
             affine: Some(Affine {
                 degrees: 15.0,
                 translate: Translate { x: 0.1, y: 0.1 },
@@ -211,7 +271,7 @@ mod tests {
     #[test]
     fn flip_with_probability_one_mirrors_each_row() {
         let cfg = Augment {
-            horizontal_flip: Some(1.0),
+            horizontal_flip: Some(Flip::Random(1.0)),
             ..Default::default()
         };
         let img = image();
@@ -221,7 +281,7 @@ mod tests {
         // Plane 1, row 4.
         assert_eq!(out[30 + 24], img[30 + 29]);
         let never = Augment {
-            horizontal_flip: Some(0.0),
+            horizontal_flip: Some(Flip::Random(0.0)),
             ..Default::default()
         };
         assert_eq!(augment(&never, &img, SHAPE, &mut rng_for(0)), img);
@@ -233,6 +293,7 @@ mod tests {
             random_crop: Some(RandomCrop {
                 padding: 1,
                 fill: 9,
+                padding_mode: CropPadding::Constant,
             }),
             ..Default::default()
         };
@@ -266,6 +327,57 @@ mod tests {
             seen_shifts.insert((dy, dx));
         }
         assert_eq!(seen_shifts.len(), 9, "every offset in 0..=2p occurs");
+    }
+
+    // torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect") of the 3×3
+    // image 1..9, cropped at offset (0, 0): rows [5 4 5], [2 1 2], [5 4 5].
+    #[test]
+    fn reflect_padding_mirrors_the_border_as_pytorch_does() {
+        let img: Vec<u8> = (1..=9).collect();
+        let crop = RandomCrop {
+            padding: 1,
+            fill: 0,
+            padding_mode: CropPadding::Reflect,
+        };
+        let mut out = img.clone();
+        shift(&mut out, [1, 3, 3], 1, 1, &crop);
+        assert_eq!(out, vec![5, 4, 5, 2, 1, 2, 5, 4, 5]);
+        let mut out = img.clone();
+        shift(&mut out, [1, 3, 3], -1, 0, &crop);
+        assert_eq!(out, vec![4, 5, 6, 7, 8, 9, 4, 5, 6]);
+    }
+
+    #[test]
+    fn the_alternating_flip_mirrors_each_image_in_every_other_epoch() {
+        let cfg = Augment {
+            horizontal_flip: Some(Flip::Alternate),
+            ..Default::default()
+        };
+        let img = image();
+        let mirrored = {
+            let mut m = img.clone();
+            flip_horizontal(&mut m, SHAPE);
+            m
+        };
+        let mut starts = [0, 0];
+        for i in 0..40u32 {
+            let seen: Vec<bool> = (1..=4)
+                .map(|epoch| {
+                    let visit = Visit {
+                        seed: 5,
+                        epoch,
+                        image: i,
+                    };
+                    let out = super::augment(&cfg, &img, SHAPE, &mut rng_for(epoch as u64), visit);
+                    assert!(out == img || out == mirrored);
+                    out == mirrored
+                })
+                .collect();
+            assert_eq!(seen, [seen[0], !seen[0], seen[0], !seen[0]], "image {i}");
+            starts[usize::from(seen[0])] += 1;
+        }
+        // Which images start mirrored is drawn: both kinds occur.
+        assert!(starts[0] > 5 && starts[1] > 5, "{starts:?}");
     }
 
     #[test]

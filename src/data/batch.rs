@@ -1,7 +1,7 @@
 //! Batch assembly: lists of image indices become normalised `f32` tensors on
 //! the device, training batches optionally augmented first.
 
-use super::augment::augment_in_place;
+use super::augment::{Visit, augment_in_place};
 use super::{ImageSet, Normalization};
 use crate::config::Augment;
 use anyhow::{Context, Result};
@@ -37,8 +37,8 @@ impl Batcher {
         self.assemble(set, indices, None)
     }
 
-    /// A training batch: each image augmented (in order, drawing from `rng`)
-    /// before it is normalised. The same as [`Batcher::batch`] when `augment`
+    /// A training batch: each image augmented (in order, drawing from `rng`;
+    /// `visit` gives the seed and epoch) before it is normalised. The same as [`Batcher::batch`] when `augment`
     /// configures nothing.
     pub fn train_batch(
         &self,
@@ -46,18 +46,19 @@ impl Batcher {
         indices: &[u32],
         augment: &Augment,
         rng: &mut crate::rng::Rng,
+        visit: Visit,
     ) -> Result<(Tensor, Tensor)> {
         if augment.is_none() {
             return self.batch(set, indices);
         }
-        self.assemble(set, indices, Some((augment, rng)))
+        self.assemble(set, indices, Some((augment, rng, visit)))
     }
 
     fn assemble(
         &self,
         set: &ImageSet,
         indices: &[u32],
-        mut augment: Option<(&Augment, &mut crate::rng::Rng)>,
+        mut augment: Option<(&Augment, &mut crate::rng::Rng, Visit)>,
     ) -> Result<(Tensor, Tensor)> {
         let plane = set.height * set.width;
         let mut xs = Vec::with_capacity(indices.len() * set.image_len());
@@ -65,10 +66,11 @@ impl Batcher {
         let mut scratch = Vec::new();
         for &i in indices {
             let mut img = set.image(i as usize);
-            if let Some((cfg, rng)) = augment.as_mut() {
+            if let Some((cfg, rng, visit)) = augment.as_mut() {
                 scratch.clear();
                 scratch.extend_from_slice(img);
-                augment_in_place(cfg, &mut scratch, set.shape(), *rng);
+                let visit = Visit { image: i, ..*visit };
+                augment_in_place(cfg, &mut scratch, set.shape(), *rng, visit);
                 img = &scratch;
             }
             for (ch, table) in self.tables.iter().enumerate() {

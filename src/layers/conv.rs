@@ -29,6 +29,44 @@ pub struct Conv2d {
     pub bias: bool,
     #[serde(default)]
     pub padding_mode: PaddingMode,
+    /// How fresh weights are drawn: PyTorch's default, or from the
+    /// training images (patch whitening, first layer only).
+    #[serde(default)]
+    pub init: ConvInit,
+}
+
+/// How a conv2d layer's fresh weights are made.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConvInit {
+    /// PyTorch's: uniform in ±1/√fan_in.
+    #[default]
+    Default,
+    /// airbench's patch whitening: the filters are the eigenvectors of the
+    /// covariance of the kernel-sized patches of `images` training images
+    /// (chosen with the seed), each divided by √(eigenvalue + `eps`), the
+    /// largest first, and then the same negated: `out_channels` must be
+    /// even and at most twice the patch size (channels × kernel).
+    PatchWhitening {
+        #[serde(default = "whitening_eps")]
+        eps: f64,
+        #[serde(default = "whitening_images")]
+        images: usize,
+    },
+}
+
+fn whitening_eps() -> f64 {
+    5e-4
+}
+fn whitening_images() -> usize {
+    5000
+}
+
+/// A resolved conv2d layer: its geometry and how it is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvLayer {
+    pub geometry: ConvGeometry,
+    pub init: ConvInit,
 }
 
 fn one() -> Pair {
@@ -45,12 +83,12 @@ fn yes() -> bool {
 }
 
 impl Spec for Conv2d {
-    type Op = ConvGeometry;
+    type Op = ConvLayer;
     const TORCH: &'static str = "Conv2d";
     const EXAMPLE: &'static str =
         r#"{"type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1}"#;
 
-    fn resolve(&self, cx: &Cx) -> Result<(ConvGeometry, Shape)> {
+    fn resolve(&self, cx: &Cx) -> Result<(ConvLayer, Shape)> {
         let (c, h, w) = cx.image()?;
         if let Some(given) = self.in_channels
             && given != c
@@ -135,8 +173,49 @@ impl Spec for Conv2d {
             h: (ph - span.h) / self.stride.h + 1,
             w: (pw - span.w) / self.stride.w + 1,
         };
-        Ok((geom, out))
+        if let ConvInit::PatchWhitening { eps, images } = self.init {
+            check_whitening(cx, &geom, eps, images)?;
+        }
+        let layer = ConvLayer {
+            geometry: geom,
+            init: self.init,
+        };
+        Ok((layer, out))
     }
+}
+
+/// Patch whitening needs the network's input (the first layer), and as
+/// many filters as it can make.
+fn check_whitening(cx: &Cx, g: &ConvGeometry, eps: f64, images: usize) -> Result<()> {
+    if cx.depth > 0 || cx.prev.is_some() {
+        return Err(cx.fail(
+            "init patch_whitening computes the filters from the input images, so it is only for \
+             the first layer of the network; move the layer first or remove init",
+        ));
+    }
+    let size = g.in_channels * g.kernel.h * g.kernel.w;
+    if g.groups != 1 || g.dilation != Pair::square(1) {
+        return Err(
+            cx.fail("init patch_whitening needs groups 1 and dilation 1; remove them or the init")
+        );
+    }
+    if !g.out_channels.is_multiple_of(2) || g.out_channels > 2 * size {
+        return Err(cx.fail(format!(
+            "init patch_whitening makes filters in pairs (each eigenvector of the {size}-value patches \
+             and its negation), so out_channels must be even and at most {}; it is {}",
+            2 * size,
+            g.out_channels
+        )));
+    }
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(cx.fail(format!(
+            "init.eps is {eps}; it must be a small positive number like 5e-4"
+        )));
+    }
+    if images == 0 {
+        return Err(cx.fail("init.images is 0; use some training images, such as 5000"));
+    }
+    Ok(())
 }
 
 /// Reflect padding must stay inside the input (less than its size), and
@@ -162,6 +241,27 @@ fn check_padding_mode(cx: &Cx, mode: PaddingMode, p: Pad4, h: usize, w: usize) -
         [p.top, p.bottom, p.left, p.right].map(|v| v.to_string()).join(", "),
         mode.name()
     )))
+}
+
+impl Run for ConvLayer {
+    fn tensors(&self) -> Vec<TensorSpec> {
+        self.geometry.tensors()
+    }
+    fn macs(&self, output: Shape) -> u128 {
+        self.geometry.macs(output)
+    }
+    fn fuses_relu(&self) -> bool {
+        true
+    }
+    fn check_device(&self, device: &Device) -> Result<()> {
+        self.geometry.check_device(device)
+    }
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor> {
+        self.geometry.forward(x, t, pass, relu)
+    }
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        self.geometry.onnx(g, x, t, path)
+    }
 }
 
 impl Run for ConvGeometry {

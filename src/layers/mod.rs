@@ -21,7 +21,7 @@ mod pool;
 
 pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
 pub use block::{Concat, ConcatOp, Residual, ResidualOp};
-pub use conv::Conv2d;
+pub use conv::{Conv2d, ConvInit, ConvLayer};
 pub use dropout::Dropout;
 pub use linear::{Flatten, Linear};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormOp};
@@ -207,6 +207,8 @@ pub struct Cx<'a> {
     prev: Option<&'a Node>,
     /// Blocks around this layer.
     depth: usize,
+    /// The layer is frozen (`trainable: false` on it or on a block around it).
+    frozen: bool,
 }
 
 impl Cx<'_> {
@@ -248,6 +250,7 @@ impl Cx<'_> {
             list: name.to_string(),
             parent: Some(self.label.to_string()),
             depth: self.depth + 1,
+            frozen: self.frozen,
         };
         plan_list_at(layers, input, &at)
     }
@@ -323,6 +326,9 @@ pub struct Node {
     pub macs: u128,
     /// How many tensors [`Node::tensors`] lists.
     pub tensor_count: usize,
+    /// `trainable: false` on the layer or on a block around it: the
+    /// optimizer never changes its parameters.
+    pub frozen: bool,
 }
 
 impl Node {
@@ -361,6 +367,8 @@ struct ListAt {
     /// The label of the block holding it; `None` at the top level.
     parent: Option<String>,
     depth: usize,
+    /// Inside a frozen block.
+    frozen: bool,
 }
 
 /// Resolves the network's list of layers fed `input`: every shape, in
@@ -371,6 +379,7 @@ pub fn plan_list(layers: &[Layer], input: Shape) -> Result<Vec<Node>> {
         list: "layers".to_string(),
         parent: None,
         depth: 0,
+        frozen: false,
     };
     plan_list_at(layers, input, &top)
 }
@@ -388,12 +397,14 @@ fn plan_list_at(layers: &[Layer], input: Shape, at: &ListAt) -> Result<Vec<Node>
             ),
         };
         let path = format!("{}.{index}", at.prefix);
+        let frozen = at.frozen || !layer.trainable;
         let cx = Cx {
             input: shape,
             label: &label,
             path: &path,
             prev: nodes.last(),
             depth: at.depth,
+            frozen,
         };
         let (op, output) = layer.resolve(&cx)?;
         let mut node = Node {
@@ -406,6 +417,7 @@ fn plan_list_at(layers: &[Layer], input: Shape, at: &ListAt) -> Result<Vec<Node>
             buffers: 0,
             macs: op.run().macs(output),
             tensor_count: 0,
+            frozen,
             op,
             input: shape,
             output,
@@ -424,6 +436,16 @@ fn plan_list_at(layers: &[Layer], input: Shape, at: &ListAt) -> Result<Vec<Node>
         shape = output;
     }
     Ok(nodes)
+}
+
+/// Calls `f` on every node of a list and of the lists inside its blocks.
+pub fn walk<'a>(nodes: &'a [Node], f: &mut impl FnMut(&'a Node)) {
+    for node in nodes {
+        f(node);
+        for list in node.op.run().children() {
+            walk(list, f);
+        }
+    }
 }
 
 /// Runs the first `end` layers of a resolved list on `x`; `tensors` holds
@@ -519,10 +541,10 @@ pub struct Kind {
 /// any aliases. Generates [`Layer`], [`Op`] and [`KINDS`].
 macro_rules! kinds {
     ($($variant:ident($spec:ty) = $name:literal $(| $alias:literal)*;)*) => {
-        /// One entry of a `layers` list, tagged by `"type"`.
+        /// A layer kind with its settings, tagged by `"type"`.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "type")]
-        pub enum Layer {
+        pub enum LayerKind {
             $(#[serde(rename = $name $(, alias = $alias)*)] $variant($spec),)*
         }
 
@@ -540,11 +562,11 @@ macro_rules! kinds {
             example: <$spec as Spec>::EXAMPLE,
         },)*];
 
-        impl Layer {
+        impl LayerKind {
             /// The canonical `"type"`.
             pub fn kind(&self) -> &'static str {
                 match self {
-                    $(Layer::$variant(_) => $name,)*
+                    $(LayerKind::$variant(_) => $name,)*
                 }
             }
 
@@ -552,16 +574,16 @@ macro_rules! kinds {
             /// (the `"type"` itself removed); `None` for an unknown type.
             /// Each kind's struct is decoded directly, so an error knows
             /// the field it is in.
-            fn decode_fields(name: &str, fields: &Value) -> Option<std::result::Result<Layer, String>> {
+            fn decode_fields(name: &str, fields: &Value) -> Option<std::result::Result<LayerKind, String>> {
                 match name {
-                    $($name $(| $alias)* => Some(crate::json::decode::<$spec>(fields).map(Layer::$variant)),)*
+                    $($name $(| $alias)* => Some(crate::json::decode::<$spec>(fields).map(LayerKind::$variant)),)*
                     _ => None,
                 }
             }
 
             fn resolve(&self, cx: &Cx) -> Result<(Op, Shape)> {
                 Ok(match self {
-                    $(Layer::$variant(spec) => {
+                    $(LayerKind::$variant(spec) => {
                         let (op, shape) = spec.resolve(cx)?;
                         (Op::$variant(op), shape)
                     })*
@@ -606,7 +628,7 @@ impl Op {
     /// The convolution's geometry, for a conv2d layer.
     pub fn conv(&self) -> Option<&ConvGeometry> {
         match self {
-            Op::Conv2d(g) => Some(g),
+            Op::Conv2d(c) => Some(&c.geometry),
             _ => None,
         }
     }
@@ -619,6 +641,72 @@ impl Op {
 /// Every accepted `"type"`, for error messages.
 pub fn type_names() -> Vec<&'static str> {
     KINDS.iter().map(|k| k.name).collect()
+}
+
+/// One entry of a `layers` list: a kind with its settings, and what every
+/// kind may take besides (`trainable`), handled here rather than by each
+/// kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub spec: LayerKind,
+    /// `false` freezes the layer: the optimizer never changes its
+    /// parameters (those of the layers inside a block too). Its running
+    /// statistics, if any, still follow the data.
+    pub trainable: bool,
+}
+
+impl From<LayerKind> for Layer {
+    fn from(spec: LayerKind) -> Self {
+        Layer {
+            spec,
+            trainable: true,
+        }
+    }
+}
+
+impl Layer {
+    /// The canonical `"type"`.
+    pub fn kind(&self) -> &'static str {
+        self.spec.kind()
+    }
+
+    fn resolve(&self, cx: &Cx) -> Result<(Op, Shape)> {
+        self.spec.resolve(cx)
+    }
+}
+
+impl Serialize for Layer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v = serde_json::to_value(&self.spec).map_err(serde::ser::Error::custom)?;
+        // Written out like every default, so that `--set` finds it.
+        if let Value::Object(map) = &mut v {
+            map.insert("trainable".into(), Value::Bool(self.trainable));
+        }
+        v.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Layer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        let (value, trainable) = take_trainable(value).map_err(serde::de::Error::custom)?;
+        let spec = LayerKind::deserialize(value).map_err(serde::de::Error::custom)?;
+        Ok(Layer { spec, trainable })
+    }
+}
+
+/// Removes the `trainable` field every kind takes from a layer's object.
+fn take_trainable(mut value: Value) -> std::result::Result<(Value, bool), String> {
+    let trainable = match value.as_object_mut().and_then(|m| m.remove("trainable")) {
+        None => true,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(format!(
+                "field `trainable`: expected true or false, got {other}"
+            ));
+        }
+    };
+    Ok((value, trainable))
 }
 
 /// Decodes one entry of a layer list; errors start with `name` (`layer 3`
@@ -646,13 +734,14 @@ pub fn decode_layer(name: &str, value: Value) -> std::result::Result<Layer, Stri
             ));
         }
     };
-    let fields = Value::Object(fields);
-    match Layer::decode_fields(&kind, &fields) {
+    let (fields, trainable) =
+        take_trainable(Value::Object(fields)).map_err(|e| format!("{name} ({kind}): {e}"))?;
+    match LayerKind::decode_fields(&kind, &fields) {
         None => Err(format!(
             "{name}: unknown layer type \"{kind}\"; expected one of: {}",
             type_names().join(", ")
         )),
-        Some(Ok(layer)) => Ok(layer),
+        Some(Ok(spec)) => Ok(Layer { spec, trainable }),
         Some(Err(msg)) => {
             // A layer inside this block: its message starts with its list.
             let nested = ["layers.", "shortcut.", "branches."]

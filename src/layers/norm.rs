@@ -24,6 +24,12 @@ pub struct BatchNorm {
     /// Learn a per-channel scale and shift.
     #[serde(default = "yes")]
     pub affine: bool,
+    /// Keep the scale (`weight`) at 1 and learn only the shift (`bias`), as
+    /// fast CIFAR-10 recipes do. The scale is still saved as `weight`, so
+    /// the checkpoint loads into PyTorch's module (there with
+    /// `weight.requires_grad = False`).
+    #[serde(default)]
+    pub fixed_scale: bool,
 }
 
 fn default_eps() -> f64 {
@@ -51,6 +57,7 @@ pub struct BatchNormOp {
     pub eps: f64,
     pub momentum: f64,
     pub affine: bool,
+    pub fixed_scale: bool,
 }
 
 impl Spec for BatchNorm2d {
@@ -110,11 +117,18 @@ fn resolve(bn: &BatchNorm, cx: &Cx, features: usize, what: &str) -> Result<(Batc
             bn.momentum
         )));
     }
+    if bn.fixed_scale && !bn.affine {
+        return Err(cx.fail(
+            "fixed_scale is true but affine is false: there is no scale to fix; remove fixed_scale, \
+             or set affine to true to learn the shift alone",
+        ));
+    }
     let op = BatchNormOp {
         features,
         eps: bn.eps,
         momentum: bn.momentum,
         affine: bn.affine,
+        fixed_scale: bn.fixed_scale,
     };
     Ok((op, cx.input))
 }
@@ -130,7 +144,7 @@ impl Run for BatchNormOp {
         };
         let mut t = Vec::with_capacity(4);
         if self.affine {
-            t.push(tensor("weight", true, 1.0));
+            t.push(tensor("weight", !self.fixed_scale, 1.0));
             t.push(tensor("bias", true, 0.0));
         }
         t.push(tensor("running_mean", false, 0.0));
@@ -194,7 +208,13 @@ impl BatchNormOp {
     /// variables, so the running statistics it updates in training stick.
     fn params(&self, t: &[Tensor]) -> Result<crate::ops::BatchNormParams> {
         let (affine, stats) = if self.affine {
-            (Some((t[0].clone(), t[1].clone())), &t[2..4])
+            // A fixed scale takes no gradient.
+            let scale = if self.fixed_scale {
+                t[0].detach()
+            } else {
+                t[0].clone()
+            };
+            (Some((scale, t[1].clone())), &t[2..4])
         } else {
             (None, &t[0..2])
         };

@@ -4,13 +4,15 @@
 //! training and evaluation. What each layer computes lives in `layers`.
 
 mod init;
+pub mod whiten;
 
 use crate::arch::Plan;
+pub use crate::layers::walk;
 use crate::layers::{self, Node, Op, Pass};
 use crate::rng;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Where a model's tensors come from.
 pub enum Weights<'a> {
@@ -23,12 +25,19 @@ pub enum Weights<'a> {
 /// A network ready to run on one device.
 pub struct Model {
     plan: Plan,
-    /// Every tensor in checkpoint order, as the forward pass reads them.
+    /// Every tensor in checkpoint order, named, and whether it is a
+    /// parameter (else a buffer).
+    vars: Vec<(String, Var, bool)>,
+    /// What the forward pass reads, in the same order: the variables, with
+    /// frozen parameters detached so that no gradient is computed for them.
     tensors: Vec<Tensor>,
-    /// Trainable tensors in checkpoint order.
+    /// Parameters in checkpoint order, frozen ones included.
     params: Vec<(String, Var)>,
-    /// Non-trainable state (batch-norm running statistics).
+    /// Non-trainable state (batch-norm running statistics, a fixed scale).
     buffers: Vec<(String, Var)>,
+    /// Parameters the optimizer leaves alone now: those of layers with
+    /// `trainable: false`, and any frozen for a while (`training.freeze`).
+    frozen: BTreeSet<String>,
     device: Device,
 }
 
@@ -43,9 +52,11 @@ impl Model {
         };
         let mut model = Model {
             plan: plan.clone(),
+            vars: Vec::new(),
             tensors: Vec::new(),
             params: Vec::new(),
             buffers: Vec::new(),
+            frozen: BTreeSet::new(),
             device: device.clone(),
         };
         let mut failure = None;
@@ -69,7 +80,7 @@ impl Model {
                     _ => unreachable!("init rng exists exactly when initialising"),
                 };
                 let var = Var::from_tensor(&t)?;
-                model.tensors.push(var.as_tensor().clone());
+                model.vars.push((name.clone(), var.clone(), spec.trainable));
                 if spec.trainable {
                     model.params.push((name, var));
                 } else {
@@ -77,7 +88,57 @@ impl Model {
                 }
             }
         }
+        model.set_frozen(&BTreeSet::new());
         Ok(model)
+    }
+
+    /// Freezes the parameters named in `extra` besides those of layers with
+    /// `trainable: false` (and unfreezes any others).
+    pub fn set_frozen(&mut self, extra: &BTreeSet<String>) {
+        let mut frozen = extra.clone();
+        walk(&self.plan.layers, &mut |node| {
+            if node.frozen {
+                for t in node.op.run().tensors() {
+                    frozen.insert(format!("{}.{}", node.path, t.name));
+                }
+            }
+        });
+        self.tensors = self
+            .vars
+            .iter()
+            .map(|(name, var, param)| {
+                if *param && frozen.contains(name) {
+                    var.as_detached_tensor()
+                } else {
+                    var.as_tensor().clone()
+                }
+            })
+            .collect();
+        // Only parameters: a frozen batch norm's running statistics still
+        // move in training (as PyTorch's), and the EMA follows them.
+        frozen.retain(|name| self.params.iter().any(|(n, _)| n == name));
+        self.frozen = frozen;
+    }
+
+    /// Whether the optimizer leaves the parameter `name` alone now.
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.contains(name)
+    }
+
+    /// The parameters the optimizer trains now.
+    pub fn trainable(&self) -> impl Iterator<Item = &(String, Var)> {
+        self.params.iter().filter(|(n, _)| !self.frozen.contains(n))
+    }
+
+    /// Sets the tensors named in `values` to those values (of the same
+    /// shapes); the others keep theirs.
+    pub fn assign(&self, values: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, var, _) in &self.vars {
+            if let Some(t) = values.get(name) {
+                var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn plan(&self) -> &Plan {
@@ -98,6 +159,11 @@ impl Model {
             .chain(&self.buffers)
             .map(|(n, v)| (n.clone(), v.as_detached_tensor()))
             .collect()
+    }
+
+    /// Every tensor's variable in checkpoint order, named.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.vars.iter().map(|(n, v, _)| (n.as_str(), v))
     }
 
     /// Whether a layer needs the whole batch at once (batch norm's
@@ -141,16 +207,6 @@ impl Model {
             n,
         )?;
         Ok(out)
-    }
-}
-
-/// Calls `f` on every node of a list and of the lists inside its blocks.
-pub fn walk<'a>(nodes: &'a [Node], f: &mut impl FnMut(&'a Node)) {
-    for node in nodes {
-        f(node);
-        for list in node.op.run().children() {
-            walk(list, f);
-        }
     }
 }
 

@@ -36,6 +36,9 @@ pub enum Kernel {
         bc2_sqrt: f32,
         eps: f32,
     },
+    /// An average of the weights, `e = decay e + rest θ`, left exactly as it
+    /// is where it equals θ (a value that never changes); `a = θ` (b unused).
+    Ema { decay: f32, rest: f32 },
 }
 
 impl Kernel {
@@ -59,6 +62,7 @@ impl Kernel {
                 bc2_sqrt,
                 eps,
             } => ("cnn_adam_theta", [shrink, step_size, bc2_sqrt, eps]),
+            Kernel::Ema { decay, rest } => ("cnn_ema", [decay, rest, 0.0, 0.0]),
         }
     }
 
@@ -97,6 +101,11 @@ impl Kernel {
                 eps,
             } => each(dst, a, b, |th, m, v| {
                 *th = *th * shrink - step_size * m / (v.sqrt() / bc2_sqrt + eps)
+            }),
+            Kernel::Ema { decay, rest } => each(dst, a, b, |e, th, _| {
+                if *e != th {
+                    *e = decay * *e + rest * th
+                }
             }),
         }
     }

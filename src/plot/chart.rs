@@ -309,3 +309,110 @@ impl Figure for MetricChart {
         Panel::new(&self.title, self.y_label, &self.runs, &[self.metric]).draw(root)
     }
 }
+
+/// The learning-rate range test: each step's loss (thin, grey) and its
+/// smoothed value (blue) against the rate on a log axis, the suggested rate
+/// marked in red.
+pub struct LrFindChart {
+    pub title: String,
+    pub lrs: Vec<f64>,
+    pub losses: Vec<f64>,
+    pub smoothed: Vec<f64>,
+    /// Index of the suggested rate.
+    pub suggestion: Option<usize>,
+}
+
+impl Figure for LrFindChart {
+    fn size(&self) -> (u32, u32) {
+        (1100, 700)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let points = |ys: &[f64]| -> Vec<(f64, f64)> {
+            self.lrs
+                .iter()
+                .zip(ys)
+                .filter(|(x, y)| x.is_finite() && *x > &0.0 && y.is_finite())
+                .map(|(&x, &y)| (x, y))
+                .collect()
+        };
+        let (raw, smooth) = (points(&self.losses), points(&self.smoothed));
+        if smooth.len() < 2 {
+            drawn(root.titled(&format!("{} (too few steps)", self.title), font(22.0)))?;
+            return Ok(());
+        }
+        let x_lo = smooth.first().map_or(1e-7, |p| p.0);
+        let x_hi = smooth.last().map_or(1.0, |p| p.0);
+        // The y range follows the smoothed curve; the raw losses may leave it.
+        let (y_lo, y_hi) = smooth
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                (a.min(p.1), b.max(p.1))
+            });
+        let margin = ((y_hi - y_lo) * 0.1).max(1e-6);
+        let mut chart = drawn(
+            ChartBuilder::on(root)
+                .caption(&self.title, font(24.0))
+                .margin(16)
+                .x_label_area_size(50)
+                .y_label_area_size(80)
+                .build_cartesian_2d((x_lo..x_hi).log_scale(), y_lo - margin..y_hi + margin),
+        )?;
+        drawn(
+            chart
+                .configure_mesh()
+                .x_desc("learning rate")
+                .y_desc("training loss")
+                .x_label_formatter(&|x| format!("{x:.0e}"))
+                .y_label_formatter(&|y| format!("{y:.2}"))
+                .label_style(font(15.0))
+                .axis_desc_style(font(17.0))
+                .draw(),
+        )?;
+        let grey = RGBColor(170, 170, 170);
+        let clipped: Vec<(f64, f64)> = raw
+            .iter()
+            .map(|&(x, y)| (x, y.clamp(y_lo - margin, y_hi + margin)))
+            .collect();
+        drawn(chart.draw_series(LineSeries::new(
+            clipped,
+            ShapeStyle::from(&grey).stroke_width(1),
+        )))?
+        .label("loss per step")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+        let blue = palette(0);
+        drawn(chart.draw_series(LineSeries::new(
+            smooth.clone(),
+            ShapeStyle::from(&blue).stroke_width(3),
+        )))?
+        .label("smoothed")
+        .legend(move |(x, y)| {
+            PathElement::new(
+                vec![(x, y), (x + 20, y)],
+                ShapeStyle::from(&blue).stroke_width(3),
+            )
+        });
+        if let Some(i) = self.suggestion
+            && let (Some(&x), Some(&y)) = (self.lrs.get(i), self.smoothed.get(i))
+        {
+            let red = palette(3);
+            drawn(chart.draw_series(LineSeries::new(
+                vec![(x, y_lo - margin), (x, y_hi + margin)],
+                ShapeStyle::from(&red).stroke_width(1),
+            )))?;
+            drawn(chart.draw_series(std::iter::once(Circle::new((x, y), 7, red.filled()))))?
+                .label(format!("suggested: {x:.2e}"))
+                .legend(move |(x, y)| Circle::new((x + 10, y), 6, red.filled()));
+        }
+        drawn(
+            chart
+                .configure_series_labels()
+                .label_font(font(15.0))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw(),
+        )?;
+        Ok(())
+    }
+}

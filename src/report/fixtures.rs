@@ -18,6 +18,10 @@ pub fn record(epoch: usize, val_acc: Option<f64>, test_acc: f64) -> EpochRecord 
         test_acc,
         epoch_seconds: 2.0,
         images_per_second: 100.0,
+        val_macro_f1: None,
+        test_macro_f1: None,
+        val_top_k_acc: None,
+        test_top_k_acc: None,
     }
 }
 

@@ -4,12 +4,16 @@
 //! [`RunState`] (saved in `last.safetensors`) or derived from the seed, so a
 //! run resumed from any checkpoint continues exactly as if never stopped.
 
+pub mod ema;
 pub mod eval;
 pub(crate) mod loss;
+pub mod lr_find;
 mod record;
 pub(crate) mod step;
+pub mod transfer;
 
-use crate::config::Config;
+use crate::arch::Plan;
+use crate::config::{Config, Monitor, ScheduleKind};
 use crate::data::{Batcher, Normalization, Splits};
 use crate::error::Interrupted;
 use crate::history::EpochRecord;
@@ -18,12 +22,18 @@ use crate::optim::Optimizer;
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
 pub use crate::run_state::RunState;
+use crate::run_state::monitored;
 use crate::schedule::{self, Position};
 use crate::{profile, rng};
 use anyhow::Result;
+use candle_core::Tensor;
+use candle_core::backprop::GradStore;
+use ema::Ema;
 use eval::{EvalResult, evaluate};
+use rand::Rng as _;
 use rand::seq::SliceRandom;
 use record::Recorder;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -37,6 +47,39 @@ pub struct RunContext<'a> {
     pub run_dir: &'a RunDir,
     /// Set by Ctrl-C / SIGTERM: finish the step, save, stop.
     pub stop: Option<&'a AtomicBool>,
+}
+
+/// What training changes: the network, its optimizer and, with
+/// `training.ema`, the average of its weights.
+pub struct Learner {
+    pub model: Model,
+    pub optim: Optimizer,
+    pub ema: Option<Ema>,
+}
+
+impl Learner {
+    /// The network evaluation uses: the average with `training.ema`, else
+    /// the trained one.
+    pub fn evaluated(&self) -> &Model {
+        self.ema.as_ref().map_or(&self.model, |e| e.model())
+    }
+
+    /// What `last.safetensors` holds: the evaluated network as `layers.*`
+    /// (what every reader of a checkpoint takes), with an average also the
+    /// trained weights as `raw.layers.*`, and the optimizer's state.
+    pub fn last_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut tensors = self.evaluated().tensors();
+        if self.ema.is_some() {
+            tensors.extend(
+                self.model
+                    .tensors()
+                    .into_iter()
+                    .map(|(n, t)| (format!("{}{n}", crate::checkpoint::RAW), t)),
+            );
+        }
+        tensors.extend(self.optim.state_tensors());
+        tensors
+    }
 }
 
 /// How a finished run went.
@@ -65,27 +108,60 @@ pub fn steps_per_epoch(config: &Config, train_images: usize) -> Result<usize> {
     Ok(steps)
 }
 
+/// The parameters `training.freeze` names; every entry must name a layer
+/// or a tensor of `plan`.
+pub fn freeze_list(plan: &Plan, freeze: &[String]) -> Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for (i, entry) in freeze.iter().enumerate() {
+        match plan.params_at(entry) {
+            Some(list) if !list.is_empty() => names.extend(list),
+            Some(_) => crate::bail_input!(
+                "training.freeze.{i} is \"{entry}\", a layer without parameters; list layers with \
+                 weights (conv2d, linear, batch norm) or remove it"
+            ),
+            None => crate::bail_input!(
+                "training.freeze.{i} is \"{entry}\", which names no layer or parameter of the network; \
+                 its layers are {}",
+                plan.layer_paths()
+            ),
+        }
+    }
+    Ok(names)
+}
+
+/// The parameters frozen in `epoch` (1-based) by `training.freeze`.
+pub fn frozen_in(config: &Config, plan: &Plan, epoch: usize) -> Result<BTreeSet<String>> {
+    let t = &config.training;
+    if t.unfreeze_after.is_some_and(|n| epoch > n) {
+        return Ok(BTreeSet::new());
+    }
+    freeze_list(plan, &t.freeze)
+}
+
 /// Trains from `state` (fresh or resumed) until the configured number of
 /// epochs, early stopping or an interruption.
 pub fn fit(
     ctx: &RunContext,
-    model: &Model,
-    optim: &mut Optimizer,
+    learner: &mut Learner,
     progress: &mut Progress,
     mut state: RunState,
 ) -> Result<Outcome> {
     let cfg = &ctx.config.training;
     let train = &ctx.splits.train;
     let steps_per_epoch = steps_per_epoch(ctx.config, train.len())?;
-    let settings = step::Settings::of(ctx.config);
-    let read_every = read_every(model);
+    let settings = step::Settings::of(ctx.config, train);
+    let plan = learner.model.plan().clone();
+    let read_every = read_every(&learner.model);
     let mut record = Recorder::open(ctx, progress, &state)?;
     let stop_requested = || ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst));
 
     while state.epochs_done < cfg.epochs && !state.stopped_early {
         let epoch = state.epochs_done + 1;
-        // 1. This epoch's order, derived from the seed and the epoch.
-        let order = epoch_order(ctx, epoch);
+        // 1. This epoch's order, derived from the seed and the epoch, and
+        //    what is frozen in it.
+        let order = epoch_order(ctx.config, train, epoch);
+        let frozen = frozen_in(ctx.config, &plan, epoch)?;
+        learner.model.set_frozen(&frozen);
 
         // 2. The training steps not yet done.
         record.start_epoch(epoch, train.len(), &state);
@@ -102,17 +178,19 @@ pub fn fit(
                 step,
                 steps_per_epoch,
                 epochs: cfg.epochs,
+                reduced: state.plateau.lr,
             };
             let lr = schedule::lr(&cfg.lr_schedule, cfg.optimizer.lr, position);
-            optim.set_lr(lr);
+            learner.optim.set_lr(lr);
             let t = profile::scope(|| "step: forward + backward".to_string());
-            let out = step::gradients(
-                model,
+            let mut out = step::gradients(
+                &learner.model,
                 ctx.batcher,
                 train.set,
                 batch,
                 &settings,
                 step,
+                epoch,
                 read_every > 1,
             )?;
             drop(t);
@@ -120,12 +198,17 @@ pub fn fit(
                 check_loss(ctx, epoch, &state, loss, lr)?;
             }
             let t = profile::scope(|| "step: optimizer".to_string());
-            optim.apply(&out.grads)?;
+            let grad_norm = clip_gradients(&learner.model, &mut out.grads, cfg.grad_clip)?;
+            learner.optim.apply(&out.grads)?;
+            if let Some(ema) = &learner.ema {
+                ema.update(&learner.model, step + 1)?;
+            }
             drop(t);
             pending.push(Pending {
                 images: batch.len(),
                 reading: out.reading,
                 lr,
+                grad_norm,
             });
             let interrupted = stop_requested();
             let save = interrupted
@@ -134,7 +217,7 @@ pub fn fit(
                 settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
             }
             if save {
-                record.checkpoint(model, optim, &state, epoch)?;
+                record.checkpoint(learner, &state, epoch)?;
             }
             if interrupted {
                 return Err(interrupted_error(ctx, epoch, &state));
@@ -142,12 +225,34 @@ pub fn fit(
         }
         settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
 
-        // 3. Validation and test passes.
-        let done = evaluate_epoch(ctx, model, record.progress(), epoch, optim.lr(), &state)?;
+        // 3. Validation and test passes (of the average, with an EMA).
+        let lr = learner.optim.lr();
+        let done = evaluate_epoch(
+            ctx,
+            learner.evaluated(),
+            record.progress(),
+            epoch,
+            lr,
+            &state,
+        )?;
 
         // 4. The epoch counted, judged and written.
+        if let ScheduleKind::ReduceOnPlateau { monitor, .. } = &cfg.lr_schedule.kind
+            && epoch > schedule::warmup_epochs(&cfg.lr_schedule)
+        {
+            let monitor: Monitor = monitor.unwrap_or(cfg.monitor);
+            let value = monitored(&done, monitor);
+            let higher = monitor.higher_is_better();
+            if schedule::plateau_step(&cfg.lr_schedule, &mut state.plateau, value, higher, lr) {
+                record.progress().note(&format!(
+                    "reduce_on_plateau: {} has not improved; learning rate now {:e}",
+                    monitor.name(),
+                    state.plateau.lr.unwrap_or(lr)
+                ));
+            }
+        }
         let is_best = state.finish_epoch(&done, cfg.monitor, cfg.early_stopping.as_ref());
-        record.epoch(&done, is_best, model, optim, &state)?;
+        record.epoch(&done, is_best, learner, &state)?;
         if state.stopped_early {
             record.progress().note(&format!(
                 "early stopping: {} has not improved for {} epoch(s) (best {:.4} at epoch {})",
@@ -166,6 +271,143 @@ pub fn fit(
         history: state.history,
         stopped_early: state.stopped_early,
     })
+}
+
+/// A step's gradient norm before clipping: read (the CPU), or an `f32`
+/// scalar left on the device until the loop reads the steps' losses.
+pub enum GradNorm {
+    Ready(f64),
+    OnDevice(Tensor),
+}
+
+impl GradNorm {
+    /// The values of `norms`, in order, with one transfer for all those
+    /// still on the device.
+    fn read_all<'a>(norms: impl Iterator<Item = &'a GradNorm>) -> Result<Vec<f64>> {
+        let norms: Vec<&GradNorm> = norms.collect();
+        let on_device: Vec<Tensor> = norms
+            .iter()
+            .filter_map(|n| match n {
+                GradNorm::OnDevice(t) => Some(t.reshape(1)),
+                GradNorm::Ready(_) => None,
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let mut read = if on_device.is_empty() {
+            Vec::new()
+        } else {
+            Tensor::cat(&on_device, 0)?.to_vec1::<f32>()?
+        }
+        .into_iter();
+        Ok(norms
+            .iter()
+            .map(|n| match n {
+                GradNorm::Ready(v) => *v,
+                GradNorm::OnDevice(_) => read.next().expect("one value per norm") as f64,
+            })
+            .collect())
+    }
+}
+
+/// The global L2 norm of the gradients of `model`'s parameters, then the
+/// clipping of `clip` applied to them: all scaled by `max_norm / (norm +
+/// 1e-6)` when the norm is above `max_norm` (PyTorch's
+/// `clip_grad_norm_`), or each value clamped to `±max_value`. Returns the
+/// norm before clipping. On the CPU the norm is summed in the parameters'
+/// order, in f64, so the same on any thread count; on other devices it is
+/// computed there and left there, so that the CPU does not wait for the
+/// device at every step.
+pub fn clip_gradients(
+    model: &Model,
+    grads: &mut GradStore,
+    clip: Option<crate::config::GradClip>,
+) -> Result<GradNorm> {
+    let vars: Vec<&Tensor> = model
+        .params()
+        .iter()
+        .map(|(_, v)| v.as_tensor())
+        .filter(|t| grads.get(t).is_some())
+        .collect();
+    let list: Vec<Tensor> = vars.iter().map(|t| grads.get(t).unwrap().clone()).collect();
+    let (norm, clipped) = if model.device().is_cpu() {
+        let (norm, clipped) = clip_read(&list, clip)?;
+        (GradNorm::Ready(norm), clipped)
+    } else {
+        let (norm, clipped) = clip_on_device(&list, clip)?;
+        (GradNorm::OnDevice(norm), clipped)
+    };
+    for (t, g) in vars.into_iter().zip(clipped) {
+        if let Some(g) = g {
+            grads.insert(t, g);
+        }
+    }
+    Ok(norm)
+}
+
+/// [`clip_gradients`] on the CPU: the norm read and summed in f64; the
+/// clipped gradients (`None` where one is unchanged).
+fn clip_read(
+    grads: &[Tensor],
+    clip: Option<crate::config::GradClip>,
+) -> Result<(f64, Vec<Option<Tensor>>)> {
+    let mut sum = 0.0f64;
+    for g in grads {
+        let values = g
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        sum += values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+    }
+    let norm = sum.sqrt();
+    let Some(clip) = clip else {
+        return Ok((norm, vec![None; grads.len()]));
+    };
+    let clipped = grads
+        .iter()
+        .map(|g| match (clip.max_norm, clip.max_value) {
+            (Some(max), _) => {
+                let coef = max / (norm + 1e-6);
+                (coef < 1.0).then(|| g * coef).transpose()
+            }
+            (None, Some(v)) => g.clamp(-v, v).map(Some),
+            (None, None) => Ok(None),
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok((norm, clipped))
+}
+
+/// [`clip_gradients`] on a device: the norm as an `f32` scalar there, the
+/// scale `min(1, max_norm / (norm + 1e-6))` applied there too.
+fn clip_on_device(
+    grads: &[Tensor],
+    clip: Option<crate::config::GradClip>,
+) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+    use candle_core::DType;
+    let squares: Vec<Tensor> = grads
+        .iter()
+        .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all()?.reshape(1))
+        .collect::<candle_core::Result<_>>()?;
+    let norm = match grads.first() {
+        Some(_) => Tensor::cat(&squares, 0)?.sum_all()?.sqrt()?,
+        None => Tensor::new(0f32, &candle_core::Device::Cpu)?,
+    };
+    let Some(clip) = clip else {
+        return Ok((norm, vec![None; grads.len()]));
+    };
+    let clipped = match (clip.max_norm, clip.max_value) {
+        (Some(max), _) => {
+            let coef = ((norm.affine(1.0, 1e-6)?.recip()? * max)?).clamp(0f32, 1f32)?;
+            grads
+                .iter()
+                .map(|g| g.broadcast_mul(&coef.to_dtype(g.dtype())?).map(Some))
+                .collect::<candle_core::Result<_>>()?
+        }
+        (None, Some(v)) => grads
+            .iter()
+            .map(|g| g.clamp(-v, v).map(Some))
+            .collect::<candle_core::Result<_>>()?,
+        (None, None) => vec![None; grads.len()],
+    };
+    Ok((norm, clipped))
 }
 
 /// How many steps' losses are read from the device at once: every step on
@@ -195,6 +437,8 @@ struct Pending {
     images: usize,
     reading: step::Reading,
     lr: f64,
+    /// The gradients' norm before clipping.
+    grad_norm: GradNorm,
 }
 
 /// Reads the pending steps' losses (one transfer), then checks, counts and
@@ -211,12 +455,14 @@ fn settle(
         return Ok(());
     }
     let values = step::Reading::read_all(pending.iter().map(|p| &p.reading))?;
+    let norms = GradNorm::read_all(pending.iter().map(|p| &p.grad_norm))?;
     // After the read, which waits for the device: the time the steps took.
     let seconds = seconds_before + started.elapsed().as_secs_f64();
-    for (p, (loss, correct)) in pending.drain(..).zip(values) {
+    for ((p, (loss, correct)), grad_norm) in pending.drain(..).zip(values).zip(norms) {
         check_loss(ctx, epoch, state, loss, p.lr)?;
         state.count_step(p.images, loss, correct, seconds);
-        record.step(state, epoch, loss, correct as f64 / p.images as f64, p.lr)?;
+        let accuracy = correct / p.images as f64;
+        record.step(state, epoch, loss, accuracy, p.lr, grad_norm)?;
     }
     Ok(())
 }
@@ -231,14 +477,44 @@ fn check_loss(ctx: &RunContext, epoch: usize, state: &RunState, loss: f64, lr: f
 }
 
 /// The order of the training images in `epoch`: shuffled by a stream of
-/// the seed and the epoch (or as stored, without `data.shuffle`).
-fn epoch_order(ctx: &RunContext, epoch: usize) -> Vec<u32> {
-    let mut order = ctx.splits.train.indices.clone();
-    if ctx.config.data.shuffle {
-        let seed = ctx.config.training.seed;
+/// the seed and the epoch (or as stored, without `data.shuffle`); with the
+/// balanced sampler, as many draws with replacement, each class equally
+/// likely.
+pub fn epoch_order(config: &Config, train: &crate::data::Subset, epoch: usize) -> Vec<u32> {
+    let seed = config.training.seed;
+    if config.data.sampler == crate::config::Sampler::Balanced {
+        return balanced_order(train, config.num_classes, seed, epoch);
+    }
+    let mut order = train.indices.clone();
+    if config.data.shuffle {
         order.shuffle(&mut rng::stream(seed, rng::Purpose::Shuffle, epoch as u64));
     }
     order
+}
+
+/// `subset.len()` images drawn with replacement, each with probability
+/// proportional to `1 / (images of its class)`: a class, uniformly among
+/// those present, then an image of it, uniformly.
+pub fn balanced_order(
+    subset: &crate::data::Subset,
+    classes: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<u32> {
+    let mut by_class: Vec<Vec<u32>> = vec![Vec::new(); classes];
+    for &i in &subset.indices {
+        if let Some(list) = by_class.get_mut(subset.set.labels[i as usize] as usize) {
+            list.push(i);
+        }
+    }
+    by_class.retain(|l| !l.is_empty());
+    let mut r = rng::stream(seed, rng::Purpose::Sample, epoch as u64);
+    (0..subset.len())
+        .map(|_| {
+            let list = &by_class[r.random_range(0..by_class.len())];
+            list[r.random_range(0..list.len())]
+        })
+        .collect()
 }
 
 /// The validation and test passes at the end of `epoch`, and the epoch's
@@ -252,9 +528,13 @@ fn evaluate_epoch(
     state: &RunState,
 ) -> Result<EpochRecord> {
     let eval_bs = ctx.config.data.eval_batch_size;
+    let options = eval::Options {
+        top_k: ctx.config.training.top_k,
+        tta: ctx.config.data.tta,
+    };
     let mut pass = |what: &str, subset: &crate::data::Subset| -> Result<EvalResult> {
         progress.start_eval(what, subset.len());
-        let eval = evaluate(model, subset, ctx.batcher, eval_bs, |n| {
+        let eval = evaluate(model, subset, ctx.batcher, eval_bs, &options, |n| {
             progress.eval_step(n)
         })?;
         Ok(eval.result)
@@ -269,13 +549,17 @@ fn evaluate_epoch(
         epoch,
         lr,
         train_loss: p.loss_sum / p.seen.max(1) as f64,
-        train_acc: p.correct as f64 / p.seen.max(1) as f64,
+        train_acc: p.correct / p.seen.max(1) as f64,
         val_loss: val.map(|v| v.loss),
         val_acc: val.map(|v| v.accuracy),
         test_loss: test.loss,
         test_acc: test.accuracy,
         epoch_seconds: p.seconds,
         images_per_second: p.seen as f64 / p.seconds.max(1e-9),
+        val_macro_f1: val.map(|v| v.macro_f1),
+        test_macro_f1: Some(test.macro_f1),
+        val_top_k_acc: val.map(|v| v.top_k_accuracy),
+        test_top_k_acc: Some(test.top_k_accuracy),
     })
 }
 
@@ -333,4 +617,76 @@ fn interrupted_error(ctx: &RunContext, epoch: usize, state: &RunState) -> anyhow
         ctx.run_dir.last().display(),
         ctx.run_dir.path().display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GradClip;
+    use candle_core::Device;
+
+    fn grads() -> Vec<Tensor> {
+        let a = Tensor::new(&[3.0f32, -4.0, 0.5], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[[1.0f32, -2.0], [0.25, 6.0]], &Device::Cpu).unwrap();
+        vec![a, b]
+    }
+
+    fn values(t: &[Option<Tensor>], original: &[Tensor]) -> Vec<f32> {
+        t.iter()
+            .zip(original)
+            .flat_map(|(c, g)| {
+                c.as_ref()
+                    .unwrap_or(g)
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// The device's form (as a GPU runs it, here on the CPU) gives the norm
+    /// and clipped gradients of the CPU's.
+    #[test]
+    fn clipping_on_the_device_matches_the_cpu() {
+        let g = grads();
+        let norm = (9.0f64 + 16.0 + 0.25 + 1.0 + 4.0 + 0.0625 + 36.0).sqrt();
+        for clip in [
+            None,
+            Some(GradClip {
+                max_norm: Some(1.0),
+                max_value: None,
+            }),
+            Some(GradClip {
+                max_norm: Some(100.0),
+                max_value: None,
+            }),
+            Some(GradClip {
+                max_norm: None,
+                max_value: Some(0.5),
+            }),
+        ] {
+            let (n_cpu, c_cpu) = clip_read(&g, clip).unwrap();
+            let (n_dev, c_dev) = clip_on_device(&g, clip).unwrap();
+            assert!((n_cpu - norm).abs() < 1e-12);
+            assert!((n_dev.to_scalar::<f32>().unwrap() as f64 - norm).abs() < 1e-5);
+            let (a, b) = (values(&c_cpu, &g), values(&c_dev, &g));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-6, "{clip:?}: {a:?} vs {b:?}");
+            }
+            if let Some(max) = clip.and_then(|c| c.max_norm) {
+                let clipped: f64 = a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                assert!(clipped <= max.min(norm) + 1e-5, "{clipped}");
+            }
+        }
+        let read = GradNorm::read_all(
+            [
+                GradNorm::Ready(2.0),
+                GradNorm::OnDevice(Tensor::new(3f32, &Device::Cpu).unwrap()),
+            ]
+            .iter(),
+        )
+        .unwrap();
+        assert_eq!(read, vec![2.0, 3.0]);
+    }
 }

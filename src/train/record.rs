@@ -5,15 +5,16 @@
 //!
 //! The order of the writes is what makes a crash harmless: the step log
 //! may run ahead of `last.safetensors` (resume drops the extra rows), never
-//! behind it; at the end of an epoch `best` is written before `last` (which
-//! records the new best) and the history after both, so a crash anywhere in
-//! between resumes from the previous `last` and redoes identical work.
+//! behind it; at the end of an epoch `best` (and the kept `best-<epoch>`
+//! and `epoch-<epoch>` files) are written before `last` (which records the
+//! new best) and the history after both, so a crash anywhere in between
+//! resumes from the previous `last` and redoes identical work. A kept file
+//! that falls out of the best `keep_best` is deleted only after the file
+//! that replaces it is whole.
 
-use super::RunContext;
+use super::{Learner, RunContext};
 use crate::checkpoint::{self, Meta};
-use crate::history::{self, EpochRecord, StepLog};
-use crate::model::Model;
-use crate::optim::Optimizer;
+use crate::history::{self, EpochRecord, StepLog, StepRow};
 use crate::profile;
 use crate::progress::Progress;
 use crate::run_dir;
@@ -60,7 +61,8 @@ impl<'a> Recorder<'a> {
             .start_epoch(epoch, epochs, images, state.partial.seen);
     }
 
-    /// One optimizer step: its loss, the batch's accuracy and the rate.
+    /// One optimizer step: its loss, the batch's accuracy, the rate and the
+    /// gradients' norm before clipping.
     pub fn step(
         &mut self,
         state: &RunState,
@@ -68,17 +70,30 @@ impl<'a> Recorder<'a> {
         loss: f64,
         accuracy: f64,
         lr: f64,
+        grad_norm: f64,
     ) -> Result<()> {
-        self.steps.push(state.step, epoch, loss, accuracy, lr)?;
+        self.steps.push(&StepRow {
+            step: state.step,
+            epoch,
+            loss,
+            accuracy,
+            lr,
+            grad_norm,
+        })?;
         if let Some(ev) = &mut self.events {
-            let scalars = [("step/loss", loss), ("step/accuracy", accuracy), ("lr", lr)];
+            let scalars = [
+                ("step/loss", loss),
+                ("step/accuracy", accuracy),
+                ("lr", lr),
+                ("step/grad_norm", grad_norm),
+            ];
             ev.scalars(state.step, &scalars)?;
         }
         let p = &state.partial;
         self.progress.step(
             p.seen,
             p.loss_sum / p.seen as f64,
-            p.correct as f64 / p.seen as f64,
+            p.correct / p.seen as f64,
             p.seen as f64 / p.seconds.max(1e-9),
         );
         Ok(())
@@ -86,15 +101,9 @@ impl<'a> Recorder<'a> {
 
     /// Writes `last.safetensors` mid-epoch (every N steps, or when stopped),
     /// the logs first.
-    pub fn checkpoint(
-        &mut self,
-        model: &Model,
-        optim: &Optimizer,
-        state: &RunState,
-        epoch: usize,
-    ) -> Result<()> {
+    pub fn checkpoint(&mut self, learner: &Learner, state: &RunState, epoch: usize) -> Result<()> {
         self.flush()?;
-        self.save_last(model, optim, state, epoch)
+        self.save_last(learner, state, epoch)
     }
 
     /// A finished epoch (already judged into `state`): its line, events,
@@ -103,8 +112,7 @@ impl<'a> Recorder<'a> {
         &mut self,
         record: &EpochRecord,
         is_best: bool,
-        model: &Model,
-        optim: &Optimizer,
+        learner: &Learner,
         state: &RunState,
     ) -> Result<()> {
         self.progress
@@ -121,16 +129,50 @@ impl<'a> Recorder<'a> {
             if let (Some(l), Some(a)) = (record.val_loss, record.val_acc) {
                 scalars.extend([("val/loss", l), ("val/accuracy", a)]);
             }
+            for (name, v) in [
+                ("val/macro_f1", record.val_macro_f1),
+                ("test/macro_f1", record.test_macro_f1),
+                ("val/top_k_accuracy", record.val_top_k_acc),
+                ("test/top_k_accuracy", record.test_top_k_acc),
+            ] {
+                if let Some(v) = v {
+                    scalars.push((name, v));
+                }
+            }
             ev.scalars(state.step, &scalars)?;
         }
+        let model = learner.evaluated();
+        super::ensure_finite(self.ctx, &learner.model, record.epoch, state)?;
         super::ensure_finite(self.ctx, model, record.epoch, state)?;
-        if is_best {
+        let run_dir = self.ctx.run_dir;
+        let t = &self.ctx.config.training;
+        let save = |path: &std::path::Path| -> Result<()> {
             let meta = meta(self.ctx, state, None);
-            checkpoint::save(&self.ctx.run_dir.best(), &meta, &model.tensors())
-                .context("saving best.safetensors")?;
+            checkpoint::save(path, &meta, &model.tensors())
+                .with_context(|| format!("saving {}", path.display()))
+        };
+        if is_best {
+            save(&run_dir.best())?;
+        }
+        if t.keep_every_epochs > 0 && record.epoch.is_multiple_of(t.keep_every_epochs) {
+            save(&run_dir.epoch_file(record.epoch))?;
+        }
+        if t.keep_best > 0 {
+            let kept = best_epochs(&state.history, t.monitor, t.keep_best);
+            if kept.contains(&record.epoch) {
+                save(&run_dir.best_of(record.epoch))?;
+            }
+            // Only now, with the new file whole, the ones it pushed out.
+            for old in run_dir.kept_best() {
+                if !kept.contains(&old) {
+                    let path = run_dir.best_of(old);
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                }
+            }
         }
         self.flush()?;
-        self.save_last(model, optim, state, record.epoch)?;
+        self.save_last(learner, state, record.epoch)?;
         history::write(self.ctx.run_dir.path(), &state.history)
     }
 
@@ -143,17 +185,10 @@ impl<'a> Recorder<'a> {
     }
 
     /// Weights, optimizer state and the run state.
-    fn save_last(
-        &self,
-        model: &Model,
-        optim: &Optimizer,
-        state: &RunState,
-        epoch: usize,
-    ) -> Result<()> {
+    fn save_last(&self, learner: &Learner, state: &RunState, epoch: usize) -> Result<()> {
         let _t = profile::scope(|| "checkpoint: last".to_string());
-        super::ensure_finite(self.ctx, model, epoch, state)?;
-        let mut tensors = model.tensors();
-        tensors.extend(optim.state_tensors());
+        super::ensure_finite(self.ctx, &learner.model, epoch, state)?;
+        let tensors = learner.last_tensors();
         checkpoint::save(
             &self.ctx.run_dir.last(),
             &meta(self.ctx, state, Some(state)),
@@ -161,6 +196,29 @@ impl<'a> Recorder<'a> {
         )
         .context("saving last.safetensors")
     }
+}
+
+/// The epochs of the `k` best monitored values of `history` (the earlier
+/// epoch first among equal values; values that are not numbers never).
+pub fn best_epochs(
+    history: &[EpochRecord],
+    monitor: crate::config::Monitor,
+    k: usize,
+) -> Vec<usize> {
+    let mut ranked: Vec<(f64, usize)> = history
+        .iter()
+        .map(|r| (crate::run_state::monitored(r, monitor), r.epoch))
+        .filter(|(v, _)| v.is_finite())
+        .collect();
+    ranked.sort_by(|a, b| {
+        let order = if monitor.higher_is_better() {
+            b.0.total_cmp(&a.0)
+        } else {
+            a.0.total_cmp(&b.0)
+        };
+        order.then(a.1.cmp(&b.1))
+    });
+    ranked.into_iter().take(k).map(|(_, e)| e).collect()
 }
 
 /// Checkpoint metadata; `run` (the resumable state) goes into `last` only.

@@ -9,23 +9,28 @@
 //! op (images, tiles or planes in tasks whose sizes do not depend on the
 //! thread count, their partial sums added in task order). Each part's
 //! dropout masks and augmentation come from streams keyed by the step and
-//! the part, so a resumed run repeats them exactly.
+//! the part, so a resumed run repeats them exactly. Mixup and CutMix pair
+//! each image with the one at the mirrored position of its part, with one
+//! draw per step (`rng::Purpose::Mix`).
 //!
-//! A batch run in one piece can leave its loss and accuracy count on the
-//! device ([`Reading::OnDevice`]): on a GPU, reading them every step would
-//! make the CPU wait for the GPU to finish each step before it queues the
-//! next, so the loop reads them for many steps at once (see
-//! `train::read_every`).
+//! A batch run in one piece, unmixed and unweighted, can leave its loss and
+//! accuracy count on the device ([`Reading::OnDevice`]): on a GPU, reading
+//! them every step would make the CPU wait for the GPU to finish each step
+//! before it queues the next, so the loop reads them for many steps at once
+//! (see `train::read_every`).
 
 use super::loss;
-use crate::config::{Augment, Config};
-use crate::data::{Batcher, ImageSet};
+use crate::config::{Augment, Config, Mixup};
+use crate::data::augment::Visit;
+use crate::data::{Batcher, ImageSet, Subset};
 use crate::layers::Pass;
 use crate::model::Model;
 use crate::rng;
 use anyhow::{Context, Result};
-use candle_core::Tensor;
 use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor};
+use rand::Rng as _;
+use rand_distr::Distribution;
 use rayon::prelude::*;
 
 /// Images per micro-batch, roughly.
@@ -33,16 +38,18 @@ pub const MICRO_BATCH: usize = 32;
 
 /// What one step computed.
 pub struct StepOutput {
-    /// Gradients of the batch's mean loss.
+    /// Gradients of the batch's loss.
     pub grads: GradStore,
     pub reading: Reading,
 }
 
-/// A step's mean loss and number of correctly classified images.
+/// A step's loss (the mean, or with class weights the weighted mean) and
+/// its images predicted right (under mixup or CutMix each image counts `λ`
+/// for its own label and `1 − λ` for its partner's).
 pub enum Reading {
     Ready {
         loss: f64,
-        correct: u64,
+        correct: f64,
     },
     /// Scalars on the device (an `f32` loss and a `u32` count), not yet read.
     OnDevice {
@@ -54,7 +61,7 @@ pub enum Reading {
 impl Reading {
     /// The values of `readings`, in order, with one transfer per kind of
     /// value for all those still on the device.
-    pub fn read_all<'a>(readings: impl Iterator<Item = &'a Reading>) -> Result<Vec<(f64, u64)>> {
+    pub fn read_all<'a>(readings: impl Iterator<Item = &'a Reading>) -> Result<Vec<(f64, f64)>> {
         let readings: Vec<&Reading> = readings.collect();
         let (mut losses, mut counts) = (Vec::new(), Vec::new());
         for r in &readings {
@@ -80,7 +87,7 @@ impl Reading {
                     let (l, c) = on_device
                         .next()
                         .expect("one value per reading on the device");
-                    (l as f64, c as u64)
+                    (l as f64, c as f64)
                 }
             })
             .collect())
@@ -105,24 +112,112 @@ fn split(indices: &[u32]) -> Vec<&[u32]> {
 pub struct Settings<'a> {
     pub label_smoothing: f64,
     pub augment: &'a Augment,
-    /// Keys the step's dropout and augmentation streams.
+    /// Keys the step's dropout, augmentation and mixing streams.
     pub seed: u64,
+    /// Each class's weight in the loss; `None` when all are 1.
+    pub class_weights: Option<Vec<f32>>,
+    pub mixup: Option<Mixup>,
 }
 
 impl<'a> Settings<'a> {
-    pub fn of(config: &'a Config) -> Self {
+    /// The settings of `config`; "balanced" class weights come from the
+    /// classes of `train`.
+    pub fn of(config: &'a Config, train: &Subset) -> Self {
+        let t = &config.training;
+        let class_weights = t
+            .class_weights
+            .as_ref()
+            .map(|w| w.resolve(&class_counts(train, config.num_classes)));
         Settings {
-            label_smoothing: config.training.label_smoothing,
+            label_smoothing: t.label_smoothing,
             augment: &config.data.augment,
-            seed: config.training.seed,
+            seed: t.seed,
+            class_weights,
+            mixup: t.mixup,
         }
     }
 }
 
+/// Images of each class in `subset`.
+pub fn class_counts(subset: &Subset, classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; classes];
+    for &i in &subset.indices {
+        if let Some(c) = counts.get_mut(subset.set.labels[i as usize] as usize) {
+            *c += 1;
+        }
+    }
+    counts
+}
+
+/// One step's mixing: the share `lam` of each image kept, the rest from its
+/// partner (the image at the mirrored position of its micro-batch); for
+/// CutMix, the box `[y0, y1) × [x0, x1)` taken from the partner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    pub lam: f64,
+    pub cut: Option<[usize; 4]>,
+}
+
+/// The mixing of `step` for `h×w` images, drawn from the step's stream as
+/// timm's `Mixup` draws it (batch mode): whether to mix (`prob`), which
+/// kind (`switch_prob`), λ from Beta(α, α), and CutMix's box, clipped to
+/// the image, with λ set to the share of the image left outside it.
+pub fn draw_mix(m: &Mixup, seed: u64, step: u64, h: usize, w: usize) -> Option<Mix> {
+    let mut r = rng::stream(seed, rng::Purpose::Mix, step);
+    let (apply, switch): (f64, f64) = (r.random(), r.random());
+    if apply >= m.prob {
+        return None;
+    }
+    let cut = if m.alpha > 0.0 && m.cutmix_alpha > 0.0 {
+        switch < m.switch_prob
+    } else {
+        m.cutmix_alpha > 0.0
+    };
+    let alpha = if cut { m.cutmix_alpha } else { m.alpha };
+    let lam = rand_distr::Beta::new(alpha, alpha)
+        .expect("alpha is checked positive")
+        .sample(&mut r);
+    if !cut {
+        return Some(Mix { lam, cut: None });
+    }
+    let ratio = (1.0 - lam).sqrt();
+    let (ch, cw) = ((h as f64 * ratio) as i64, (w as f64 * ratio) as i64);
+    let cy = r.random_range(0..h as i64);
+    let cx = r.random_range(0..w as i64);
+    let clip = |v: i64, n: usize| v.clamp(0, n as i64) as usize;
+    let (y0, y1) = (clip(cy - ch / 2, h), clip(cy + ch / 2, h));
+    let (x0, x1) = (clip(cx - cw / 2, w), clip(cx + cw / 2, w));
+    let lam = 1.0 - ((y1 - y0) * (x1 - x0)) as f64 / (h * w) as f64;
+    Some(Mix {
+        lam,
+        cut: Some([y0, y1, x0, x1]),
+    })
+}
+
+/// `x` mixed with its partners (`x` in reverse order).
+fn mix_images(x: &Tensor, mix: &Mix) -> Result<Tensor> {
+    let partner = x.flip(&[0])?;
+    Ok(match mix.cut {
+        None => ((x * mix.lam)? + (partner * (1.0 - mix.lam))?)?,
+        Some([y0, y1, x0, x1]) => {
+            let (_, _, h, w) = x.dims4()?;
+            let mut mask = vec![0f32; h * w];
+            for y in y0..y1 {
+                mask[y * w + x0..y * w + x1].fill(1.0);
+            }
+            let mask = Tensor::from_vec(mask, (1, 1, h, w), x.device())?;
+            let keep = mask.affine(-1.0, 1.0)?;
+            (x.broadcast_mul(&keep)? + partner.broadcast_mul(&mask)?)?
+        }
+    })
+}
+
 /// Forward and backward passes of the batch `indices` of `set`, augmented
-/// as the settings say; dropout masks and augmentation come from the
-/// `step`'s streams. With `defer`, a batch run in one piece leaves its loss
-/// and count on the device.
+/// and mixed as the settings say; dropout masks, augmentation and mixing
+/// come from the `step`'s streams, the alternating flip from the `epoch`.
+/// With `defer`, a batch run in one piece, unmixed and unweighted, leaves
+/// its loss and count on the device.
+#[allow(clippy::too_many_arguments)]
 pub fn gradients(
     model: &Model,
     batcher: &Batcher,
@@ -130,6 +225,7 @@ pub fn gradients(
     indices: &[u32],
     settings: &Settings,
     step: u64,
+    epoch: usize,
     defer: bool,
 ) -> Result<StepOutput> {
     let (smoothing, augment, seed) = (settings.label_smoothing, settings.augment, settings.seed);
@@ -139,10 +235,29 @@ pub fn gradients(
         vec![indices]
     };
     let n = indices.len() as f64;
-    if defer && parts.len() == 1 {
+    let mix = settings
+        .mixup
+        .as_ref()
+        .and_then(|m| draw_mix(m, seed, step, set.height, set.width));
+    let weights = settings.class_weights.as_deref();
+    let weight = |label: u32| weights.map_or(1.0, |w| w[label as usize] as f64);
+    // The loss is divided by the sum of the images' weights (n without
+    // class weights), as PyTorch's weighted mean does; a mixed image's
+    // partner is in its own micro-batch, so mixing leaves the sum alone.
+    let norm: f64 = indices
+        .iter()
+        .map(|&i| weight(set.labels[i as usize] as u32))
+        .sum();
+    let visit = Visit {
+        seed,
+        epoch,
+        image: 0,
+    };
+    if defer && parts.len() == 1 && mix.is_none() && weights.is_none() {
+        // The streams of part 0, as below.
         let mut dropout = rng::stream(seed, rng::Purpose::Dropout, step << 16);
         let mut augmentation = rng::stream(seed, rng::Purpose::Augment, step << 16);
-        let (x, y) = batcher.train_batch(set, indices, augment, &mut augmentation)?;
+        let (x, y) = batcher.train_batch(set, indices, augment, &mut augmentation, visit)?;
         let logits = model.logits(&x, Pass::train(&mut dropout))?;
         let loss = loss::cross_entropy(&logits, &y, smoothing)?;
         let correct = loss::correct_on_device(&logits.detach(), &y)?;
@@ -153,21 +268,29 @@ pub fn gradients(
             reading: Reading::OnDevice { loss, correct },
         });
     }
-    let one = |(j, part): (usize, &&[u32])| -> Result<(GradStore, f64, u64)> {
+    let one = |(j, part): (usize, &&[u32])| -> Result<(GradStore, f64, f64)> {
         let stream = (step << 16) | j as u64;
         let mut dropout = rng::stream(seed, rng::Purpose::Dropout, stream);
         let mut augmentation = rng::stream(seed, rng::Purpose::Augment, stream);
-        let (x, y) = batcher.train_batch(set, part, augment, &mut augmentation)?;
+        let (x, y) = batcher.train_batch(set, part, augment, &mut augmentation, visit)?;
+        let x = match &mix {
+            Some(m) => mix_images(&x, m)?,
+            None => x,
+        };
         let logits = model.logits(&x, Pass::train(&mut dropout))?;
-        // Each part's mean loss, weighted by its share of the batch: the
-        // gradients then add up to those of the batch's mean loss.
-        let loss = (loss::cross_entropy(&logits, &y, smoothing)? * (part.len() as f64 / n))?;
+        let (loss, correct) = if mix.is_none() && weights.is_none() {
+            // Each part's mean loss, weighted by its share of the batch: the
+            // gradients then add up to those of the batch's mean loss.
+            let loss = (loss::cross_entropy(&logits, &y, smoothing)? * (part.len() as f64 / n))?;
+            (loss, loss::correct(&logits.detach(), &y)? as f64)
+        } else {
+            soft_loss(&logits, &y, mix.as_ref(), &weight, smoothing, norm)?
+        };
         let value = loss.to_scalar::<f32>()? as f64;
-        let correct = loss::correct(&logits.detach(), &y)?;
         let grads = loss.backward().context("computing gradients")?;
         Ok((grads, value, correct))
     };
-    let results: Vec<Result<(GradStore, f64, u64)>> = if parts.len() > 1 {
+    let results: Vec<Result<(GradStore, f64, f64)>> = if parts.len() > 1 {
         parts.par_iter().enumerate().map(one).collect()
     } else {
         parts.iter().enumerate().map(one).collect()
@@ -195,6 +318,47 @@ pub fn gradients(
     })
 }
 
+/// The loss of a part with class weights or mixing, against soft targets
+/// (`λ` of each image's own label and `1 − λ` of its partner's, each
+/// smoothed and weighted by its class), divided by the batch's `norm`;
+/// and the part's correct predictions, counted against the same shares.
+fn soft_loss(
+    logits: &Tensor,
+    y: &Tensor,
+    mix: Option<&Mix>,
+    weight: &dyn Fn(u32) -> f64,
+    smoothing: f64,
+    norm: f64,
+) -> Result<(Tensor, f64)> {
+    let (m, k) = logits.dims2()?;
+    let labels: Vec<u32> = y.to_vec1()?;
+    let lam = mix.map_or(1.0, |x| x.lam);
+    let mut targets = vec![0f32; m * k];
+    for (i, row) in targets.chunks_mut(k).enumerate() {
+        let (a, b) = (labels[i], labels[m - 1 - i]);
+        loss::add_target(row, a as usize, smoothing, lam * weight(a));
+        if mix.is_some() {
+            loss::add_target(row, b as usize, smoothing, (1.0 - lam) * weight(b));
+        }
+    }
+    let targets = Tensor::from_vec(targets, (m, k), logits.device())?;
+    let loss = loss::soft_cross_entropy(logits, &targets, norm)?;
+    let predicted: Vec<u32> = logits
+        .detach()
+        .argmax(candle_core::D::Minus1)?
+        .to_dtype(DType::U32)?
+        .to_vec1()?;
+    let mut correct = 0.0;
+    for (i, &p) in predicted.iter().enumerate() {
+        let (a, b) = (labels[i], labels[m - 1 - i]);
+        correct += lam * f64::from(u8::from(p == a));
+        if mix.is_some() {
+            correct += (1.0 - lam) * f64::from(u8::from(p == b));
+        }
+    }
+    Ok((loss, correct))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +375,78 @@ mod tests {
             split(&idx).iter().map(|p| p.len()).collect::<Vec<_>>(),
             vec![5]
         );
+    }
+}
+
+#[cfg(test)]
+mod mix_tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn mixup(alpha: f64, cutmix_alpha: f64) -> Mixup {
+        Mixup {
+            alpha,
+            cutmix_alpha,
+            prob: 1.0,
+            switch_prob: 0.5,
+        }
+    }
+
+    #[test]
+    fn mixing_is_drawn_per_step_and_cutmix_lam_is_the_share_outside_the_box() {
+        let m = mixup(0.4, 1.0);
+        assert_eq!(draw_mix(&m, 3, 17, 28, 28), draw_mix(&m, 3, 17, 28, 28));
+        let draws: Vec<Mix> = (0..200)
+            .filter_map(|s| draw_mix(&m, 3, s, 28, 28))
+            .collect();
+        assert_eq!(draws.len(), 200, "prob 1 mixes every step");
+        let cuts = draws.iter().filter(|d| d.cut.is_some()).count();
+        assert!((60..140).contains(&cuts), "switch_prob 0.5: {cuts} of 200");
+        for d in &draws {
+            assert!((0.0..=1.0).contains(&d.lam));
+            if let Some([y0, y1, x0, x1]) = d.cut {
+                let area = ((y1 - y0) * (x1 - x0)) as f64 / 784.0;
+                assert!((d.lam - (1.0 - area)).abs() < 1e-12);
+            }
+        }
+        let never = Mixup {
+            prob: 0.0,
+            ..mixup(0.4, 0.0)
+        };
+        assert!((0..50).all(|s| draw_mix(&never, 3, s, 28, 28).is_none()));
+    }
+
+    #[test]
+    fn cutmix_pastes_the_partners_box_and_mixup_blends() {
+        let x = Tensor::from_vec(
+            (0..2 * 16).map(|v| v as f32).collect::<Vec<_>>(),
+            (2, 1, 4, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let cut = Mix {
+            lam: 0.75,
+            cut: Some([1, 3, 0, 2]),
+        };
+        let out: Vec<f32> = mix_images(&x, &cut)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // Image 0's rows 1-2, columns 0-1 come from image 1 (values + 16).
+        assert_eq!(&out[..8], &[0., 1., 2., 3., 20., 21., 6., 7.]);
+        assert_eq!(&out[16..24], &[16., 17., 18., 19., 4., 5., 22., 23.]);
+        let blend = Mix {
+            lam: 0.25,
+            cut: None,
+        };
+        let out: Vec<f32> = mix_images(&x, &blend)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(out[0], 0.25 * 0.0 + 0.75 * 16.0);
     }
 }

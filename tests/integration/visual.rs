@@ -398,7 +398,7 @@ fn bad_image_files_are_clear_errors() {
 fn steps_csv_logs_every_step() {
     let steps = std::fs::read_to_string(trained().join("steps.csv")).unwrap();
     let mut lines = steps.lines();
-    assert_eq!(lines.next(), Some("step,epoch,loss,accuracy,lr"));
+    assert_eq!(lines.next(), Some("step,epoch,loss,accuracy,lr,grad_norm"));
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 40);
     assert!(rows[0].starts_with("1,1,") && rows[79].starts_with("80,2,"));

@@ -38,3 +38,6 @@ UPDATE(cnn_adam_v, {
 // θ = θ · shrink - step_size · m / (√v / √bc2 + eps); a = m, b = v.
 // p0 shrink, p1 step_size, p2 √bc2, p3 eps.
 UPDATE(cnn_adam_theta, d = d * p0 - p1 * x / (sqrtf(y) / p2 + p3))
+// An average of the weights: e = decay e + rest θ, unchanged where e == θ;
+// a = θ (b unused). p0 decay, p1 rest.
+UPDATE(cnn_ema, if (d != x) d = p0 * d + p1 * x)

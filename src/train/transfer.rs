@@ -1,0 +1,146 @@
+//! Fine-tuning's starting point (`training.init_from`): the tensors of
+//! another checkpoint, or of a PyTorch state_dict saved with safetensors,
+//! whose names and shapes match the new network. The rest (a new head for
+//! another number of classes, say) keeps its initialisation from the seed.
+
+use crate::arch::Plan;
+use crate::checkpoint;
+use anyhow::Result;
+use candle_core::Tensor;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What a source file gives a network.
+pub struct Transfer {
+    /// The tensors taken, by the network's names.
+    pub tensors: HashMap<String, Tensor>,
+    /// Tensors of the network the file has under the same name with another
+    /// shape (`name: file [..], network [..]`): initialised from the seed.
+    pub reshaped: Vec<String>,
+    /// Tensors of the network the file lacks: initialised from the seed.
+    pub missing: Vec<String>,
+}
+
+impl Transfer {
+    /// One line for the user: what was taken and what starts fresh.
+    pub fn summary(&self, path: &Path) -> String {
+        let mut fresh: Vec<&str> = self
+            .reshaped
+            .iter()
+            .chain(&self.missing)
+            .map(String::as_str)
+            .collect();
+        fresh.sort_unstable();
+        let fresh = if fresh.is_empty() {
+            "nothing".to_string()
+        } else {
+            fresh.join(", ")
+        };
+        format!(
+            "init_from {}: took {} tensors; initialised from the seed: {fresh}",
+            path.display(),
+            self.tensors.len()
+        )
+    }
+}
+
+/// Reads `path` (a cnn checkpoint: the network as evaluated; any other
+/// safetensors file: its tensors, a prefix common to PyTorch's names such
+/// as `model.` mapped to `layers.`) and takes what fits `plan`. Nothing
+/// fitting at all is an error, since it is surely the wrong file.
+pub fn load(path: &Path, plan: &Plan) -> Result<Transfer> {
+    let (meta, raw) = checkpoint::read_raw(path)?;
+    let is_cnn = meta
+        .as_ref()
+        .and_then(|m| m.get("format"))
+        .is_some_and(|f| f == checkpoint::FORMAT);
+    let source: HashMap<String, Tensor> = if is_cnn {
+        checkpoint::load(path)?.weights
+    } else {
+        rename_foreign(raw, plan)
+    };
+    let mut out = Transfer {
+        tensors: HashMap::new(),
+        reshaped: Vec::new(),
+        missing: Vec::new(),
+    };
+    for node in &plan.layers {
+        for (name, spec) in node.tensors() {
+            match source.get(&name) {
+                Some(t) if t.dims() == spec.dims.as_slice() => {
+                    out.tensors.insert(name, t.clone());
+                }
+                Some(t) => out.reshaped.push(format!(
+                    "{name} (file {:?}, network {:?})",
+                    t.dims(),
+                    spec.dims
+                )),
+                None => out.missing.push(name),
+            }
+        }
+    }
+    if out.tensors.is_empty() {
+        let mut names: Vec<&String> = source.keys().collect();
+        names.sort();
+        let shown: Vec<String> = names.iter().take(6).map(|n| n.to_string()).collect();
+        crate::bail_input!(
+            "training.init_from: no tensor of {} has the name and shape of a tensor of this network \
+             (it holds {}{}; the network needs names like layers.0.weight). Give a checkpoint of a \
+             network that shares layers with this one",
+            path.display(),
+            if shown.is_empty() {
+                "no tensors".to_string()
+            } else {
+                shown.join(", ")
+            },
+            if names.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(out)
+}
+
+/// A foreign file's tensors named as the network names them: the prefix
+/// (`""`, `model.`, `module.model.`…) under which most of the network's
+/// names (without `layers.`) are found becomes `layers.`. PyTorch's
+/// `num_batches_tracked` counters are dropped.
+fn rename_foreign(tensors: HashMap<String, Tensor>, plan: &Plan) -> HashMap<String, Tensor> {
+    let tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".num_batches_tracked"))
+        .collect();
+    let wanted: Vec<String> = plan
+        .layers
+        .iter()
+        .flat_map(|l| l.tensors())
+        .map(|(name, _)| name["layers.".len()..].to_string())
+        .collect();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for key in tensors.keys() {
+        for w in &wanted {
+            if let Some(prefix) = key.strip_suffix(w.as_str())
+                && (prefix.is_empty() || prefix.ends_with('.'))
+            {
+                *counts.entry(prefix.to_string()).or_default() += 1;
+            }
+        }
+    }
+    // The prefix that finds the most names; the longest among equals.
+    let best = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(a.0.len().cmp(&b.0.len())))
+        .map(|(p, _)| p);
+    let Some(prefix) = best else {
+        return tensors;
+    };
+    tensors
+        .into_iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix(prefix.as_str())
+                .map(|rest| (format!("layers.{rest}"), t))
+        })
+        .collect()
+}
