@@ -6,6 +6,7 @@
 #   dataset-fashion-mnist  the tests train on Debian's Fashion-MNIST and check
 #                          that cnn finds it in /usr/share/datasets
 #   parallel               GNU parallel runs the sweep tests' points
+#   python3-venv           the ONNX Runtime venv below is made with it
 #
 # and a Python venv with ONNX Runtime from PyPI, for the tests that run what
 # `cnn export` writes (scripts/dev/onnx-venv.sh; ~/.cache/cnn/onnx-venv,
@@ -14,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(dataset-fashion-mnist parallel)
+packages=(dataset-fashion-mnist parallel python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
