@@ -127,6 +127,31 @@ pub fn sum(x: &[f32]) -> f32 {
     acc[0] + tail
 }
 
+/// `Σ x²` in f64, in 8 interleaved partial sums (which vectorise) added
+/// pairwise at the end: the same order on every machine.
+pub fn sum_squares(x: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += (c[i] as f64) * (c[i] as f64);
+        }
+    }
+    let mut w = 4;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+        w /= 2;
+    }
+    acc[0] + tail
+}
+
 /// `acc += x`, element by element.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {
@@ -525,6 +550,18 @@ pub unsafe fn gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sum_squares_agrees_with_the_plain_sum_at_every_length() {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 100, 1003] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25)
+                .collect();
+            let plain: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            // Quarters squared are exact in f64: the order cannot matter.
+            assert_eq!(sum_squares(&x), plain, "length {n}");
+        }
+    }
 
     #[test]
     fn transpose_matches_the_definition_on_every_edge_case() {
