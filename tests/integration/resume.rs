@@ -639,6 +639,19 @@ fn losses_read_many_steps_at_once_change_no_number() {
     assert_eq!(code, 0, "{err}");
     assert_same_run(&each, &batched);
 
+    // A value that is not a whole number of steps is named and ignored: the
+    // run reads every step, as without it.
+    let junk = dir.path().join("junk");
+    let (code, _, err) = run(cnn(dir.path())
+        .env("CNN_READ_EVERY", "0.5")
+        .args(train_args("lenet.json", &junk, &extra)));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("CNN_READ_EVERY=\"0.5\"") && err.contains("ignored"),
+        "{err}"
+    );
+    assert_same_run(&each, &junk);
+
     let nan = dir.path().join("nan");
     let (code, _, err) = run(cnn(dir.path()).env("CNN_READ_EVERY", "5").args(train_args(
         "lenet.json",
