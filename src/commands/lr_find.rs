@@ -7,7 +7,6 @@ use super::load_config;
 use super::train::{check_against_plan, new_model, source_weights};
 use crate::arch;
 use crate::cli::LrFindArgs;
-use crate::config::DatasetName;
 use crate::data::{Batcher, Dataset, LoadOptions, Normalization};
 use crate::device;
 use crate::optim::Optimizer;
@@ -36,21 +35,15 @@ pub fn run(args: &LrFindArgs) -> Result<()> {
         );
     }
     let mut config = load_config(&args.config, &args.sets, &[])?;
-    let t = &mut config.training;
-    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
-    t.seed = args.seed.unwrap_or(t.seed);
-    if let Some(path) = &args.init_from {
-        t.init_from = Some(path.clone());
+    super::RunFlags {
+        batch_size: args.batch_size,
+        seed: args.seed,
+        init_from: args.init_from.as_deref(),
+        limit_train: args.limit_train,
+        dataset: args.dataset.as_deref(),
+        data_dir: args.data_dir.as_deref(),
     }
-    let d = &mut config.data;
-    d.limit_train = args.limit_train.or(d.limit_train);
-    if let Some(name) = &args.dataset {
-        d.dataset =
-            DatasetName::parse(name).map_err(|e| crate::input_error!("--dataset: {e:#}"))?;
-    }
-    if let Some(dir) = &args.data_dir {
-        d.dir = Some(dir.clone());
-    }
+    .apply(&mut config)?;
     let plan = arch::plan(&config)?;
     config.check_settings()?;
     check_against_plan(&config, &plan)?;

@@ -87,6 +87,38 @@ pub fn load_config(path: &Path, sets: &[String], extra: &[(String, String)]) -> 
     apply_overrides(&config, &pairs)
 }
 
+/// The flags `train` and `lr-find` share, applied to a config after
+/// `--set` (the flags win).
+pub struct RunFlags<'a> {
+    pub batch_size: Option<usize>,
+    pub seed: Option<u64>,
+    pub init_from: Option<&'a Path>,
+    pub limit_train: Option<usize>,
+    pub dataset: Option<&'a str>,
+    pub data_dir: Option<&'a Path>,
+}
+
+impl RunFlags<'_> {
+    pub fn apply(&self, config: &mut Config) -> Result<()> {
+        let t = &mut config.training;
+        t.batch_size = self.batch_size.unwrap_or(t.batch_size);
+        t.seed = self.seed.unwrap_or(t.seed);
+        if let Some(path) = self.init_from {
+            t.init_from = Some(path.to_path_buf());
+        }
+        let d = &mut config.data;
+        d.limit_train = self.limit_train.or(d.limit_train);
+        if let Some(name) = self.dataset {
+            d.dataset = crate::config::DatasetName::parse(name)
+                .map_err(|e| crate::input_error!("--dataset: {e:#}"))?;
+        }
+        if let Some(dir) = self.data_dir {
+            d.dir = Some(dir.to_path_buf());
+        }
+        Ok(())
+    }
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u128) -> String {
     let s = n.to_string();

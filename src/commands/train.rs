@@ -7,7 +7,7 @@ use super::{load_config, thousands};
 use crate::arch::{self, Plan};
 use crate::checkpoint::{self, Checkpoint};
 use crate::cli::TrainArgs;
-use crate::config::{Config, DatasetName, Normalize};
+use crate::config::{Config, Normalize};
 use crate::data::{Batcher, Dataset, LoadOptions, Normalization, Splits};
 use crate::device;
 use crate::fsutil::write_atomic;
@@ -43,25 +43,20 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 /// flags (which win), then `--data-dir`.
 fn new_run_config(args: &TrainArgs, path: &Path) -> Result<Config> {
     let mut config = load_config(path, &args.sets, &[])?;
+    super::RunFlags {
+        batch_size: args.batch_size,
+        seed: args.seed,
+        init_from: args.init_from.as_deref(),
+        limit_train: args.limit_train,
+        dataset: args.dataset.as_deref(),
+        data_dir: args.data_dir.as_deref(),
+    }
+    .apply(&mut config)?;
     let t = &mut config.training;
     t.epochs = args.epochs.unwrap_or(t.epochs);
-    t.batch_size = args.batch_size.unwrap_or(t.batch_size);
     t.optimizer.lr = args.lr.unwrap_or(t.optimizer.lr);
-    t.seed = args.seed.unwrap_or(t.seed);
     t.checkpoint_every = args.checkpoint_every.unwrap_or(t.checkpoint_every);
-    if let Some(path) = &args.init_from {
-        t.init_from = Some(path.clone());
-    }
-    let d = &mut config.data;
-    d.limit_train = args.limit_train.or(d.limit_train);
-    d.limit_test = args.limit_test.or(d.limit_test);
-    if let Some(name) = &args.dataset {
-        d.dataset =
-            DatasetName::parse(name).map_err(|e| crate::input_error!("--dataset: {e:#}"))?;
-    }
-    if let Some(dir) = &args.data_dir {
-        d.dir = Some(dir.clone());
-    }
+    config.data.limit_test = args.limit_test.or(config.data.limit_test);
     Ok(config)
 }
 
