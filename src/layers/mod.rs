@@ -467,6 +467,29 @@ pub fn run_list(
         let node = &nodes[i];
         let run = node.op.run();
         let watched = pass.observer.is_some();
+        if !pass.is_train() && !watched && i + 1 < end {
+            // Evaluation: a batch norm after a convolution is folded into
+            // its weights, and the convolution applies the ReLU after both.
+            if let (Op::Conv2d(conv), Op::BatchNorm2d(bn)) = (&node.op, &nodes[i + 1].op) {
+                let relu = i + 2 < end && matches!(nodes[i + 2].op, Op::Relu(_));
+                let conv_t = &tensors[at..at + node.tensor_count];
+                let bn_at = at + node.tensor_count;
+                let bn_t = &tensors[bn_at..bn_at + nodes[i + 1].tensor_count];
+                let (w, b) = bn
+                    .fold_into_conv(bn_t, &conv_t[0], conv_t.get(1))
+                    .with_context(|| format!("in {}", nodes[i + 1].label))?;
+                x = conv
+                    .forward(&x, &[w, b], pass, relu)
+                    .with_context(|| format!("in {}", node.label))?;
+                let taken = 2 + usize::from(relu);
+                at += nodes[i..i + taken]
+                    .iter()
+                    .map(|n| n.tensor_count)
+                    .sum::<usize>();
+                i += taken;
+                continue;
+            }
+        }
         let fuse =
             run.fuses_relu() && !watched && i + 1 < end && matches!(nodes[i + 1].op, Op::Relu(_));
         let next = i + 1 + usize::from(fuse);

@@ -204,6 +204,41 @@ impl Run for BatchNormOp {
 }
 
 impl BatchNormOp {
+    /// The convolution `weight` (`[o, c, kh, kw]`, `o` = this layer's
+    /// features) and `bias` followed by this batch norm in evaluation, as
+    /// one convolution: `weight·s` and `(bias − mean)·s + β`, with
+    /// `s = γ/√(var + ε)` per output channel (γ = 1, β = 0 without
+    /// `affine`). `t` holds this layer's tensors as for `forward`. The
+    /// result is detached: evaluation takes no gradient.
+    pub fn fold_into_conv(
+        &self,
+        t: &[Tensor],
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (affine, stats) = if self.affine {
+            (Some((t[0].detach(), t[1].detach())), &t[2..4])
+        } else {
+            (None, &t[0..2])
+        };
+        let (mean, var) = (stats[0].detach(), stats[1].detach());
+        let inv_std = var.affine(1.0, self.eps)?.sqrt()?.recip()?;
+        let (scale, shift) = match affine {
+            Some((gamma, beta)) => (gamma.mul(&inv_std)?, beta),
+            None => (inv_std, mean.zeros_like()?),
+        };
+        let folded_weight =
+            weight
+                .detach()
+                .broadcast_mul(&scale.reshape((self.features, 1, 1, 1))?)?;
+        let centred = match bias {
+            Some(b) => b.detach().sub(&mean)?,
+            None => mean.neg()?,
+        };
+        let folded_bias = centred.mul(&scale)?.add(&shift)?;
+        Ok((folded_weight, folded_bias))
+    }
+
     /// The layer's tensors for `ops::batch_norm`. They are the model's
     /// variables, so the running statistics it updates in training stick.
     fn params(&self, t: &[Tensor]) -> Result<crate::ops::BatchNormParams> {

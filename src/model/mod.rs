@@ -259,3 +259,89 @@ pub fn check_tensors(plan: &Plan, map: &HashMap<String, Tensor>) -> Result<()> {
     }
     Err(crate::input_error!("{msg}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Evaluation folds a batch norm into the convolution before it; the
+    /// layer-by-layer pass (which fuses nothing) is the reference.
+    #[test]
+    fn batch_norm_folded_into_its_convolution_computes_the_same() {
+        let config = Config::from_value(serde_json::json!({
+            "input_shape": [3, 9, 9], "num_classes": 5,
+            "layers": [
+                {"type": "conv2d", "out_channels": 6, "kernel_size": 3, "padding": 1},
+                {"type": "batch_norm2d"},
+                {"type": "relu"},
+                {"type": "max_pool2d", "kernel_size": 2},
+                {"type": "conv2d", "out_channels": 7, "kernel_size": 3, "padding": 1, "bias": false,
+                 "padding_mode": "reflect"},
+                {"type": "batch_norm2d", "affine": false, "eps": 0.01},
+                {"type": "conv2d", "out_channels": 5, "kernel_size": 1, "stride": 2},
+                {"type": "batch_norm2d", "fixed_scale": true},
+                {"type": "gelu"},
+                {"type": "residual", "layers": [
+                    {"type": "conv2d", "out_channels": 5, "kernel_size": 3, "padding": 1, "bias": false},
+                    {"type": "batch_norm2d"}
+                ], "activation": "relu"},
+                {"type": "flatten"},
+                {"type": "linear", "out_features": 5}
+            ]
+        }))
+        .unwrap();
+        let plan = crate::arch::plan(&config).unwrap();
+        let model = Model::new(&plan, Weights::Init { seed: 3 }, &Device::Cpu).unwrap();
+        // Statistics and affine parameters far from their initial values.
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = crate::rng::Rng::seed_from_u64(11);
+        let values: HashMap<String, Tensor> = model
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| {
+                let n = t.elem_count();
+                let v: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let u: f32 = rng.random();
+                        if name.ends_with("running_var") {
+                            0.2 + 2.0 * u
+                        } else if name.ends_with("weight") && t.rank() == 1 {
+                            0.5 + u
+                        } else if t.rank() == 1 {
+                            2.0 * u - 1.0
+                        } else {
+                            (2.0 * u - 1.0) * 0.5
+                        }
+                    })
+                    .collect();
+                let v = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+                (name, v)
+            })
+            .collect();
+        model.assign(&values).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (4, 3, 9, 9), &Device::Cpu).unwrap();
+        let folded: Vec<f32> = model
+            .logits(&xs, Pass::eval())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let layered = model.activations(&xs).unwrap();
+        let reference: Vec<f32> = layered
+            .last()
+            .unwrap()
+            .1
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(folded.len(), reference.len());
+        let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.1, "outputs too small to compare: {reference:?}");
+        for (a, b) in folded.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-5 * scale.max(1.0) + 1e-5, "{a} vs {b}");
+        }
+    }
+}
