@@ -183,7 +183,14 @@ impl Model {
             .plan
             .output_activation()
             .unwrap_or(self.plan.layers.len());
-        layers::run_list(&self.plan.layers, &self.tensors, xs, &mut pass, end)
+        if pass.is_train() {
+            return layers::run_list(&self.plan.layers, &self.tensors, xs, &mut pass, end);
+        }
+        // Evaluation takes no gradient: with the variables detached, no op
+        // records its inputs, so each layer's output is freed once the next
+        // layer has read it instead of living until the batch is done.
+        let detached: Vec<Tensor> = self.tensors.iter().map(Tensor::detach).collect();
+        layers::run_list(&self.plan.layers, &detached, xs, &mut pass, end)
     }
 
     /// Class probabilities.
