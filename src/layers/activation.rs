@@ -44,7 +44,7 @@ macro_rules! plain_activation {
 
 plain_activation!(
     /// max(x, 0).
-    Relu, "ReLU", r#"{"type": "relu"}"#, x => x.relu()?,
+    Relu, "ReLU", r#"{"type": "relu"}"#, x => crate::ops::relu(x)?,
     (g, x, path) => g.node("Relu", path, &[x], &[])
 );
 plain_activation!(

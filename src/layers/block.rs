@@ -172,11 +172,15 @@ impl Run for ResidualOp {
             Some(list) => run_list(list, &t[split..], x, pass, list.len())?,
             None => x.clone(),
         };
-        let mut out = (y + skip)?;
-        if let Some(act) = &self.activation {
-            out = act.run().forward(&out, &[], pass, false)?;
-        }
-        Ok(if relu { out.relu()? } else { out })
+        // The sum and a ReLU after it run as one op (a second ReLU would
+        // change nothing).
+        let out = match self.activation.as_deref() {
+            Some(Op::Relu(_)) => return Ok(crate::ops::add_relu(&y, &skip)?),
+            None if relu => return Ok(crate::ops::add_relu(&y, &skip)?),
+            None => (y + skip)?,
+            Some(act) => act.run().forward(&(y + skip)?, &[], pass, false)?,
+        };
+        Ok(if relu { crate::ops::relu(&out)? } else { out })
     }
 
     /// The layers and the shortcut as their own nodes, `Add`, then the

@@ -8,6 +8,7 @@ pub mod conv;
 pub mod cpu;
 pub(crate) mod direct;
 pub(crate) mod dropout;
+pub(crate) mod elementwise;
 pub(crate) mod inplace;
 pub(crate) mod linear;
 pub(crate) mod pool;
@@ -361,6 +362,24 @@ fn windows(x: &Tensor, g: &PoolGeometry) -> Result<Vec<Tensor>> {
         }
     }
     Ok(out)
+}
+
+/// `max(x, 0)`.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if native(x) {
+        return Ok(x.contiguous()?.apply_op1(elementwise::Relu)?);
+    }
+    Ok(x.relu()?)
+}
+
+/// `max(a + b, 0)`: a residual block's two paths joined, then its ReLU.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if native(a) && a.dims() == b.dims() {
+        return Ok(a
+            .contiguous()?
+            .apply_op2(&b.contiguous()?, elementwise::AddRelu)?);
+    }
+    Ok((a + b)?.relu()?)
 }
 
 /// Inverted dropout with a mask drawn from the project's generator: each

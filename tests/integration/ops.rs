@@ -1155,3 +1155,56 @@ fn dropout_matches_candle_and_leaves_the_generator_alike() {
         }
     }
 }
+
+#[test]
+fn relu_and_residual_add_relu_match_candle_with_pytorchs_gradient_at_zero() {
+    for dims in [&[3usize, 5, 7][..], &[2, 3, 100, 100][..], &[1, 1][..]] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let a = Var::from_tensor(&random(&mut rng, dims)).unwrap();
+        let b = Var::from_tensor(&random(&mut rng, dims)).unwrap();
+        let r = random(&mut rng, dims);
+        let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+
+        let y = ops::relu(a.as_tensor()).unwrap();
+        let reference = a.as_tensor().relu().unwrap();
+        assert_eq!(values(&y), values(&reference), "{dims:?}: relu");
+        let dx = grads(&y).get(&a).unwrap().clone();
+        let want = (&r * a.as_tensor().gt(0.0).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+        assert_eq!(values(&dx), values(&want), "{dims:?}: relu gradient");
+
+        let y = ops::add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+        let sum = (a.as_tensor() + b.as_tensor()).unwrap();
+        assert_eq!(
+            values(&y),
+            values(&sum.relu().unwrap()),
+            "{dims:?}: add+relu"
+        );
+        let g = grads(&y);
+        let want = (&r * sum.gt(0.0).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+        for v in [&a, &b] {
+            assert_eq!(
+                values(g.get(v).unwrap()),
+                values(&want),
+                "{dims:?}: add+relu gradient"
+            );
+        }
+    }
+    // At exactly zero the gradient is zero, as in PyTorch (candle's relu
+    // passes it).
+    let x = Var::from_tensor(&Tensor::new(&[-1f32, 0.0, 2.0], &Device::Cpu).unwrap()).unwrap();
+    let g = ops::relu(x.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(values(g.get(&x).unwrap()), [0.0, 0.0, 1.0]);
+    let zero = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    let g = ops::add_relu(x.as_tensor(), &zero)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(values(g.get(&x).unwrap()), [0.0, 0.0, 1.0]);
+}
