@@ -175,8 +175,8 @@ impl Run for ResidualOp {
         // The sum and a ReLU after it run as one op (a second ReLU would
         // change nothing).
         let out = match self.activation.as_deref() {
-            Some(Op::Relu(_)) => return Ok(crate::ops::add_relu(&y, &skip)?),
-            None if relu => return Ok(crate::ops::add_relu(&y, &skip)?),
+            Some(Op::Relu(_)) => return crate::ops::add_relu(&y, &skip),
+            None if relu => return crate::ops::add_relu(&y, &skip),
             None => (y + skip)?,
             Some(act) => act.run().forward(&(y + skip)?, &[], pass, false)?,
         };
