@@ -1192,19 +1192,12 @@ fn relu_and_residual_add_relu_match_candle_with_pytorchs_gradient_at_zero() {
     // At exactly zero the gradient is zero, as in PyTorch (candle's relu
     // passes it).
     let x = Var::from_tensor(&Tensor::new(&[-1f32, 0.0, 2.0], &Device::Cpu).unwrap()).unwrap();
-    let g = ops::relu(x.as_tensor())
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    assert_eq!(values(g.get(&x).unwrap()), [0.0, 0.0, 1.0]);
     let zero = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
-    let g = ops::add_relu(x.as_tensor(), &zero)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    assert_eq!(values(g.get(&x).unwrap()), [0.0, 0.0, 1.0]);
+    for y in [
+        ops::relu(x.as_tensor()).unwrap(),
+        ops::add_relu(x.as_tensor(), &zero).unwrap(),
+    ] {
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(values(g.get(&x).unwrap()), [0.0, 0.0, 1.0]);
+    }
 }
