@@ -1201,3 +1201,23 @@ fn relu_and_residual_add_relu_match_candle_with_pytorchs_gradient_at_zero() {
         assert_eq!(values(g.get(&x).unwrap()), [0.0, 0.0, 1.0]);
     }
 }
+
+/// candle-core as cnn builds it (vendor/candle-core) stores a tensor's first
+/// gradient as it is and adds the later ones; a tensor used by several ops,
+/// or given one gradient tensor for two arguments (the residual sum), must
+/// still get the sum of them all.
+#[test]
+fn gradients_of_a_tensor_used_several_times_add_up() {
+    let x = Var::new(&[1f32, -2.0, 3.0], &Device::Cpu).unwrap();
+    let y = Var::new(&[0.5f32, 0.5, -1.0], &Device::Cpu).unwrap();
+    let (xt, yt) = (x.as_tensor(), y.as_tensor());
+    // f = Σ (x·y + x + x) + Σ relu(x + y), with x + y = [1.5, -1.5, 2].
+    let products = ((xt * yt).unwrap() + xt).unwrap();
+    let f = ((products + xt).unwrap().sum_all().unwrap()
+        + ops::add_relu(xt, yt).unwrap().sum_all().unwrap())
+    .unwrap();
+    let g = f.backward().unwrap();
+    // ∂f/∂x = y + 2 + [x + y > 0], ∂f/∂y = x + [x + y > 0].
+    assert_eq!(values(g.get(&x).unwrap()), [3.5, 2.5, 2.0]);
+    assert_eq!(values(g.get(&y).unwrap()), [2.0, -2.0, 4.0]);
+}
