@@ -58,7 +58,7 @@ plain_activation!(
 );
 plain_activation!(
     /// The exact (erf) GELU, PyTorch's default.
-    Gelu, "GELU", r#"{"type": "gelu"}"#, x => x.gelu_erf()?,
+    Gelu, "GELU", r#"{"type": "gelu"}"#, x => crate::ops::gelu(x)?,
     (g, x, path) => onnx_gelu(g, x, path)
 );
 

@@ -665,36 +665,7 @@ fn pooled_input_grad(
 mod kernels {
     const L: usize = 16;
 
-    macro_rules! simd {
-        ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-            $(#[$doc])*
-            #[allow(clippy::too_many_arguments)]
-            pub fn $name($($arg: $ty),*) $(-> $ret)? {
-                #[inline(always)]
-                fn body($($arg: $ty),*) $(-> $ret)? $body
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f")]
-                    unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                        body($($arg),*)
-                    }
-                    #[target_feature(enable = "avx2")]
-                    unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                        body($($arg),*)
-                    }
-                    if std::is_x86_feature_detected!("avx512f") {
-                        // SAFETY: the CPU has AVX-512F.
-                        return unsafe { avx512($($arg),*) };
-                    }
-                    if std::is_x86_feature_detected!("avx2") {
-                        // SAFETY: the CPU has AVX2.
-                        return unsafe { avx2($($arg),*) };
-                    }
-                }
-                body($($arg),*)
-            }
-        };
-    }
+    use crate::ops::cpu::simd;
 
     /// Adds up 16 lanes, then the lanes pairwise, then the tail.
     #[inline(always)]

@@ -1,8 +1,11 @@
-//! ReLU, and the sum of a residual block's two paths followed by its ReLU,
-//! as candle custom ops on the CPU: each is one parallel pass forward and
-//! one backward. candle's `relu` runs on one thread and its gradient takes
-//! five passes over the data (a zero tensor, a comparison, a conversion, a
-//! product and a sum); a residual block's `(y + skip).relu()` adds two more.
+//! ReLU, the sum of a residual block's two paths followed by its ReLU, and
+//! the exact GELU, as candle custom ops on the CPU: each is one parallel pass
+//! forward and one backward. candle's `relu` runs on one thread and its
+//! gradient takes five passes over the data (a zero tensor, a comparison, a
+//! conversion, a product and a sum); a residual block's `(y + skip).relu()`
+//! adds two more. candle's `gelu_erf` also runs on one thread, and its
+//! gradient takes a dozen passes with an `erf` and an `exp` in f64 per
+//! element: on the airbench-shaped CIFAR-10 net it was 60% of a step.
 
 use super::cpu;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
@@ -104,5 +107,117 @@ impl CustomOp2 for AddRelu {
         let _t = crate::profile::scope(|| "residual add+relu backward".to_string());
         let d = masked_grad(res, grad, a)?;
         Ok((Some(d.clone()), Some(d)))
+    }
+}
+
+pub(crate) struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "cnn-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope(|| "gelu forward".to_string());
+        let x = cpu::slice(s, l)?;
+        let mut y = cpu::uninit(x.len());
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| gelu::forward(x, y));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let _t = crate::profile::scope(|| "gelu backward".to_string());
+        let dx = cpu::with_slice(x, |x| {
+            cpu::with_slice(grad, |dy| {
+                let mut dx = cpu::uninit(dy.len());
+                dx.par_chunks_mut(CHUNK)
+                    .zip(dy.par_chunks(CHUNK))
+                    .zip(x.par_chunks(CHUNK))
+                    .for_each(|((d, g), x)| gelu::backward(x, g, d));
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// GELU(x) = x·Φ(x) = x·(1 + erf(x/√2))/2 and its derivative
+/// Φ(x) + x·φ(x), branch-free so that the loops vectorise. erf comes from
+/// Abramowitz and Stegun's 7.1.26 (absolute error under 1.5e-7, so GELU's
+/// is under 1e-6 for |x| < 8), written as erfc(|z|) = t·P(t)·e^(−z²), which
+/// is also the left tail 1 + erf(z) for z < 0; e^(−x²/2) is shared by erf
+/// and φ.
+mod gelu {
+    use crate::ops::cpu::simd;
+    use std::f32::consts::{FRAC_1_SQRT_2, LOG2_E};
+
+    /// 1/√(2π).
+    const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+    /// e^v for v ≤ 0 (down to the smallest normal float, 0 below): v = n·ln 2
+    /// + r with |r| ≤ ln 2 / 2, e^r by its Taylor series to r^7 (relative
+    /// error under 1e-8), 2^n from the exponent bits.
+    #[inline(always)]
+    fn exp_nonpositive(v: f32) -> f32 {
+        // Adding 1.5·2^23 rounds to an integer.
+        const ROUND: f32 = 12_582_912.0;
+        const LN2_HI: f32 = 0.693_145_75;
+        const LN2_LO: f32 = 1.428_606_8e-6;
+        let v = v.max(-87.0);
+        let n = (v * LOG2_E + ROUND) - ROUND;
+        let r = (v - n * LN2_HI) - n * LN2_LO;
+        let mut p = 1.0 / 5040.0;
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = p * r + c;
+        }
+        p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    }
+
+    /// (1 + erf(x/√2), e^(−x²/2)).
+    #[inline(always)]
+    fn parts(x: f32) -> (f32, f32) {
+        const P: f32 = 0.327_591_1;
+        const A: [f32; 5] = [
+            1.061_405_4,
+            -1.453_152,
+            1.421_413_8,
+            -0.284_496_74,
+            0.254_829_6,
+        ];
+        let t = 1.0 / (1.0 + P * (x * FRAC_1_SQRT_2).abs());
+        let mut poly = 0.0;
+        for a in A {
+            poly = (poly + a) * t;
+        }
+        let e = exp_nonpositive(-0.5 * x * x);
+        let tail = poly * e;
+        (if x < 0.0 { tail } else { 2.0 - tail }, e)
+    }
+
+    simd! {
+        fn forward(x: &[f32], y: &mut [f32]) {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = 0.5 * x * parts(x).0;
+            }
+        }
+    }
+
+    simd! {
+        fn backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
+                let (cdf2, e) = parts(x);
+                *d = g * (0.5 * cdf2 + x * e * FRAC_1_SQRT_2PI);
+            }
+        }
     }
 }

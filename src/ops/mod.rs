@@ -372,6 +372,14 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     Ok(x.relu()?)
 }
 
+/// The exact GELU, `x·(1 + erf(x/√2))/2`.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if native(x) {
+        return Ok(x.contiguous()?.apply_op1(elementwise::Gelu)?);
+    }
+    Ok(x.gelu_erf()?)
+}
+
 /// `max(a + b, 0)`: a residual block's two paths joined, then its ReLU.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if native(a) && a.dims() == b.dims() {

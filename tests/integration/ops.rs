@@ -1221,3 +1221,46 @@ fn gradients_of_a_tensor_used_several_times_add_up() {
     assert_eq!(values(g.get(&x).unwrap()), [3.5, 2.5, 2.0]);
     assert_eq!(values(g.get(&y).unwrap()), [2.0, -2.0, 4.0]);
 }
+
+/// The one-pass GELU against candle's `gelu_erf` (erf in f64) and its
+/// gradient, across the range where erf's approximation and the exponential
+/// change regime, and in the far tails, where it must stay finite.
+#[test]
+fn gelu_matches_candles_exact_gelu_and_its_gradient() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let mut v: Vec<f32> = (0..40_000)
+        .map(|_| rng.random_range(-8.0f32..8.0))
+        .collect();
+    v.extend([
+        0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 5.0, -5.0, 12.0, -12.0, 40.0, -40.0, 1e4, -1e4,
+    ]);
+    let x = Var::from_tensor(&Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap()).unwrap();
+    let r = random(&mut rng, &[v.len()]);
+    let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let y = f(x.as_tensor());
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(&x).unwrap().clone())
+    };
+    let (y, dx) = run(&|x| ops::gelu(x).unwrap());
+    let (want_y, want_dx) = run(&|x| x.gelu_erf().unwrap());
+    assert!(values(&y).iter().chain(&values(&dx)).all(|v| v.is_finite()));
+    assert!(
+        max_err(&y, &want_y) < 1e-6,
+        "gelu: {}",
+        max_err(&y, &want_y)
+    );
+    assert!(
+        max_err(&dx, &want_dx) < 2e-6,
+        "gradient: {}",
+        max_err(&dx, &want_dx)
+    );
+    // Left tail: GELU(-5) = -5·Φ(-5) = -1.4333e-6, to within erf's
+    // absolute error (1.5e-7 of Φ's 2.9e-7 there).
+    let at = |t: &Tensor, i: usize| values(t)[i];
+    let i = v.iter().position(|&x| x == -5.0).unwrap();
+    assert!(
+        (at(&y, i) / -1.433_257e-6 - 1.0).abs() < 5e-3,
+        "{}",
+        at(&y, i)
+    );
+}
