@@ -7,8 +7,8 @@
 //! (default configs/cifar10-cnn.json, 128, 5, 3, both; threads from RAYON_NUM_THREADS).
 use candle_core::{DType, Device, Tensor, Var};
 use cnn::geometry::Shape;
-use cnn::layers::{self, Init, Pass};
-use rand::{Rng, SeedableRng};
+use cnn::layers::{self, Pass};
+use rand::SeedableRng;
 use std::time::Instant;
 
 /// CPU time of the whole process (all threads), in seconds: on a shared
@@ -41,20 +41,12 @@ fn main() -> anyhow::Result<()> {
     let [c, h, w] = cfg.input_shape;
     let nodes = layers::plan_list(&cfg.layers, Shape::Image { c, h, w })?;
     let dev = Device::Cpu;
-    // Fresh tensors as the specs say (uniform ±1/√fan_in, or a constant).
+    // Fresh tensors as the specs say (the trainer's own initialisation).
     let mut init = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut tensors = Vec::new();
     for node in &nodes {
         for (_, spec) in node.tensors() {
-            let n = spec.elements() as usize;
-            let v: Vec<f32> = match spec.init {
-                Init::Uniform { fan_in } => {
-                    let b = 1.0 / (fan_in as f32).sqrt();
-                    (0..n).map(|_| init.random_range(-b..b)).collect()
-                }
-                Init::Const(k) => vec![k; n],
-            };
-            let t = Tensor::from_vec(v, spec.dims.clone(), &dev)?;
+            let t = spec.fresh(&mut init, &dev)?;
             tensors.push(Var::from_tensor(&t)?.as_tensor().clone());
         }
     }

@@ -19,8 +19,9 @@ pub struct EpochRecord {
     pub train_acc: f64,
     pub val_loss: Option<f64>,
     pub val_acc: Option<f64>,
-    pub test_loss: f64,
-    pub test_acc: f64,
+    /// `null` for an epoch that was not evaluated (`training.eval_every`).
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
     /// Seconds spent in training steps (evaluation excluded).
     pub epoch_seconds: f64,
     /// Training images per second.
@@ -72,8 +73,8 @@ pub fn to_csv(records: &[EpochRecord]) -> String {
             r.train_acc,
             opt(r.val_loss),
             opt(r.val_acc),
-            r.test_loss,
-            r.test_acc,
+            opt(r.test_loss),
+            opt(r.test_acc),
             r.epoch_seconds,
             r.images_per_second,
             opt(r.val_macro_f1),

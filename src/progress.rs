@@ -110,13 +110,15 @@ impl Progress {
             (Some(l), Some(a)) => format!(" | val loss {l:.4} acc {}", pct(a)),
             _ => String::new(),
         };
+        let test = match (r.test_loss, r.test_acc) {
+            (Some(l), Some(a)) => format!(" | test loss {l:.4} acc {}", pct(a)),
+            _ => String::new(),
+        };
         eprintln!(
-            "epoch {}/{epochs}: train loss {:.4} acc {}{val} | test loss {:.4} acc {} | lr {:.3e} | {:.1}s, {:.0} img/s",
+            "epoch {}/{epochs}: train loss {:.4} acc {}{val}{test} | lr {:.3e} | {:.1}s, {:.0} img/s",
             r.epoch,
             r.train_loss,
             pct(r.train_acc),
-            r.test_loss,
-            pct(r.test_acc),
             r.lr,
             r.epoch_seconds,
             r.images_per_second

@@ -95,7 +95,8 @@ impl RunState {
         monitor: Monitor,
         early: Option<&EarlyStopping>,
     ) -> bool {
-        let is_best = self.judge(record, monitor, early);
+        // An epoch without evaluation (training.eval_every) is not judged.
+        let is_best = record.test_acc.is_some() && self.judge(record, monitor, early);
         self.history.push(record.clone());
         self.epochs_done = record.epoch;
         self.batches_done = 0;
@@ -169,8 +170,8 @@ mod tests {
             train_acc: 0.5,
             val_loss: Some(val_loss),
             val_acc: Some(1.0 - val_loss),
-            test_loss: 1.0,
-            test_acc: 0.5,
+            test_loss: Some(1.0),
+            test_acc: Some(0.5),
             epoch_seconds: 1.0,
             images_per_second: 1.0,
             val_macro_f1: None,

@@ -6,7 +6,7 @@
 //! `reduce_on_plateau` alone depends on the metrics: its state is in the
 //! run state ([`Plateau`]), updated once per epoch by [`plateau_step`].
 
-use crate::config::{LrSchedule, ScheduleKind};
+use crate::config::{Anneal, LrSchedule, ScheduleKind};
 use crate::run_state::Plateau;
 
 /// Where training is: `epoch` is 0-based, `step` counts optimizer steps of
@@ -109,8 +109,9 @@ pub fn lr(s: &LrSchedule, base: f64, pos: Position) -> f64 {
             pct_start,
             div_factor,
             final_div_factor,
+            anneal_strategy,
         } => {
-            // PyTorch's OneCycleLR (anneal_strategy="cos", three_phase=False).
+            // PyTorch's OneCycleLR (three_phase=False).
             let max_lr = max_lr.unwrap_or(base);
             let initial = max_lr / div_factor;
             let min_lr = initial / final_div_factor;
@@ -118,13 +119,14 @@ pub fn lr(s: &LrSchedule, base: f64, pos: Position) -> f64 {
             let up_end = pct_start * total - 1.0;
             let down_end = total - 1.0;
             let t = (pos.step as f64).min(down_end);
-            let cos = |from: f64, to: f64, frac: f64| {
-                to + (from - to) / 2.0 * (1.0 + (std::f64::consts::PI * frac).cos())
+            let anneal = |from: f64, to: f64, frac: f64| match anneal_strategy {
+                Anneal::Cos => to + (from - to) / 2.0 * (1.0 + (std::f64::consts::PI * frac).cos()),
+                Anneal::Linear => from + (to - from) * frac,
             };
             if t <= up_end {
-                cos(initial, max_lr, t / up_end.max(1e-9))
+                anneal(initial, max_lr, t / up_end.max(1e-9))
             } else {
-                cos(max_lr, min_lr, (t - up_end) / (down_end - up_end).max(1e-9))
+                anneal(max_lr, min_lr, (t - up_end) / (down_end - up_end).max(1e-9))
             }
         }
     };
@@ -252,11 +254,30 @@ mod tests {
             pct_start: 0.3,
             div_factor: 25.0,
             final_div_factor: 1e4,
+            anneal_strategy: Anneal::Cos,
         });
         close(at(&s, 0, 0), 0.004);
         close(at(&s, 2, 9), 0.1);
         close(at(&s, 9, 9), 4e-7);
         assert!(at(&s, 1, 0) > 0.004 && at(&s, 1, 0) < 0.1);
+    }
+
+    // The same with anneal_strategy="linear": 0.004 + 0.096·10/29 on step
+    // 10, halfway down (0.1 + 4e-7)/2 on step 64.
+    #[test]
+    fn linear_one_cycle_matches_pytorch() {
+        let s = sched(ScheduleKind::OneCycle {
+            max_lr: None,
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            anneal_strategy: Anneal::Linear,
+        });
+        close(at(&s, 0, 0), 0.004);
+        close(at(&s, 1, 0), 0.004 + 0.096 * 10.0 / 29.0);
+        close(at(&s, 2, 9), 0.1);
+        close(at(&s, 6, 4), (0.1 + 4e-7) / 2.0);
+        close(at(&s, 9, 9), 4e-7);
     }
 
     // torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5,

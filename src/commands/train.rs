@@ -428,7 +428,9 @@ impl Run<'_> {
                 .iter()
                 .find(|r| r.epoch == outcome.best_epoch)
                 .or(outcome.history.last());
-            if let Some(best) = best {
+            if let Some(best) = best
+                && let (Some(acc), Some(loss)) = (best.test_acc, best.test_loss)
+            {
                 let val = best
                     .val_acc
                     .map(|a| format!("val acc {:.2}%, ", 100.0 * a))
@@ -437,8 +439,8 @@ impl Run<'_> {
                     "best epoch {}/{}: {val}test acc {:.2}% (test loss {:.4})",
                     best.epoch,
                     outcome.history.len(),
-                    100.0 * best.test_acc,
-                    best.test_loss
+                    100.0 * acc,
+                    loss
                 );
             }
             println!("run directory: {}", self.run_dir.path().display());

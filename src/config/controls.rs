@@ -274,6 +274,30 @@ pub fn check(t: &super::TrainingConfig, classes: usize) -> Result<()> {
     if t.top_k == 0 {
         bail_input!("training.top_k is 0; give the k of the top-k accuracy, such as 5");
     }
+    if t.eval_every == 0 {
+        bail_input!(
+            "training.eval_every is 0; give N to evaluate after every N-th epoch (1: every epoch)"
+        );
+    }
+    if t.eval_every > 1 {
+        let needs = if t.early_stopping.is_some() {
+            Some("training.early_stopping")
+        } else if matches!(
+            t.lr_schedule.kind,
+            crate::config::ScheduleKind::ReduceOnPlateau { .. }
+        ) {
+            Some("training.lr_schedule reduce_on_plateau")
+        } else {
+            None
+        };
+        if let Some(what) = needs {
+            bail_input!(
+                "training.eval_every is {} but {what} judges every epoch's metrics; remove eval_every \
+                 or {what}",
+                t.eval_every
+            );
+        }
+    }
     Ok(())
 }
 

@@ -81,6 +81,15 @@ pub struct TrainingConfig {
     /// The k of the top-k accuracy in the history.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// Run the validation and test passes after every N-th epoch and after
+    /// the last (PyTorch Lightning's `check_val_every_n_epoch`); the other
+    /// epochs record their training metrics only.
+    #[serde(default = "one_epoch")]
+    pub eval_every: usize,
+}
+
+fn one_epoch() -> usize {
+    1
 }
 
 fn default_top_k() -> usize {
@@ -129,6 +138,7 @@ impl Default for TrainingConfig {
             keep_best: 0,
             keep_every_epochs: 0,
             top_k: default_top_k(),
+            eval_every: one_epoch(),
         }
     }
 }
@@ -226,7 +236,9 @@ pub enum ScheduleKind {
         eta_min: f64,
     },
     /// Up from `max_lr/div_factor` to `max_lr` over `pct_start` of the run,
-    /// then down to `max_lr/(div_factor·final_div_factor)`, every step.
+    /// then down to `max_lr/(div_factor·final_div_factor)`, every step,
+    /// along half cosines (`anneal_strategy` "cos") or straight lines
+    /// ("linear", the triangle fast CIFAR-10 recipes use).
     OneCycle {
         #[serde(default)]
         max_lr: Option<f64>,
@@ -236,6 +248,8 @@ pub enum ScheduleKind {
         div_factor: f64,
         #[serde(default = "final_div_factor")]
         final_div_factor: f64,
+        #[serde(default)]
+        anneal_strategy: Anneal,
     },
     /// Multiply by `factor` when the monitored metric has not improved for
     /// `patience` epochs (PyTorch's `ReduceLROnPlateau`, threshold mode
@@ -266,6 +280,15 @@ fn plateau_patience() -> usize {
 }
 fn plateau_threshold() -> f64 {
     1e-4
+}
+
+/// How one-cycle moves between its rates (PyTorch's `anneal_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anneal {
+    #[default]
+    Cos,
+    Linear,
 }
 
 fn pct_start() -> f64 {
@@ -654,6 +677,7 @@ impl LrSchedule {
                 pct_start,
                 div_factor,
                 final_div_factor,
+                ..
             } => {
                 if let Some(m) = max_lr
                     && !(m.is_finite() && *m > 0.0)

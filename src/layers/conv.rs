@@ -42,6 +42,10 @@ pub enum ConvInit {
     /// PyTorch's: uniform in ±1/√fan_in.
     #[default]
     Default,
+    /// PyTorch's, then the first `min(out_channels, in_channels)` filters
+    /// made the identity (`torch.nn.init.dirac_`): the layer starts by
+    /// passing those channels through, an implicit residual (airbench).
+    Dirac,
     /// airbench's patch whitening: the filters are the eigenvectors of the
     /// covariance of the kernel-sized patches of `images` training images
     /// (chosen with the seed), each divided by √(eigenvalue + `eps`), the
@@ -173,8 +177,14 @@ impl Spec for Conv2d {
             h: (ph - span.h) / self.stride.h + 1,
             w: (pw - span.w) / self.stride.w + 1,
         };
-        if let ConvInit::PatchWhitening { eps, images } = self.init {
-            check_whitening(cx, &geom, eps, images)?;
+        match self.init {
+            ConvInit::PatchWhitening { eps, images } => check_whitening(cx, &geom, eps, images)?,
+            ConvInit::Dirac if groups != 1 => {
+                return Err(cx.fail(format!(
+                    "init dirac needs groups 1 (it has {groups}); remove groups or the init"
+                )));
+            }
+            _ => {}
         }
         let layer = ConvLayer {
             geometry: geom,
@@ -245,7 +255,13 @@ fn check_padding_mode(cx: &Cx, mode: PaddingMode, p: Pad4, h: usize, w: usize) -
 
 impl Run for ConvLayer {
     fn tensors(&self) -> Vec<TensorSpec> {
-        self.geometry.tensors()
+        let mut t = self.geometry.tensors();
+        if self.init == ConvInit::Dirac
+            && let Init::Uniform { fan_in, .. } = t[0].init
+        {
+            t[0].init = Init::Dirac { fan_in };
+        }
+        t
     }
     fn macs(&self, output: Shape) -> u128 {
         self.geometry.macs(output)
@@ -267,7 +283,7 @@ impl Run for ConvLayer {
 impl Run for ConvGeometry {
     fn tensors(&self) -> Vec<TensorSpec> {
         let fan_in = (self.in_channels / self.groups) * self.kernel.h * self.kernel.w;
-        let init = Init::Uniform { fan_in };
+        let init = Init::Uniform { fan_in, scale: 1.0 };
         let mut t = vec![TensorSpec {
             name: "weight",
             dims: vec![

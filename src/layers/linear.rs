@@ -41,10 +41,19 @@ pub struct Linear {
     pub out_features: usize,
     #[serde(default = "yes")]
     pub bias: bool,
+    /// Multiply the freshly drawn weights by this. A network whose logits
+    /// are scaled by `s` (airbench's output `× 1/9`) trains the same as one
+    /// with `init_scale: s` and a `param_groups` entry for this layer with
+    /// `lr_scale: s²`.
+    #[serde(default = "unit")]
+    pub init_scale: f64,
 }
 
 fn yes() -> bool {
     true
+}
+fn unit() -> f64 {
+    1.0
 }
 
 /// A resolved linear layer.
@@ -53,6 +62,7 @@ pub struct LinearOp {
     pub in_features: usize,
     pub out_features: usize,
     pub bias: bool,
+    pub init_scale: f32,
 }
 
 impl Spec for Linear {
@@ -91,10 +101,17 @@ impl Spec for Linear {
         if self.out_features == 0 {
             return Err(cx.fail("out_features is 0; it must be at least 1"));
         }
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+            return Err(cx.fail(format!(
+                "init_scale is {}; it must be a positive number such as 0.111 (1 leaves PyTorch's init)",
+                self.init_scale
+            )));
+        }
         let op = LinearOp {
             in_features: n,
             out_features: self.out_features,
             bias: self.bias,
+            init_scale: self.init_scale as f32,
         };
         Ok((op, Shape::Flat(self.out_features)))
     }
@@ -102,21 +119,22 @@ impl Spec for Linear {
 
 impl Run for LinearOp {
     fn tensors(&self) -> Vec<TensorSpec> {
-        let init = Init::Uniform {
-            fan_in: self.in_features,
-        };
+        let fan_in = self.in_features;
         let mut t = vec![TensorSpec {
             name: "weight",
             dims: vec![self.out_features, self.in_features],
             trainable: true,
-            init,
+            init: Init::Uniform {
+                fan_in,
+                scale: self.init_scale,
+            },
         }];
         if self.bias {
             t.push(TensorSpec {
                 name: "bias",
                 dims: vec![self.out_features],
                 trainable: true,
-                init,
+                init: Init::Uniform { fan_in, scale: 1.0 },
             });
         }
         t

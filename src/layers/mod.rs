@@ -132,9 +132,17 @@ pub struct TensorSpec {
 /// How a fresh tensor is filled (PyTorch's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {
-    /// Uniform in ±1/√fan_in, what `kaiming_uniform_(a=√5)` works out to
-    /// for weights and PyTorch uses for biases too.
+    /// Uniform in ±scale/√fan_in: with scale 1, what `kaiming_uniform_(a=√5)`
+    /// works out to for weights and PyTorch uses for biases too.
     Uniform {
+        fan_in: usize,
+        scale: f32,
+    },
+    /// A convolution's weight `[out, in, kh, kw]` drawn as `Uniform` (scale
+    /// 1), then its first `min(out, in)` filters made the identity, as
+    /// `torch.nn.init.dirac_` makes them: a one at the kernel's centre
+    /// (`kh/2, kw/2`) of the filter's own channel, zeros elsewhere.
+    Dirac {
         fan_in: usize,
     },
     Const(f32),
@@ -143,6 +151,11 @@ pub enum Init {
 impl TensorSpec {
     pub fn elements(&self) -> u128 {
         self.dims.iter().map(|&d| d as u128).product()
+    }
+
+    /// A fresh tensor drawn as `init` says, from `rng`.
+    pub fn fresh(&self, rng: &mut crate::rng::Rng, device: &Device) -> anyhow::Result<Tensor> {
+        crate::model::init::tensor(self, rng, device)
     }
 }
 

@@ -3,7 +3,7 @@
 //! plan names them (`layers.3.weight`), and one forward pass shared by
 //! training and evaluation. What each layer computes lives in `layers`.
 
-mod init;
+pub(crate) mod init;
 pub mod whiten;
 
 use crate::arch::Plan;
@@ -271,6 +271,64 @@ pub fn check_tensors(plan: &Plan, map: &HashMap<String, Tensor>) -> Result<()> {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    fn init_weights(conv_init: serde_json::Value, init_scale: f64) -> HashMap<String, Vec<f32>> {
+        let config = Config::from_value(serde_json::json!({
+            "input_shape": [3, 8, 8], "num_classes": 4,
+            "layers": [
+                {"type": "conv2d", "out_channels": 5, "kernel_size": 3, "padding": 1,
+                 "init": conv_init},
+                {"type": "conv2d", "out_channels": 2, "kernel_size": [3, 2], "padding": 1,
+                 "init": conv_init},
+                {"type": "flatten"},
+                {"type": "linear", "out_features": 4, "init_scale": init_scale}
+            ]
+        }))
+        .unwrap();
+        let plan = crate::arch::plan(&config).unwrap();
+        let model = Model::new(&plan, Weights::Init { seed: 3 }, &Device::Cpu).unwrap();
+        model
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect()
+    }
+
+    /// `dirac` makes the first min(out, in) filters pass their own channel
+    /// through (one at the centre tap) and leaves the other filters, and
+    /// everything drawn after them, as PyTorch's init draws them;
+    /// `init_scale` multiplies a linear layer's weight and nothing else.
+    #[test]
+    fn dirac_init_and_init_scale_change_only_what_they_name() {
+        let base = init_weights(serde_json::json!({"type": "default"}), 1.0);
+        let new = init_weights(serde_json::json!({"type": "dirac"}), 0.25);
+        // Layer 0: weight [5, 3, 3, 3]; filters 0..3 are identities.
+        let w = &new["layers.0.weight"];
+        for o in 0..5 {
+            let f = &w[o * 27..][..27];
+            if o < 3 {
+                for (i, &v) in f.iter().enumerate() {
+                    let centre = i == o * 9 + 4;
+                    assert_eq!(v, if centre { 1.0 } else { 0.0 }, "filter {o}, tap {i}");
+                }
+            } else {
+                assert_eq!(f, &base["layers.0.weight"][o * 27..][..27], "filter {o}");
+            }
+        }
+        // Layer 1: weight [2, 5, 3, 2], more inputs than filters: both are
+        // identities, centre at (1, 1) as torch.nn.init.dirac_ puts it.
+        let w = &new["layers.1.weight"];
+        for o in 0..2 {
+            for (i, &v) in w[o * 30..][..30].iter().enumerate() {
+                assert_eq!(v, if i == o * 6 + 3 { 1.0 } else { 0.0 }, "layer 1 {o} {i}");
+            }
+        }
+        for name in ["layers.0.bias", "layers.1.bias", "layers.3.bias"] {
+            assert_eq!(new[name], base[name], "{name}");
+        }
+        let scaled: Vec<f32> = base["layers.3.weight"].iter().map(|v| v * 0.25).collect();
+        assert_eq!(new["layers.3.weight"], scaled);
+    }
 
     /// Evaluation folds a batch norm into the convolution before it; the
     /// layer-by-layer pass (which fuses nothing) is the reference.

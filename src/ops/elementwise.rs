@@ -156,9 +156,9 @@ mod gelu {
     /// 1/√(2π).
     const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-    /// e^v for v ≤ 0 (down to the smallest normal float, 0 below): v = n·ln 2
-    /// + r with |r| ≤ ln 2 / 2, e^r by its Taylor series to r^7 (relative
-    /// error under 1e-8), 2^n from the exponent bits.
+    /// e^v for v ≤ 0 (down to the smallest normal float, 0 below): with
+    /// v = n·ln 2 + r and |r| ≤ ln 2 / 2, e^r by its Taylor series to r^7
+    /// (relative error under 1e-8) and 2^n from the exponent bits.
     #[inline(always)]
     fn exp_nonpositive(v: f32) -> f32 {
         // Adding 1.5·2^23 rounds to an integer.

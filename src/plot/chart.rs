@@ -46,10 +46,10 @@ impl Metric {
         match self {
             Metric::Loss(Split::Train) => Some(r.train_loss),
             Metric::Loss(Split::Val) => r.val_loss,
-            Metric::Loss(Split::Test) => Some(r.test_loss),
+            Metric::Loss(Split::Test) => r.test_loss,
             Metric::Accuracy(Split::Train) => Some(100.0 * r.train_acc),
             Metric::Accuracy(Split::Val) => r.val_acc.map(|a| 100.0 * a),
-            Metric::Accuracy(Split::Test) => Some(100.0 * r.test_acc),
+            Metric::Accuracy(Split::Test) => r.test_acc.map(|a| 100.0 * a),
             Metric::Lr => Some(r.lr),
         }
         .filter(|v| v.is_finite())

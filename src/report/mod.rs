@@ -145,7 +145,7 @@ fn read_status(
 }
 
 /// The highest validation accuracy, its first epoch, and the test accuracy
-/// then; without validation, only the last epoch's test accuracy.
+/// then; without validation, only the last evaluated epoch's test accuracy.
 pub fn best(history: &[EpochRecord]) -> (Option<f64>, Option<usize>, Option<f64>) {
     let mut best: Option<&EpochRecord> = None;
     for r in history {
@@ -156,8 +156,8 @@ pub fn best(history: &[EpochRecord]) -> (Option<f64>, Option<usize>, Option<f64>
         }
     }
     match best {
-        Some(b) => (b.val_acc, Some(b.epoch), Some(b.test_acc)),
-        None => (None, None, history.last().map(|r| r.test_acc)),
+        Some(b) => (b.val_acc, Some(b.epoch), b.test_acc),
+        None => (None, None, history.iter().rev().find_map(|r| r.test_acc)),
     }
 }
 

@@ -225,8 +225,10 @@ pub fn fit(
         }
         settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
 
-        // 3. Validation and test passes (of the average, with an EMA).
+        // 3. Validation and test passes (of the average, with an EMA), after
+        // every eval_every-th epoch and the last.
         let lr = learner.optim.lr();
+        let run_passes = epoch.is_multiple_of(cfg.eval_every.max(1)) || epoch >= cfg.epochs;
         let done = evaluate_epoch(
             ctx,
             learner.evaluated(),
@@ -234,6 +236,7 @@ pub fn fit(
             epoch,
             lr,
             &state,
+            run_passes,
         )?;
 
         // 4. The epoch counted, judged and written.
@@ -520,8 +523,9 @@ pub fn balanced_order(
         .collect()
 }
 
-/// The validation and test passes at the end of `epoch`, and the epoch's
-/// record with the training sums of `state`.
+/// The validation and test passes at the end of `epoch` (unless
+/// `run_passes` is false), and the epoch's record with the training sums of
+/// `state`.
 fn evaluate_epoch(
     ctx: &RunContext,
     model: &Model,
@@ -529,6 +533,7 @@ fn evaluate_epoch(
     epoch: usize,
     lr: f64,
     state: &RunState,
+    run_passes: bool,
 ) -> Result<EpochRecord> {
     let eval_bs = ctx.config.data.eval_batch_size;
     let options = eval::Options {
@@ -542,11 +547,14 @@ fn evaluate_epoch(
         })?;
         Ok(eval.result)
     };
-    let val = match ctx.splits.val.is_empty() {
+    let val = match ctx.splits.val.is_empty() || !run_passes {
         true => None,
         false => Some(pass("validating", &ctx.splits.val)?),
     };
-    let test = pass("testing", &ctx.splits.test)?;
+    let test = match run_passes {
+        true => Some(pass("testing", &ctx.splits.test)?),
+        false => None,
+    };
     let p = &state.partial;
     Ok(EpochRecord {
         epoch,
@@ -555,14 +563,14 @@ fn evaluate_epoch(
         train_acc: p.correct / p.seen.max(1) as f64,
         val_loss: val.map(|v| v.loss),
         val_acc: val.map(|v| v.accuracy),
-        test_loss: test.loss,
-        test_acc: test.accuracy,
+        test_loss: test.map(|t| t.loss),
+        test_acc: test.map(|t| t.accuracy),
         epoch_seconds: p.seconds,
         images_per_second: p.seen as f64 / p.seconds.max(1e-9),
         val_macro_f1: val.map(|v| v.macro_f1),
-        test_macro_f1: Some(test.macro_f1),
+        test_macro_f1: test.map(|t| t.macro_f1),
         val_top_k_acc: val.map(|v| v.top_k_accuracy),
-        test_top_k_acc: Some(test.top_k_accuracy),
+        test_top_k_acc: test.map(|t| t.top_k_accuracy),
     })
 }
 

@@ -122,10 +122,11 @@ impl<'a> Recorder<'a> {
                 ("epoch", record.epoch as f64),
                 ("train/loss", record.train_loss),
                 ("train/accuracy", record.train_acc),
-                ("test/loss", record.test_loss),
-                ("test/accuracy", record.test_acc),
                 ("images_per_second", record.images_per_second),
             ];
+            if let (Some(l), Some(a)) = (record.test_loss, record.test_acc) {
+                scalars.extend([("test/loss", l), ("test/accuracy", a)]);
+            }
             if let (Some(l), Some(a)) = (record.val_loss, record.val_acc) {
                 scalars.extend([("val/loss", l), ("val/accuracy", a)]);
             }

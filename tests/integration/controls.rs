@@ -779,6 +779,23 @@ fn bad_control_settings_name_the_field_and_exit_2() {
             "init.images is 0",
         ),
         (
+            r#"layers.3={"type": "conv2d", "out_channels": 16, "kernel_size": 5, "groups": 2, "init": {"type": "dirac"}}"#,
+            "layer 3 (conv2d): init dirac needs groups 1 (it has 2)",
+        ),
+        (
+            "layers.11.init_scale=0",
+            "layer 11 (linear): init_scale is 0",
+        ),
+        (
+            r#"training.lr_schedule={"type": "one_cycle", "anneal_strategy": "cosine"}"#,
+            "unknown variant `cosine`, expected `cos` or `linear`",
+        ),
+        ("training.eval_every=0", "training.eval_every is 0"),
+        (
+            r#"training={"eval_every": 2, "early_stopping": {"patience": 2}}"#,
+            "training.eval_every is 2 but training.early_stopping judges every epoch's metrics",
+        ),
+        (
             r#"data.augment={"random_crop": {"padding": 2, "padding_mode": "wrap"}}"#,
             "unknown variant `wrap`",
         ),

@@ -413,3 +413,58 @@ fn a_run_with_every_control_resumes_bit_for_bit_after_kills_and_ctrl_c() {
     assert_eq!(kept(&full), kept(&killed));
     assert_eq!(kept(&full).len(), 2);
 }
+
+/// `training.eval_every`: the validation and test passes run after every
+/// N-th epoch and the last; the other epochs record training metrics only
+/// (null in history.json, empty in history.csv, no test part in the epoch
+/// line), are never `best`, and the run ends with a test accuracy.
+#[test]
+fn eval_every_skips_the_passes_between_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut args = train_args(
+        &config_path("lenet.json"),
+        &d.join("run"),
+        &["--epochs", "3", "--set", "training.eval_every=2"],
+    );
+    args.retain(|a| a != "--quiet");
+    let (code, _, err) = run(cnn(d).args(&args));
+    assert_eq!(code, 0, "{err}");
+    let h = history(&d.join("run"));
+    assert_eq!(h.len(), 3);
+    for (r, evaluated) in h.iter().zip([false, true, true]) {
+        for key in [
+            "val_acc",
+            "val_loss",
+            "test_acc",
+            "test_loss",
+            "test_macro_f1",
+        ] {
+            assert_eq!(
+                !r[key].is_null(),
+                evaluated,
+                "epoch {}: {key} in {r}",
+                r["epoch"]
+            );
+        }
+        assert!(r["train_acc"].as_f64().unwrap() > 0.0);
+    }
+    assert!(h[2]["test_acc"].as_f64().unwrap() > 0.8, "{h:?}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        !lines[0].contains("test") && lines[1].contains("test loss"),
+        "{err}"
+    );
+    let csv = std::fs::read_to_string(d.join("run/history.csv")).unwrap();
+    let first: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!((first[6], first[7]), ("", ""), "{csv}");
+    // best.safetensors is an evaluated epoch's, and evaluates to its number.
+    let best = d.join("run/best.safetensors");
+    let epoch = cnn::checkpoint::load(&best).unwrap().meta.epoch;
+    assert!(epoch >= 2, "best is epoch {epoch}");
+    assert_eq!(
+        eval_json(d, &best, &[])["accuracy"],
+        h[epoch - 1]["test_acc"]
+    );
+}
