@@ -20,7 +20,17 @@ How it mirrors cnn:
   * The model is `nn.Sequential` stored as `layers`, one module per config
     entry (parameterless ones included), so state_dict keys are
     `layers.<index>.weight|bias|running_mean|running_var`, exactly the tensor
-    names of a cnn checkpoint. Initialisation is PyTorch's default.
+    names of a cnn checkpoint. Initialisation is PyTorch's default, then a
+    conv2d's `init` as cnn's: "dirac" makes filters o < min(out, in) the
+    identity (a one at [o, o, kh//2, kw//2]); "patch_whitening" (first
+    layer only) sets the filters from `images` training images (drawn
+    with the seed, another RNG than cnn's, and normalised as the network
+    input): the eigenvectors of the uncentred covariance (float64) of all
+    kernel-sized patches (stride 1, no padding), largest eigenvalue first,
+    each made to have its largest component positive and divided by
+    sqrt(eigenvalue + eps), then the same negated; the bias keeps PyTorch's
+    draw (src/model/whiten.rs). A linear layer's weight is multiplied by
+    its `init_scale`.
   * in_channels / in_features / num_features are inferred from the input
     shape; when a config states them they must match.
   * A trailing softmax / log_softmax is left out of the loss: the loss is
@@ -40,14 +50,49 @@ How it mirrors cnn:
     CIFAR-10's binary batches (validation split 5,000 by default, as in cnn).
   * data.augment's random crop (padding, fill) and horizontal flip are
     applied to the uint8 images of each training batch before normalisation,
-    as cnn does (other transforms are refused); training.lr_schedule's
-    warmup and constant/step/multistep/exponential/cosine/one-cycle schedules set the
-    rate of every step by cnn's formula (src/schedule.rs).
+    as cnn does (other transforms are refused): the crop pads with `fill`
+    or (padding_mode "reflect") the mirrored border; horizontal_flip is a
+    probability, or "alternate": each image gets one random start (from
+    the seed, another RNG than cnn's) and is mirrored in the epochs where
+    start XOR (1-based epoch is even), as src/data/augment.rs.
+    training.lr_schedule's warmup and constant/step/multistep/exponential/
+    cosine/one-cycle schedules (one-cycle's anneal_strategy "cos" or
+    "linear") set the rate of every step by cnn's formula (src/schedule.rs).
+  * training.freeze ("<layer path>" or "<layer path>.<tensor>", as cnn's
+    paths: `3`, `5.layers.0`, `0.weight`) sets requires_grad False on those
+    parameters, until training.unfreeze_after epochs if given.
+    training.param_groups put each parameter in the first group whose
+    given selectors (layers: the layer or a block holding it; kinds: the
+    config type of the layer owning it; tensors: its name) all match: its
+    rate is the scheduled rate × lr_scale at every step, its weight decay
+    the group's (else the optimizer's; coupled L2 for sgd/adam, decoupled
+    for adamw, as cnn and torch.optim both do). A fixed-scale batch norm's
+    weight is no parameter for these (cnn keeps it as a buffer).
+  * training.ema keeps an average of every parameter and batch-norm
+    running statistic (src/train/ema.rs): after optimizer step s
+    (1-based) with s % every == 0, average = d·average + (1−d)·weights,
+    d = min(decay, (1+u)/(10+u)) with warmup (default), u = s/every − 1;
+    frozen parameters are left alone. The test pass and --save use it.
+  * data.tta averages the test logits as src/train/eval.rs `logits`: the
+    image and its mirror (flip); with translate t, half and half with the
+    mean of the views shifted up-left and down-right by t (reflected
+    border), each mirrored too with flip. `eval` applies the config's tta.
+  * Fields of training and data that change the training and that this
+    reference does not implement (mixup, class_weights, grad_clip,
+    init_from, early_stopping, a balanced sampler, affine augmentation)
+    are refused rather than ignored.
+
+Speed: on the CPU a network with convolutions runs in PyTorch's
+channels_last memory format (the parameters and every input batch, NHWC in
+memory), PyTorch's faster layout for CPU convolutions; --no-channels-last
+turns it off. On CUDA the default (contiguous) format is kept.
 
 Timing: each epoch's clock covers only the training steps (batch assembly,
-forward, backward, optimizer step), not data loading or evaluation; the test
-pass (no_grad, batches of data.eval_batch_size, default 1000) is timed
-separately. No validation pass is run.
+forward, backward, optimizer step and EMA update), not data loading, patch
+whitening or evaluation; the test pass (no_grad, batches of
+data.eval_batch_size, default 1000, with data.tta's views) is timed
+separately. No validation pass is run. (scripts/time-to-accuracy.sh times
+the whole process from outside.)
 
 Standard library + numpy + torch + safetensors only. Input errors (bad
 config, missing or malformed files) exit with status 2 and a message naming
@@ -55,6 +100,7 @@ the problem; other failures exit with status 1.
 """
 
 import argparse
+import copy
 import gzip
 import json
 import math
@@ -105,7 +151,7 @@ LAYER_FIELDS = {
     "tanh": set(),
     "gelu": set(),
     "flatten": set(),
-    "linear": {"in_features", "out_features", "bias"},
+    "linear": {"in_features", "out_features", "bias", "init_scale"},
     "dropout": {"p"},
     "log_softmax": set(),
     "softmax": set(),
@@ -115,6 +161,11 @@ LAYER_FIELDS = {
     "residual": {"layers", "shortcut", "activation"},
     "concat": {"branches"},
 }
+
+# Fields cnn takes but writes into a resolved config only when they differ
+# from their default (so LAYER_FIELDS, which a test compares with cnn's
+# resolved examples, leaves them out).
+HIDDEN_FIELDS = {}
 
 BLOCKS = ("residual", "concat")
 
@@ -218,9 +269,10 @@ def layer_kind(index, spec):
     if kind not in LAYER_FIELDS:
         raise InputError(f'layer {index}: unknown layer type "{spec["type"]}"; '
                          f'expected one of: {", ".join(LAYER_FIELDS)}')
-    unknown = sorted(set(spec) - LAYER_FIELDS[kind] - {"type", "trainable"})
+    fields = LAYER_FIELDS[kind] | HIDDEN_FIELDS.get(kind, set())
+    unknown = sorted(set(spec) - fields - {"type", "trainable"})
     if unknown:
-        allowed = ", ".join(sorted(LAYER_FIELDS[kind])) or "none"
+        allowed = ", ".join(sorted(fields)) or "none"
         raise InputError(f"layer {index} ({kind}): unknown field `{unknown[0]}`; allowed fields: {allowed}")
     return kind
 
@@ -233,14 +285,19 @@ def build_layer(index, kind, spec, shape):
     """One module for one config entry, given the input shape (without the
     batch dimension): (c, h, w) for images, (n,) for feature vectors. A layer
     with "trainable": false, and a batch norm's fixed scale, get
-    requires_grad False. (A conv2d's "init" is not reproduced: patch
-    whitening's weights come with a checkpoint.)"""
+    requires_grad False. The module keeps its config type as `cnn_kind`
+    (param_groups' kinds), a fixed-scale batch norm `fixed_scale` True (its
+    weight is a buffer in cnn, no parameter), a patch-whitening conv2d its
+    (eps, images) as `whitening` (set from the data by whiten())."""
     module = build_one(index, kind, spec, shape)
     where = f"layer {index} ({kind})" if isinstance(index, int) else f"{index} ({kind})"
     if not boolean(opt(spec, "trainable", True), f"{where}: trainable"):
         module.requires_grad_(False)
     if kind.startswith("batch_norm") and boolean(opt(spec, "fixed_scale", False), f"{where}: fixed_scale"):
-        module.weight.requires_grad_(False)
+        if module.weight is not None:
+            module.weight.requires_grad_(False)
+            module.fixed_scale = True
+    module.cnn_kind = kind
     return module
 
 
@@ -300,8 +357,19 @@ def build_one(index, kind, spec, shape):
         if mode not in ("zeros", "reflect", "replicate", "circular"):
             raise InputError(f'{where}: padding_mode "{mode}" is not one of zeros, reflect, replicate, circular')
         bias = boolean(opt(spec, "bias", True), f"{where}: bias")
-        return nn.Conv2d(c, out, kernel, stride=stride, padding=padding, dilation=dilation,
+        init, whitening = conv_init(index, where, spec, c, out, kernel, dilation, groups)
+        conv = nn.Conv2d(c, out, kernel, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, padding_mode=mode)
+        if init == "dirac":
+            # torch.nn.init.dirac_ on the first min(out, in) filters only.
+            with torch.no_grad():
+                kh, kw = kernel
+                for o in range(min(out, c)):
+                    conv.weight[o].zero_()
+                    conv.weight[o, o, kh // 2, kw // 2] = 1.0
+        if whitening is not None:
+            conv.whitening = whitening
+        return conv
 
     if kind in ("max_pool2d", "avg_pool2d"):
         need_image()
@@ -341,7 +409,15 @@ def build_one(index, kind, spec, shape):
         if isinstance(out, bool) or not isinstance(out, int) or out < 1:
             raise InputError(f"{where}: out_features must be a positive integer, got {json.dumps(out)}")
         bias = boolean(opt(spec, "bias", True), f"{where}: bias")
-        return nn.Linear(n, out, bias=bias)
+        scale = number(opt(spec, "init_scale", 1.0), f"{where}: init_scale")
+        if not (scale > 0 and math.isfinite(scale)):
+            raise InputError(f"{where}: init_scale is {scale}; it must be a positive number such as "
+                             "0.111 (1 leaves PyTorch's init)")
+        linear = nn.Linear(n, out, bias=bias)
+        if scale != 1.0:
+            with torch.no_grad():
+                linear.weight.mul_(scale)
+        return linear
 
     if kind == "dropout":
         p = number(opt(spec, "p", 0.5), f"{where}: p")
@@ -381,6 +457,89 @@ def build_one(index, kind, spec, shape):
         return Concat(branches)
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
             "gelu": nn.GELU}[kind]()
+
+
+def conv_init(index, where, spec, c, out, kernel, dilation, groups):
+    """A conv2d's `init` (src/layers/conv.rs ConvInit): ("default" | "dirac" |
+    "patch_whitening", (eps, images) for patch whitening else None)."""
+    init = spec.get("init")
+    if init is None:
+        return "default", None
+    kinds = {"default": set(), "dirac": set(), "patch_whitening": {"eps", "images"}}
+    if not isinstance(init, dict) or not isinstance(init.get("type"), str):
+        raise InputError(f'{where}: init must be an object with a "type" ({", ".join(kinds)}), '
+                         f'e.g. {{"type": "dirac"}}; got {json.dumps(init)}')
+    kind = init["type"]
+    if kind not in kinds:
+        raise InputError(f'{where}: init.type "{kind}" is not one of {", ".join(kinds)}')
+    unknown = sorted(set(init) - kinds[kind] - {"type"})
+    if unknown:
+        allowed = ", ".join(sorted(kinds[kind])) or "none"
+        raise InputError(f"{where}: unknown field init.{unknown[0]} for init {kind}; allowed fields: {allowed}")
+    if kind == "dirac" and groups != 1:
+        raise InputError(f"{where}: init dirac needs groups 1 (it has {groups}); remove groups or the init")
+    if kind != "patch_whitening":
+        return kind, None
+    if index != 0:
+        raise InputError(f"{where}: init patch_whitening computes the filters from the input images, so it is "
+                         "only for the first layer of the network; move the layer first or remove init")
+    if groups != 1 or dilation != (1, 1):
+        raise InputError(f"{where}: init patch_whitening needs groups 1 and dilation 1; remove them or the init")
+    size = c * kernel[0] * kernel[1]
+    if out % 2 or out > 2 * size:
+        raise InputError(f"{where}: init patch_whitening makes filters in pairs (each eigenvector of the "
+                         f"{size}-value patches and its negation), so out_channels must be even and at most "
+                         f"{2 * size}; it is {out}")
+    eps = number(opt(init, "eps", 5e-4), f"{where}: init.eps")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise InputError(f"{where}: init.eps is {eps}; it must be a small positive number like 5e-4")
+    images = opt(init, "images", 5000)
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise InputError(f"{where}: init.images is {json.dumps(images)}; use a positive number of "
+                         "training images, such as 5000")
+    return kind, (eps, images)
+
+
+def whiten(model, train_x, train_y, mean, std, seed):
+    """Sets the weight of every patch-whitening conv2d from the training
+    images, as src/model/whiten.rs; returns a note per layer."""
+    notes = []
+    for path, module in model.named_modules():
+        if getattr(module, "whitening", None) is None:
+            continue
+        eps, images = module.whitening
+        n = min(images, len(train_y))
+        if n == 0:
+            raise InputError(f"{path}: init patch_whitening needs training images, and the training split is empty")
+        picked = np.sort(np.random.default_rng(seed + 3).choice(len(train_y), n, replace=False))
+        batcher = Batcher(mean, std)  # on the CPU, as the network's input
+        kh, kw = module.kernel_size
+        d = module.in_channels * kh * kw
+        cov = torch.zeros(d, d, dtype=torch.float64)
+        count = 0
+        for lo in range(0, n, 250):
+            x, _ = batcher(train_x, train_y, picked[lo: lo + 250])
+            # Every kh×kw patch (stride 1, no padding) as a row of d values,
+            # channel-major then row then column, as cnn orders them.
+            p = F.unfold(x.double(), (kh, kw)).transpose(1, 2).reshape(-1, d)
+            cov += p.T @ p
+            count += p.shape[0]
+        cov /= count
+        values, vectors = torch.linalg.eigh(cov)
+        values, vectors = values.flip(0).numpy(), vectors.flip(1).numpy()
+        half = module.out_channels // 2
+        rows = []
+        for k in range(half):
+            v = vectors[:, k]
+            if v[np.argmax(np.abs(v))] < 0:  # one sign: the largest component positive
+                v = -v
+            rows.append(v / math.sqrt(max(values[k], 0.0) + eps))
+        w = np.concatenate([np.stack(rows), -np.stack(rows)])
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(w).to(torch.float32).view_as(module.weight))
+        notes.append(f"{path}: patch whitening from {n} training images ({count} patches of {d} values); "
+                     f"eigenvalues {values[0]:.3e} to {values[half - 1]:.3e}")
+    return notes
 
 
 class Residual(nn.Module):
@@ -489,6 +648,8 @@ class ConfigNet(nn.Module):
 
 
 def make_optimizer(params, training, lr_override):
+    """torch.optim's optimizer for training.optimizer; `params` may be a
+    list of param-group dicts (extra keys such as lr_scale are kept)."""
     o = section(training, "optimizer")
     kind = opt(o, "type", "adam")
     lr = lr_override if lr_override is not None else number(opt(o, "lr", 1e-3), "training.optimizer.lr")
@@ -515,6 +676,279 @@ def make_optimizer(params, training, lr_override):
         except ValueError as e:
             raise InputError(f"training.optimizer: {e}") from None
     raise InputError(f'training.optimizer.type "{kind}" is not one of adam, adamw, sgd')
+
+
+# Fields of `training` that change how the network is trained and that this
+# reference does not implement: refused, not ignored (data.augment's affine
+# is refused by Augmenter, a balanced data.sampler below).
+UNIMPLEMENTED = ("class_weights", "mixup", "grad_clip", "init_from", "early_stopping")
+
+
+def check_unimplemented(training, data):
+    for key in UNIMPLEMENTED:
+        if training.get(key) is not None:
+            raise InputError(f"training.{key} is not implemented by this reference; remove it to compare")
+    if opt(data, "sampler", "uniform") != "uniform":
+        raise InputError(f'data.sampler "{data["sampler"]}" is not implemented by this reference '
+                         '(only "uniform"); remove it to compare')
+
+
+def cnn_params(model):
+    """[(name, parameter, layer path, layer kind, tensor name)] of the
+    parameters cnn has (a fixed-scale batch norm's weight is a buffer
+    there), names as in the state_dict: `layers.<path>.<tensor>`."""
+    modules = dict(model.named_modules())
+    out = []
+    for name, param in model.named_parameters():
+        path, tensor = name.rsplit(".", 1)
+        owner = modules[path]
+        if tensor == "weight" and getattr(owner, "fixed_scale", False):
+            continue
+        out.append((name, param, path, getattr(owner, "cnn_kind", None), tensor))
+    return out
+
+
+def find_layer(model, entry):
+    """The module path (`layers.5.layers.0`) of a config layer path (`5.layers.0`
+    or `layers.5.layers.0`), or None when it names no layer."""
+    full = entry if entry.startswith("layers.") else f"layers.{entry}"
+    module = dict(model.named_modules()).get(full)
+    return full if module is not None and hasattr(module, "cnn_kind") else None
+
+
+def string_list(value, what, example):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{what} must be a list of strings, e.g. {example}; got {json.dumps(value)}")
+    return value
+
+
+def freeze_names(model, training):
+    """The parameter names training.freeze lists (src/train/mod.rs freeze_list)."""
+    entries = string_list(opt(training, "freeze", []), "training.freeze", '["0.weight", "3"]')
+    params = cnn_params(model)
+    names = []
+    for i, entry in enumerate(entries):
+        layer = find_layer(model, entry)
+        if layer is not None:
+            found = [n for n, _, path, _, _ in params if path == layer or path.startswith(layer + ".")]
+            if not found:
+                raise InputError(f'training.freeze.{i} is "{entry}", a layer without parameters; list layers '
+                                 "with weights (conv2d, linear, batch norm) or remove it")
+        else:
+            head, _, tensor = entry.rpartition(".")
+            layer = find_layer(model, head) if head else None
+            found = [n for n, _, path, _, t in params if layer is not None and path == layer and t == tensor]
+            if not found:
+                raise InputError(f'training.freeze.{i} is "{entry}", which names no layer or parameter of the '
+                                 f"network; its layers are 0 to {len(model.layers) - 1} (inside a block, a path "
+                                 "such as 5.layers.0; one tensor as 0.weight)")
+        names += [n for n in found if n not in names]
+    after = training.get("unfreeze_after")
+    if after is not None:
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InputError(f"training.unfreeze_after must be a number of epochs, got {json.dumps(after)}")
+        if not names:
+            raise InputError("training.unfreeze_after is set but training.freeze is empty; list the layers to "
+                             'freeze until then (e.g. ["0", "2"]), or remove unfreeze_after')
+    return names
+
+
+def set_frozen(model, names, frozen, fixed):
+    """requires_grad False on the parameters `names` (frozen), else back to
+    True but for those in `fixed` (of a layer with "trainable": false)."""
+    params = dict(model.named_parameters())
+    for name in names:
+        params[name].requires_grad_(not frozen and name not in fixed)
+
+
+def param_groups(model, training):
+    """torch param groups for training.param_groups (src/optim.rs
+    assign_groups): each parameter in the first group whose given
+    selectors all match, the rest in a last group of the optimizer's own
+    settings. Each dict has "lr_scale"; "weight_decay" when the group
+    gives one."""
+    groups = opt(training, "param_groups", [])
+    if not isinstance(groups, list):
+        raise InputError("training.param_groups must be a list of objects like "
+                         '{"kinds": ["batch_norm2d"], "tensors": ["bias"], "weight_decay": 0}')
+    params = cnn_params(model)
+    chosen = {}
+    for i, g in enumerate(groups):
+        field = f"training.param_groups.{i}"
+        if not isinstance(g, dict):
+            raise InputError(f"{field} must be an object, got {json.dumps(g)}")
+        unknown = sorted(set(g) - {"layers", "kinds", "tensors", "lr_scale", "weight_decay"})
+        if unknown:
+            raise InputError(f"{field}: unknown field `{unknown[0]}`; allowed fields: "
+                             "layers, kinds, tensors, lr_scale, weight_decay")
+        selectors = {k: g.get(k) for k in ("layers", "kinds", "tensors")}
+        if all(v is None for v in selectors.values()):
+            raise InputError(f'{field} selects nothing: give "layers", "kinds" or "tensors", e.g. '
+                             '{"kinds": ["batch_norm2d"], "tensors": ["bias"], "weight_decay": 0}')
+        for k, v in selectors.items():
+            if v is not None:
+                string_list(v, f"{field}.{k}", '["bias"]')
+                if not v:
+                    raise InputError(f"{field}.{k} is empty; list at least one or leave it out")
+        lr_scale = number(opt(g, "lr_scale", 1.0), f"{field}.lr_scale")
+        if not (lr_scale > 0 and math.isfinite(lr_scale)):
+            raise InputError(f"{field}.lr_scale is {lr_scale}; it must be a positive number (1 keeps the rate; "
+                             "to keep parameters still, freeze them with training.freeze)")
+        wd = g.get("weight_decay")
+        if wd is not None:
+            wd = number(wd, f"{field}.weight_decay")
+            if not (wd >= 0 and math.isfinite(wd)):
+                raise InputError(f"{field}.weight_decay is {wd}; it must be 0 or positive")
+        layers = None
+        if selectors["layers"] is not None:
+            layers = []
+            for entry in selectors["layers"]:
+                layer = find_layer(model, entry)
+                if layer is None:
+                    raise InputError(f"{field}.layers: the network has no layer {entry}; its layers are 0 to "
+                                     f"{len(model.layers) - 1} (inside a block, a path such as 5.layers.0)")
+                layers.append(layer)
+        kinds = None
+        if selectors["kinds"] is not None:
+            kinds = []
+            for k in selectors["kinds"]:
+                name = LAYER_ALIASES.get(k, k)
+                if name not in LAYER_FIELDS:
+                    raise InputError(f'{field}.kinds: unknown layer kind "{k}"; expected one of: '
+                                     f'{", ".join(LAYER_FIELDS)}')
+                kinds.append(name)
+        matched = 0
+        for name, _, path, kind, tensor in params:
+            if ((layers is None or any(path == l or path.startswith(l + ".") for l in layers))
+                    and (kinds is None or kind in kinds)
+                    and (selectors["tensors"] is None or tensor in selectors["tensors"])):
+                matched += 1
+                chosen.setdefault(name, (i, lr_scale, wd))
+        if matched == 0:
+            raise InputError(f"{field} selects no parameter of this network (its layers, kinds and tensors must "
+                             "all match one; batch norm with affine false has none, and running statistics are "
+                             "not parameters); correct the selectors or remove the group")
+    out = []
+    for i in range(len(groups)):
+        members = [p for name, p, *_ in params if chosen.get(name, (None,))[0] == i]
+        if members:
+            _, lr_scale, wd = next(c for c in chosen.values() if c[0] == i)
+            group = {"params": members, "lr_scale": lr_scale}
+            if wd is not None:
+                group["weight_decay"] = wd
+            out.append(group)
+    # The rest, fixed-scale weights included (they get no gradient).
+    taken = {id(p) for g in out for p in g["params"]}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    if rest:
+        out.append({"params": rest, "lr_scale": 1.0})
+    return out
+
+
+def parse_ema(training):
+    """training.ema as (decay, every, warmup), or None."""
+    e = training.get("ema")
+    if e is None:
+        return None
+    if not isinstance(e, dict):
+        raise InputError(f'training.ema must be an object like {{"decay": 0.999}}, got {json.dumps(e)}')
+    unknown = sorted(set(e) - {"decay", "every", "warmup"})
+    if unknown:
+        raise InputError(f"training.ema: unknown field `{unknown[0]}`; allowed fields: decay, every, warmup")
+    if e.get("decay") is None:
+        raise InputError('training.ema needs "decay", e.g. 0.999')
+    decay = number(e["decay"], "training.ema.decay")
+    if not (0 <= decay < 1):
+        raise InputError(f"training.ema.decay is {decay}; it must be in [0, 1), e.g. 0.999")
+    every = opt(e, "every", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise InputError(f"training.ema.every is {json.dumps(every)}; update the average every 1 or more steps")
+    return decay, every, boolean(opt(e, "warmup", True), "training.ema.warmup")
+
+
+def ema_decay(settings, step):
+    """The decay of the update after optimizer step `step` (1-based), or None
+    when that step does not update the average (src/train/ema.rs)."""
+    decay, every, warmup = settings
+    if step == 0 or step % every:
+        return None
+    u = step // every - 1
+    return min(decay, (1 + u) / (10 + u)) if warmup else decay
+
+
+class Ema:
+    """An average of the model's parameters and batch-norm running
+    statistics, as cnn's `training.ema`."""
+
+    def __init__(self, settings, model):
+        self.settings = settings
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model, step):
+        d = ema_decay(self.settings, step)
+        if d is None:
+            return
+        live = model.state_dict(keep_vars=True)
+        avgs, xs = [], []
+        for name, avg in self.model.state_dict(keep_vars=True).items():
+            x = live[name]
+            if name.endswith("num_batches_tracked") or (isinstance(x, nn.Parameter) and not x.requires_grad):
+                continue  # frozen parameters are left alone, as cnn does
+            avgs.append(avg)
+            xs.append(x.detach())
+        torch._foreach_lerp_(avgs, xs, 1.0 - d)  # avg + (1 - d)(x - avg)
+
+
+def parse_tta(data, shape):
+    """data.tta as {"flip": bool, "translate": int}, or None."""
+    t = data.get("tta")
+    if t is None:
+        return None
+    if not isinstance(t, dict):
+        raise InputError(f'data.tta must be an object like {{"flip": true, "translate": 1}}, got {json.dumps(t)}')
+    unknown = sorted(set(t) - {"flip", "translate"})
+    if unknown:
+        raise InputError(f"data.tta: unknown field `{unknown[0]}`; allowed fields: flip, translate")
+    flip = boolean(opt(t, "flip", False), "data.tta.flip")
+    translate = opt(t, "translate", 0)
+    if isinstance(translate, bool) or not isinstance(translate, int) or translate < 0:
+        raise InputError(f"data.tta.translate must be a number of pixels (0 or more), got {json.dumps(translate)}")
+    if not flip and translate == 0:
+        raise InputError("data.tta has flip false and translate 0, so it would change nothing; set flip: true "
+                         "and/or translate: 1, or remove data.tta")
+    h, w = shape[1], shape[2]
+    if translate >= min(h, w):
+        raise InputError(f"data.tta.translate is {translate} but the images are {h}×{w}; shift by fewer pixels "
+                         "than the image, such as 1 or 2")
+    return {"flip": flip, "translate": translate}
+
+
+def tta_logits(model, x, tta):
+    """The logits of a batch, averaged over the views data.tta asks for
+    (src/train/eval.rs `logits`)."""
+    if tta is None:
+        return model.logits(x)
+    fmt = torch.channels_last if x.dim() == 4 and not x.is_contiguous() \
+        and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+    def mirrored(v):
+        plain = model.logits(v)
+        if not tta["flip"]:
+            return plain
+        return (plain + model.logits(v.flip(3).contiguous(memory_format=fmt))) * 0.5
+
+    centre = mirrored(x)
+    t = tta["translate"]
+    if t == 0:
+        return centre
+    h, w = x.shape[2], x.shape[3]
+    padded = F.pad(x, (t, t, t, t), mode="reflect")
+    up_left = padded[:, :, :h, :w].contiguous(memory_format=fmt)
+    down_right = padded[:, :, 2 * t: 2 * t + h, 2 * t: 2 * t + w].contiguous(memory_format=fmt)
+    shifted = (mirrored(up_left) + mirrored(down_right)) * 0.5
+    return (centre + shifted) * 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -638,38 +1072,85 @@ def load_data(data_dir, config):
 
 
 class Augmenter:
-    """data.augment's random crop (pad every side with `fill`, crop back at a
-    random offset) and horizontal flip, on a batch of uint8 images, drawn
-    from numpy's generator: what cnn does, with another generator."""
+    """data.augment's random crop (pad every side with `fill`, or with the
+    image mirrored at its border for padding_mode "reflect", and crop back
+    at a random offset) and horizontal flip (a probability, or "alternate")
+    on a batch of uint8 images, drawn from numpy's generator: what cnn does
+    (src/data/augment.rs), with another generator."""
 
-    def __init__(self, augment, seed):
+    def __init__(self, augment, seed, shape, n_images):
         augment = augment or {}
+        if not isinstance(augment, dict):
+            raise InputError(f"data.augment must be an object, got {json.dumps(augment)}")
         unknown = sorted(set(augment) - {"random_crop", "horizontal_flip"})
         if unknown:
             raise InputError(f"data.augment.{unknown[0]} is not implemented by this reference")
         crop = augment.get("random_crop")
-        self.pad = int(opt(crop, "padding", 0)) if crop else 0
-        self.fill = int(opt(crop, "fill", 0)) if crop else 0
-        self.flip = float(opt(augment, "horizontal_flip", 0.0))
+        self.pad, self.fill, self.reflect = 0, 0, False
+        if crop is not None:
+            if not isinstance(crop, dict):
+                raise InputError(f'data.augment.random_crop must be an object like {{"padding": 4}}, '
+                                 f"got {json.dumps(crop)}")
+            unknown = sorted(set(crop) - {"padding", "fill", "padding_mode"})
+            if unknown:
+                raise InputError(f"data.augment.random_crop: unknown field `{unknown[0]}`; allowed fields: "
+                                 "padding, fill, padding_mode")
+            pad = crop.get("padding")
+            if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+                raise InputError(f"data.augment.random_crop.padding must be a number of pixels, got {json.dumps(pad)}")
+            h, w = shape[1], shape[2]
+            if pad >= min(h, w):
+                raise InputError(f"data.augment.random_crop.padding is {pad} but the images are {h}×{w}; "
+                                 "use a padding smaller than the image, e.g. 4")
+            fill = opt(crop, "fill", 0)
+            if isinstance(fill, bool) or not isinstance(fill, int) or not 0 <= fill <= 255:
+                raise InputError(f"data.augment.random_crop.fill must be a pixel value 0..255, got {json.dumps(fill)}")
+            mode = opt(crop, "padding_mode", "constant")
+            if mode not in ("constant", "reflect"):
+                raise InputError(f'data.augment.random_crop.padding_mode "{mode}" is not one of constant, reflect')
+            self.pad, self.fill, self.reflect = pad, fill, mode == "reflect"
+        flip = opt(augment, "horizontal_flip", 0.0)
+        self.alternate = flip == "alternate"
+        if self.alternate:
+            # Whether each image starts mirrored: one draw per image of the
+            # set, from the seed.
+            self.starts = np.random.default_rng(seed + 4).random(n_images) < 0.5
+            self.flip = 0.0
+        else:
+            if isinstance(flip, str):
+                raise InputError(f'data.augment.horizontal_flip is "{flip}"; give a probability such as 0.5, '
+                                 'or "alternate"')
+            self.flip = number(flip, "data.augment.horizontal_flip")
+            if not 0 <= self.flip <= 1:
+                raise InputError(f"data.augment.horizontal_flip is {self.flip}; it is a probability, give a value "
+                                 "in [0, 1] such as 0.5")
         self.rng = np.random.default_rng(seed + 2)
 
     def active(self):
-        return self.pad > 0 or self.flip > 0
+        return self.pad > 0 or self.flip > 0 or self.alternate
 
-    def __call__(self, images):
+    def __call__(self, images, idx, epoch):
+        """The augmented images of the batch `idx` (indices into the set
+        the starts were drawn for) in the 1-based `epoch`."""
         n, c, h, w = images.shape
         out = images
         if self.pad > 0:
             p = self.pad
-            padded = np.full((n, c, h + 2 * p, w + 2 * p), self.fill, dtype=np.uint8)
-            padded[:, :, p:p + h, p:p + w] = images
+            if self.reflect:
+                padded = np.pad(images, ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+            else:
+                padded = np.full((n, c, h + 2 * p, w + 2 * p), self.fill, dtype=np.uint8)
+                padded[:, :, p:p + h, p:p + w] = images
             dy = self.rng.integers(0, 2 * p + 1, n)
             dx = self.rng.integers(0, 2 * p + 1, n)
             rows = (dy[:, None] + np.arange(h)[None, :])[:, None, :, None]
             cols = (dx[:, None] + np.arange(w)[None, :])[:, None, None, :]
             out = padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None], rows, cols]
-        if self.flip > 0:
-            flip = self.rng.random(n) < self.flip
+        if self.flip > 0 or self.alternate:
+            if self.alternate:
+                flip = self.starts[idx] ^ (epoch % 2 == 0)
+            else:
+                flip = self.rng.random(n) < self.flip
             out = out.copy() if out is images else out
             out[flip] = out[flip][:, :, :, ::-1]
         return out
@@ -689,6 +1170,8 @@ def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
     warmup_steps = round(warmup * spe)
     whole = math.ceil(warmup)
     e = max(epoch - whole, 0)
+    if kind != "one_cycle" and schedule.get("anneal_strategy") is not None:
+        raise InputError(f'training.lr_schedule.anneal_strategy is for "one_cycle", not "{kind}"; remove it')
     if kind == "constant":
         main = base
     elif kind == "step":
@@ -702,7 +1185,10 @@ def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
         eta_min = opt(schedule, "eta_min", 0.0)
         main = eta_min + (base - eta_min) * (1 + math.cos(math.pi * min(e, t_max) / t_max)) / 2
     elif kind == "one_cycle":
-        # PyTorch's OneCycleLR (cos, two phases), as src/schedule.rs.
+        # PyTorch's OneCycleLR (two phases), as src/schedule.rs.
+        strategy = opt(schedule, "anneal_strategy", "cos")
+        if strategy not in ("cos", "linear"):
+            raise InputError(f'training.lr_schedule.anneal_strategy "{strategy}" is not one of cos, linear')
         max_lr = opt(schedule, "max_lr", None) or base
         initial = max_lr / opt(schedule, "div_factor", 25.0)
         min_lr = initial / opt(schedule, "final_div_factor", 1e4)
@@ -711,12 +1197,14 @@ def lr_at(schedule, base, epoch, step, steps_per_epoch, epochs):
         down_end = total - 1
         t = min(step, down_end)
 
-        def cos(a, b, frac):
+        def anneal(a, b, frac):
+            if strategy == "linear":
+                return a + (b - a) * frac
             return b + (a - b) / 2 * (1 + math.cos(math.pi * frac))
         if t <= up_end:
-            main = cos(initial, max_lr, t / max(up_end, 1e-9))
+            main = anneal(initial, max_lr, t / max(up_end, 1e-9))
         else:
-            main = cos(max_lr, min_lr, (t - up_end) / max(down_end - up_end, 1e-9))
+            main = anneal(max_lr, min_lr, (t - up_end) / max(down_end - up_end, 1e-9))
     else:
         raise InputError(f'training.lr_schedule.type "{kind}" is not implemented by this reference')
     if step < warmup_steps:
@@ -788,9 +1276,11 @@ def normalization(setting, train_images):
 
 class Batcher:
     """Turns uint8 images into normalised float32 batches through a 256-entry
-    lookup table per channel: (pixel/255 - mean)/std."""
+    lookup table per channel: (pixel/255 - mean)/std; with channels_last,
+    laid out NHWC in memory (PyTorch's channels_last format)."""
 
-    def __init__(self, mean, std, device=None):
+    def __init__(self, mean, std, device=None, channels_last=False):
+        self.channels_last = channels_last
         p = np.arange(256, dtype=np.float64) / 255.0
         tables = [((p - m) / s).astype(np.float32) for m, s in zip(mean, std)]
         self.device = torch.device(device or "cpu")
@@ -804,22 +1294,30 @@ class Batcher:
         # The uint8 pixels cross to the device (a quarter of the float bytes)
         # and are looked up there.
         x = torch.from_numpy(np.ascontiguousarray(images_u8 if augmented else images_u8[idx]))
-        x = x.to(self.device, non_blocking=True).long()
+        x = x.to(self.device, non_blocking=True)
+        y = torch.from_numpy(labels_u8[idx].astype(np.int64)).to(self.device, non_blocking=True)
+        if self.channels_last:
+            # Looked up in NHWC order, then viewed as NCHW: channels_last strides.
+            x = x.permute(0, 2, 3, 1).contiguous().long()
+            if self.offsets.numel() > 1:
+                x = x + self.offsets.view(1, 1, 1, -1)
+            return self.table[x].permute(0, 3, 1, 2), y
+        x = x.long()
         if self.offsets.numel() > 1:
             x = x + self.offsets
-        y = torch.from_numpy(labels_u8[idx].astype(np.int64)).to(self.device, non_blocking=True)
         return self.table[x], y
 
 
-def evaluate(model, batcher, images, labels, batch_size):
-    """(mean cross-entropy, correct, seconds) over all images."""
+def evaluate(model, batcher, images, labels, batch_size, tta=None):
+    """(mean cross-entropy, correct, seconds) over all images, the logits
+    averaged over data.tta's views when given."""
     model.eval()
     loss_sum, correct = 0.0, 0
     start = time.perf_counter()
     with torch.no_grad():
         for lo in range(0, len(labels), batch_size):
             x, y = batcher(images, labels, slice(lo, lo + batch_size))
-            logits = model.logits(x)
+            logits = tta_logits(model, x, tta)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
     loss_sum, correct = float(loss_sum), int(correct)  # waits for the device
@@ -878,14 +1376,31 @@ def test_set(data, test_images, test_labels):
     return test_images, test_labels
 
 
+def uses_channels_last(model, device, args):
+    """channels_last for a network with convolutions on the CPU, unless
+    --no-channels-last."""
+    return (device.type == "cpu" and not getattr(args, "no_channels_last", False)
+            and any(isinstance(m, nn.Conv2d) for m in model.modules()))
+
+
 def cmd_train(args):
     set_threads(args.threads)
     config = load_config_file(args.config)
     training, data = section(config, "training"), section(config, "data")
+    check_unimplemented(training, data)
     seed = args.seed if args.seed is not None else opt(training, "seed", 42)
     torch.manual_seed(seed)
     device = pick_device(args.device)
-    model = ConfigNet(config).to(device)
+    model = ConfigNet(config)
+    fixed = {n for n, p in model.named_parameters() if not p.requires_grad}
+    frozen = freeze_names(model, training)
+    unfreeze_after = training.get("unfreeze_after")
+    groups = param_groups(model, training)
+    ema_settings = parse_ema(training)
+    tta = parse_tta(data, config["input_shape"])
+    schedule = training.get("lr_schedule")
+    if schedule:
+        lr_at(schedule, 1.0, 0, 0, 1, max(args.epochs, 1))  # its errors before the data is read
 
     batch_size = args.batch_size if args.batch_size is not None else opt(training, "batch_size", 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -895,7 +1410,8 @@ def cmd_train(args):
     smoothing = number(opt(training, "label_smoothing", 0.0), "training.label_smoothing")
     if not 0 <= smoothing < 1:
         raise InputError(f"training.label_smoothing is {smoothing}; it must be in [0, 1)")
-    optimizer = make_optimizer(model.parameters(), training, args.lr)
+    # Module.to() keeps the Parameter objects, so the optimizer can hold them now.
+    optimizer = make_optimizer(groups, training, args.lr)
     shuffle = boolean(opt(data, "shuffle", True), "data.shuffle")
     drop_last = boolean(opt(data, "drop_last", False), "data.drop_last")
 
@@ -904,19 +1420,29 @@ def cmd_train(args):
     limit_train = args.limit_train if args.limit_train is not None else data.get("limit_train")
     keep = split_train(len(train_y), val_size, seed, limit_train)
     train_x, train_y = train_x[keep], train_y[keep]  # contiguous copies of the split
+    n = len(train_y)
+    augmenter = Augmenter(data.get("augment"), seed, config["input_shape"], n)
     mean, std = normalization(data.get("normalize"), train_x)
-    batcher = Batcher(mean, std, device)
+    for note in whiten(model, train_x, train_y, mean, std, seed):
+        if not args.json:
+            print(note, file=sys.stderr)
+    channels_last = uses_channels_last(model, device, args)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    set_frozen(model, frozen, True, fixed)
+    ema = Ema(ema_settings, model) if ema_settings else None
+    batcher = Batcher(mean, std, device, channels_last)
     test_x, test_y = test_set(data, test_x, test_y)
 
-    n = len(train_y)
     rng = np.random.default_rng(seed + 1)
-    augmenter = Augmenter(data.get("augment"), seed)
-    schedule = training.get("lr_schedule")
     base_lr = optimizer.param_groups[0]["lr"]
     stop = n - n % batch_size if drop_last else n
     steps_per_epoch = -(-stop // batch_size)
     epoch_seconds, last_loss, step = [], float("nan"), 0
     for epoch in range(args.epochs):
+        if frozen and unfreeze_after is not None and epoch + 1 > unfreeze_after:
+            set_frozen(model, frozen, False, fixed)
         order = rng.permutation(n) if shuffle else np.arange(n)
         model.train()
         loss_sum, seen = torch.zeros((), device=device), 0
@@ -924,19 +1450,20 @@ def cmd_train(args):
         start = time.perf_counter()
         for lo in range(0, stop, batch_size):
             idx = order[lo: min(lo + batch_size, stop)]
-            if schedule:
-                lr = lr_at(schedule, base_lr, epoch, step, steps_per_epoch, args.epochs)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+            lr = lr_at(schedule, base_lr, epoch, step, steps_per_epoch, args.epochs) if schedule else base_lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
             step += 1
             if augmenter.active():
-                x, y = batcher(augmenter(train_x[idx]), train_y, idx, augmented=True)
+                x, y = batcher(augmenter(train_x[idx], idx, epoch + 1), train_y, idx, augmented=True)
             else:
                 x, y = batcher(train_x, train_y, idx)
             loss = F.cross_entropy(model.logits(x), y, label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update(model, step)
             loss_sum += loss.detach() * len(idx)
             seen += len(idx)
         synchronize(device)
@@ -948,7 +1475,9 @@ def cmd_train(args):
         if not math.isfinite(last_loss):
             raise RuntimeError(f"the training loss became {last_loss} in epoch {epoch + 1}; lower the learning rate")
 
-    test_loss, correct, eval_seconds = evaluate(model, batcher, test_x, test_y, eval_batch_size(data))
+    # With an EMA, the average is what is tested and saved, as in cnn.
+    final = ema.model if ema is not None else model
+    test_loss, correct, eval_seconds = evaluate(final, batcher, test_x, test_y, eval_batch_size(data), tta)
     trained = n - n % batch_size if drop_last else n
     result = {
         "model": config["name"],
@@ -967,12 +1496,13 @@ def cmd_train(args):
         "device": str(device),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "threads": args.threads,
+        "channels_last": channels_last,
         "torch_version": torch.__version__,
     }
 
     if args.save:
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
-                   for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+                   for k, v in final.state_dict().items() if not k.endswith("num_batches_tracked")}
         metadata = {
             "format": "torch-reference",
             "config": json.dumps(config),
@@ -1068,8 +1598,13 @@ def cmd_eval(args):
     del train_x, train_y
     test_x, test_y = test_set(data, test_x, test_y)
 
+    channels_last = uses_channels_last(model, device, args)
     model.to(device)
-    loss, correct, seconds = evaluate(model, Batcher(mean, std, device), test_x, test_y, eval_batch_size(data))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    tta = parse_tta(data, config["input_shape"])
+    loss, correct, seconds = evaluate(model, Batcher(mean, std, device, channels_last), test_x, test_y,
+                                      eval_batch_size(data), tta)
     n = len(test_y)
     result = {
         "checkpoint": args.checkpoint,
@@ -1102,6 +1637,8 @@ def main(argv=None):
     t.add_argument("--lr", type=float, help="default: training.optimizer.lr of the config (1e-3)")
     t.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2); inter-op is 1")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    t.add_argument("--no-channels-last", action="store_true",
+                   help="keep PyTorch's contiguous (NCHW) layout on the CPU (default: channels_last for conv nets)")
     t.add_argument("--limit-train", type=int, help="train on only the first N images of the training split")
     t.add_argument("--val-size", type=float,
                    help="images held out for validation, a count or a fraction (default: data.val_size, 10000)")
@@ -1117,6 +1654,8 @@ def main(argv=None):
     e.add_argument("--checkpoint", required=True, metavar="FILE.safetensors")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    e.add_argument("--no-channels-last", action="store_true",
+                   help="keep PyTorch's contiguous (NCHW) layout on the CPU (default: channels_last for conv nets)")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.set_defaults(run=cmd_eval)
 
