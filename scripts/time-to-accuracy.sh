@@ -38,6 +38,8 @@ done
 [ -n "$recipe" ] || die "give a RECIPE config (try --help)"
 [ -f "$recipe" ] || die "no such recipe: $recipe"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds takes a positive number"
+# cnn finds the datasets in its default places; the PyTorch reference must be told.
+[ "$torch" = 0 ] || [ -n "$data_dir" ] || die "--torch needs --data-dir (the PyTorch reference has no default data location)"
 cnn=${CNN:-target/release/cnn}
 [ -x "$cnn" ] || die "no $cnn: cargo build --release first (or set CNN)"
 out=${out:-$(mktemp -d -t tta.XXXXXX)}

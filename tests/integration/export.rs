@@ -27,10 +27,11 @@ const MNIST_CONFIGS: [&str; 6] = [
     "three-conv.json",
     "recipes/mnist-99.json",
 ];
-const CIFAR_CONFIGS: [&str; 3] = [
+const CIFAR_CONFIGS: [&str; 4] = [
     "cifar10-cnn.json",
     "resnet20-cifar10.json",
     "resnet9-cifar10.json",
+    "recipes/cifar10-94.json",
 ];
 
 /// The Python that has ONNX Runtime: CNN_ONNX_PYTHON, or the venv of
@@ -354,6 +355,15 @@ fn resnet20_gives_onnx_runtime_the_same_logits() {
     let ops = info["operators"].as_array().unwrap();
     assert!(ops.contains(&json!("Add")), "{ops:?}");
     assert!(ops.contains(&json!("ReduceMean")), "{ops:?}");
+}
+
+/// Patch whitening, GELU as erf, fixed-scale batch norm, and the TTA views
+/// left to the caller.
+#[test]
+fn cifar10_94_recipe_gives_onnx_runtime_the_same_logits() {
+    let info = check_cifar("recipes/cifar10-94.json", Some("0.05"));
+    let ops = info["operators"].as_array().unwrap();
+    assert!(ops.contains(&json!("Erf")), "{ops:?}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The recipes in `configs/recipes/` stay valid: each trains for one epoch on
-//! a few hundred real images and writes a checkpoint that evaluates. (How
+//! a few hundred real images (CIFAR-10's recipes on MNIST digits coloured and
+//! written in CIFAR-10's format) and writes a checkpoint that evaluates. (How
 //! fast and how well a whole recipe trains is measured by
 //! `scripts/time-to-accuracy.sh`, not here.)
 
@@ -21,6 +22,11 @@ fn every_recipe_trains_on_a_few_hundred_images() {
         let dataset = config["data"]["dataset"].as_str().unwrap_or("mnist");
         let data = match dataset {
             "mnist" => mnist_small(),
+            "cifar10" => {
+                let data = dir.path().join("cifar");
+                crate::cifar::write_cifar(&data, 60, 200);
+                data
+            }
             other => panic!(
                 "{}: give this test a small {other} dataset",
                 recipe.display()
