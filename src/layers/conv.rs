@@ -37,7 +37,12 @@ pub struct Conv2d {
 
 /// How a conv2d layer's fresh weights are made.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    expecting = r#"an object like {"type": "dirac"} (default, dirac or patch_whitening)"#
+)]
 pub enum ConvInit {
     /// PyTorch's: uniform in ±1/√fan_in.
     #[default]
