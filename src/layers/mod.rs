@@ -15,6 +15,7 @@ mod activation;
 mod block;
 mod conv;
 mod dropout;
+mod init;
 mod linear;
 mod norm;
 mod pool;
@@ -155,7 +156,7 @@ impl TensorSpec {
 
     /// A fresh tensor drawn as `init` says, from `rng`.
     pub fn fresh(&self, rng: &mut crate::rng::Rng, device: &Device) -> anyhow::Result<Tensor> {
-        crate::model::init::tensor(self, rng, device)
+        init::tensor(self, rng, device)
     }
 }
 

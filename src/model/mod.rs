@@ -3,7 +3,6 @@
 //! plan names them (`layers.3.weight`), and one forward pass shared by
 //! training and evaluation. What each layer computes lives in `layers`.
 
-pub(crate) mod init;
 pub mod whiten;
 
 use crate::arch::Plan;
@@ -76,7 +75,7 @@ impl Model {
                     (Weights::Tensors(map), _) => {
                         map[&name].to_dtype(DType::F32)?.to_device(device)?
                     }
-                    (Weights::Init { .. }, Some(r)) => init::tensor(&spec, r, device)?,
+                    (Weights::Init { .. }, Some(r)) => spec.fresh(r, device)?,
                     _ => unreachable!("init rng exists exactly when initialising"),
                 };
                 let var = Var::from_tensor(&t)?;

@@ -1,7 +1,9 @@
 //! PyTorch's default initialisation, drawn from the project's seeded RNG:
 //! conv and linear weights and biases uniform in ±1/√fan_in (what
 //! `kaiming_uniform_(a=√5)` works out to), batch-norm scale 1, shift 0,
-//! running mean 0 and variance 1. Each layer says which (`layers::Init`).
+//! running mean 0 and variance 1, and the variants a config can ask for
+//! (dirac, a scaled draw). Each layer says which (`layers::Init`);
+//! `TensorSpec::fresh` draws it.
 
 use crate::layers::{Init, TensorSpec};
 use crate::rng::Rng;
