@@ -76,7 +76,9 @@ rows=()
 interop=()
 for model in $models; do
     config=configs/$model.json
-    run=$out/cnn-$model
+    # File names in $out: recipes/cifar10-94 → recipes-cifar10-94.
+    tag=${model//\//-}
+    run=$out/cnn-$tag
     dir=$data_dir
     subset=()
     if [ "$(json "$config" 'd.get("data", {}).get("dataset", "")')" = cifar10 ]; then
@@ -88,14 +90,14 @@ for model in $models; do
         fi
     fi
     log "$model: cnn, 1 epoch, $threads threads"
-    /usr/bin/time -f '%M' -o "$out/cnn-$model.rss" \
+    /usr/bin/time -f '%M' -o "$out/cnn-$tag.rss" \
         "$cnn" --threads "$threads" train --config "$config" --data-dir "$dir" "${subset[@]}" \
         --epochs 1 --out "$run" --quiet --set training.tensorboard=false
-    "$cnn" --threads "$threads" eval --checkpoint "$run/last.safetensors" --json > "$out/cnn-$model-eval.json"
+    "$cnn" --threads "$threads" eval --checkpoint "$run/last.safetensors" --json > "$out/cnn-$tag-eval.json"
     cnn_ips=$(json "$run/history.json" 'd[-1]["images_per_second"]')
     cnn_acc=$(json "$run/history.json" 'd[-1]["test_acc"]')
-    cnn_rss=$(( $(cat "$out/cnn-$model.rss") / 1024 ))
-    cnn_eval=$(json "$out/cnn-$model-eval.json" 'd["images_per_second"]')
+    cnn_rss=$(( $(cat "$out/cnn-$tag.rss") / 1024 ))
+    cnn_eval=$(json "$out/cnn-$tag-eval.json" 'd["images_per_second"]')
     if [ "$skip_torch" = 1 ]; then
         rows+=("$(printf '| %s | %.0f | - | - | %.2f%% | - | %d MB | - | %.0f | - |' \
             "$model" "$cnn_ips" "$(python3 -c "print(100*$cnn_acc)")" "$cnn_rss" "$cnn_eval")")
@@ -103,11 +105,11 @@ for model in $models; do
     fi
     log "$model: PyTorch, 1 epoch, $threads threads"
     "$python" scripts/torch_reference.py train --config "$config" --data-dir "$dir" "${subset[@]}" \
-        --threads "$threads" --json --save "$out/torch-$model.safetensors" > "$out/torch-$model.json"
-    t_ips=$(json "$out/torch-$model.json" 'd["images_per_second"]')
-    t_acc=$(json "$out/torch-$model.json" 'd["test_acc"]')
-    t_rss=$(json "$out/torch-$model.json" 'round(d["peak_rss_mb"])')
-    t_eval=$(json "$out/torch-$model.json" 'd["eval_images_per_second"]')
+        --threads "$threads" --json --save "$out/torch-$tag.safetensors" > "$out/torch-$tag.json"
+    t_ips=$(json "$out/torch-$tag.json" 'd["images_per_second"]')
+    t_acc=$(json "$out/torch-$tag.json" 'd["test_acc"]')
+    t_rss=$(json "$out/torch-$tag.json" 'round(d["peak_rss_mb"])')
+    t_eval=$(json "$out/torch-$tag.json" 'd["eval_images_per_second"]')
     rows+=("$(python3 - "$model" "$cnn_ips" "$t_ips" "$cnn_acc" "$t_acc" "$cnn_rss" "$t_rss" "$cnn_eval" "$t_eval" <<'PY'
 import sys
 m, ci, ti, ca, ta, cr, tr, ce, te = sys.argv[1:]
@@ -119,15 +121,15 @@ PY
 
     log "$model: interop, both ways"
     "$python" scripts/torch_reference.py eval --config "$config" --data-dir "$dir" \
-        --checkpoint "$run/last.safetensors" --threads "$threads" --json > "$out/torch-reads-cnn-$model.json"
+        --checkpoint "$run/last.safetensors" --threads "$threads" --json > "$out/torch-reads-cnn-$tag.json"
     "$cnn" eval --config "$config" --data-dir "$dir" \
-        --checkpoint "$out/torch-$model.safetensors" --json > "$out/cnn-reads-torch-$model.json"
+        --checkpoint "$out/torch-$tag.safetensors" --json > "$out/cnn-reads-torch-$tag.json"
     pct() { json "$1" "'%.2f%%' % (100 * $2)"; }
     interop+=("$(printf '| %s | %s | %s | %s | %s |' "$model" \
-        "$(pct "$out/cnn-$model-eval.json" 'd["accuracy"]')" \
-        "$(pct "$out/torch-reads-cnn-$model.json" 'd["accuracy"]')" \
-        "$(pct "$out/torch-$model.json" 'd["test_acc"]')" \
-        "$(pct "$out/cnn-reads-torch-$model.json" 'd["accuracy"]')")")
+        "$(pct "$out/cnn-$tag-eval.json" 'd["accuracy"]')" \
+        "$(pct "$out/torch-reads-cnn-$tag.json" 'd["accuracy"]')" \
+        "$(pct "$out/torch-$tag.json" 'd["test_acc"]')" \
+        "$(pct "$out/cnn-reads-torch-$tag.json" 'd["accuracy"]')")")
 done
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')

@@ -1527,9 +1527,12 @@ def cmd_train(args):
 
 def match_tensors(tensors, model, path):
     """Maps a checkpoint's tensors onto the model's `layers.<i>.<name>` keys,
-    whatever prefix the file uses (`layers.`, `model.layers.`, `0.` ...)."""
+    whatever prefix the file uses (`layers.`, `model.layers.`, `0.` ...). A
+    cnn checkpoint trained with an EMA holds the average as `layers.*` (what
+    cnn evaluates) and the trained weights as `raw.layers.*`: the average is
+    used."""
     tensors = {k: v for k, v in tensors.items()
-               if not k.startswith("optim.") and not k.endswith(".num_batches_tracked")}
+               if not k.startswith(("optim.", "raw.")) and not k.endswith(".num_batches_tracked")}
     wanted = [k for k in model.layers.state_dict() if not k.endswith("num_batches_tracked")]
     if not wanted:
         return {}
