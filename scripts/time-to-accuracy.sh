@@ -75,30 +75,39 @@ set_aside() {
 }
 secs_since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$(date +%s.%N)"; }
 
+# measure LABEL NAME SEED COMMAND...: runs and times COMMAND unless NAME is measured.
+measure() {
+    local label=$1 name=$2 seed=$3 start
+    shift 3
+    if measured "$name"; then
+        log "$label, seed $seed: measured already ($(cat "$out/$name.secs") s)"
+        return
+    fi
+    set_aside "$name"
+    log "$label, seed $seed"
+    start=$(date +%s.%N)
+    "$@"
+    secs_since "$start" > "$out/$name.secs"
+}
+cnn_run() {
+    "$cnn" --threads "$threads" train --config "$recipe" --seed "$1" --out "$out/cnn-seed-$1" --quiet \
+        "${data_args[@]}" "${extra[@]}"
+}
+torch_run() {
+    "$python" scripts/torch_reference.py train --config "$recipe" --seed "$1" --threads "$threads" \
+        --epochs "$epochs" ${data_dir:+--data-dir "$data_dir"} --json > "$out/torch-seed-$1.json.tmp"
+    mv "$out/torch-seed-$1.json.tmp" "$out/torch-seed-$1.json"
+}
+
 if [ "$report" = 0 ]; then
     for seed in $(seq 1 "$seeds"); do
-        name=cnn-seed-$seed
-        if measured "$name"; then log "cnn, seed $seed: measured already ($(cat "$out/$name.secs") s)"; continue; fi
-        set_aside "$name"
-        log "cnn, seed $seed"
-        start=$(date +%s.%N)
-        "$cnn" --threads "$threads" train --config "$recipe" --seed "$seed" --out "$out/$name" --quiet \
-            "${data_args[@]}" "${extra[@]}"
-        secs_since "$start" > "$out/$name.secs"
+        measure cnn "cnn-seed-$seed" "$seed" cnn_run "$seed"
     done
     if [ "$torch" = 1 ]; then
         [ -x "$python" ] || scripts/dev/torch-venv.sh >&2
         epochs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("training", {}).get("epochs", 10))' "$recipe")
         for seed in $(seq 1 "$seeds"); do
-            name=torch-seed-$seed
-            if measured "$name"; then log "PyTorch, seed $seed: measured already ($(cat "$out/$name.secs") s)"; continue; fi
-            set_aside "$name"
-            log "PyTorch, seed $seed"
-            start=$(date +%s.%N)
-            "$python" scripts/torch_reference.py train --config "$recipe" --seed "$seed" --threads "$threads" \
-                --epochs "$epochs" ${data_dir:+--data-dir "$data_dir"} --json > "$out/$name.json.tmp"
-            mv "$out/$name.json.tmp" "$out/$name.json"
-            secs_since "$start" > "$out/$name.secs"
+            measure PyTorch "torch-seed-$seed" "$seed" torch_run "$seed"
         done
     fi
 fi

@@ -7,6 +7,16 @@
 
 use crate::common::*;
 
+/// `cnn train` flags for one epoch on a few hundred images.
+const SMALL_RUN: [&str; 6] = [
+    "--epochs",
+    "1",
+    "--limit-train",
+    "300",
+    "--limit-test",
+    "200",
+];
+
 #[test]
 fn every_recipe_trains_on_a_few_hundred_images() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,16 +46,8 @@ fn every_recipe_trains_on_a_few_hundred_images() {
         let name = recipe.file_stem().unwrap().to_str().unwrap().to_string();
         let out = dir.path().join(&name);
         let (code, _, err) = run(cnn(dir.path())
-            .args([
-                "train",
-                "--quiet",
-                "--epochs",
-                "1",
-                "--limit-train",
-                "300",
-                "--limit-test",
-                "200",
-            ])
+            .args(["train", "--quiet"])
+            .args(SMALL_RUN)
             .arg("--config")
             .arg(&recipe)
             .arg("--data-dir")
@@ -73,15 +75,8 @@ fn time_to_accuracy(out: &std::path::Path, args: &[&str]) -> (i32, String, Strin
         .arg("--data-dir")
         .arg(mnist_small())
         .args(args)
-        .args([
-            "--",
-            "--epochs",
-            "1",
-            "--limit-train",
-            "300",
-            "--limit-test",
-            "200",
-        ])
+        .arg("--")
+        .args(SMALL_RUN)
         .env("CNN", assert_cmd::cargo::cargo_bin("cnn"))
         .env_remove("CNN_DATA_DIR"))
 }
