@@ -5,6 +5,7 @@ use crate::data::Split;
 use crate::data::convert::Fit;
 use crate::device::DeviceSpec;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -40,37 +41,140 @@ pub fn parse() -> Cli {
     if let Command::Train(args) = &mut cli.command
         && let Some(train) = matches.subcommand_matches("train")
     {
-        let cmd = Cli::command();
-        let train_cmd = cmd.find_subcommand("train").expect("train exists");
-        args.new_run_flags = train
-            .get_many::<clap::Id>("new_run")
-            .into_iter()
-            .flatten()
-            .filter_map(|id| train_cmd.get_arguments().find(|a| a.get_id() == id))
-            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        let cmd = train_command();
+        // In the order they were given.
+        let mut given: Vec<(usize, String)> = cmd
+            .get_arguments()
+            .filter(|a| is_new_run(&cmd, a))
+            .filter(|a| train.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+            .filter_map(|a| {
+                let at = train.index_of(a.get_id().as_str()).unwrap_or(usize::MAX);
+                a.get_long().map(|l| (at, format!("--{l}")))
+            })
             .collect();
+        given.sort();
+        args.new_run_flags = given.into_iter().map(|(_, f)| f).collect();
     }
     cli
 }
 
-/// The long flags of `cnn train` that a resumed run keeps: those outside the
-/// `new_run` group (for sweeps that resume their points).
-pub fn resumable_train_flags() -> Vec<String> {
-    let mut cmd = Cli::command();
-    // Gathers each argument's `group = ...` into its group.
-    cmd.build();
-    let train = cmd.find_subcommand("train").expect("train exists");
-    let new_run: Vec<&clap::Id> = train
+use clap::parser::ValueSource;
+
+/// `cnn train` as clap builds it for a command line (groups filled in,
+/// global flags propagated).
+pub fn train_command() -> clap::Command {
+    let mut cli = Cli::command();
+    cli.build();
+    cli.find_subcommand("train")
+        .expect("cnn has a train subcommand")
+        .clone()
+}
+
+/// Whether an argument of `cnn train` belongs to a new run only: the
+/// `new_run` group, and the flags [`RunChoices`] shares with lr-find (its
+/// own group). A resumed run refuses them.
+fn is_new_run(train: &clap::Command, arg: &clap::Arg) -> bool {
+    train
         .get_groups()
-        .filter(|g| g.get_id() == "new_run")
+        .filter(|g| g.get_id() == "new_run" || g.get_id() == "RunChoices")
         .flat_map(|g| g.get_args())
-        .collect();
+        .any(|id| id == arg.get_id())
+}
+
+/// The long flags of `cnn train` that a resumed run keeps: those outside the
+/// new run's groups, `--resume` and hidden flags (for sweeps that resume
+/// their points, and the message that lists them).
+pub fn resumable_train_flags() -> Vec<String> {
+    let train = train_command();
     train
         .get_arguments()
-        .filter(|a| !new_run.contains(&a.get_id()) && a.get_id() != "resume")
+        .filter(|a| resumable(&train, a))
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
-        .filter(|l| l != "--help")
         .collect()
+}
+
+fn resumable(train: &clap::Command, a: &clap::Arg) -> bool {
+    !is_new_run(train, a) && a.get_id() != "resume" && a.get_id() != "help" && !a.is_hide_set()
+}
+
+/// The flags of a new `cnn train` given after a sweep's `--`, parsed as
+/// `cnn train` parses them (a repeated flag: the last wins), and the flags
+/// among them that a sweep sets itself (`--config`, `--out`, `--force`,
+/// `--resume`, `--show-config`), which the caller refuses.
+pub fn parse_train_flags(args: &[String]) -> Result<(TrainFlags, Vec<String>), clap::Error> {
+    let argv = ["cnn", "train"]
+        .into_iter()
+        .map(String::from)
+        .chain(args.iter().cloned());
+    let matches = Cli::command()
+        .mut_subcommand("train", |t| {
+            t.args_override_self(true).mut_arg("config", |a| {
+                a.required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
+            })
+        })
+        .try_get_matches_from(argv)?;
+    let matches = matches
+        .subcommand_matches("train")
+        .expect("the train subcommand was given");
+    let train = train_command();
+    let own: Vec<String> = ["config", "out", "force", "resume", "show_config"]
+        .into_iter()
+        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .filter_map(|id| train.get_arguments().find(|a| a.get_id() == id))
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    Ok((TrainFlags::from_arg_matches(matches)?, own))
+}
+
+impl TrainFlags {
+    /// The `cnn train` arguments that give these flags (defaults left
+    /// out), in the order `cnn train --help` lists them.
+    pub fn to_args(&self) -> Vec<String> {
+        self.args_where(|_, _| true)
+    }
+
+    /// [`TrainFlags::to_args`] of the flags a resumed run keeps (see
+    /// [`resumable_train_flags`]).
+    pub fn resume_args(&self) -> Vec<String> {
+        self.args_where(resumable)
+    }
+
+    /// The arguments of the flags `keep` keeps, read from clap's
+    /// declaration and these values as JSON (a field per argument id), so a
+    /// flag added to `cnn train` follows without another line here.
+    fn args_where(&self, keep: impl Fn(&clap::Command, &clap::Arg) -> bool) -> Vec<String> {
+        let values = serde_json::to_value(self).expect("flags serialise");
+        let train = train_command();
+        let mut out = Vec::new();
+        for arg in train.get_arguments().filter(|a| keep(&train, a)) {
+            let (Some(long), Some(value)) = (arg.get_long(), values.get(arg.get_id().as_str()))
+            else {
+                continue;
+            };
+            let flag = format!("--{long}");
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|d| d.to_string_lossy().into_owned())
+                .collect();
+            match value {
+                serde_json::Value::Null | serde_json::Value::Bool(false) => {}
+                serde_json::Value::Bool(true) => out.push(flag),
+                serde_json::Value::Array(items) => {
+                    for v in items {
+                        out.extend([flag.clone(), text(v)]);
+                    }
+                }
+                v if default == [text(v)] => {}
+                v => out.extend([flag, text(v)]),
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,10 +306,6 @@ pub struct LrFindArgs {
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
 
-    /// Override any config field by its dotted path, as in `cnn train`.
-    #[arg(long = "set", value_name = "PATH=VALUE")]
-    pub sets: Vec<String>,
-
     /// The rate of the first step.
     #[arg(long, value_name = "X", default_value_t = 1e-7)]
     pub start_lr: f64,
@@ -226,41 +326,76 @@ pub struct LrFindArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Directory holding the dataset files (as in `cnn train`).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub choices: RunChoices,
 
-    /// Dataset: mnist, fashion-mnist, cifar10 or imagefolder (overrides data.dataset).
-    #[arg(long, value_name = "NAME")]
-    pub dataset: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
 
-    /// Never download a dataset from the Hugging Face Hub.
-    #[arg(long)]
-    pub no_download: bool,
-
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: DeviceSpec,
-
-    /// Images per step (overrides training.batch_size).
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
-
-    /// Seed (overrides training.seed).
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
-
-    /// Use only the first N training images.
-    #[arg(long, value_name = "N")]
-    pub limit_train: Option<usize>,
-
-    /// Start from these weights, as `cnn train --init-from`.
-    #[arg(long, value_name = "FILE")]
-    pub init_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
 
     /// Print nothing but the result and errors.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--device`, as train, lr-find, eval, predict and check-device take it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Args, Serialize, Deserialize)]
+pub struct DeviceArg {
+    /// cpu, cuda, cuda:N or auto (CUDA when available).
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+}
+
+/// Where a command finds its dataset.
+#[derive(Debug, Clone, Default, PartialEq, Args, Serialize, Deserialize)]
+pub struct DataArgs {
+    /// Directory holding the dataset files (default: see README, "Data";
+    /// for a checkpoint, where its training found them); for an image
+    /// folder, the folder with one sub-folder per class.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Never download a dataset from the Hugging Face Hub; use local files
+    /// and files already in the hub's cache only.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+/// The flags of a new run that `train` and `lr-find` share: each changes
+/// the config (applied after `--set`, so they win), and a resumed run
+/// refuses them.
+#[derive(Debug, Clone, Default, PartialEq, Args, Serialize, Deserialize)]
+pub struct RunChoices {
+    /// Override any config field by its dotted path, e.g.
+    /// `--set training.optimizer.lr=0.01` or `--set layers.0.out_channels=32`.
+    /// Repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub sets: Vec<String>,
+
+    /// Dataset to train on: mnist, fashion-mnist, cifar10 or imagefolder
+    /// (overrides data.dataset).
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+
+    /// Images per training step (overrides training.batch_size).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Seed for initialisation, split, shuffling and dropout (overrides training.seed).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Fine-tune: start from the weights of this checkpoint (or PyTorch
+    /// state_dict) wherever a tensor's name and shape match (overrides
+    /// training.init_from).
+    #[arg(long, value_name = "FILE")]
+    pub init_from: Option<PathBuf>,
+
+    /// Train on only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub limit_train: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -355,15 +490,12 @@ pub struct SweepSummaryArgs {
     pub dir: PathBuf,
 }
 
-/// The flags of a new run are in the group `new_run`: they would change the
-/// model, the data or the run directory, so `--resume` refuses them (and a
-/// sweep's resumed points drop them). Every other flag also applies to a
-/// resumed run.
+/// The flags of a new run (the `new_run` group and [`RunChoices`]) would
+/// change the model, the data or the run directory, so `--resume` refuses
+/// them (and a sweep's resumed points drop them). Every other flag also
+/// applies to a resumed run.
 #[derive(Debug, Args)]
-#[command(
-    allow_negative_numbers = true,
-    group(clap::ArgGroup::new("new_run").multiple(true))
-)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Architecture and training config (JSON).
     #[arg(
@@ -383,16 +515,6 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
 
-    /// The flags of the `new_run` group given on the command line, as
-    /// typed (`--lr`); filled by [`parse`].
-    #[arg(skip)]
-    pub new_run_flags: Vec<String>,
-
-    /// Also write last.safetensors every N optimizer steps, so that a crash
-    /// loses at most N steps (overrides training.checkpoint_every).
-    #[arg(long, value_name = "N")]
-    pub checkpoint_every: Option<u64>,
-
     /// Run directory to create (default: runs/<config name>).
     #[arg(short, long, value_name = "RUN_DIR", group = "new_run")]
     pub out: Option<PathBuf>,
@@ -401,60 +523,55 @@ pub struct TrainArgs {
     #[arg(long, group = "new_run")]
     pub force: bool,
 
-    /// Directory holding the dataset files (default: see README, "Data");
-    /// for --dataset imagefolder, the folder with one sub-folder per class.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Print the resolved config (the file, then --set, then the flags,
+    /// checked) as JSON on stdout and exit without training.
+    #[arg(long, hide = true)]
+    pub show_config: bool,
 
-    /// Dataset to train on: mnist, fashion-mnist, cifar10 or imagefolder
-    /// (overrides data.dataset).
-    #[arg(long, value_name = "NAME", group = "new_run")]
-    pub dataset: Option<String>,
+    #[command(flatten)]
+    pub flags: TrainFlags,
 
-    /// Never download a dataset from the Hugging Face Hub; use local files
-    /// and files already in the hub's cache only.
-    #[arg(long)]
-    pub no_download: bool,
+    /// The flags of a new run given on the command line, as typed
+    /// (`--lr`); filled by [`parse`].
+    #[arg(skip)]
+    pub new_run_flags: Vec<String>,
+}
 
-    /// cpu, cuda, cuda:N or auto (CUDA when available).
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: DeviceSpec,
+/// Every flag of `cnn train` but the run's identity (`--config`, `--out`,
+/// `--force`, `--resume`): what a sweep gives each of its runs, stored in
+/// its manifest as these values rather than as argument strings.
+#[derive(Debug, Clone, Default, PartialEq, Args, Serialize, Deserialize)]
+#[command(group(clap::ArgGroup::new("new_run").multiple(true)))]
+#[serde(default)]
+pub struct TrainFlags {
+    /// Also write last.safetensors every N optimizer steps, so that a crash
+    /// loses at most N steps (overrides training.checkpoint_every).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub data: DataArgs,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceArg,
 
     /// Number of epochs (overrides training.epochs).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
 
-    /// Images per training step (overrides training.batch_size).
-    #[arg(long, value_name = "N", group = "new_run")]
-    pub batch_size: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub choices: RunChoices,
 
     /// Learning rate (overrides training.optimizer.lr).
     #[arg(long, value_name = "X", group = "new_run")]
     pub lr: Option<f64>,
 
-    /// Seed for initialisation, split, shuffling and dropout (overrides training.seed).
-    #[arg(long, value_name = "N", group = "new_run")]
-    pub seed: Option<u64>,
-
-    /// Fine-tune: start from the weights of this checkpoint (or PyTorch
-    /// state_dict) wherever a tensor's name and shape match (overrides
-    /// training.init_from).
-    #[arg(long, value_name = "FILE", group = "new_run")]
-    pub init_from: Option<PathBuf>,
-
-    /// Train on only the first N training images.
-    #[arg(long, value_name = "N", group = "new_run")]
-    pub limit_train: Option<usize>,
-
     /// Test on only the first N test images.
     #[arg(long, value_name = "N", group = "new_run")]
     pub limit_test: Option<usize>,
-
-    /// Override any config field by its dotted path, e.g.
-    /// `--set training.optimizer.lr=0.01` or `--set layers.0.out_channels=32`.
-    /// Repeatable.
-    #[arg(long = "set", value_name = "PATH=VALUE", group = "new_run")]
-    pub sets: Vec<String>,
 
     /// Train even when the run's memory estimate (weights, optimizer state,
     /// activations of a batch) exceeds the memory available to this process
@@ -486,27 +603,20 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Directory holding the dataset files (default: where training found
-    /// them); for an image folder, the folder of class sub-folders.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
 
     /// Image folders: evaluate on this folder (one sub-folder per class,
     /// named as in training) as the test split.
     #[arg(long, value_name = "DIR")]
     pub test_dir: Option<PathBuf>,
 
-    /// Never download a dataset from the Hugging Face Hub.
-    #[arg(long)]
-    pub no_download: bool,
-
     /// Which split to evaluate.
     #[arg(long, value_enum, default_value = "test")]
     pub split: Split,
 
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: DeviceSpec,
+    #[command(flatten)]
+    pub device: DeviceArg,
 
     /// Images per forward pass (default: data.eval_batch_size of the config).
     #[arg(long, value_name = "N")]
@@ -555,9 +665,8 @@ pub struct CheckDeviceArgs {
     #[arg(short, long = "config", value_name = "FILE", required = true)]
     pub configs: Vec<PathBuf>,
 
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: DeviceSpec,
+    #[command(flatten)]
+    pub device: DeviceArg,
 
     /// Images in the checked batch.
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -647,9 +756,8 @@ pub struct PredictArgs {
     #[arg(long, value_enum)]
     pub preprocess: Option<Fit>,
 
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: DeviceSpec,
+    #[command(flatten)]
+    pub device: DeviceArg,
 
     /// Print a JSON array of {path, class, label, top} objects on stdout
     /// once every image is done.
@@ -733,9 +841,8 @@ pub struct FeatureMapsArgs {
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
 
-    /// Directory holding the dataset files (default: see README, Data).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
 
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
@@ -752,9 +859,8 @@ pub struct SamplesArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Directory holding the dataset files (default: see README, Data).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
 
     /// Training or test images.
     #[arg(long, value_enum, default_value = "train")]

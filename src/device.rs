@@ -41,6 +41,20 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
+/// As its command-line form (`"cuda:1"`), in a sweep's manifest.
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Opens the device; CUDA problems under an explicit `cuda` request are
 /// input errors (exit 2) with what to do. Under `auto`, a CUDA build that
 /// finds no usable GPU says why on stderr and uses the CPU.

@@ -6,7 +6,6 @@
 //! `CNN_KERNELS=candle` would), so the same check proves the path a GPU takes
 //! on a machine without one.
 
-use super::load_config;
 use crate::arch;
 use crate::cli::CheckDeviceArgs;
 use crate::device;
@@ -47,11 +46,11 @@ pub struct Compared {
 }
 
 pub fn run(args: &CheckDeviceArgs) -> Result<()> {
-    let device = device::open(args.device)?;
+    let device = device::open(args.device.device)?;
     let mut all = Vec::new();
     for path in &args.configs {
         let rows = check(path, &device, args.batch_size, args.seed)
-            .with_context(|| format!("checking {} on {}", path.display(), args.device))?;
+            .with_context(|| format!("checking {} on {}", path.display(), args.device.device))?;
         all.extend(rows);
     }
     let failed = all.iter().filter(|r| !r.ok).count();
@@ -129,7 +128,7 @@ fn step(model: &Model, x: &Tensor, y: &Tensor, seed: u64) -> Result<Step> {
 }
 
 fn check(path: &Path, device: &Device, batch: usize, seed: u64) -> Result<Vec<Compared>> {
-    let config = load_config(path, &[], &[])?;
+    let config = crate::settings::load(path, &[])?;
     let plan = arch::plan(&config)?;
     let name = config.display_name().to_string();
     // The same weights everywhere: fresh ones on the CPU, copied over.

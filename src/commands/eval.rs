@@ -32,7 +32,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     {
         plot::format_of(path)?;
     }
-    let device = device::open(args.device)?;
+    let device = device::open(args.device.device)?;
     let loaded = load_model(&args.checkpoint, args.config.as_deref(), &device)?;
     let config = &loaded.config;
     if args.test_dir.is_some() && config.data.dataset != DatasetName::ImageFolder {
@@ -47,9 +47,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let dataset = Dataset::for_config(
         config,
         &LoadOptions {
-            data_dir: args.data_dir.as_deref(),
+            data_dir: args.data.data_dir.as_deref(),
             test_dir: args.test_dir.as_deref(),
-            no_download: args.no_download,
+            no_download: args.data.no_download,
             classes: known,
             quiet: false,
         },

@@ -51,7 +51,8 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
             let dataset = Dataset::for_config(
                 config,
                 &LoadOptions {
-                    data_dir: args.data_dir.as_deref(),
+                    data_dir: args.data.data_dir.as_deref(),
+                    no_download: args.data.no_download,
                     classes: known,
                     ..Default::default()
                 },
@@ -248,7 +249,8 @@ fn fixed_filter(args: &FeatureMapsArgs, spec: &str) -> Result<()> {
         );
     }
     let opts = LoadOptions {
-        data_dir: args.data_dir.as_deref(),
+        data_dir: args.data.data_dir.as_deref(),
+        no_download: args.data.no_download,
         ..Default::default()
     };
     let data = match &args.checkpoint {

@@ -3,15 +3,14 @@
 //! loss against the rate with the suggestion marked. It makes no run
 //! directory and writes nothing else.
 
-use super::load_config;
-use super::train::{check_against_plan, new_model, source_weights};
-use crate::arch;
+use super::train::{new_model, source_weights};
 use crate::cli::LrFindArgs;
 use crate::data::{Batcher, Dataset, LoadOptions, Normalization};
 use crate::device;
 use crate::optim::Optimizer;
 use crate::plot::{self, chart::LrFindChart};
 use crate::progress::{Mode, Progress};
+use crate::settings::{self, Resolved};
 use crate::train::Learner;
 use crate::train::lr_find::{self, Settings};
 use anyhow::Result;
@@ -34,28 +33,22 @@ pub fn run(args: &LrFindArgs) -> Result<()> {
             args.steps
         );
     }
-    let mut config = load_config(&args.config, &args.sets, &[])?;
-    super::RunFlags {
-        batch_size: args.batch_size,
-        seed: args.seed,
-        init_from: args.init_from.as_deref(),
-        limit_train: args.limit_train,
-        dataset: args.dataset.as_deref(),
-        data_dir: args.data_dir.as_deref(),
-    }
-    .apply(&mut config)?;
-    let plan = arch::plan(&config)?;
-    config.check_settings()?;
-    check_against_plan(&config, &plan)?;
-    let device = device::open(args.device)?;
+    let Resolved {
+        mut config, plan, ..
+    } = settings::new_run(
+        &args.config,
+        &args.choices.sets,
+        &(&args.choices, &args.data),
+    )?;
+    let device = device::open(args.device.device)?;
     let transfer = source_weights(&mut config, &plan)?;
     let mut progress = Progress::new(Mode::detect(args.quiet));
     let dataset = Dataset::for_config(
         &config,
         &LoadOptions {
-            data_dir: args.data_dir.as_deref(),
+            data_dir: args.data.data_dir.as_deref(),
             test_dir: None,
-            no_download: args.no_download,
+            no_download: args.data.no_download,
             classes: None,
             quiet: args.quiet,
         },

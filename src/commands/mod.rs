@@ -1,5 +1,6 @@
-//! One function per subcommand: turn parsed flags into settings, call the
-//! library, print the result. Output formats live here; the work does not.
+//! One function per subcommand: turn parsed flags into settings (through
+//! [`crate::settings`]), call the library, print the result. Output formats
+//! live here; the work does not.
 
 pub(crate) mod check_device;
 pub(crate) mod eval;
@@ -15,18 +16,16 @@ pub(crate) mod summary;
 pub(crate) mod sweep;
 pub(crate) mod train;
 
-use crate::arch;
-use crate::checkpoint;
-use crate::config::{Config, apply_overrides, parse_assignment};
-use crate::data::{Normalization, class_names};
+use crate::data::Normalization;
 use crate::model::{Model, Weights};
+use crate::settings;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::Path;
 
 /// A model rebuilt from a weights file, with what is known about its data.
 pub struct Loaded {
-    pub config: Config,
+    pub config: crate::config::Config,
     pub model: Model,
     /// From the checkpoint; `None` for foreign weights (computed from the data then).
     pub normalization: Option<Normalization>,
@@ -35,88 +34,19 @@ pub struct Loaded {
 }
 
 /// Loads a cnn checkpoint, or any safetensors file (such as a PyTorch
-/// state_dict) when `config` describes its architecture.
+/// state_dict) when `config` describes its architecture
+/// ([`settings::evaluation`]), onto `device`.
 pub fn load_model(weights: &Path, config: Option<&Path>, device: &Device) -> Result<Loaded> {
-    let (config, tensors, normalization, classes, epoch) = match config {
-        None => {
-            let ck = checkpoint::load(weights)?;
-            (
-                ck.meta.config,
-                ck.weights,
-                Some(ck.meta.normalization),
-                ck.meta.classes,
-                Some(ck.meta.epoch),
-            )
-        }
-        Some(path) => {
-            let config = Config::load(path)?;
-            let plan = arch::plan(&config)?;
-            let (_, tensors) = checkpoint::read_raw(weights)?;
-            let tensors = checkpoint::import_foreign(tensors, &plan).with_context(|| {
-                format!(
-                    "{} does not fit config {}",
-                    weights.display(),
-                    path.display()
-                )
-            })?;
-            let classes = class_names(config.data.dataset);
-            (config, tensors, None, classes, None)
-        }
-    };
-    let plan = arch::plan(&config).context("the checkpoint's config")?;
-    let model = Model::new(&plan, Weights::Tensors(&tensors), device)
+    let e = settings::evaluation(weights, config)?;
+    let model = Model::new(&e.plan, Weights::Tensors(&e.tensors), device)
         .with_context(|| format!("checkpoint {}", weights.display()))?;
     Ok(Loaded {
-        config,
+        config: e.config,
         model,
-        normalization,
-        classes,
-        epoch,
+        normalization: e.normalization,
+        classes: e.classes,
+        epoch: e.epoch,
     })
-}
-
-/// Loads a config file and applies `--set` assignments, then `extra` ones
-/// coming from dedicated flags (which win).
-pub fn load_config(path: &Path, sets: &[String], extra: &[(String, String)]) -> Result<Config> {
-    let config = Config::load(path)?;
-    let mut pairs = sets
-        .iter()
-        .map(|s| parse_assignment(s))
-        .collect::<Result<Vec<_>>>()?;
-    pairs.extend_from_slice(extra);
-    apply_overrides(&config, &pairs)
-}
-
-/// The flags `train` and `lr-find` share, applied to a config after
-/// `--set` (the flags win).
-pub struct RunFlags<'a> {
-    pub batch_size: Option<usize>,
-    pub seed: Option<u64>,
-    pub init_from: Option<&'a Path>,
-    pub limit_train: Option<usize>,
-    pub dataset: Option<&'a str>,
-    pub data_dir: Option<&'a Path>,
-}
-
-impl RunFlags<'_> {
-    pub fn apply(&self, config: &mut Config) -> Result<()> {
-        let t = &mut config.training;
-        t.batch_size = self.batch_size.unwrap_or(t.batch_size);
-        t.seed = self.seed.unwrap_or(t.seed);
-        if let Some(path) = self.init_from {
-            t.init_from = Some(path.to_path_buf());
-        }
-        let d = &mut config.data;
-        d.limit_train = self.limit_train.or(d.limit_train);
-        if let Some(name) = self.dataset {
-            d.dataset = crate::config::DatasetName::parse(name)
-                .map_err(|e| crate::input_error!("--dataset: {e:#}"))?;
-        }
-        if let Some(dir) = self.data_dir {
-            d.dir = Some(dir.to_path_buf());
-        }
-        Ok(())
-    }
 }
 
 /// `1234567` → `1,234,567`.

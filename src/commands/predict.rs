@@ -36,7 +36,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         crate::bail_input!("--batch-size 0: classify at least 1 image at a time");
     }
     let sources = sources(&args.images)?;
-    let device = device::open(args.device)?;
+    let device = device::open(args.device.device)?;
     let loaded = load_model(&args.checkpoint, None, &device)?;
     let config = &loaded.config;
     let shape = config.input_shape;

@@ -78,7 +78,8 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
         .unwrap_or_default();
     data_cfg.dataset = name;
     let opts = LoadOptions {
-        data_dir: args.data_dir.as_deref(),
+        data_dir: args.data.data_dir.as_deref(),
+        no_download: args.data.no_download,
         ..Default::default()
     };
     let data = Dataset::load_data(&data_cfg, config.as_ref().map(|c| c.input_shape), &opts)?;

@@ -1,33 +1,31 @@
 //! `cnn summary`: per-layer output shape, parameters and multiply-adds.
 
 use super::thousands;
-use crate::arch::{self, Plan};
+use crate::arch::Plan;
 use crate::cli::SummaryArgs;
 use crate::layers::Node;
+use crate::settings;
 use anyhow::Result;
 use serde_json::{Value, json};
 
 pub fn run(args: &SummaryArgs) -> Result<()> {
-    let mut config = super::load_config(&args.config, &args.sets, &[])?;
-    let epochs = config.training.epochs;
-    if let Some(w) = config.training.lr_schedule.fit_warmup(epochs) {
-        eprintln!("warning: {w}");
-    }
     // The whole config is checked as `cnn train` checks it, so that a
     // summary (and a sweep's check of its points) passes only what trains.
-    config.check_settings()?;
-    let plan = arch::plan(&config)?;
-    super::train::check_against_plan(&config, &plan)?;
+    let resolved = settings::new_run(&args.config, &args.sets, &())?;
+    for note in &resolved.notes {
+        eprintln!("warning: {note}");
+    }
+    let (config, plan) = (&resolved.config, &resolved.plan);
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&to_json(config.display_name(), &plan))?
+            serde_json::to_string_pretty(&to_json(config.display_name(), plan))?
         );
     } else {
         for w in &plan.warnings {
             eprintln!("warning: {w}");
         }
-        print!("{}", table(config.display_name(), &plan));
+        print!("{}", table(config.display_name(), plan));
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! its `last.safetensors`), then the same path for both: model, optimizer,
 //! the training loop and a summary on stdout.
 
-use super::{load_config, thousands};
-use crate::arch::{self, Plan};
+use super::thousands;
+use crate::arch::Plan;
 use crate::checkpoint::{self, Checkpoint};
 use crate::cli::TrainArgs;
 use crate::config::{Config, Normalize};
@@ -16,6 +16,7 @@ use crate::model::{Model, Weights};
 use crate::optim::Optimizer;
 use crate::progress::{Mode, Progress};
 use crate::run_dir::RunDir;
+use crate::settings::{self, Resolved, Resume};
 use crate::status;
 use crate::train::ema::Ema;
 use crate::train::{self, Learner, RunContext, RunState};
@@ -26,38 +27,17 @@ use std::sync::atomic::AtomicBool;
 pub fn run(args: &TrainArgs) -> Result<()> {
     // Ctrl-C and SIGTERM: finish the step, save and stop (see `interrupt`).
     let stop = crate::interrupt::install().context("installing the Ctrl-C handler")?;
-    if args.fresh_optimizer && args.resume.is_none() {
+    if args.flags.fresh_optimizer && args.resume.is_none() {
         crate::bail_input!(
             "--fresh-optimizer starts the optimizer afresh when resuming; give it with --resume RUN_DIR \
              (a new run always starts afresh)"
         );
     }
-    let mut progress = Progress::new(Mode::detect(args.quiet));
+    let mut progress = Progress::new(Mode::detect(args.flags.quiet));
     match &args.resume {
         Some(dir) => resume(args, dir, stop, &mut progress),
         None => fresh(args, stop, &mut progress),
     }
-}
-
-/// The config of a new run: the file, then `--set`, then the dedicated
-/// flags (which win), then `--data-dir`.
-fn new_run_config(args: &TrainArgs, path: &Path) -> Result<Config> {
-    let mut config = load_config(path, &args.sets, &[])?;
-    super::RunFlags {
-        batch_size: args.batch_size,
-        seed: args.seed,
-        init_from: args.init_from.as_deref(),
-        limit_train: args.limit_train,
-        dataset: args.dataset.as_deref(),
-        data_dir: args.data_dir.as_deref(),
-    }
-    .apply(&mut config)?;
-    let t = &mut config.training;
-    t.epochs = args.epochs.unwrap_or(t.epochs);
-    t.optimizer.lr = args.lr.unwrap_or(t.optimizer.lr);
-    t.checkpoint_every = args.checkpoint_every.unwrap_or(t.checkpoint_every);
-    config.data.limit_test = args.limit_test.or(config.data.limit_test);
-    Ok(config)
 }
 
 /// `--out`, or `runs/<config name>`.
@@ -80,12 +60,17 @@ fn run_dir_path(args: &TrainArgs, config: &Config) -> Result<PathBuf> {
 
 fn load_options<'a>(args: &'a TrainArgs, classes: Option<&'a [String]>) -> LoadOptions<'a> {
     LoadOptions {
-        data_dir: args.data_dir.as_deref(),
+        data_dir: args.flags.data.data_dir.as_deref(),
         test_dir: None,
-        no_download: args.no_download,
+        no_download: args.flags.data.no_download,
         classes,
-        quiet: args.quiet,
+        quiet: args.flags.quiet,
     }
+}
+
+/// `--show-config`: the resolved config on stdout, nothing run.
+fn show_config(config: &Config) {
+    println!("{}", config.to_pretty_json());
 }
 
 /// The data of `config`, its notes shown.
@@ -103,18 +88,21 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
     let Some(config_path) = &args.config else {
         crate::bail_input!("cnn train needs --config FILE (or --resume RUN_DIR to continue a run)");
     };
-    let mut config = new_run_config(args, config_path)?;
-    let epochs = config.training.epochs;
-    let warmup = config.training.lr_schedule.fit_warmup(epochs);
-    let plan = arch::plan(&config)?;
-    config.check_settings()?;
-    check_against_plan(&config, &plan)?;
-    for w in plan.warnings.iter().chain(&warmup) {
+    let Resolved {
+        mut config,
+        plan,
+        notes,
+    } = settings::new_run(config_path, &args.flags.choices.sets, &args.flags)?;
+    if args.show_config {
+        show_config(&config);
+        return Ok(());
+    }
+    for w in plan.warnings.iter().chain(&notes) {
         progress.note(&format!("warning: {w}"));
     }
     let out = run_dir_path(args, &config)?;
     RunDir::check_new(&out, args.force)?;
-    let device = device::open(args.device)?;
+    let device = device::open(args.flags.device.device)?;
     let transfer = source_weights(&mut config, &plan)?;
     let dataset = load_data(&config, &load_options(args, None), progress)?;
     let splits = dataset.splits(&config)?;
@@ -125,7 +113,7 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
         &config,
         splits.sizes(),
         memory::Shape::of(&device),
-        args.no_memory_check,
+        args.flags.no_memory_check,
     )?;
     let normalization = Normalization::resolve(&config.data.normalize, &splits.train)?;
     // The config records what the data came to (directories, split sizes,
@@ -159,17 +147,10 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
             normalization: &normalization,
             run_dir: &run_dir,
             stop,
-            quiet: args.quiet,
+            quiet: args.flags.quiet,
         };
         run.train("training", learner, RunState::new(), progress)
     })
-}
-
-/// The checks of settings that need the network: layers named by
-/// `training.freeze` and `training.param_groups`.
-pub(crate) fn check_against_plan(config: &Config, plan: &Plan) -> Result<()> {
-    train::freeze_list(plan, &config.training.freeze)?;
-    crate::optim::check_groups(plan, &config.training.param_groups)
 }
 
 /// The weights `training.init_from` gives the network (its path made
@@ -241,6 +222,22 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool, progress: &mut Progre
             crate::cli::resumable_train_flags().join(", ")
         );
     }
+    if args.show_config {
+        // Read only: no lock taken, nothing written.
+        let ck = checkpoint::load(&dir.join(crate::run_dir::LAST))
+            .context("reading the checkpoint to resume from")?;
+        let config = match &ck.meta.state {
+            Some(state) => {
+                match settings::resume(dir, &ck.meta.config, state, (&args.flags).into())? {
+                    Resume::Continue(r) => r.config,
+                    Resume::Finished(_) => ck.meta.config,
+                }
+            }
+            None => ck.meta.config,
+        };
+        show_config(&config);
+        return Ok(());
+    }
     let run_dir = RunDir::reopen(dir)?;
     let last = run_dir.last();
     let ck = checkpoint::load(&last).context("reading the checkpoint to resume from")?;
@@ -265,35 +262,18 @@ fn resume_in(
     progress: &mut Progress,
 ) -> Result<Option<String>> {
     let dir = run_dir.path();
-    let mut config = ck.meta.config.clone();
-    if let Some(epochs) = args.epochs {
-        if epochs < state.epochs_done {
-            crate::bail_input!(
-                "--epochs {epochs}: {} has already trained {} epochs; give at least that many",
-                dir.display(),
-                state.epochs_done
-            );
-        }
-        config.training.epochs = epochs;
-    }
-    if let Some(n) = args.checkpoint_every {
-        config.training.checkpoint_every = n;
-    }
-    if state.stopped_early || state.epochs_done >= config.training.epochs {
-        let why = if state.stopped_early {
-            "stopped early".to_string()
-        } else {
-            format!("finished all {} epochs", state.epochs_done)
+    let Resolved { config, plan, .. } =
+        match settings::resume(dir, &ck.meta.config, &state, (&args.flags).into())? {
+            Resume::Continue(r) => *r,
+            Resume::Finished(why) => {
+                progress.note(&format!(
+                    "nothing to resume: {} {why}; pass a larger --epochs to train further",
+                    dir.display()
+                ));
+                return Ok(Some(format!("nothing to resume: {why}")));
+            }
         };
-        progress.note(&format!(
-            "nothing to resume: {} {why}; pass a larger --epochs to train further",
-            dir.display()
-        ));
-        return Ok(Some(format!("nothing to resume: {why}")));
-    }
-    config.check_settings()?;
-    let plan: Plan = arch::plan(&config).context("the config stored in the checkpoint")?;
-    let device = device::open(args.device)?;
+    let device = device::open(args.flags.device.device)?;
     let dataset = load_data(
         &config,
         &load_options(args, Some(&ck.meta.classes)),
@@ -305,7 +285,7 @@ fn resume_in(
         &config,
         splits.sizes(),
         memory::Shape::of(&device),
-        args.no_memory_check,
+        args.flags.no_memory_check,
     )?;
     let last = run_dir.last();
     // With an average of the weights, `layers.*` is the average and the
@@ -326,7 +306,7 @@ fn resume_in(
     // Without its optimizer state the run would silently become another
     // one: refused unless asked for.
     match learner.optim.missing_state(&ck.optimizer, state.step) {
-        Some(name) if !args.fresh_optimizer => crate::bail_input!(
+        Some(name) if !args.flags.fresh_optimizer => crate::bail_input!(
             "{} has no optimizer state (tensor {name} is missing), so resuming would not continue the \
              same run; pass --fresh-optimizer to continue with the optimizer started afresh",
             last.display()
@@ -350,7 +330,7 @@ fn resume_in(
         normalization: &ck.meta.normalization,
         run_dir,
         stop,
-        quiet: args.quiet,
+        quiet: args.flags.quiet,
     };
     run.train(&what, learner, state, progress)
 }

@@ -10,7 +10,7 @@ mod training;
 
 pub use controls::*;
 pub use data::*;
-pub use overrides::{apply_overrides, parse_assignment};
+pub use overrides::{apply_overrides, parse_assignment, value_at};
 pub use training::*;
 
 use crate::bail_input;

@@ -42,6 +42,12 @@ pub fn apply_overrides(config: &Config, sets: &[(String, String)]) -> Result<Con
     Ok(out)
 }
 
+/// The value at a dotted path of `root` (as `--set` reads paths), if any.
+pub fn value_at(root: &Value, path: &str) -> Option<Value> {
+    let mut root = root.clone();
+    locate(&mut root, path).ok().cloned()
+}
+
 /// Finds the value at a dotted path (`a.b.0.c`, or `a.b[0].c`).
 fn locate<'a>(root: &'a mut Value, path: &str) -> std::result::Result<&'a mut Value, String> {
     let normalized = path.replace('[', ".").replace(']', "");

@@ -3,10 +3,14 @@
 //! run directory, its `KEY -> value` map and its exact command). Written
 //! before anything runs; the point runner and `cnn report` read it.
 //!
-//! Format 1 is what scripts/sweep.sh wrote when the sweep lived in bash;
-//! this module reads those manifests and writes the same fields.
+//! Format 2 stores the flags every run gets as values (`train`, the fields
+//! of `cli::TrainFlags`). Format 1 (what scripts/sweep.sh wrote when the
+//! sweep lived in bash, and cnn until format 2) held them as the argument
+//! strings after `--` (`extra`); such manifests are read, their strings
+//! parsed once into the same values.
 
 use super::plan::{Draw, Plan};
+use crate::cli::TrainFlags;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "manifest.json";
 /// The format this cnn writes and the newest it reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -29,9 +33,13 @@ pub struct Manifest {
     pub axes: Vec<Axis>,
     #[serde(default)]
     pub random: Option<Random>,
-    /// Arguments given to every `cnn train`.
+    /// The flags given to every `cnn train`.
     #[serde(default)]
-    pub extra: Vec<String>,
+    pub train: TrainFlags,
+    /// Format 1's arguments after `--`, as strings: read and turned into
+    /// `train`, never written.
+    #[serde(default, skip_serializing)]
+    extra: Vec<String>,
     pub points: Vec<Point>,
 }
 
@@ -68,7 +76,7 @@ pub struct Point {
 
 impl Manifest {
     /// The manifest of `plan` (without the points' commands).
-    pub fn new(plan: &Plan, base: String, base_sha256: String, extra: Vec<String>) -> Manifest {
+    pub fn new(plan: &Plan, base: String, base_sha256: String, train: TrainFlags) -> Manifest {
         Manifest {
             format: FORMAT,
             base,
@@ -92,7 +100,8 @@ impl Manifest {
                     grid_points,
                 },
             ),
-            extra,
+            train,
+            extra: Vec::new(),
             points: plan
                 .points
                 .iter()
@@ -126,7 +135,7 @@ impl Manifest {
                 crate::input_error!("cannot read {}: {e}", path.display())
             }
         })?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+        let m = Manifest::from_json(&text).map_err(|e| {
             crate::input_error!(
                 "{} is not a sweep manifest ({e}); it is written by scripts/sweep.sh — re-run the sweep \
                  command to rewrite it, or delete it to report the run directories as they are",
@@ -139,6 +148,23 @@ impl Manifest {
                 path.display(),
                 m.format
             );
+        }
+        Ok(m)
+    }
+
+    /// Decodes a manifest of any format, format 1's argument strings parsed
+    /// into `train`.
+    pub fn from_json(text: &str) -> std::result::Result<Manifest, String> {
+        let mut m: Manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if !m.extra.is_empty() {
+            let extra = std::mem::take(&mut m.extra);
+            let (train, own) = crate::cli::parse_train_flags(&extra).map_err(|e| {
+                format!("its train arguments {extra:?} do not parse ({})", e.kind())
+            })?;
+            if !own.is_empty() {
+                return Err(format!("its train arguments set {} itself", own.join(", ")));
+            }
+            m.train = train;
         }
         Ok(m)
     }
@@ -203,7 +229,10 @@ impl Manifest {
                     "random",
                     serde_json::to_value(m.random).unwrap_or(Value::Null),
                 ),
-                ("extra", Value::from(m.extra.clone())),
+                (
+                    "train",
+                    Value::from(super::point::shown(&m.train.to_args())),
+                ),
                 ("points", Value::from(points)),
             ]
         };
@@ -306,7 +335,9 @@ mod tests {
             &plan,
             "/tmp/sv/base.json".into(),
             "ca3d163bab055381827226140568f3bef7eaac187cebd76878e0b63e9e442356".into(),
-            extra.iter().map(|s| s.to_string()).collect(),
+            crate::cli::parse_train_flags(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .0,
         )
     }
 
@@ -320,17 +351,17 @@ mod tests {
 
     #[test]
     fn a_manifest_written_by_the_bash_sweep_is_the_same_sweep_as_the_same_command_now() {
-        let old: Manifest = serde_json::from_str(BASH_MANIFEST).unwrap();
+        let old = Manifest::from_json(BASH_MANIFEST).unwrap();
         let new = planned(7, EXTRA);
         assert_eq!(old.differences(&new), Vec::<String>::new());
         // Written and read back, it is unchanged.
-        let back: Manifest = serde_json::from_str(&new.to_json()).unwrap();
+        let back = Manifest::from_json(&new.to_json()).unwrap();
         assert_eq!(back, new);
     }
 
     #[test]
     fn another_seed_base_or_extra_argument_is_another_sweep_and_says_which() {
-        let old: Manifest = serde_json::from_str(BASH_MANIFEST).unwrap();
+        let old = Manifest::from_json(BASH_MANIFEST).unwrap();
         let d = old.differences(&planned(8, EXTRA));
         assert_eq!(
             d[0],
@@ -342,7 +373,7 @@ mod tests {
         let d = old.differences(&other);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].starts_with("  base_sha256: \"ca3d"), "{d:?}");
-        assert!(d[1].ends_with(r#"["--epochs", "3"] here"#), "{d:?}");
+        assert!(d[1].ends_with(r#""--epochs 3" here"#), "{d:?}");
     }
 
     #[test]
@@ -369,10 +400,10 @@ mod tests {
         let err = Manifest::read(dir.path()).unwrap_err();
         assert!(err.to_string().contains("is not a sweep manifest"), "{err}");
         let mut m = planned(7, EXTRA);
-        m.format = 2;
+        m.format = 3;
         std::fs::write(dir.path().join(FILE), m.to_json()).unwrap();
         let err = Manifest::read(dir.path()).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), 2);
-        assert!(err.to_string().contains("format 2"), "{err}");
+        assert!(err.to_string().contains("format 3"), "{err}");
     }
 }

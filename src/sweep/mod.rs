@@ -6,9 +6,12 @@
 //! written before anything runs and read by the point runner and by `cnn
 //! report`; [`state`] reads a run's state the one way both use (a run whose
 //! process or lock holder is gone is killed); [`point`] builds a point's
-//! `cnn train` command lines and decides what to do with it next. The
-//! `cnn sweep` subcommands (`commands::sweep`) do the IO and decide, from
-//! `cnn train`'s clap declaration, which train flags a resumed point keeps.
+//! `cnn train` command lines and decides what to do with it next, and
+//! [`runner`] carries that out for one point (`cnn sweep point`). The flags
+//! every run gets are stored as values (`cli::TrainFlags`), so a resumed
+//! point keeps exactly those outside a new run's groups. The other `cnn
+//! sweep` subcommands (`commands::sweep`) check and write a plan and report
+//! its state.
 //!
 //! A sweep directory holds `manifest.json`, `commands.tsv` (every point's
 //! fresh and resume command, for people), `runs/NAME/` (one run directory
@@ -18,6 +21,7 @@
 pub(crate) mod manifest;
 pub(crate) mod plan;
 pub(crate) mod point;
+pub(crate) mod runner;
 pub mod state;
 
 pub(crate) use manifest::Manifest;

@@ -1,6 +1,6 @@
 //! One point's commands and what to do with it next: start it, skip it,
 //! resume it, retry it or give up ([`decide`]). The runner that carries this
-//! out (a lock, a log, the `cnn train` process) is `commands::sweep`.
+//! out (a lock, a log, the `cnn train` process) is [`super::runner`].
 
 use super::manifest::{Manifest, Point};
 use super::state::{PointState, PointStatus};
@@ -8,7 +8,7 @@ use anyhow::Result;
 use std::path::Path;
 
 /// The `cnn` arguments that start `point` from scratch:
-/// `train --config BASE --set KEY=VALUE... --out RUN_DIR EXTRA...`.
+/// `train --config BASE --set KEY=VALUE... --out RUN_DIR FLAGS...`.
 pub fn fresh_args(m: &Manifest, sweep_dir: &Path, point: &Point) -> Result<Vec<String>> {
     let mut args = vec!["train".to_string(), "--config".into(), m.base.clone()];
     for a in m.assignments(point)? {
@@ -18,13 +18,13 @@ pub fn fresh_args(m: &Manifest, sweep_dir: &Path, point: &Point) -> Result<Vec<S
         "--out".to_string(),
         path_arg(&Manifest::run_dir(sweep_dir, point))?,
     ]);
-    args.extend(m.extra.iter().cloned());
+    args.extend(m.train.to_args());
     Ok(args)
 }
 
 /// The `cnn` arguments that continue `point` from its last checkpoint:
-/// `train --resume RUN_DIR` and `kept`, the extra arguments a resume keeps
-/// (which `cnn train`'s declaration decides: `commands::sweep`).
+/// `train --resume RUN_DIR` and `kept`, the flags a resume keeps
+/// (`TrainFlags::resume_args`).
 pub fn resume_args(sweep_dir: &Path, point: &Point, kept: &[String]) -> Result<Vec<String>> {
     let mut args = vec![
         "train".to_string(),

@@ -45,8 +45,8 @@ impl Transfer {
 }
 
 /// Reads `path` (a cnn checkpoint: the network as evaluated; any other
-/// safetensors file: its tensors, a prefix common to PyTorch's names such
-/// as `model.` mapped to `layers.`) and takes what fits `plan`. Nothing
+/// safetensors file: its tensors, renamed as `interop` maps PyTorch's
+/// names) and takes what fits `plan`. Nothing
 /// fitting at all is an error, since it is surely the wrong file.
 pub fn load(path: &Path, plan: &Plan) -> Result<Transfer> {
     let (meta, raw) = checkpoint::read_raw(path)?;
@@ -57,7 +57,7 @@ pub fn load(path: &Path, plan: &Plan) -> Result<Transfer> {
     let source: HashMap<String, Tensor> = if is_cnn {
         checkpoint::load(path)?.weights
     } else {
-        rename_foreign(raw, plan)
+        crate::interop::rename(raw, plan).tensors
     };
     let mut out = Transfer {
         tensors: HashMap::new(),
@@ -101,46 +101,4 @@ pub fn load(path: &Path, plan: &Plan) -> Result<Transfer> {
         );
     }
     Ok(out)
-}
-
-/// A foreign file's tensors named as the network names them: the prefix
-/// (`""`, `model.`, `module.model.`…) under which most of the network's
-/// names (without `layers.`) are found becomes `layers.`. PyTorch's
-/// `num_batches_tracked` counters are dropped.
-fn rename_foreign(tensors: HashMap<String, Tensor>, plan: &Plan) -> HashMap<String, Tensor> {
-    let tensors: HashMap<String, Tensor> = tensors
-        .into_iter()
-        .filter(|(k, _)| !k.ends_with(".num_batches_tracked"))
-        .collect();
-    let wanted: Vec<String> = plan
-        .layers
-        .iter()
-        .flat_map(|l| l.tensors())
-        .map(|(name, _)| name["layers.".len()..].to_string())
-        .collect();
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for key in tensors.keys() {
-        for w in &wanted {
-            if let Some(prefix) = key.strip_suffix(w.as_str())
-                && (prefix.is_empty() || prefix.ends_with('.'))
-            {
-                *counts.entry(prefix.to_string()).or_default() += 1;
-            }
-        }
-    }
-    // The prefix that finds the most names; the longest among equals.
-    let best = counts
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then(a.0.len().cmp(&b.0.len())))
-        .map(|(p, _)| p);
-    let Some(prefix) = best else {
-        return tensors;
-    };
-    tensors
-        .into_iter()
-        .filter_map(|(k, t)| {
-            k.strip_prefix(prefix.as_str())
-                .map(|rest| (format!("layers.{rest}"), t))
-        })
-        .collect()
 }

@@ -22,6 +22,7 @@ mod recipe_features;
 mod recipes;
 mod report;
 mod resume;
+mod settings;
 mod summary;
 mod sweep;
 mod train_eval;
