@@ -604,3 +604,24 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn a_train_flag_that_overrides_an_axis_of_the_sweep_is_refused_before_anything_runs() {
+    // Found by the hardening probe: `--set training.batch_size=16` after --
+    // trained every point of a batch-size axis at 16 while report listed
+    // 32 and 64. --batch-size, the flag for the same field, likewise.
+    let tmp = tempfile::tempdir().unwrap();
+    for train in [
+        &["--set", "training.batch_size=16"][..],
+        &["--batch-size", "16"],
+    ] {
+        let out = tmp.path().join("sweep");
+        let (code, _, stderr) = output(&mut sweep(&out, GRID, train));
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("training.batch_size is an axis of the sweep"),
+            "{stderr}"
+        );
+        assert!(!out.join("manifest.json").exists());
+    }
+}
