@@ -4,9 +4,9 @@
 //! schedulers do when stepped per epoch; one-cycle changes it every step;
 //! an optional linear warmup runs in front of any of them, step by step.
 //! `reduce_on_plateau` alone depends on the metrics: its state is in the
-//! run state ([`Plateau`]), updated once per epoch by [`plateau_step`].
+//! run state ([`Plateau`]), updated once per epoch by [`after_epoch`].
 
-use crate::config::{Anneal, LrSchedule, ScheduleKind};
+use crate::config::{Anneal, LrSchedule, Monitor, ScheduleKind, TrainingConfig};
 use crate::run_state::Plateau;
 
 /// Where training is: `epoch` is 0-based, `step` counts optimizer steps of
@@ -24,6 +24,34 @@ pub struct Position {
 /// Whole epochs of warmup: `reduce_on_plateau` judges the epochs after them.
 pub fn warmup_epochs(s: &LrSchedule) -> usize {
     s.warmup_epochs.ceil() as usize
+}
+
+/// The end of `epoch` for a `reduce_on_plateau` schedule: once its warm-up
+/// is over, the epoch's value of the schedule's monitor (else the run's,
+/// `value` reads it from the epoch's record) is judged by [`plateau_step`].
+/// Returns the note to show when the rate was reduced.
+pub fn after_epoch(
+    t: &TrainingConfig,
+    state: &mut Plateau,
+    epoch: usize,
+    value: impl Fn(Monitor) -> f64,
+    current: f64,
+) -> Option<String> {
+    let ScheduleKind::ReduceOnPlateau { monitor, .. } = &t.lr_schedule.kind else {
+        return None;
+    };
+    if epoch <= warmup_epochs(&t.lr_schedule) {
+        return None;
+    }
+    let monitor: Monitor = monitor.unwrap_or(t.monitor);
+    let higher = monitor.higher_is_better();
+    plateau_step(&t.lr_schedule, state, value(monitor), higher, current).then(|| {
+        format!(
+            "reduce_on_plateau: {} has not improved; learning rate now {:e}",
+            monitor.name(),
+            state.lr.unwrap_or(current)
+        )
+    })
 }
 
 /// Judges a finished epoch's monitored `value` for a `reduce_on_plateau`

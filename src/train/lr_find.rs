@@ -9,8 +9,8 @@
 //! where a loss recovering from a spike also falls).
 //! Nothing is written: the network and optimizer are thrown away.
 
-use super::step::{self, gradients};
-use super::{Learner, clip_gradients, epoch_order, frozen_in, steps_per_epoch};
+use super::step::{self, Batch, Reading};
+use super::{Learner, StepContext, Verdict, epoch_order, frozen_in, steps_per_epoch};
 use crate::config::Config;
 use crate::data::{Batcher, Subset};
 use anyhow::Result;
@@ -63,6 +63,11 @@ pub fn run(
 ) -> Result<Sweep> {
     let t = &config.training;
     let settings = step::Settings::of(config, train);
+    let cx = StepContext {
+        batcher,
+        settings: &settings,
+        grad_clip: t.grad_clip,
+    };
     let per_epoch = steps_per_epoch(config, train.len())?;
     let plan = learner.model.plan().clone();
     learner.model.set_frozen(&frozen_in(config, &plan, 1)?);
@@ -83,24 +88,28 @@ pub fn run(
         let at = (i % per_epoch) * t.batch_size;
         let batch = &order[at..(at + t.batch_size).min(order.len())];
         let lr = rate(s, i);
-        learner.optim.set_lr(lr);
-        let mut out = gradients(
-            &learner.model,
-            batcher,
-            train.set,
-            batch,
-            &settings,
-            i as u64,
+        let batch = Batch {
+            set: train.set,
+            indices: batch,
+            step: i as u64,
             epoch,
-            false,
-        )?;
-        let loss = super::step::Reading::read_all(std::iter::once(&out.reading))?[0].0;
-        if !loss.is_finite() {
-            sweep.stopped = Some(format!("the loss became {loss} at rate {lr:.3e}"));
+            defer: false,
+        };
+        // Past a divergence the weights are left as they were.
+        let mut read = f64::NAN;
+        let judge = |loss: f64| {
+            read = loss;
+            Ok(if loss.is_finite() {
+                Verdict::Apply
+            } else {
+                Verdict::Stop
+            })
+        };
+        let Some(done) = learner.step(&cx, &batch, lr, judge)? else {
+            sweep.stopped = Some(format!("the loss became {read} at rate {lr:.3e}"));
             break;
-        }
-        clip_gradients(&learner.model, &mut out.grads, t.grad_clip)?;
-        learner.optim.apply(&out.grads)?;
+        };
+        let loss = Reading::read_all(std::iter::once(&done.reading))?[0].0;
         avg = beta * avg + (1.0 - beta) * loss;
         let smooth = avg / (1.0 - beta.powi(i as i32 + 1));
         sweep.lrs.push(lr);

@@ -6,30 +6,29 @@
 
 pub mod ema;
 pub mod eval;
+mod learner;
 pub(crate) mod loss;
 pub mod lr_find;
+pub(crate) mod mix;
 mod record;
 pub(crate) mod step;
 pub mod transfer;
 
 use crate::arch::Plan;
-use crate::config::{Config, Monitor, ScheduleKind};
+use crate::config::Config;
 use crate::data::{Batcher, Normalization, Splits};
 use crate::error::Interrupted;
 use crate::history::EpochRecord;
 use crate::model::Model;
-use crate::optim::Optimizer;
 use crate::progress::Progress;
+use crate::rng;
 use crate::run_dir::RunDir;
 pub use crate::run_state::RunState;
 use crate::run_state::monitored;
 use crate::schedule::{self, Position};
-use crate::{profile, rng};
 use anyhow::Result;
-use candle_core::Tensor;
-use candle_core::backprop::GradStore;
-use ema::Ema;
 use eval::{EvalResult, evaluate};
+pub use learner::{GradNorm, Learner, StepContext, Stepped, Verdict, clip_gradients};
 use rand::Rng as _;
 use rand::seq::SliceRandom;
 use record::Recorder;
@@ -47,39 +46,6 @@ pub struct RunContext<'a> {
     pub run_dir: &'a RunDir,
     /// Set by Ctrl-C / SIGTERM: finish the step, save, stop.
     pub stop: Option<&'a AtomicBool>,
-}
-
-/// What training changes: the network, its optimizer and, with
-/// `training.ema`, the average of its weights.
-pub struct Learner {
-    pub model: Model,
-    pub optim: Optimizer,
-    pub ema: Option<Ema>,
-}
-
-impl Learner {
-    /// The network evaluation uses: the average with `training.ema`, else
-    /// the trained one.
-    pub fn evaluated(&self) -> &Model {
-        self.ema.as_ref().map_or(&self.model, |e| e.model())
-    }
-
-    /// What `last.safetensors` holds: the evaluated network as `layers.*`
-    /// (what every reader of a checkpoint takes), with an average also the
-    /// trained weights as `raw.layers.*`, and the optimizer's state.
-    pub fn last_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut tensors = self.evaluated().tensors();
-        if self.ema.is_some() {
-            tensors.extend(
-                self.model
-                    .tensors()
-                    .into_iter()
-                    .map(|(n, t)| (format!("{}{n}", crate::checkpoint::RAW), t)),
-            );
-        }
-        tensors.extend(self.optim.state_tensors());
-        tensors
-    }
 }
 
 /// How a finished run went.
@@ -147,88 +113,27 @@ pub fn fit(
     mut state: RunState,
 ) -> Result<Outcome> {
     let cfg = &ctx.config.training;
-    let train = &ctx.splits.train;
-    let steps_per_epoch = steps_per_epoch(ctx.config, train.len())?;
-    let settings = step::Settings::of(ctx.config, train);
     let plan = learner.model.plan().clone();
-    let read_every = read_every(&learner.model);
+    let settings = step::Settings::of(ctx.config, &ctx.splits.train);
+    let steps = Steps {
+        ctx,
+        settings: &settings,
+        per_epoch: steps_per_epoch(ctx.config, ctx.splits.train.len())?,
+        read_every: read_every(&learner.model),
+    };
     let mut record = Recorder::open(ctx, progress, &state)?;
-    let stop_requested = || ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst));
-
     while state.epochs_done < cfg.epochs && !state.stopped_early {
         let epoch = state.epochs_done + 1;
-        // 1. This epoch's order, derived from the seed and the epoch, and
-        //    what is frozen in it.
-        let order = epoch_order(ctx.config, train, epoch);
-        let frozen = frozen_in(ctx.config, &plan, epoch)?;
-        learner.model.set_frozen(&frozen);
-
-        // 2. The training steps not yet done.
-        record.start_epoch(epoch, train.len(), &state);
-        let clock = (Instant::now(), state.partial.seconds);
-        let batches = order.chunks(cfg.batch_size).take(steps_per_epoch);
-        // Steps whose loss is still on the device: counted and recorded,
-        // in order, when read (every `read_every` steps, before a
-        // checkpoint and at the end of the epoch).
-        let mut pending: Vec<Pending> = Vec::new();
-        for batch in batches.skip(state.batches_done) {
-            let step = state.step + pending.len() as u64;
-            let position = Position {
-                epoch: epoch - 1,
-                step,
-                steps_per_epoch,
-                epochs: cfg.epochs,
-                reduced: state.plateau.lr,
-            };
-            let lr = schedule::lr(&cfg.lr_schedule, cfg.optimizer.lr, position);
-            learner.optim.set_lr(lr);
-            let t = profile::scope(|| "step: forward + backward".to_string());
-            let mut out = step::gradients(
-                &learner.model,
-                ctx.batcher,
-                train.set,
-                batch,
-                &settings,
-                step,
-                epoch,
-                read_every > 1,
-            )?;
-            drop(t);
-            if let step::Reading::Ready { loss, .. } = out.reading {
-                check_loss(ctx, epoch, &state, loss, lr)?;
-            }
-            let t = profile::scope(|| "step: optimizer".to_string());
-            let grad_norm = clip_gradients(&learner.model, &mut out.grads, cfg.grad_clip)?;
-            learner.optim.apply(&out.grads)?;
-            if let Some(ema) = &learner.ema {
-                ema.update(&learner.model, step + 1)?;
-            }
-            drop(t);
-            pending.push(Pending {
-                images: batch.len(),
-                reading: out.reading,
-                lr,
-                grad_norm,
-            });
-            let interrupted = stop_requested();
-            let save = interrupted
-                || (cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every));
-            if save || pending.len() >= read_every {
-                settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
-            }
-            if save {
-                record.checkpoint(learner, &state, epoch)?;
-            }
-            if interrupted {
-                return Err(interrupted_error(ctx, epoch, &state));
-            }
-        }
-        settle(ctx, &mut pending, &mut state, &mut record, epoch, clock)?;
-
+        // 1. What is frozen in this epoch.
+        learner
+            .model
+            .set_frozen(&frozen_in(ctx.config, &plan, epoch)?);
+        // 2. Its training steps not yet done.
+        steps.run(learner, &mut state, &mut record, epoch)?;
         // 3. Validation and test passes (of the average, with an EMA), after
-        // every eval_every-th epoch and the last.
+        //    every eval_every-th epoch and the last.
         let lr = learner.optim.lr();
-        let run_passes = epoch.is_multiple_of(cfg.eval_every.max(1)) || epoch >= cfg.epochs;
+        let passes = epoch.is_multiple_of(cfg.eval_every.max(1)) || epoch >= cfg.epochs;
         let done = evaluate_epoch(
             ctx,
             learner.evaluated(),
@@ -236,23 +141,12 @@ pub fn fit(
             epoch,
             lr,
             &state,
-            run_passes,
+            passes,
         )?;
-
-        // 4. The epoch counted, judged and written.
-        if let ScheduleKind::ReduceOnPlateau { monitor, .. } = &cfg.lr_schedule.kind
-            && epoch > schedule::warmup_epochs(&cfg.lr_schedule)
-        {
-            let monitor: Monitor = monitor.unwrap_or(cfg.monitor);
-            let value = monitored(&done, monitor);
-            let higher = monitor.higher_is_better();
-            if schedule::plateau_step(&cfg.lr_schedule, &mut state.plateau, value, higher, lr) {
-                record.progress().note(&format!(
-                    "reduce_on_plateau: {} has not improved; learning rate now {:e}",
-                    monitor.name(),
-                    state.plateau.lr.unwrap_or(lr)
-                ));
-            }
+        // 4. The epoch judged (the plateau rule, best, early stopping) and written.
+        let monitor = |m| monitored(&done, m);
+        if let Some(note) = schedule::after_epoch(cfg, &mut state.plateau, epoch, monitor, lr) {
+            record.progress().note(&note);
         }
         let is_best = state.finish_epoch(&done, cfg.monitor, cfg.early_stopping.as_ref());
         record.epoch(&done, is_best, learner, &state)?;
@@ -265,7 +159,7 @@ pub fn fit(
                 state.best.map_or(0, |b| b.epoch)
             ));
         }
-        if stop_requested() && state.epochs_done < cfg.epochs && !state.stopped_early {
+        if stop_requested(ctx) && state.epochs_done < cfg.epochs && !state.stopped_early {
             return Err(interrupted_error(ctx, epoch + 1, &state));
         }
     }
@@ -276,144 +170,89 @@ pub fn fit(
     })
 }
 
-/// A step's gradient norm before clipping: read (the CPU), or an `f32`
-/// scalar left on the device until the loop reads the steps' losses.
-pub enum GradNorm {
-    Ready(f64),
-    OnDevice(Tensor),
+/// Whether Ctrl-C or SIGTERM asked the run to stop.
+fn stop_requested(ctx: &RunContext) -> bool {
+    ctx.stop.is_some_and(|s| s.load(Ordering::SeqCst))
 }
 
-impl GradNorm {
-    /// The values of `norms`, in order, with one transfer for all those
-    /// still on the device.
-    fn read_all<'a>(norms: impl Iterator<Item = &'a GradNorm>) -> Result<Vec<f64>> {
-        let norms: Vec<&GradNorm> = norms.collect();
-        let on_device: Vec<Tensor> = norms
-            .iter()
-            .filter_map(|n| match n {
-                GradNorm::OnDevice(t) => Some(t.reshape(1)),
-                GradNorm::Ready(_) => None,
-            })
-            .collect::<candle_core::Result<_>>()?;
-        let mut read = if on_device.is_empty() {
-            Vec::new()
-        } else {
-            Tensor::cat(&on_device, 0)?.to_vec1::<f32>()?
-        }
-        .into_iter();
-        Ok(norms
-            .iter()
-            .map(|n| match n {
-                GradNorm::Ready(v) => *v,
-                GradNorm::OnDevice(_) => read.next().expect("one value per norm") as f64,
-            })
-            .collect())
-    }
+/// The training steps of a run's epochs.
+struct Steps<'a> {
+    ctx: &'a RunContext<'a>,
+    settings: &'a step::Settings<'a>,
+    per_epoch: usize,
+    /// Steps whose losses are read from the device at once.
+    read_every: usize,
 }
 
-/// The global L2 norm of the gradients of `model`'s parameters, then the
-/// clipping of `clip` applied to them: all scaled by `max_norm / (norm +
-/// 1e-6)` when the norm is above `max_norm` (PyTorch's
-/// `clip_grad_norm_`), or each value clamped to `±max_value`. Returns the
-/// norm before clipping. On the CPU the norm is summed in the parameters'
-/// order, in f64, so the same on any thread count; on other devices it is
-/// computed there and left there, so that the CPU does not wait for the
-/// device at every step.
-pub fn clip_gradients(
-    model: &Model,
-    grads: &mut GradStore,
-    clip: Option<crate::config::GradClip>,
-) -> Result<GradNorm> {
-    let vars: Vec<&Tensor> = model
-        .params()
-        .iter()
-        .map(|(_, v)| v.as_tensor())
-        .filter(|t| grads.get(t).is_some())
-        .collect();
-    let list: Vec<Tensor> = vars.iter().map(|t| grads.get(t).unwrap().clone()).collect();
-    let (norm, clipped) = if model.device().is_cpu() {
-        let (norm, clipped) = clip_read(&list, clip)?;
-        (GradNorm::Ready(norm), clipped)
-    } else {
-        let (norm, clipped) = clip_on_device(&list, clip)?;
-        (GradNorm::OnDevice(norm), clipped)
-    };
-    for (t, g) in vars.into_iter().zip(clipped) {
-        if let Some(g) = g {
-            grads.insert(t, g);
-        }
-    }
-    Ok(norm)
-}
-
-/// [`clip_gradients`] on the CPU: the norm read and summed in f64; the
-/// clipped gradients (`None` where one is unchanged).
-fn clip_read(
-    grads: &[Tensor],
-    clip: Option<crate::config::GradClip>,
-) -> Result<(f64, Vec<Option<Tensor>>)> {
-    let mut sum = 0.0f64;
-    for g in grads {
-        // Read in place: a copy of every gradient at every step costs the
-        // small networks several per cent of their speed.
-        sum += if g.dtype() == candle_core::DType::F32 {
-            crate::ops::cpu::with_slice(g, |s| Ok(crate::ops::cpu::sum_squares(s)))?
-        } else {
-            let values = g.flatten_all()?.to_dtype(candle_core::DType::F32)?;
-            crate::ops::cpu::sum_squares(&values.to_vec1::<f32>()?)
+impl Steps<'_> {
+    /// The steps of `epoch` not yet done, in the epoch's order (derived
+    /// from the seed and the epoch), each counted and recorded when its
+    /// loss is read; a checkpoint every `checkpoint_every` steps and at an
+    /// interruption.
+    fn run(
+        &self,
+        learner: &mut Learner,
+        state: &mut RunState,
+        record: &mut Recorder,
+        epoch: usize,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let (cfg, train) = (&ctx.config.training, &ctx.splits.train);
+        let order = epoch_order(ctx.config, train, epoch);
+        record.start_epoch(epoch, train.len(), state);
+        let clock = (Instant::now(), state.partial.seconds);
+        let cx = StepContext {
+            batcher: ctx.batcher,
+            settings: self.settings,
+            grad_clip: cfg.grad_clip,
         };
-    }
-    let norm = sum.sqrt();
-    let Some(clip) = clip else {
-        return Ok((norm, vec![None; grads.len()]));
-    };
-    let clipped = grads
-        .iter()
-        .map(|g| match (clip.max_norm, clip.max_value) {
-            (Some(max), _) => {
-                let coef = max / (norm + 1e-6);
-                (coef < 1.0).then(|| g * coef).transpose()
+        // Steps whose loss is still on the device: counted and recorded, in
+        // order, when read (every `read_every` steps, before a checkpoint and
+        // at the end of the epoch).
+        let mut pending: Vec<Pending> = Vec::new();
+        let batches = order.chunks(cfg.batch_size).take(self.per_epoch);
+        for indices in batches.skip(state.batches_done) {
+            let step = state.step + pending.len() as u64;
+            let position = Position {
+                epoch: epoch - 1,
+                step,
+                steps_per_epoch: self.per_epoch,
+                epochs: cfg.epochs,
+                reduced: state.plateau.lr,
+            };
+            let lr = schedule::lr(&cfg.lr_schedule, cfg.optimizer.lr, position);
+            let batch = step::Batch {
+                set: train.set,
+                indices,
+                step,
+                epoch,
+                defer: self.read_every > 1,
+            };
+            let judge = |loss| check_loss(ctx, epoch, state, loss, lr).map(|()| Verdict::Apply);
+            let done = learner
+                .step(&cx, &batch, lr, judge)?
+                .expect("training applies every step it does not fail");
+            pending.push(Pending {
+                images: indices.len(),
+                reading: done.reading,
+                lr,
+                grad_norm: done.grad_norm,
+            });
+            let interrupted = stop_requested(ctx);
+            let save = interrupted
+                || (cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every));
+            if save || pending.len() >= self.read_every {
+                settle(ctx, &mut pending, state, record, epoch, clock)?;
             }
-            (None, Some(v)) => g.clamp(-v, v).map(Some),
-            (None, None) => Ok(None),
-        })
-        .collect::<candle_core::Result<_>>()?;
-    Ok((norm, clipped))
-}
-
-/// [`clip_gradients`] on a device: the norm as an `f32` scalar there, the
-/// scale `min(1, max_norm / (norm + 1e-6))` applied there too.
-fn clip_on_device(
-    grads: &[Tensor],
-    clip: Option<crate::config::GradClip>,
-) -> Result<(Tensor, Vec<Option<Tensor>>)> {
-    use candle_core::DType;
-    let squares: Vec<Tensor> = grads
-        .iter()
-        .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all()?.reshape(1))
-        .collect::<candle_core::Result<_>>()?;
-    let norm = match grads.first() {
-        Some(_) => Tensor::cat(&squares, 0)?.sum_all()?.sqrt()?,
-        None => Tensor::new(0f32, &candle_core::Device::Cpu)?,
-    };
-    let Some(clip) = clip else {
-        return Ok((norm, vec![None; grads.len()]));
-    };
-    let clipped = match (clip.max_norm, clip.max_value) {
-        (Some(max), _) => {
-            let coef = ((norm.affine(1.0, 1e-6)?.recip()? * max)?).clamp(0f32, 1f32)?;
-            grads
-                .iter()
-                .map(|g| g.broadcast_mul(&coef.to_dtype(g.dtype())?).map(Some))
-                .collect::<candle_core::Result<_>>()?
+            if save {
+                record.checkpoint(learner, state, epoch)?;
+            }
+            if interrupted {
+                return Err(interrupted_error(ctx, epoch, state));
+            }
         }
-        (None, Some(v)) => grads
-            .iter()
-            .map(|g| g.clamp(-v, v).map(Some))
-            .collect::<candle_core::Result<_>>()?,
-        (None, None) => vec![None; grads.len()],
-    };
-    Ok((norm, clipped))
+        settle(ctx, &mut pending, state, record, epoch, clock)
+    }
 }
 
 /// How many steps' losses are read from the device at once: every step on
@@ -628,76 +467,4 @@ fn interrupted_error(ctx: &RunContext, epoch: usize, state: &RunState) -> anyhow
         ctx.run_dir.last().display(),
         ctx.run_dir.path().display()
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::GradClip;
-    use candle_core::Device;
-
-    fn grads() -> Vec<Tensor> {
-        let a = Tensor::new(&[3.0f32, -4.0, 0.5], &Device::Cpu).unwrap();
-        let b = Tensor::new(&[[1.0f32, -2.0], [0.25, 6.0]], &Device::Cpu).unwrap();
-        vec![a, b]
-    }
-
-    fn values(t: &[Option<Tensor>], original: &[Tensor]) -> Vec<f32> {
-        t.iter()
-            .zip(original)
-            .flat_map(|(c, g)| {
-                c.as_ref()
-                    .unwrap_or(g)
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    /// The device's form (as a GPU runs it, here on the CPU) gives the norm
-    /// and clipped gradients of the CPU's.
-    #[test]
-    fn clipping_on_the_device_matches_the_cpu() {
-        let g = grads();
-        let norm = (9.0f64 + 16.0 + 0.25 + 1.0 + 4.0 + 0.0625 + 36.0).sqrt();
-        for clip in [
-            None,
-            Some(GradClip {
-                max_norm: Some(1.0),
-                max_value: None,
-            }),
-            Some(GradClip {
-                max_norm: Some(100.0),
-                max_value: None,
-            }),
-            Some(GradClip {
-                max_norm: None,
-                max_value: Some(0.5),
-            }),
-        ] {
-            let (n_cpu, c_cpu) = clip_read(&g, clip).unwrap();
-            let (n_dev, c_dev) = clip_on_device(&g, clip).unwrap();
-            assert!((n_cpu - norm).abs() < 1e-12);
-            assert!((n_dev.to_scalar::<f32>().unwrap() as f64 - norm).abs() < 1e-5);
-            let (a, b) = (values(&c_cpu, &g), values(&c_dev, &g));
-            for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() < 1e-6, "{clip:?}: {a:?} vs {b:?}");
-            }
-            if let Some(max) = clip.and_then(|c| c.max_norm) {
-                let clipped: f64 = a.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
-                assert!(clipped <= max.min(norm) + 1e-5, "{clipped}");
-            }
-        }
-        let read = GradNorm::read_all(
-            [
-                GradNorm::Ready(2.0),
-                GradNorm::OnDevice(Tensor::new(3f32, &Device::Cpu).unwrap()),
-            ]
-            .iter(),
-        )
-        .unwrap();
-        assert_eq!(read, vec![2.0, 3.0]);
-    }
 }
