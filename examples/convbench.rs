@@ -5,6 +5,8 @@ use candle_core::{Device, Tensor, Var};
 use cnn::geometry::{ConvGeometry, Pad4, PaddingMode, Pair};
 
 fn main() -> anyhow::Result<()> {
+    // As the cnn binary does at start (see its doc).
+    cnn::ops::cpu::keep_freed_memory();
     cnn::profile::enable_from_env();
     let dev = Device::Cpu;
     for &(c, o, hw) in &[

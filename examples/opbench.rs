@@ -16,6 +16,8 @@ fn time(name: &str, reps: usize, mut f: impl FnMut()) {
 }
 
 fn main() {
+    // As the cnn binary does at start (see its doc).
+    cnn::ops::cpu::keep_freed_memory();
     let x: Vec<f32> = (0..28 * 28).map(|i| (i % 7) as f32).collect();
     let win = Window {
         h: 28,
@@ -37,6 +39,7 @@ fn main() {
     });
     let w = vec![0.1f32; 6 * 25];
     let mut y = vec![0f32; 6 * 784];
+    // SAFETY: the buffers above have exactly the sizes and strides given.
     time("gemm 6x784x25 (1 image)", 2000, || unsafe {
         cpu::gemm(
             6,
@@ -61,6 +64,7 @@ fn main() {
         )
     });
     let mut dw = vec![0f32; 6 * 25];
+    // SAFETY: the buffers above have exactly the sizes and strides given.
     time("gemm dW 6x25x784 (1 image)", 2000, || unsafe {
         cpu::gemm(
             6,
@@ -106,6 +110,7 @@ fn main() {
     });
     let w2 = vec![0.1f32; 16 * 150];
     let mut y2 = vec![0f32; 16 * 100];
+    // SAFETY: the buffers above have exactly the sizes and strides given.
     time("gemm 16x100x150 (1 image)", 2000, || unsafe {
         cpu::gemm(
             16,
@@ -130,6 +135,7 @@ fn main() {
         )
     });
     let mut dw2 = vec![0f32; 16 * 150];
+    // SAFETY: the buffers above have exactly the sizes and strides given.
     time("gemm dW 16x150x100 (1 image)", 2000, || unsafe {
         cpu::gemm(
             16,
@@ -153,6 +159,7 @@ fn main() {
             },
         )
     });
+    // SAFETY: the buffers above have exactly the sizes and strides given.
     time("gemm dcol 150x100x16 (1 image)", 2000, || unsafe {
         cpu::gemm(
             150,
@@ -183,6 +190,7 @@ fn main() {
     // batched: 64 images of conv1 as one gemm
     let colb = vec![0.5f32; 25 * 784 * 64];
     let mut yb = vec![0f32; 6 * 784 * 64];
+    // SAFETY: the buffers above have exactly the sizes and strides given.
     time("gemm 6x50176x25 (64 images)", 200, || unsafe {
         cpu::gemm(
             6,

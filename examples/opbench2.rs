@@ -18,6 +18,8 @@ fn time(name: &str, reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the cnn binary does at start (see its doc).
+    cnn::ops::cpu::keep_freed_memory();
     let reps: usize = std::env::args().nth(1).map_or(Ok(20), |s| s.parse())?;
     let dev = Device::Cpu;
     let shape = (128, 32, 32, 32);

@@ -24,6 +24,8 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the cnn binary does at start (see its doc).
+    cnn::ops::cpu::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let config = args
         .get(1)

@@ -20,7 +20,7 @@ fn main() {
         // SAFETY: at start-up, before any thread exists.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
-    keep_freed_memory();
+    cnn::ops::cpu::keep_freed_memory();
     let cli = cnn::cli::parse();
     if let Err(err) = cnn::run(cli) {
         let code = exit_code(&err);
@@ -32,21 +32,4 @@ fn main() {
         std::process::exit(code);
     }
     std::process::exit(exit::OK);
-}
-
-/// glibc gives every allocation over 32 MiB its own mapping and unmaps it
-/// on free, so each training step's large activations and gradients came
-/// back as fresh pages for the kernel to fault in and zero: a third of the
-/// CPU time was system time on CIFAR-10 nets at batch 1024. Keeping freed
-/// memory in the heap for reuse takes that away (step time -13% on the
-/// airbench-shaped net, peak RSS +11%); the memory goes back at exit.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's thresholds; it runs at
-    // start-up, before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
 }

@@ -26,12 +26,61 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
             eprintln!("warning: {w}");
         }
         print!("{}", table(config.display_name(), plan));
+        print!("{}", kernels_table(plan));
     }
     Ok(())
 }
 
+/// What the CPU runs each convolution with, forward and backward: one row
+/// per conv2d layer (the first with parameters needs no input gradient).
+fn conv_kernels(plan: &Plan) -> Vec<(String, [String; 2])> {
+    fn walk(nodes: &[Node], grads_below: &mut bool, out: &mut Vec<(String, [String; 2])>) {
+        for n in nodes {
+            if let (Some(g), &[c, h, w]) = (n.op.conv(), n.input.dims().as_slice()) {
+                let need_dx = *grads_below;
+                if let Some([fwd, mut bwd]) = crate::ops::conv2d_algorithms(g, [c, h, w], need_dx) {
+                    if !need_dx {
+                        bwd.push_str(" (no input gradient)");
+                    }
+                    out.push((n.path.clone(), [fwd, bwd]));
+                }
+            }
+            let children = n.op.run().children();
+            for list in children {
+                walk(list, &mut grads_below.clone(), out);
+            }
+            *grads_below |= n.params > 0;
+        }
+    }
+    let mut out = Vec::new();
+    walk(&plan.layers, &mut false, &mut out);
+    out
+}
+
+/// The table's second part: the CPU kernels each convolution runs.
+fn kernels_table(plan: &Plan) -> String {
+    let rows = conv_kernels(plan);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("CPU kernels ({}):\n", crate::ops::kernels::get().describe());
+    let width = rows.iter().map(|(p, _)| p.len()).max().unwrap_or(0) - "layers.".len();
+    for (path, [fwd, bwd]) in rows {
+        let path = path.strip_prefix("layers.").unwrap_or(&path);
+        out.push_str(&format!(
+            "  {path:<width$}  conv2d forward {fwd}, backward {bwd}\n"
+        ));
+    }
+    out
+}
+
 pub fn to_json(name: &str, plan: &Plan) -> serde_json::Value {
+    let kernels: serde_json::Map<String, Value> = conv_kernels(plan)
+        .into_iter()
+        .map(|(path, [fwd, bwd])| (path, json!({"forward": fwd, "backward": bwd})))
+        .collect();
     json!({
+        "cpu_kernels": kernels,
         "name": name,
         "input_shape": plan.input.dims(),
         "num_classes": plan.num_classes,

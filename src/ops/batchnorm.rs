@@ -665,7 +665,7 @@ fn pooled_input_grad(
 mod kernels {
     const L: usize = 16;
 
-    use crate::ops::cpu::simd;
+    use crate::ops::kernels::simd;
 
     /// Adds up 16 lanes, then the lanes pairwise, then the tail.
     #[inline(always)]
@@ -683,7 +683,7 @@ mod kernels {
 
     simd! {
         /// `Σ x`.
-        fn sum(x: &[f32]) -> f32 {
+        pub fn sum(x: &[f32]) -> f32 {
             let mut acc = [0f32; L];
             let chunks = x.chunks_exact(L);
             let tail: f32 = chunks.remainder().iter().sum();
@@ -698,7 +698,7 @@ mod kernels {
 
     simd! {
         /// `(Σ (x - m), Σ (x - m)²)`.
-        fn deviations(x: &[f32], m: f32) -> (f32, f32) {
+        pub fn deviations(x: &[f32], m: f32) -> (f32, f32) {
             let (mut d, mut s) = ([0f32; L], [0f32; L]);
             let chunks = x.chunks_exact(L);
             let (mut td, mut ts) = (0f32, 0f32);
@@ -720,7 +720,7 @@ mod kernels {
 
     simd! {
         /// `y = relu?(x·scale + shift)`.
-        fn affine(x: &[f32], y: &mut [f32], scale: f32, shift: f32, relu: bool) {
+        pub fn affine(x: &[f32], y: &mut [f32], scale: f32, shift: f32, relu: bool) {
             for (o, &v) in y.iter_mut().zip(x) {
                 let z = v * scale + shift;
                 *o = if !relu || z > 0.0 { z } else { 0.0 };
@@ -760,7 +760,7 @@ mod kernels {
     simd! {
         /// [`affine`] (with the ReLU), then the maximum of each 2×2 block of
         /// the two rows.
-        fn affine_pool2x2(
+        pub fn affine_pool2x2(
             top: &[f32],
             bottom: &[f32],
             out: &mut [f32],
@@ -786,7 +786,7 @@ mod kernels {
         /// [`grad_sums`] through the 2×2 pooling of two rows: `(Σ g, Σ g·(x -
         /// mean))` over the blocks' maxima, `g` the pooled gradient `dy`
         /// (zero where the ReLU clamped the maximum); `p = [mean, scale, shift]`.
-        fn pool_grad_sums(top: &[f32], bottom: &[f32], dy: &[f32], p: [f32; 3], relu: bool) -> (f32, f32) {
+        pub fn pool_grad_sums(top: &[f32], bottom: &[f32], dy: &[f32], p: [f32; 3], relu: bool) -> (f32, f32) {
             let [mean, scale, shift] = p;
             // The gradient and deviation at block `j`'s maximum.
             let term = |t0: f32, t1: f32, b0: f32, b1: f32, gv: f32| -> (f32, f32) {
@@ -828,7 +828,7 @@ mod kernels {
         /// [`input_grad`] through the 2×2 pooling of two rows (`x` in `top`,
         /// `bottom`; `dx` likewise): `a·g` at each block's maximum, plus
         /// `b·(x - mean) + k` everywhere; `p = [mean, scale, shift, a, b, k]`.
-        fn pool_input_grad(
+        pub fn pool_input_grad(
             top: &[f32],
             bottom: &[f32],
             dy: &[f32],
@@ -866,7 +866,7 @@ mod kernels {
     simd! {
         /// `dx = b·(x - mean) + k`: [`input_grad`] where no gradient comes
         /// from above; `p = [mean, b, k]`.
-        fn input_grad_no_dy(x: &[f32], dx: &mut [f32], p: [f32; 3]) {
+        pub fn input_grad_no_dy(x: &[f32], dx: &mut [f32], p: [f32; 3]) {
             let [mean, b, k] = p;
             for (o, &v) in dx.iter_mut().zip(x) {
                 *o = b * (v - mean) + k;
@@ -877,7 +877,7 @@ mod kernels {
     simd! {
         /// `(Σ g, Σ g·(x - mean))` with `g = dy`, or with the ReLU `g = dy`
         /// where `x·scale + shift > 0` and 0 elsewhere.
-        fn grad_sums(x: &[f32], dy: &[f32], mean: f32, scale: f32, shift: f32, relu: bool) -> (f32, f32) {
+        pub fn grad_sums(x: &[f32], dy: &[f32], mean: f32, scale: f32, shift: f32, relu: bool) -> (f32, f32) {
             let (mut s1, mut s2) = ([0f32; L], [0f32; L]);
             let (mut t1, mut t2) = (0f32, 0f32);
             let n = x.len().min(dy.len());
@@ -903,7 +903,7 @@ mod kernels {
     simd! {
         /// `dx = a·g + b·(x - mean) + k`, `g` the gradient through the ReLU
         /// as in [`grad_sums`]; `p = [mean, scale, shift, a, b, k]`.
-        fn input_grad(x: &[f32], dy: &[f32], dx: &mut [f32], p: [f32; 6], relu: bool) {
+        pub fn input_grad(x: &[f32], dy: &[f32], dx: &mut [f32], p: [f32; 6], relu: bool) {
             let [mean, scale, shift, a, b, k] = p;
             for ((o, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
                 let g = if !relu || v * scale + shift > 0.0 { g } else { 0.0 };

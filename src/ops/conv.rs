@@ -75,15 +75,78 @@ impl Dims {
     }
 }
 
+/// How the CPU runs a convolution.
+enum Algorithm {
+    /// F(4×4, 3×3): 3×3 stride-1 layers with enough channels.
+    Winograd(winograd::Plan),
+    /// Register tiles over vectors of channels, without the unfolded input.
+    Direct(&'static direct::Isa),
+    /// The unfolded input (im2col) times the weights (gemm).
+    Im2col,
+}
+
+impl Algorithm {
+    fn name(&self) -> String {
+        match self {
+            Algorithm::Winograd(p) => format!("winograd {}", p.isa_name()),
+            Algorithm::Direct(isa) => format!("direct {}", isa.name),
+            Algorithm::Im2col => "im2col+gemm".to_string(),
+        }
+    }
+}
+
+/// Which pass an algorithm is picked for.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    Forward,
+    /// The weight and bias gradients, and the input's when `need_dx`.
+    Backward {
+        need_dx: bool,
+    },
+}
+
+impl Dims {
+    /// The one place the algorithm of a convolution is picked, for either
+    /// pass: Winograd where it takes the layer, else the direct kernels
+    /// where they take its window and its channels fill their vector lanes
+    /// (backward: stride 1 only, where they beat im2col; with the input's
+    /// gradient, its channels must fill the lanes too), else im2col. What
+    /// the CPU offers and the environment allows is `super::kernels`'s.
+    fn algorithm(&self, pass: Pass) -> Algorithm {
+        if let Some(plan) = self.winograd() {
+            return Algorithm::Winograd(plan);
+        }
+        let direct = direct::isa().filter(|i| i.handles(&self.win) && i.fills_lanes(self.og));
+        let direct = match pass {
+            Pass::Forward => direct,
+            // At stride 2 im2col's backward was as fast or faster (64→128
+            // 3×3 on 16×16: 81 against 59 GFLOP/s).
+            Pass::Backward { need_dx } => direct.filter(|i| {
+                self.win.sh == 1
+                    && self.win.sw == 1
+                    && (!need_dx || i.fills_lanes_for_input_grad(self.cg))
+            }),
+        };
+        direct.map_or(Algorithm::Im2col, Algorithm::Direct)
+    }
+}
+
 impl Conv {
     fn dims(&self, x: &Layout, w: &Layout) -> Result<Dims> {
+        self.dims_of(x.shape().dims4()?, w.shape().dims4()?)
+    }
+
+    /// The sizes of a call on an input `(n, c, h, w)` with weights `(o, c/groups, kh, kw)`.
+    fn dims_of(
+        &self,
+        (n, c, h, wd): (usize, usize, usize, usize),
+        (o, cg, kh, kw): (usize, usize, usize, usize),
+    ) -> Result<Dims> {
         let g = &self.geom;
-        let (n, c, h, wd) = x.shape().dims4()?;
-        let (o, cg, kh, kw) = w.shape().dims4()?;
         if c != g.in_channels || o != g.out_channels || cg * g.groups != c {
             candle_core::bail!(
                 "conv2d: input has {c} channels and weight {:?}, expected {} → {} channels in {} groups",
-                w.shape().dims(),
+                [o, cg, kh, kw],
                 g.in_channels,
                 g.out_channels,
                 g.groups
@@ -118,6 +181,19 @@ impl Conv {
         })
     }
 
+    /// The algorithms the CPU runs this convolution with on an input of
+    /// `[c, h, w]`: forward, and backward (with the input's gradient when
+    /// `need_dx`), as `summary` shows them.
+    pub fn algorithms(&self, [c, h, w]: [usize; 3], need_dx: bool) -> Result<[String; 2]> {
+        let g = &self.geom;
+        let weight = (g.out_channels, c / g.groups.max(1), g.kernel.h, g.kernel.w);
+        let d = self.dims_of((1, c, h, w), weight)?;
+        Ok([
+            d.algorithm(Pass::Forward).name(),
+            d.algorithm(Pass::Backward { need_dx }).name(),
+        ])
+    }
+
     fn label(&self) -> String {
         let g = &self.geom;
         format!("conv2d {}→{} k{}", g.in_channels, g.out_channels, g.kernel)
@@ -131,16 +207,18 @@ impl Conv {
         wl: &Layout,
         b: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
-        let _t = crate::profile::scope(|| format!("{} forward", self.label()));
         let d = self.dims(xl, wl)?;
+        let algorithm = d.algorithm(Pass::Forward);
+        let _t =
+            crate::profile::scope(|| format!("{} forward [{}]", self.label(), algorithm.name()));
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let mut y = cpu::uninit(d.n * d.out_image());
-        if let Some(plan) = d.winograd() {
+        if let Algorithm::Winograd(plan) = &algorithm {
             let weights = plan.weights(w, false);
             plan.forward(x, &weights, b, self.relu, &mut y);
             return Ok((CpuStorage::F32(y), d.out_shape()));
         }
-        if let Some(isa) = direct::isa().filter(|i| i.handles(&d.win) && i.fills_lanes(d.og)) {
+        if let Algorithm::Direct(isa) = algorithm {
             let packed = direct::Packed::forward(isa, w, d.groups, d.og, d.cg, d.win.kh, d.win.kw);
             let shape = d.direct(isa);
             cpu::par_images(&mut y, d.out_image(), |first, ys| {
@@ -184,6 +262,10 @@ impl Conv {
                             rs: ld as isize,
                             cs: 1,
                         };
+                        // SAFETY: `out` holds og rows of `ld` (its scratch length is
+                        // og·nb·p ≥ og·ld); group g's weights are og rows of k from
+                        // g·og·k, inside w's groups·og·k; `col` holds k rows of
+                        // `ld` (k·nb·p). The three buffers are distinct.
                         unsafe { cpu::gemm(d.og, ld, k, dst, b.is_some(), lhs, rhs) };
                         // Each image's rows to its place in y, through the ReLU.
                         for j in 0..bsz {
@@ -217,11 +299,12 @@ impl Conv {
         dy: &Tensor,
         need_dx: bool,
     ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let d = self.dims(x.layout(), w.layout())?;
+        let algorithm = d.algorithm(Pass::Backward { need_dx });
         let _t = crate::profile::scope(|| {
             let dx = if need_dx { "" } else { " (no dx)" };
-            format!("{} backward{dx}", self.label())
+            format!("{} backward{dx} [{}]", self.label(), algorithm.name())
         });
-        let d = self.dims(x.layout(), w.layout())?;
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let x = x.contiguous()?;
         let w = w.contiguous()?;
@@ -232,7 +315,7 @@ impl Conv {
             cpu::with_slice(&w, |ws| {
                 cpu::with_slice(&dy, |dys| {
                     cpu::with_slice(&y, |ys| {
-                        if let Some(plan) = d.winograd() {
+                        if let Algorithm::Winograd(plan) = &algorithm {
                             let weights = plan.weights(ws, need_dx);
                             let mut dx = need_dx.then(|| cpu::uninit(d.n * d.in_image()));
                             let (dw, db) =
@@ -244,16 +327,10 @@ impl Conv {
                                 Tensor::from_vec(db, o, w.device())?,
                             ));
                         }
-                        // The direct backward kernels for stride 1 only:
-                        // at stride 2 im2col's was as fast or faster (64→128
-                        // 3×3 on 16×16: 81 against 59 GFLOP/s).
-                        let isa = direct::isa().filter(|i| {
-                            i.handles(&d.win)
-                                && d.win.sh == 1
-                                && d.win.sw == 1
-                                && i.fills_lanes(d.og)
-                                && (!need_dx || i.fills_lanes_for_input_grad(d.cg))
-                        });
+                        let isa = match algorithm {
+                            Algorithm::Direct(isa) => Some(isa),
+                            _ => None,
+                        };
                         let transposed = isa.filter(|_| need_dx).map(|isa| {
                             let (g, o, c) = (d.groups, d.og, d.cg);
                             direct::Packed::transposed(isa, ws, g, o, c, d.win.kh, d.win.kw)
@@ -338,6 +415,10 @@ impl Conv {
                                             rs: 1,
                                             cs: ld as isize,
                                         };
+                                        // SAFETY: group g's og×k block of `dw` (o·k
+                                        // long, or the direct layout's, never both); `dz`
+                                        // holds og rows of `ld`, `col` k rows of `ld`
+                                        // read transposed; distinct buffers.
                                         unsafe { cpu::gemm(d.og, k, ld, dst, true, lhs, rhs) };
                                         if let Some(dx) = dx.as_deref_mut() {
                                             // dcol (k × bsz·p) = W_gᵀ (k×og) · dZ, then fold back per image.
@@ -356,6 +437,10 @@ impl Conv {
                                                 rs: ld as isize,
                                                 cs: 1,
                                             };
+                                            // SAFETY: `col` takes k rows of `ld`; group g's
+                                            // weights are read as a k×og transpose of its
+                                            // og×k block of `ws`; `dz` holds og rows of
+                                            // `ld`; `col` is not read by this product.
                                             unsafe { cpu::gemm(k, ld, d.og, dst, false, lhs, rhs) };
                                             for j in 0..bsz {
                                                 let dxi = &mut dx[(b0 + j) * d.in_image()

@@ -179,7 +179,7 @@ pub fn transpose(
         "transpose: buffers too small"
     );
     #[cfg(target_arch = "x86_64")]
-    let avx = std::is_x86_feature_detected!("avx");
+    let avx = super::kernels::get().features.avx;
     for c0 in (0..cols).step_by(B) {
         let cn = B.min(cols - c0);
         for r0 in (0..rows).step_by(B) {
@@ -217,6 +217,8 @@ pub fn transpose(
 #[target_feature(enable = "avx")]
 unsafe fn transpose8x8(src: *const f32, src_ld: usize, dst: *mut f32, dst_ld: usize) {
     use std::arch::x86_64::*;
+    // SAFETY: the caller keeps the 8 rows read and written in bounds; the
+    // CPU has AVX (this function's contract).
     unsafe {
         let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_ld)));
         // Pairs of rows interleaved, then quadruples, then the 128-bit halves.
@@ -435,18 +437,24 @@ fn add_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// Makes glibc's malloc keep freed memory for reuse instead of handing it
-/// back to the kernel: a training step allocates and frees the same large
-/// tensors every time, and taking fresh pages (which the kernel zeroes one
-/// by one) cost about a quarter of a cifar10-cnn step. Blocks up to 32 MiB
-/// (glibc's largest threshold) then come from the heap, which is not
-/// trimmed; peak memory stays what the step needs. Elsewhere a no-op.
+/// back to the kernel. A training step allocates and frees the same large
+/// tensors every time; glibc gave every block over its mmap threshold a
+/// mapping of its own and unmapped it on free, so each step's activations
+/// and gradients came back as fresh pages for the kernel to fault in and
+/// zero (a quarter of a cifar10-cnn step; a third of the CPU time was
+/// system time at batch 1024). With no mappings, a heap trimmed only past
+/// 1 GiB of free space at its top and grown 64 MiB at a time, the step's
+/// memory is reused; peak memory stays what the step needs (+11% RSS on the
+/// airbench-shaped net, -13% step time) and goes back at exit. `main`
+/// calls it before anything allocates; elsewhere than glibc, a no-op.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes the allocator's settings; called before
-    // the kernels allocate (a setting it refuses is left as it was).
+    // SAFETY: mallopt only changes the allocator's settings (a setting it
+    // refuses is left as it was); called at start-up.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }
 }
 
@@ -522,6 +530,8 @@ pub unsafe fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    // SAFETY: the caller passes valid, non-overlapping matrices of these
+    // sizes (this function's contract); gemm reads and writes only them.
     unsafe {
         gemm::gemm(
             m,
@@ -546,42 +556,6 @@ pub unsafe fn gemm(
         )
     }
 }
-
-/// `fn name(args) -> ret { body }` compiled for AVX-512 and AVX2 as well as
-/// the baseline, the best picked at run time. Write the body without fused
-/// multiply-adds (Rust never contracts `a * b + c` by itself) and every
-/// instruction set gives the same bits.
-macro_rules! simd {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)]
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-pub(crate) use simd;
 
 #[cfg(test)]
 mod tests {

@@ -38,25 +38,16 @@ pub struct Isa {
     scatter: &'static [(usize, usize, usize, ScatterTile)],
 }
 
-/// The direct kernels for this machine: AVX-512 where the CPU has it, else
-/// AVX2 with FMA, else none. `CNN_DIRECT_CONV=0` turns them off and
-/// `CNN_DIRECT_CONV=avx2` picks AVX2 on an AVX-512 CPU (for comparison and
-/// for testing that path).
+/// The direct kernels for this machine, as [`super::kernels`] chose them
+/// (AVX-512, else AVX2 with FMA, else none; `CNN_DIRECT_CONV`).
 pub fn isa() -> Option<&'static Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        static ISA: std::sync::OnceLock<Option<&'static Isa>> = std::sync::OnceLock::new();
-        *ISA.get_or_init(|| {
-            let choice = super::env_choice("CNN_DIRECT_CONV", &["0", "avx2"]);
-            if choice == Some("0") {
-                return None;
-            }
-            if choice != Some("avx2") && std::is_x86_feature_detected!("avx512f") {
-                return Some(&avx512::ISA);
-            }
-            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
-                .then_some(&avx2::ISA)
-        })
+        use super::kernels::TileIsa;
+        match super::kernels::get().tiles? {
+            TileIsa::Avx512 => Some(&avx512::ISA),
+            TileIsa::Avx2 => Some(&avx2::ISA),
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
@@ -664,16 +655,13 @@ const SCATTER_PIXELS: usize = 8;
 #[cfg(target_arch = "x86_64")]
 macro_rules! kernels {
     (
-        $name:literal, $feature:literal, $lanes:literal, $v:ty,
-        $zero:path, $load:path, $store:path, $splat:path, $fma:path, $add:path,
+        $name:literal, $feature:literal, $isa:ident,
         forward: [$(($fnv:literal, $fnp:literal, $fsw:literal)),* $(,)?],
         weight: [$(($wnv:literal, $wkw:literal)),* $(,)?],
         scatter: [$(($snv:literal, $skw:literal, $snp:literal)),* $(,)?] $(,)?
     ) => {
         use super::{ForwardTile, Isa, ScatterTile, WeightTile};
-        use std::arch::x86_64::*;
-
-        const LANES: usize = $lanes;
+        use crate::ops::simd::$isa::{self as v, LANES};
 
         /// `NP` output pixels of one row × `NV` vectors of output channels,
         /// at stride `SW` along the row:
@@ -696,10 +684,11 @@ macro_rules! kernels {
             init: *const f32,
             out: *mut f32,
         ) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut acc: [[$v; NV]; NP] = [[$zero(); NV]; NP];
+                let mut acc: [[v::V; NV]; NP] = [[v::zero(); NV]; NP];
                 for v in 0..NV {
-                    let b = $load(init.add(v * LANES));
+                    let b = v::load(init.add(v * LANES));
                     for a in acc.iter_mut() {
                         a[v] = b;
                     }
@@ -711,14 +700,14 @@ macro_rules! kernels {
                         let xr = xc.add(i * iw);
                         for j in 0..kw {
                             let xj = xr.add(j);
-                            let mut wv: [$v; NV] = [$zero(); NV];
+                            let mut wv: [v::V; NV] = [v::zero(); NV];
                             for (v, r) in wv.iter_mut().enumerate() {
-                                *r = $load(wp.add(v * LANES));
+                                *r = v::load(wp.add(v * LANES));
                             }
                             for (p, a) in acc.iter_mut().enumerate() {
-                                let b = $splat(*xj.add(p * SW));
+                                let b = v::splat(*xj.add(p * SW));
                                 for v in 0..NV {
-                                    a[v] = $fma(wv[v], b, a[v]);
+                                    a[v] = v::fma(wv[v], b, a[v]);
                                 }
                             }
                             wp = wp.add(opad);
@@ -727,7 +716,7 @@ macro_rules! kernels {
                 }
                 for (p, a) in acc.iter().enumerate() {
                     for (v, r) in a.iter().enumerate() {
-                        $store(out.add((p * NV + v) * LANES), *r);
+                        v::store(out.add((p * NV + v) * LANES), *r);
                     }
                 }
             }
@@ -753,25 +742,26 @@ macro_rules! kernels {
             ow: usize,
             acc: *mut f32,
         ) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut a: [[$v; NV]; KW] = [[$zero(); NV]; KW];
+                let mut a: [[v::V; NV]; KW] = [[v::zero(); NV]; KW];
                 for (j, row) in a.iter_mut().enumerate() {
                     for (v, r) in row.iter_mut().enumerate() {
-                        *r = $load(acc.add(j * opad + v * LANES));
+                        *r = v::load(acc.add(j * opad + v * LANES));
                     }
                 }
                 let mut dp = dz;
                 for r in 0..oh {
                     let mut xs = x.add(r * rs);
                     for _ in 0..ow {
-                        let mut d: [$v; NV] = [$zero(); NV];
+                        let mut d: [v::V; NV] = [v::zero(); NV];
                         for (v, dv) in d.iter_mut().enumerate() {
-                            *dv = $load(dp.add(v * LANES));
+                            *dv = v::load(dp.add(v * LANES));
                         }
                         for (j, row) in a.iter_mut().enumerate() {
-                            let b = $splat(*xs.add(j));
+                            let b = v::splat(*xs.add(j));
                             for v in 0..NV {
-                                row[v] = $fma(d[v], b, row[v]);
+                                row[v] = v::fma(d[v], b, row[v]);
                             }
                         }
                         dp = dp.add(opad);
@@ -780,7 +770,7 @@ macro_rules! kernels {
                 }
                 for (j, row) in a.iter().enumerate() {
                     for (v, r) in row.iter().enumerate() {
-                        $store(acc.add(j * opad + v * LANES), *r);
+                        v::store(acc.add(j * opad + v * LANES), *r);
                     }
                 }
             }
@@ -807,19 +797,20 @@ macro_rules! kernels {
             sw: usize,
             valid: usize,
         ) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut acc: [[[$v; NV]; NP]; KW] = [[[$zero(); NV]; NP]; KW];
+                let mut acc: [[[v::V; NV]; NP]; KW] = [[[v::zero(); NV]; NP]; KW];
                 let mut wp = w;
                 for o in 0..og {
-                    let mut b: [$v; NP] = [$zero(); NP];
+                    let mut b: [v::V; NP] = [v::zero(); NP];
                     for (p, bp) in b.iter_mut().enumerate() {
-                        *bp = $splat(*dz.add(p * opad + o));
+                        *bp = v::splat(*dz.add(p * opad + o));
                     }
                     for (j, row) in acc.iter_mut().enumerate() {
                         for v in 0..NV {
-                            let wv = $load(wp.add(j * cpad + v * LANES));
+                            let wv = v::load(wp.add(j * cpad + v * LANES));
                             for (p, a) in row.iter_mut().enumerate() {
-                                a[v] = $fma(wv, b[p], a[v]);
+                                a[v] = v::fma(wv, b[p], a[v]);
                             }
                         }
                     }
@@ -829,7 +820,7 @@ macro_rules! kernels {
                     for (p, a) in row.iter().enumerate().take(valid) {
                         for (v, r) in a.iter().enumerate() {
                             let at = dx.add((p * sw + j) * cpad + v * LANES);
-                            $store(at, $add($load(at), *r));
+                            v::store(at, v::add(v::load(at), *r));
                         }
                     }
                 }
@@ -853,9 +844,7 @@ macro_rules! kernels {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     kernels!(
-        "avx512", "avx512f", 16, __m512,
-        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
-        _mm512_fmadd_ps, _mm512_add_ps,
+        "avx512", "avx512f", avx512,
         forward: [
             (1, 24, 1), (1, 16, 1), (1, 12, 1), (1, 8, 1), (1, 6, 1), (1, 4, 1), (1, 3, 1),
             (1, 2, 1), (1, 1, 1),
@@ -890,9 +879,7 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     kernels!(
-        "avx2", "avx2,fma", 8, __m256,
-        _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
-        _mm256_fmadd_ps, _mm256_add_ps,
+        "avx2", "avx2,fma", avx2,
         forward: [
             (1, 12, 1), (1, 8, 1), (1, 6, 1), (1, 4, 1), (1, 3, 1), (1, 2, 1), (1, 1, 1),
             (2, 6, 1), (2, 5, 1), (2, 4, 1), (2, 3, 1), (2, 2, 1), (2, 1, 1),

@@ -150,7 +150,7 @@ impl CustomOp1 for Gelu {
 /// is also the left tail 1 + erf(z) for z < 0; e^(−x²/2) is shared by erf
 /// and φ.
 mod gelu {
-    use crate::ops::cpu::simd;
+    use crate::ops::kernels::simd;
     use std::f32::consts::{FRAC_1_SQRT_2, LOG2_E};
 
     /// 1/√(2π).
@@ -205,7 +205,7 @@ mod gelu {
     }
 
     simd! {
-        fn forward(x: &[f32], y: &mut [f32]) {
+        pub fn forward(x: &[f32], y: &mut [f32]) {
             for (y, &x) in y.iter_mut().zip(x) {
                 *y = 0.5 * x * parts(x).0;
             }
@@ -213,7 +213,7 @@ mod gelu {
     }
 
     simd! {
-        fn backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
             for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
                 let (cdf2, e) = parts(x);
                 *d = g * (0.5 * cdf2 + x * e * FRAC_1_SQRT_2PI);

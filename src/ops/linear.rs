@@ -48,6 +48,9 @@ impl Linear {
                         }
                     }
                     // y (rows×o) [+]= x (rows×i) · Wᵀ (i×o)
+                    // SAFETY: `ys` is this task's rows×o block of y; its `rows`
+                    // rows of x start at t·ROWS_PER_TASK·i, inside x's n×i; W is
+                    // o×i read transposed. y is a fresh buffer apart from both.
                     unsafe {
                         cpu::gemm(
                             rows,
@@ -123,6 +126,10 @@ impl Linear {
                         .enumerate()
                         .for_each(|(t, block)| {
                             let rows = block.len() / i;
+                            // SAFETY: `block` is rows×i of dW (output features
+                            // t·ROWS_PER_TASK on); dZ's n×o read transposed from
+                            // column t·ROWS_PER_TASK, `rows` columns of its o;
+                            // x is n×i. dW is fresh, apart from both.
                             unsafe {
                                 cpu::gemm(
                                     rows,
@@ -155,6 +162,9 @@ impl Linear {
                         .enumerate()
                         .for_each(|(t, block)| {
                             let rows = block.len() / i;
+                            // SAFETY: `block` is rows×i of dx (batch rows
+                            // t·ROWS_PER_TASK on); those rows of dZ (n×o) and W
+                            // (o×i) are read. dx is fresh, apart from both.
                             unsafe {
                                 cpu::gemm(
                                     rows,

@@ -10,8 +10,10 @@ pub(crate) mod direct;
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
 pub(crate) mod inplace;
+pub mod kernels;
 pub(crate) mod linear;
 pub(crate) mod pool;
+pub(crate) mod simd;
 pub mod winograd;
 pub(crate) mod xent;
 
@@ -21,22 +23,6 @@ use anyhow::Result;
 pub use batchnorm::BatchNormParams;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
-
-/// The value of the environment variable `name` if it is one of `known`;
-/// any other value is ignored with a warning that names the ones it takes
-/// (these variables choose kernels, for comparison and tests: a typo should
-/// not stop a run, nor go unnoticed).
-pub(crate) fn env_choice(name: &str, known: &[&'static str]) -> Option<&'static str> {
-    let value = std::env::var(name).ok()?;
-    let found = known.iter().find(|k| **k == value).copied();
-    if found.is_none() {
-        eprintln!(
-            "warning: {name}={value:?} is not one of {}; ignored",
-            known.join(", ")
-        );
-    }
-    found
-}
 
 /// Whether the project's CPU kernels handle this tensor (else candle's ops
 /// do, as on CUDA). `CNN_KERNELS=candle` sends the CPU through candle's ops
@@ -48,11 +34,7 @@ pub fn native(x: &Tensor) -> bool {
 /// `CNN_KERNELS=candle`, or inside [`with_candle_ops`]: candle's operations
 /// only, on every device.
 pub fn candle_only() -> bool {
-    static CANDLE_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CANDLE_ONLY.get_or_init(|| {
-        cpu::keep_freed_memory();
-        env_choice("CNN_KERNELS", &["candle"]).is_some()
-    }) || CANDLE_HERE.get()
+    kernels::get().candle_only || CANDLE_HERE.get()
 }
 
 thread_local! {
@@ -116,6 +98,36 @@ pub fn conv2d(
         });
     }
     candle_conv2d(&x, weight, bias, &g, relu)
+}
+
+/// The algorithms the CPU kernels run a [`conv2d`] of `g` with on an input
+/// of `[c, h, w]`, forward and backward (with the input's gradient when
+/// `need_dx`); `None` when candle's operations run it (`CNN_KERNELS=candle`).
+pub fn conv2d_algorithms(
+    g: &ConvGeometry,
+    [c, h, w]: [usize; 3],
+    need_dx: bool,
+) -> Option<[String; 2]> {
+    if candle_only() {
+        return None;
+    }
+    // Other padding modes pad first, then convolve without padding.
+    let (g, h, w) = if g.padding_mode == PaddingMode::Zeros {
+        (*g, h, w)
+    } else {
+        let p = g.padding;
+        let unpadded = ConvGeometry {
+            padding: Pad4::default(),
+            ..*g
+        };
+        (unpadded, h + p.top + p.bottom, w + p.left + p.right)
+    };
+    conv::Conv {
+        geom: g,
+        relu: false,
+    }
+    .algorithms([c, h, w], need_dx)
+    .ok()
 }
 
 /// [`conv2d`] from candle's own ops (zero padding only): what runs off the

@@ -8,6 +8,7 @@
 //! they are worked out once per call; the loops over planes then only index.
 
 use super::cpu;
+use super::kernels::simd;
 use crate::geometry::PoolGeometry;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use std::ops::Range;
@@ -193,32 +194,7 @@ fn max2x2_picks(top: &[f32], bottom: &[f32], out: &mut [f32], picks: &mut [u8]) 
     }
 }
 
-/// `fn $name<const K: usize>(..) { .. }` compiled twice, for the baseline
-/// and for AVX2 (picked at run time): these loops vectorise eight lanes wide
-/// with AVX2 and barely at all without.
-macro_rules! with_avx2 {
-    ($(#[$doc:meta])* fn $name:ident<const K: usize>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$doc])*
-        fn $name<const K: usize>($($arg: $ty),*) {
-            #[inline(always)]
-            fn body<const K: usize>($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2<const K: usize>($($arg: $ty),*) {
-                    body::<K>($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    return unsafe { avx2::<K>($($arg),*) };
-                }
-            }
-            body::<K>($($arg),*)
-        }
-    };
-}
-
-with_avx2! {
+simd! {
     /// [`tiled_max_forward`] that also notes where in its block (`r·K + c`)
     /// each maximum is: the first, or the first NaN.
     fn tiled_max_forward_picks<const K: usize>(
@@ -266,7 +242,7 @@ with_avx2! {
     }
 }
 
-with_avx2! {
+simd! {
     /// Gradient of [`tiled_max_forward_picks`]: each block's gradient to the
     /// input the forward picked, zero to the others.
     fn tiled_max_backward_picks<const K: usize>(
@@ -297,7 +273,7 @@ with_avx2! {
     }
 }
 
-with_avx2! {
+simd! {
     /// Average pooling of one plane with a `K×K` window at stride `K`, no
     /// padding: the block's rows summed in order, then scaled.
     fn tiled_avg_forward<const K: usize>(
@@ -321,7 +297,7 @@ with_avx2! {
     }
 }
 
-with_avx2! {
+simd! {
     /// Gradient of [`tiled_avg_forward`]: every input of a block gets its
     /// share of the block's gradient.
     fn tiled_avg_backward<const K: usize>(

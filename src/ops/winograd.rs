@@ -49,6 +49,7 @@ const TASK_TILES: usize = 128;
 
 /// One instruction set's kernels.
 pub struct Kernels {
+    name: &'static str,
     lanes: usize,
     /// (vectors, rows, tile) of the product kernel, largest rows first for
     /// each vector count.
@@ -66,29 +67,25 @@ type TileFn = unsafe fn(*const f32, usize, usize, *mut f32, usize);
 /// (M, ξ stride, destination, row stride, pixel stride, bias, relu).
 type OutputFn = unsafe fn(*const f32, usize, *mut f32, usize, usize, *const f32, bool);
 
-/// Off for the rest of the process (benchmarks compare both ways in one run).
-static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Turns Winograd off (`false`) or back on for the whole process, as
 /// `CNN_WINOGRAD=0` does at start; for benchmarks that time both.
 pub fn set_enabled(on: bool) {
-    DISABLED.store(!on, std::sync::atomic::Ordering::Relaxed);
+    super::kernels::set_winograd(on);
 }
 
-/// The Winograd kernels for this machine, or `None` (no AVX2/AVX-512, the
-/// direct kernels turned off by `CNN_DIRECT_CONV=0`, or `CNN_WINOGRAD=0`).
+/// The Winograd kernels for this machine, or `None` (as
+/// [`super::kernels`] chose: no AVX2/AVX-512, `CNN_DIRECT_CONV=0` or
+/// `CNN_WINOGRAD=0`, or turned off by [`set_enabled`]).
 pub fn kernels() -> Option<&'static Kernels> {
     #[cfg(target_arch = "x86_64")]
     {
-        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let off = *OFF.get_or_init(|| super::env_choice("CNN_WINOGRAD", &["0"]).is_some());
-        if off || DISABLED.load(std::sync::atomic::Ordering::Relaxed) {
+        use super::kernels::TileIsa;
+        if !super::kernels::winograd() {
             return None;
         }
-        match super::direct::isa()?.name {
-            "avx512" => Some(&avx512::KERNELS),
-            "avx2" => Some(&avx2::KERNELS),
-            _ => None,
+        match super::kernels::get().tiles? {
+            TileIsa::Avx512 => Some(&avx512::KERNELS),
+            TileIsa::Avx2 => Some(&avx2::KERNELS),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -136,6 +133,11 @@ pub struct Weights {
 }
 
 impl Plan {
+    /// The instruction set of its kernels.
+    pub fn isa_name(&self) -> &'static str {
+        self.k.name
+    }
+
     pub fn new(k: &'static Kernels, win: &Window, cin: usize, cout: usize) -> Plan {
         let pad = |c: usize| c.div_ceil(k.lanes) * k.lanes;
         Plan {
@@ -682,15 +684,11 @@ impl Plan {
 #[cfg(target_arch = "x86_64")]
 macro_rules! kernels {
     (
-        $feature:literal, $lanes:literal, $v:ty,
-        $zero:path, $load:path, $store:path, $splat:path, $fma:path, $add:path,
-        $sub:path, $mul:path, $max:path,
+        $name:literal, $feature:literal, $isa:ident,
         gemm: [$(($nv:literal, $r:literal)),* $(,)?] $(,)?
     ) => {
         use super::{GemmTile, Kernels, OutputFn, TileFn};
-        use std::arch::x86_64::*;
-
-        const LANES: usize = $lanes;
+        use crate::ops::simd::$isa::{self as v, LANES};
 
         /// `out[r][v] (= or +=) Σ_k a[r·a_rs + k·a_ks] · b[k·b_ks + v·LANES]`
         /// for `R` rows and `NV` vectors.
@@ -711,25 +709,26 @@ macro_rules! kernels {
             o_rs: usize,
             accumulate: bool,
         ) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut acc: [[$v; NV]; R] = [[$zero(); NV]; R];
+                let mut acc: [[v::V; NV]; R] = [[v::zero(); NV]; R];
                 if accumulate {
                     for (r, row) in acc.iter_mut().enumerate() {
                         for (v, x) in row.iter_mut().enumerate() {
-                            *x = $load(out.add(r * o_rs + v * LANES));
+                            *x = v::load(out.add(r * o_rs + v * LANES));
                         }
                     }
                 }
                 let (mut ap, mut bp) = (a, b);
                 for _ in 0..depth {
-                    let mut bv: [$v; NV] = [$zero(); NV];
+                    let mut bv: [v::V; NV] = [v::zero(); NV];
                     for (v, x) in bv.iter_mut().enumerate() {
-                        *x = $load(bp.add(v * LANES));
+                        *x = v::load(bp.add(v * LANES));
                     }
                     for (r, row) in acc.iter_mut().enumerate() {
-                        let s = $splat(*ap.add(r * a_rs));
+                        let s = v::splat(*ap.add(r * a_rs));
                         for v in 0..NV {
-                            row[v] = $fma(bv[v], s, row[v]);
+                            row[v] = v::fma(bv[v], s, row[v]);
                         }
                     }
                     ap = ap.add(a_ks);
@@ -737,101 +736,99 @@ macro_rules! kernels {
                 }
                 for (r, row) in acc.iter().enumerate() {
                     for (v, x) in row.iter().enumerate() {
-                        $store(out.add(r * o_rs + v * LANES), *x);
+                        v::store(out.add(r * o_rs + v * LANES), *x);
                     }
                 }
             }
         }
 
-        #[inline(always)]
-        unsafe fn k(c: f32) -> $v {
-            unsafe { $splat(c) }
+        #[inline]
+        #[target_feature(enable = $feature)]
+        fn k(c: f32) -> v::V {
+            v::splat(c)
         }
 
         /// `Bᵀ d` for six values.
-        #[inline(always)]
-        unsafe fn bt(d: [$v; 6]) -> [$v; 6] {
-            unsafe {
-                [
-                    $fma(k(4.0), d[0], $fma(k(-5.0), d[2], d[4])),
-                    $fma(k(-4.0), $add(d[1], d[2]), $add(d[3], d[4])),
-                    $fma(k(4.0), $sub(d[1], d[2]), $sub(d[4], d[3])),
-                    $fma(k(2.0), $sub(d[3], d[1]), $sub(d[4], d[2])),
-                    $fma(k(2.0), $sub(d[1], d[3]), $sub(d[4], d[2])),
-                    $fma(k(4.0), d[1], $fma(k(-5.0), d[3], d[5])),
-                ]
-            }
+        #[inline]
+        #[target_feature(enable = $feature)]
+        fn bt(d: [v::V; 6]) -> [v::V; 6] {
+            [
+                v::fma(k(4.0), d[0], v::fma(k(-5.0), d[2], d[4])),
+                v::fma(k(-4.0), v::add(d[1], d[2]), v::add(d[3], d[4])),
+                v::fma(k(4.0), v::sub(d[1], d[2]), v::sub(d[4], d[3])),
+                v::fma(k(2.0), v::sub(d[3], d[1]), v::sub(d[4], d[2])),
+                v::fma(k(2.0), v::sub(d[1], d[3]), v::sub(d[4], d[2])),
+                v::fma(k(4.0), d[1], v::fma(k(-5.0), d[3], d[5])),
+            ]
         }
 
         /// `B v` for six values (the adjoint of [`bt`]).
-        #[inline(always)]
-        unsafe fn b(v: [$v; 6]) -> [$v; 6] {
-            unsafe {
-                let s12 = $add(v[1], v[2]);
-                let d12 = $sub(v[1], v[2]);
-                let s34 = $add(v[3], v[4]);
-                let d34 = $sub(v[3], v[4]);
-                [
-                    $mul(k(4.0), v[0]),
-                    $fma(k(-4.0), $sub(d12, v[5]), $mul(k(-2.0), d34)),
-                    $sub($fma(k(-5.0), v[0], $mul(k(-4.0), s12)), s34),
-                    $fma(k(-5.0), v[5], $fma(k(2.0), d34, d12)),
-                    $add($add(v[0], s12), s34),
-                    v[5],
-                ]
-            }
+        #[inline]
+        #[target_feature(enable = $feature)]
+        fn b(v: [v::V; 6]) -> [v::V; 6] {
+            let s12 = v::add(v[1], v[2]);
+            let d12 = v::sub(v[1], v[2]);
+            let s34 = v::add(v[3], v[4]);
+            let d34 = v::sub(v[3], v[4]);
+            [
+                v::mul(k(4.0), v[0]),
+                v::fma(k(-4.0), v::sub(d12, v[5]), v::mul(k(-2.0), d34)),
+                v::sub(v::fma(k(-5.0), v[0], v::mul(k(-4.0), s12)), s34),
+                v::fma(k(-5.0), v[5], v::fma(k(2.0), d34, d12)),
+                v::add(v::add(v[0], s12), s34),
+                v[5],
+            ]
         }
 
         /// `Aᵀ m` for six values (four results).
-        #[inline(always)]
-        unsafe fn at(m: [$v; 6]) -> [$v; 4] {
-            unsafe {
-                let s12 = $add(m[1], m[2]);
-                let d12 = $sub(m[1], m[2]);
-                let s34 = $add(m[3], m[4]);
-                let d34 = $sub(m[3], m[4]);
-                [
-                    $add($add(m[0], s12), s34),
-                    $fma(k(2.0), d34, d12),
-                    $fma(k(4.0), s34, s12),
-                    $add($fma(k(8.0), d34, d12), m[5]),
-                ]
-            }
+        #[inline]
+        #[target_feature(enable = $feature)]
+        fn at(m: [v::V; 6]) -> [v::V; 4] {
+            let s12 = v::add(m[1], m[2]);
+            let d12 = v::sub(m[1], m[2]);
+            let s34 = v::add(m[3], m[4]);
+            let d34 = v::sub(m[3], m[4]);
+            [
+                v::add(v::add(m[0], s12), s34),
+                v::fma(k(2.0), d34, d12),
+                v::fma(k(4.0), s34, s12),
+                v::add(v::fma(k(8.0), d34, d12), m[5]),
+            ]
         }
 
         /// `A y` for four values (six results).
-        #[inline(always)]
-        unsafe fn a(y: [$v; 4]) -> [$v; 6] {
-            unsafe {
-                let s02 = $add(y[0], y[2]);
-                let s13 = $add(y[1], y[3]);
-                let e02 = $fma(k(4.0), y[2], y[0]);
-                let e13 = $mul(k(2.0), $fma(k(4.0), y[3], y[1]));
-                [
-                    y[0],
-                    $add(s02, s13),
-                    $sub(s02, s13),
-                    $add(e02, e13),
-                    $sub(e02, e13),
-                    y[3],
-                ]
-            }
+        #[inline]
+        #[target_feature(enable = $feature)]
+        fn a(y: [v::V; 4]) -> [v::V; 6] {
+            let s02 = v::add(y[0], y[2]);
+            let s13 = v::add(y[1], y[3]);
+            let e02 = v::fma(k(4.0), y[2], y[0]);
+            let e13 = v::mul(k(2.0), v::fma(k(4.0), y[3], y[1]));
+            [
+                y[0],
+                v::add(s02, s13),
+                v::sub(s02, s13),
+                v::add(e02, e13),
+                v::sub(e02, e13),
+                y[3],
+            ]
         }
 
         /// `V = Bᵀ d B` of the 6×6 pixels at `src` (rows `rs`, pixels `ps`
         /// apart) into the 36 vectors `xs` apart from `dst`.
         #[target_feature(enable = $feature)]
         unsafe fn input(src: *const f32, rs: usize, ps: usize, dst: *mut f32, xs: usize) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut t = [[$zero(); 6]; 6];
+                let mut t = [[v::zero(); 6]; 6];
                 for (i, row) in t.iter_mut().enumerate() {
-                    let d: [$v; 6] = std::array::from_fn(|j| $load(src.add(i * rs + j * ps)));
+                    let d: [v::V; 6] = std::array::from_fn(|j| v::load(src.add(i * rs + j * ps)));
                     *row = bt(d);
                 }
                 for j in 0..6 {
                     let col = bt(std::array::from_fn(|i| t[i][j]));
                     for (i, v) in col.iter().enumerate() {
-                        $store(dst.add((i * 6 + j) * xs), *v);
+                        v::store(dst.add((i * 6 + j) * xs), *v);
                     }
                 }
             }
@@ -849,23 +846,24 @@ macro_rules! kernels {
             bias: *const f32,
             relu: bool,
         ) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut t = [[$zero(); 6]; 4];
+                let mut t = [[v::zero(); 6]; 4];
                 for j in 0..6 {
-                    let col = at(std::array::from_fn(|i| $load(m.add((i * 6 + j) * xs))));
+                    let col = at(std::array::from_fn(|i| v::load(m.add((i * 6 + j) * xs))));
                     for (i, v) in col.iter().enumerate() {
                         t[i][j] = *v;
                     }
                 }
-                let bias = $load(bias);
+                let bias = v::load(bias);
                 for (i, row) in t.iter().enumerate() {
                     let o = at(*row);
                     for (j, v) in o.iter().enumerate() {
-                        let mut r = $add(*v, bias);
+                        let mut r = v::add(*v, bias);
                         if relu {
-                            r = $max(r, $zero());
+                            r = v::max(r, v::zero());
                         }
-                        $store(dst.add(i * rs + j * ps), r);
+                        v::store(dst.add(i * rs + j * ps), r);
                     }
                 }
             }
@@ -875,10 +873,11 @@ macro_rules! kernels {
         /// `xs` apart from `dst`.
         #[target_feature(enable = $feature)]
         unsafe fn grad_out(src: *const f32, rs: usize, ps: usize, dst: *mut f32, xs: usize) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut t = [[$zero(); 4]; 6];
+                let mut t = [[v::zero(); 4]; 6];
                 for j in 0..4 {
-                    let col = a(std::array::from_fn(|i| $load(src.add(i * rs + j * ps))));
+                    let col = a(std::array::from_fn(|i| v::load(src.add(i * rs + j * ps))));
                     for (i, v) in col.iter().enumerate() {
                         t[i][j] = *v;
                     }
@@ -886,7 +885,7 @@ macro_rules! kernels {
                 for (i, row) in t.iter().enumerate() {
                     let r = a(*row);
                     for (j, v) in r.iter().enumerate() {
-                        $store(dst.add((i * 6 + j) * xs), *v);
+                        v::store(dst.add((i * 6 + j) * xs), *v);
                     }
                 }
             }
@@ -896,10 +895,11 @@ macro_rules! kernels {
         /// the 6×6 pixels at `dst`.
         #[target_feature(enable = $feature)]
         unsafe fn inverse(src: *const f32, rs: usize, ps: usize, dst: *mut f32, xs: usize) {
+            // SAFETY: the caller keeps to this function's contract (# Safety).
             unsafe {
-                let mut t = [[$zero(); 6]; 6];
+                let mut t = [[v::zero(); 6]; 6];
                 for j in 0..6 {
-                    let col = b(std::array::from_fn(|i| $load(src.add((i * 6 + j) * xs))));
+                    let col = b(std::array::from_fn(|i| v::load(src.add((i * 6 + j) * xs))));
                     for (i, v) in col.iter().enumerate() {
                         t[i][j] = *v;
                     }
@@ -908,13 +908,14 @@ macro_rules! kernels {
                     let r = b(*row);
                     for (j, v) in r.iter().enumerate() {
                         let at = dst.add(i * rs + j * ps);
-                        $store(at, $add($load(at), *v));
+                        v::store(at, v::add(v::load(at), *v));
                     }
                 }
             }
         }
 
         pub static KERNELS: Kernels = Kernels {
+            name: $name,
             lanes: LANES,
             gemm: &[$(($nv, $r, gemm::<$nv, $r> as GemmTile)),*],
             input: input as TileFn,
@@ -929,9 +930,7 @@ macro_rules! kernels {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     kernels!(
-        "avx512f", 16, __m512,
-        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
-        _mm512_fmadd_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_max_ps,
+        "avx512", "avx512f", avx512,
         gemm: [
             (1, 24), (1, 16), (1, 12), (1, 8), (1, 6), (1, 4), (1, 3), (1, 2), (1, 1),
             (2, 12), (2, 8), (2, 6), (2, 4), (2, 3), (2, 2), (2, 1),
@@ -945,9 +944,7 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     kernels!(
-        "avx2,fma", 8, __m256,
-        _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
-        _mm256_fmadd_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_max_ps,
+        "avx2", "avx2,fma", avx2,
         gemm: [
             (1, 12), (1, 8), (1, 6), (1, 4), (1, 3), (1, 2), (1, 1),
             (2, 6), (2, 4), (2, 3), (2, 2), (2, 1),

@@ -371,6 +371,7 @@ fn a_run_with_every_control_resumes_bit_for_bit_after_kills_and_ctrl_c() {
     // Then Ctrl-C once, and the rest.
     let mut child = spawn(d, &resume, "2");
     wait_for_step(&mut child, &killed, 100);
+    // SAFETY: kill(2) on a process this test started; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let code = child.wait().unwrap().code();
     assert!(code == Some(130) || code == Some(0), "{code:?}");

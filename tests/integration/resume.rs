@@ -121,6 +121,7 @@ fn ctrl_c_saves_an_evaluable_checkpoint_and_exits_130() {
         "2",
     );
     wait_for_step(&mut child, &out, 5);
+    // SAFETY: kill(2) on a process this test started; no memory is involved.
     unsafe { libc_kill(child.id() as i32, 2) };
     let output = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
@@ -436,6 +437,7 @@ fn a_second_ctrl_c_exits_at_once_without_a_corrupt_file() {
         "2",
     );
     wait_for_step(&mut child, &out, 3);
+    // SAFETY: kill(2) on a process this test started; no memory is involved.
     unsafe {
         libc_kill(child.id() as i32, 2);
         libc_kill(child.id() as i32, 2);

@@ -95,3 +95,50 @@ fn summary_accepts_set_overrides() {
     // conv 12·25+12, linear 12·24·24·10+10
     assert_eq!(s["total_params"], 312 + 69_130);
 }
+
+// What the CPU runs each convolution with, as the kernels would pick it:
+// listed by summary, and following the variables that choose kernels.
+#[test]
+fn summary_names_the_cpu_kernels_of_every_convolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernels = |env: &[(&str, &str)]| {
+        let mut cmd = cnn(dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (code, out, err) = run(cmd
+            .args(["summary", "--json", "--config"])
+            .arg(config_path("resnet20-cifar10.json")));
+        assert_eq!(code, 0, "{err}");
+        let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+        s["cpu_kernels"].as_object().unwrap().clone()
+    };
+    let all = kernels(&[]);
+    // 21 convolutions: the stem, two in each of 9 blocks, two shortcuts.
+    assert_eq!(all.len(), 21, "{all:?}");
+    assert!(
+        all["layers.0"]["backward"]
+            .as_str()
+            .unwrap()
+            .ends_with("(no input gradient)"),
+        "{all:?}"
+    );
+    let im2col = kernels(&[("CNN_DIRECT_CONV", "0")]);
+    assert!(
+        im2col.values().all(|k| k["forward"] == "im2col+gemm"
+            && k["backward"].as_str().unwrap().starts_with("im2col+gemm")),
+        "{im2col:?}"
+    );
+    if all
+        .values()
+        .any(|k| k["forward"].as_str().unwrap().starts_with("winograd"))
+    {
+        let off = kernels(&[("CNN_WINOGRAD", "0")]);
+        assert!(
+            off.values()
+                .all(|k| !k["forward"].as_str().unwrap().starts_with("winograd")),
+            "{off:?}"
+        );
+    }
+    assert!(kernels(&[("CNN_KERNELS", "candle")]).is_empty());
+}

@@ -296,6 +296,7 @@ fn a_sweep_interrupted_midway_finishes_every_point_exactly_once_when_run_again()
         out.join("manifest.json").exists() && state(&run_dirs(&out)[2]) == "running"
     });
     // Ctrl-C: the terminal signals the sweep's whole process group.
+    // SAFETY: kill(2) on a process this test started; no memory is involved.
     unsafe { libc_kill(-(child.id() as i32), 2) };
     let (code, stderr) = finish(child);
     assert_eq!(code, 130, "{stderr}");
@@ -351,6 +352,7 @@ fn a_sweep_killed_outright_resumes_the_killed_points_when_run_again() {
     loop {
         let now = descendants(child.id() as i32);
         for &pid in &now {
+            // SAFETY: kill(2) on a process this test started; no memory is involved.
             unsafe { libc_kill(pid, 19) }; // SIGSTOP
         }
         if now == tree {
@@ -360,6 +362,7 @@ fn a_sweep_killed_outright_resumes_the_killed_points_when_run_again() {
     }
     assert!(tree.len() > 2, "{tree:?}");
     for pid in tree {
+        // SAFETY: kill(2) on a process this test started; no memory is involved.
         unsafe { libc_kill(pid, 9) };
     }
     let (code, _) = finish(child);
