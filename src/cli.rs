@@ -338,6 +338,9 @@ pub struct LrFindArgs {
     /// Print nothing but the result and errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Replace the output file if it exists (never a file of a run directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `--device`, as train, lr-find, eval, predict and check-device take it.
@@ -657,6 +660,9 @@ pub struct EvalArgs {
     /// Evaluate without the test-time augmentation the config's data.tta asks for.
     #[arg(long)]
     pub no_tta: bool,
+    /// Replace the output file if it exists (never a file of a run directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -720,6 +726,9 @@ pub struct ReportArgs {
     /// (FILE ends in .png or .svg).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Replace the output file if it exists (never a file of a run directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -735,6 +744,9 @@ pub struct PlotArgs {
     /// Title above the charts (default: the run names).
     #[arg(long)]
     pub title: Option<String>,
+    /// Replace the output file if it exists (never a file of a run directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -808,6 +820,9 @@ pub struct FiltersArgs {
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace the output file if it exists (never a file of a run directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -847,6 +862,9 @@ pub struct FeatureMapsArgs {
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace the output file if it exists (never a file of a run directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -883,6 +901,9 @@ pub struct SamplesArgs {
     /// Picture to write: .png or .svg.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace the output file if it exists (never a file of a run directory).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub(crate) mod model;
 pub mod onnx;
 pub mod ops;
 pub(crate) mod optim;
+pub(crate) mod output;
 pub(crate) mod plot;
 pub mod profile;
 pub(crate) mod progress;

@@ -48,6 +48,30 @@ pub const RUN_FILES: &[&str] = &[
     BEST,
 ];
 
+/// Whether `path` is one of a run directory's own files: `name` is a run
+/// file, a kept checkpoint or the lock, in a folder that holds a run (its
+/// lock, `status.json` or `last.safetensors`). Nothing but training writes
+/// those.
+pub fn is_run_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let numbered = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+    };
+    let named = RUN_FILES.contains(&name)
+        || name == LOCK
+        || numbered(BEST_OF_PREFIX)
+        || numbered(EPOCH_PREFIX);
+    named && [LOCK, STATUS, LAST].iter().any(|f| dir.join(f).is_file())
+}
+
 /// A run directory's paths; [`RunDir::create`] and [`RunDir::reopen`] also
 /// hold its lock until dropped.
 #[derive(Debug)]

@@ -26,11 +26,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             args.mistakes
         );
     }
-    for path in [&args.confusion_png, &args.mistakes_png]
-        .into_iter()
-        .flatten()
-    {
-        plot::format_of(path)?;
+    if let Some(path) = &args.confusion_png {
+        plot::check(path, args.force, "--confusion-png")?;
+    }
+    if let Some(path) = &args.mistakes_png {
+        plot::check(path, args.force, "--mistakes-png")?;
     }
     let device = device::open(args.device.device)?;
     let loaded = load_model(&args.checkpoint, args.config.as_deref(), &device)?;
@@ -112,13 +112,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             classes: classes.clone(),
             matrix: eval.confusion.clone(),
         };
-        plot::save(&figure, path)?;
+        plot::save(&figure, path, args.force, "--confusion-png")?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.mistakes_png {
         plot::save(
             &mistakes_grid(&eval, subset.set, classes, args.mistakes, name),
             path,
+            args.force,
+            "--mistakes-png",
         )?;
         eprintln!("wrote {}", path.display());
     }

@@ -7,7 +7,6 @@ use crate::arch;
 use crate::checkpoint;
 use crate::cli::ExportArgs;
 use crate::export::{self, Network};
-use crate::fsutil::write_output;
 use crate::model::check_tensors;
 use crate::onnx;
 use anyhow::{Context, Result};
@@ -15,21 +14,15 @@ use candle_core::Tensor;
 
 pub fn run(args: &ExportArgs) -> Result<()> {
     let (input, output) = (&args.checkpoint, &args.output);
-    if output.symlink_metadata().is_ok() {
-        let same = std::fs::canonicalize(output).ok() == std::fs::canonicalize(input).ok();
-        if same {
-            crate::bail_input!(
-                "-o {} is the checkpoint being exported; choose another path for the ONNX file",
-                output.display()
-            );
-        }
-        if !args.force && !output.is_dir() {
-            crate::bail_input!(
-                "{} already exists; pass --force to replace it, or choose another path",
-                output.display()
-            );
-        }
+    if output.symlink_metadata().is_ok()
+        && std::fs::canonicalize(output).ok() == std::fs::canonicalize(input).ok()
+    {
+        crate::bail_input!(
+            "-o {} is the checkpoint being exported; choose another path for the ONNX file",
+            output.display()
+        );
     }
+    crate::output::check(output, args.force, "-o")?;
     let (info, _) = checkpoint::read_raw(input)?;
     if info
         .as_ref()
@@ -68,7 +61,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let model = export::model(&net, args.softmax)
         .with_context(|| format!("exporting checkpoint {}", input.display()))?;
     let bytes = onnx::encode(&model);
-    write_output(output, &bytes)?;
+    crate::output::write(output, &bytes, args.force, "-o")?;
     let [c, h, w] = meta.config.input_shape;
     let graph = model.graph.as_ref().expect("an exported model has a graph");
     println!(

@@ -21,7 +21,7 @@ const MAX_MAPS: usize = 64;
 const MAPS_PER_ROW: usize = 16;
 
 pub fn run(args: &FeatureMapsArgs) -> Result<()> {
-    plot::format_of(&args.output)?;
+    plot::check(&args.output, args.force, "-o")?;
     match &args.kernel {
         Some(kernel) => fixed_filter(args, kernel),
         None => activations(args),
@@ -163,7 +163,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
             .then(|| format!("layers with more than {MAX_MAPS} maps show their first {MAX_MAPS}")),
         labels_left: false,
     };
-    plot::save(&figure, &args.output)?;
+    plot::save(&figure, &args.output, args.force, "-o")?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }
@@ -375,7 +375,7 @@ fn fixed_filter(args: &FeatureMapsArgs, spec: &str) -> Result<()> {
         t.channels = 3;
         t.values = t.values.iter().cycle().take(3 * plane).copied().collect();
     }
-    plot::save(&figure, &args.output)?;
+    plot::save(&figure, &args.output, args.force, "-o")?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }

@@ -71,7 +71,7 @@ pub fn conv_layer<'a>(plan: &'a Plan, which: Option<&str>) -> Result<&'a Node> {
 }
 
 pub fn run(args: &FiltersArgs) -> Result<()> {
-    plot::format_of(&args.output)?;
+    plot::check(&args.output, args.force, "-o")?;
     let loaded = load_model(&args.checkpoint, None, &Device::Cpu)?;
     let plan = loaded.model.plan();
     let layer = conv_layer(plan, args.layer.as_deref())?;
@@ -153,7 +153,7 @@ pub fn run(args: &FiltersArgs) -> Result<()> {
         note: (!notes.is_empty()).then(|| notes.join("; ")),
         labels_left: cg > 1,
     };
-    plot::save(&figure, &args.output)?;
+    plot::save(&figure, &args.output, args.force, "-o")?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 
 pub fn run(args: &LrFindArgs) -> Result<()> {
     if let Some(p) = &args.plot {
-        plot::format_of(p)?;
+        plot::check(p, args.force, "--plot")?;
     }
     let (start, end) = (args.start_lr, args.end_lr);
     if !(start.is_finite() && start > 0.0 && end.is_finite() && end > start) {
@@ -106,7 +106,7 @@ pub fn run(args: &LrFindArgs) -> Result<()> {
             smoothed: sweep.smoothed.clone(),
             suggestion: sweep.suggestion,
         };
-        plot::save(&chart, path)?;
+        plot::save(&chart, path, args.force, "--plot")?;
         progress.note(&format!("wrote {}", path.display()));
     }
     if args.json {

@@ -36,13 +36,18 @@ pub fn load_runs(dirs: &[std::path::PathBuf]) -> Result<Vec<chart::RunHistory>> 
 }
 
 pub fn run(args: &PlotArgs) -> Result<()> {
-    plot::format_of(&args.output)?;
+    plot::check(&args.output, args.force, "-o")?;
     let runs = load_runs(&args.runs)?;
     let title = args.title.clone().unwrap_or_else(|| {
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         format!("Training history: {}", names.join(", "))
     });
-    plot::save(&chart::HistoryChart { title, runs }, &args.output)?;
+    plot::save(
+        &chart::HistoryChart { title, runs },
+        &args.output,
+        args.force,
+        "-o",
+    )?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }

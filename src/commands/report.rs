@@ -3,29 +3,32 @@
 //! [`crate::report`]; this module only formats.
 
 use crate::cli::ReportArgs;
-use crate::fsutil::write_output;
 use crate::plot::{self, chart};
 use crate::report::{self, Report, Row, Status};
 use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 
 pub fn run(args: &ReportArgs) -> Result<()> {
-    if let Some(path) = &args.plot
-        && plot::format_of(path).is_err()
-    {
-        crate::bail_input!(
-            "--plot {}: the chart's file name must end in .png or .svg",
-            path.display()
-        );
+    if let Some(path) = &args.plot {
+        crate::output::check(path, args.force, "--plot")?;
+        if plot::format_of(path).is_err() {
+            crate::bail_input!(
+                "--plot {}: the chart's file name must end in .png or .svg",
+                path.display()
+            );
+        }
+    }
+    if let Some(path) = &args.csv {
+        crate::output::check(path, args.force, "--csv")?;
     }
     let mut report = report::collect(&args.dirs)?;
     report::sort(&mut report, &args.sort)?;
     if let Some(path) = &args.csv {
-        write_output(path, to_csv(&report).as_bytes())
+        crate::output::write(path, to_csv(&report).as_bytes(), args.force, "--csv")
             .with_context(|| format!("writing --csv {}", path.display()))?;
     }
     if let Some(path) = &args.plot {
-        plot::save(&val_chart(&report)?, path)?;
+        plot::save(&val_chart(&report)?, path, args.force, "--plot")?;
         eprintln!("wrote {}", path.display());
     }
     if args.json {
@@ -354,7 +357,7 @@ mod tests {
         let names: Vec<&str> = c.runs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["lr=0.1,batch_size=128", "lr=0.1,batch_size=64"]);
         let png = dir.path().join("val.png");
-        plot::save(&c, &png).unwrap();
+        plot::save(&c, &png, false, "--plot").unwrap();
         assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
         let empty = Report {
             params: vec![],

@@ -17,7 +17,7 @@ const MAX_AUGMENTED_IMAGES: usize = 128;
 const MAX_COPIES: usize = 64;
 
 pub fn run(args: &SamplesArgs) -> Result<()> {
-    plot::format_of(&args.output)?;
+    plot::check(&args.output, args.force, "-o")?;
     let count = args
         .count
         .unwrap_or(if args.augmented.is_some() { 8 } else { 32 });
@@ -187,7 +187,7 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
             }
         }
     };
-    plot::save(&figure, &args.output)?;
+    plot::save(&figure, &args.output, args.force, "-o")?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }

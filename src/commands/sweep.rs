@@ -287,6 +287,7 @@ fn summary(a: &SweepSummaryArgs) -> Result<()> {
         json: false,
         csv: None,
         plot: None,
+        force: false,
     };
     if let Err(e) = super::report::run(&report) {
         note(&format!("no report: {e:#}"));

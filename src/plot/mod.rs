@@ -7,7 +7,6 @@
 pub mod chart;
 pub mod grid;
 
-use crate::fsutil::write_output;
 use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -63,11 +62,21 @@ pub fn drawn<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T>
     r.map_err(|e| anyhow::anyhow!("drawing the figure failed: {e}"))
 }
 
-/// Renders `figure` to `path` (PNG or SVG by extension).
-pub fn save(figure: &impl Figure, path: &Path) -> Result<()> {
-    let format = format_of(path)?;
+/// Refuses, before any work, a picture path that is not `.png`/`.svg` or
+/// that the output policy (`crate::output`) does not write; `flag` names
+/// the option that gave it.
+pub fn check(path: &Path, force: bool, flag: &str) -> Result<Format> {
+    crate::output::check(path, force, flag)?;
+    format_of(path)
+}
+
+/// Renders `figure` to `path` (PNG or SVG by extension), under the output
+/// policy.
+pub fn save(figure: &impl Figure, path: &Path, force: bool, flag: &str) -> Result<()> {
+    let format = check(path, force, flag)?;
     let bytes = render(figure, format)?;
-    write_output(path, &bytes).with_context(|| format!("writing {}", path.display()))
+    crate::output::write(path, &bytes, force, flag)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The longest side of a picture, in pixels.

@@ -131,7 +131,7 @@ fn the_looking_inside_commands_reach_into_blocks() {
                 "--layer",
                 "3.layers.2",
                 "-o",
-                "f.png",
+                "f2.png",
                 "--checkpoint",
             ])
             .arg(&ck),

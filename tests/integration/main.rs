@@ -17,6 +17,7 @@ mod hardening;
 mod image_folder;
 mod layers;
 mod ops;
+mod outputs;
 mod predict;
 mod recipe_features;
 mod recipes;

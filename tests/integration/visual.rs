@@ -157,11 +157,13 @@ fn feature_maps_of_a_test_image_a_file_and_a_fixed_kernel() {
         .arg("--checkpoint")
         .arg(&ck)
         .arg("-o")
-        .arg(&out));
+        .arg(&out)
+        .arg("--force"));
     assert_eq!(code, 0, "{err}");
     for kernel in ["vertical-edge", "horizontal-edge"] {
+        // Over the picture before it: an existing output needs --force.
         let (code, _, err) = run(cnn(dir.path())
-            .args(["feature-maps", "--kernel", kernel, "--data-dir"])
+            .args(["feature-maps", "--force", "--kernel", kernel, "--data-dir"])
             .arg(mnist_small())
             .arg("-o")
             .arg(&out));
