@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh [--data-dir DIR] [--cifar-dir DIR] [--cifar-images N] [--threads N]
 #                    [--models "lenet three-conv oneconv cifar10-cnn"] [--out DIR] [--skip-torch]
+#                    [--cnn PATH]
 #
 # For each model, one epoch with N threads each (default 2), batch size,
 # optimizer, schedule and augmentation from the config:
@@ -16,8 +17,8 @@
 #     epoch, random crop and flip), tested on the 10,000 test images, from
 #     --cifar-dir (default ../data/cifar10; scripts/get-cifar10.sh fetches it).
 # Both sides:
-#   * cnn:     target/release/cnn train (built here in release), then cnn eval
-#              of the test set;
+#   * cnn:     cnn train built here in release (in cargo's target directory,
+#              or --cnn PATH, not built), then cnn eval of the test set;
 #   * PyTorch: scripts/torch_reference.py, which builds the model from the same
 #              configs/*.json (venv from scripts/dev/torch-venv.sh, made if absent:
 #              a 4 GB CPU-usable install of PyPI's torch).
@@ -39,6 +40,7 @@ threads=2
 models="lenet three-conv oneconv cifar10-cnn"
 out=
 skip_torch=0
+cnn=
 while [ $# -gt 0 ]; do
     case "$1" in
         --data-dir) data_dir=$2; shift 2 ;;
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
         --models) models=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --skip-torch) skip_torch=1; shift ;;
+        --cnn) cnn=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; $d'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -61,9 +64,13 @@ fi
 mkdir -p "$out"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-log "building cnn in release"
-cargo build --release --quiet
-cnn=target/release/cnn
+if [ -z "$cnn" ]; then
+    log "building cnn in release"
+    cargo build --release --quiet
+    target=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    cnn=$target/release/cnn
+fi
 python=${CNN_TORCH_VENV:-.venv-torch}/bin/python
 if [ "$skip_torch" = 0 ]; then
     scripts/dev/torch-venv.sh >&2
