@@ -38,6 +38,19 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let sources = sources(&args.images)?;
     let device = device::open(args.device.device)?;
     let loaded = load_model(&args.checkpoint, None, &device)?;
+    // A batch never holds more images than there are (when they are known),
+    // and must fit in memory.
+    let known = sources.iter().try_fold(0usize, |n, s| match s {
+        Source::Files(f) => Some(n + f.len()),
+        Source::Stdin => None,
+    });
+    let batch_size = args.batch_size.min(known.unwrap_or(usize::MAX).max(1));
+    crate::memory::check_eval(
+        loaded.model.plan(),
+        batch_size,
+        crate::memory::Shape::of(&device),
+        false,
+    )?;
     let config = &loaded.config;
     let shape = config.input_shape;
     let fit = args
@@ -58,7 +71,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
 
     // The stages run on their own threads and stop when the next one goes
     // away (an error here, or the end of the output).
-    let names = start_names(sources, args.batch_size);
+    let names = start_names(sources, batch_size);
     let batches = start_decoding(names, shape, fit, normalization);
     let mut out = std::io::stdout().lock();
     let mut collected = Vec::new();
@@ -86,7 +99,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                         eprintln!("error: {e:#}");
                         continue;
                     }
-                    json!({"path": path, "error": format!("{e:#}")})
+                    let mut row = json!({"path": shown(path), "error": format!("{e:#}")});
+                    mark_lossy(&mut row, path);
+                    row
                 }
                 Ok(()) => {
                     let ranked = rank(probs.next().expect("one row per decoded image"), k);
@@ -99,7 +114,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                         .map(|&(i, p)| json!({"class": i, "label": label(i), "probability": p}))
                         .collect();
                     let (best, _) = ranked[0];
-                    json!({"path": path, "class": best, "label": label(best), "top": top})
+                    let mut row = json!({"path": shown(path), "class": best, "label": label(best), "top": top});
+                    mark_lossy(&mut row, path);
+                    row
                 }
             };
             if args.jsonl {
@@ -127,6 +144,20 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A path as JSON text: its name, with U+FFFD for bytes that are not
+/// UTF-8 (JSON holds only text); such rows also carry `"path_bytes"`.
+fn shown(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Adds `"path_bytes"` (the name's bytes) to a row whose path is not UTF-8,
+/// so that the file can still be found.
+fn mark_lossy(row: &mut Value, path: &Path) {
+    if path.to_str().is_none() {
+        row["path_bytes"] = Value::from(path.as_os_str().as_encoded_bytes().to_vec());
+    }
 }
 
 /// Where names come from, in order.
@@ -172,7 +203,8 @@ fn sources(args: &[PathBuf]) -> Result<Vec<Source>> {
 /// name is not there yet. A failure to read standard input ends the
 /// batches with the error.
 fn start_names(sources: Vec<Source>, size: usize) -> Receiver<Result<Vec<PathBuf>>> {
-    let (names_tx, names_rx) = sync_channel::<Result<PathBuf>>(2 * size);
+    // Channels and batches grow as names come, not by the requested size.
+    let (names_tx, names_rx) = sync_channel::<Result<PathBuf>>(2 * size.min(1 << 12));
     std::thread::spawn(move || {
         for source in sources {
             match source {
@@ -184,15 +216,26 @@ fn start_names(sources: Vec<Source>, size: usize) -> Receiver<Result<Vec<PathBuf
                     }
                 }
                 Source::Stdin => {
-                    for line in std::io::stdin().lock().lines() {
+                    // Names are bytes (any file name but one holding a
+                    // newline), not necessarily UTF-8.
+                    for line in std::io::stdin().lock().split(b'\n') {
                         let name =
                             line.input_context(|| "cannot read file names from standard input");
-                        let name = name.map(|l| l.trim_end_matches('\r').to_string());
+                        let name = name.map(|mut l| {
+                            if l.last() == Some(&b'\r') {
+                                l.pop();
+                            }
+                            l
+                        });
                         if matches!(&name, Ok(n) if n.is_empty()) {
                             continue;
                         }
                         let failed = name.is_err();
-                        if names_tx.send(name.map(PathBuf::from)).is_err() || failed {
+                        let path = name.map(|b| {
+                            use std::os::unix::ffi::OsStringExt;
+                            PathBuf::from(std::ffi::OsString::from_vec(b))
+                        });
+                        if names_tx.send(path).is_err() || failed {
                             return;
                         }
                     }
@@ -213,7 +256,7 @@ fn gather(
     size: usize,
 ) {
     while let Ok(first) = names.recv() {
-        let mut batch = Vec::with_capacity(size);
+        let mut batch = Vec::with_capacity(size.min(1 << 12));
         let mut next = Some(first);
         while let Some(name) = next.take() {
             match name {

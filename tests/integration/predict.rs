@@ -227,3 +227,91 @@ fn bad_inputs_are_refused_with_exit_2() {
     );
     assert_eq!(out.lines().count(), 5, "{out}");
 }
+
+/// Odd file names (not UTF-8, with a newline, with a tab, unicode) given as
+/// arguments, found in a folder and read from standard input, at every
+/// batch size from 1 to absurd: never a panic or an abort; each image is
+/// classified and named, a non-UTF-8 name with its bytes beside it.
+#[test]
+fn predict_takes_any_file_name_and_any_batch_size() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = trained().join("best.safetensors");
+    let (_, _, test, _) = mnist_arrays();
+    let odd = dir.path().join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    let names: Vec<&[u8]> = vec![
+        b"plain.png",
+        b"caf\xc3\xa9 \xe2\x9c\x93.png",
+        b"latin1-\xe9\xff.png",
+        b"new\nline.png",
+        b"tab\there.png",
+        b"-starts-with-dash.png",
+    ];
+    let files: Vec<PathBuf> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let p = odd.join(std::ffi::OsStr::from_bytes(n));
+            image::GrayImage::from_raw(28, 28, test[i * 784..(i + 1) * 784].to_vec())
+                .unwrap()
+                .save_with_format(&p, image::ImageFormat::Png)
+                .unwrap();
+            p
+        })
+        .collect();
+    for batch in ["1", "4", "1000000000000", "18446744073709551615"] {
+        for form in ["--json", "--jsonl"] {
+            // The folder, and every file by name.
+            let mut cmd = cnn(dir.path());
+            cmd.args(["predict", form, "--batch-size", batch, "--checkpoint"])
+                .arg(&ck)
+                .arg(&odd)
+                .arg("--")
+                .args(&files);
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert_eq!(out.status.code(), Some(0), "batch {batch} {form}: {stderr}");
+            let text = String::from_utf8(out.stdout).unwrap();
+            let rows: Vec<Value> = if form == "--json" {
+                serde_json::from_str(&text).unwrap()
+            } else {
+                lines(&text)
+            };
+            assert_eq!(rows.len(), 2 * files.len(), "{text}");
+            let lossy: Vec<&Value> = rows.iter().filter(|r| r.get("path_bytes").is_some()).collect();
+            assert_eq!(lossy.len(), 2, "the latin-1 name, twice: {text}");
+            let bytes: Vec<u8> = lossy[0]["path_bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8)
+                .collect();
+            assert!(bytes.ends_with(b"latin1-\xe9\xff.png"), "{bytes:?}");
+            assert!(rows.iter().all(|r| r["class"].is_u64()), "{text}");
+        }
+    }
+    // Names from standard input, one per line (all but the one holding a
+    // newline, which a line cannot carry).
+    let mut input = Vec::new();
+    for f in files.iter().filter(|f| !f.as_os_str().as_bytes().contains(&b'\n')) {
+        input.extend_from_slice(f.as_os_str().as_bytes());
+        input.push(b'\n');
+    }
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("cnn"))
+        .current_dir(dir.path())
+        .args(["predict", "--jsonl", "--checkpoint"])
+        .arg(&ck)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(lines(&String::from_utf8(out.stdout).unwrap()).len(), files.len() - 1);
+}
