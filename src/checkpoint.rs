@@ -34,6 +34,8 @@ pub struct Meta {
     pub dataset: String,
     /// Where the run stands (in `last.safetensors`): what `--resume` needs.
     pub state: Option<RunState>,
+    /// The run that wrote it (see `RunState::run_id`); `None` before run ids.
+    pub run_id: Option<String>,
 }
 
 /// The `__metadata__` string map of a safetensors file.
@@ -78,6 +80,9 @@ pub fn save(path: &Path, meta: &Meta, tensors: &[(String, Tensor)]) -> Result<()
     info.insert("dataset".to_string(), meta.dataset.clone());
     if let Some(state) = &meta.state {
         info.insert("state".to_string(), to_json(state));
+    }
+    if let Some(id) = &meta.run_id {
+        info.insert("run_id".to_string(), id.clone());
     }
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
@@ -222,6 +227,7 @@ fn parse_meta(info: &HashMap<String, String>) -> Result<Meta> {
             Some(text) => Some(json("state", text)?),
             None => None,
         },
+        run_id: info.get("run_id").cloned(),
     };
     check_meta(&meta)?;
     Ok(meta)

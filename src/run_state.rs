@@ -31,6 +31,11 @@ pub struct RunState {
     /// The `reduce_on_plateau` schedule's state.
     #[serde(default)]
     pub plateau: Plateau,
+    /// Drawn when the run starts and kept for its life, in its checkpoints
+    /// and `status.json`: `--resume` refuses a `last.safetensors` of
+    /// another run. Empty for runs from before run ids.
+    #[serde(default)]
+    pub run_id: String,
 }
 
 /// Where a `reduce_on_plateau` schedule stands (PyTorch's
@@ -45,6 +50,14 @@ pub struct Plateau {
     pub bad_epochs: usize,
     /// Epochs of cooldown left.
     pub cooldown: usize,
+}
+
+/// 128 random bits as hex, from the OS's generator (not the run's seed: two
+/// runs of one config are still two runs).
+fn new_run_id() -> String {
+    use rand::Rng as _;
+    let bits: u128 = rand::rng().random();
+    format!("{bits:032x}")
 }
 
 /// Running sums of the epoch in progress.
@@ -70,6 +83,7 @@ impl RunState {
     pub fn new() -> Self {
         RunState {
             rng: RNG_SCHEME.to_string(),
+            run_id: new_run_id(),
             ..Default::default()
         }
     }

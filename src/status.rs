@@ -44,6 +44,9 @@ pub struct RunStatus {
     /// Seconds since the Unix epoch.
     pub started_at: f64,
     pub updated_at: f64,
+    /// The run's id (`RunState::run_id`), which its checkpoints carry too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 pub const FILE: &str = crate::run_dir::STATUS;
@@ -57,8 +60,9 @@ fn now() -> f64 {
 pub use crate::run_dir::hostname;
 
 /// Marks the run in `dir` as running in this process.
-pub fn start(dir: &Path) -> Result<RunStatus> {
+pub fn start(dir: &Path, run_id: &str) -> Result<RunStatus> {
     let s = RunStatus {
+        run_id: (!run_id.is_empty()).then(|| run_id.to_string()),
         status: State::Running,
         message: None,
         exit_code: None,

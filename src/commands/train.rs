@@ -129,7 +129,8 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
     };
 
     let run_dir = RunDir::create(&out, args.force)?;
-    with_status(&run_dir, || {
+    let state = RunState::new();
+    with_status(&run_dir, &state.run_id.clone(), || {
         let model = new_model(
             &config,
             &plan,
@@ -149,7 +150,7 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
             stop,
             quiet: args.flags.quiet,
         };
-        run.train("training", learner, RunState::new(), progress)
+        run.train("training", learner, state, progress)
     })
 }
 
@@ -248,7 +249,8 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool, progress: &mut Progre
         );
     };
     run_dir.check_same_run(&ck.meta.config)?;
-    with_status(&run_dir, || {
+    check_run_id(&run_dir, &state.run_id)?;
+    with_status(&run_dir, &state.run_id.clone(), || {
         resume_in(args, &run_dir, ck, state, stop, progress)
     })
 }
@@ -335,10 +337,39 @@ fn resume_in(
     run.train(&what, learner, state, progress)
 }
 
+/// Refuses a `last.safetensors` written by another run than the one whose
+/// directory it is in (copied in by hand, say): its run id against the one
+/// `status.json` (else `best.safetensors`) records. Resuming from it would
+/// leave the directory's best checkpoint and history from one run and the
+/// rest from the other. Runs from before run ids pass.
+fn check_run_id(run_dir: &RunDir, last_id: &str) -> Result<()> {
+    let recorded = status::read(run_dir.path())
+        .and_then(|s| s.run_id)
+        .or_else(|| {
+            checkpoint::read_raw(&run_dir.best())
+                .ok()
+                .and_then(|(meta, _)| meta?.get("run_id").cloned())
+        });
+    match recorded {
+        Some(id) if !last_id.is_empty() && id != last_id => crate::bail_input!(
+            "{last} was written by another run (run id {last_id}) than the one in {dir} (run id {id}), \
+             so resuming would mix the two runs' checkpoints and history. To start from its weights, \
+             begin a new run: cnn train --config CONFIG --init-from {last} --out NEW_RUN_DIR",
+            last = run_dir.last().display(),
+            dir = run_dir.path().display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Marks the run running in `status.json` while `body` runs, then records
 /// how it ended.
-fn with_status(run_dir: &RunDir, body: impl FnOnce() -> Result<Option<String>>) -> Result<()> {
-    let started = status::start(run_dir.path())?;
+fn with_status(
+    run_dir: &RunDir,
+    run_id: &str,
+    body: impl FnOnce() -> Result<Option<String>>,
+) -> Result<()> {
+    let started = status::start(run_dir.path(), run_id)?;
     // A second Ctrl-C exits at once; the status says so.
     let (dir, at_start) = (run_dir.path().to_path_buf(), started.clone());
     crate::interrupt::on_forced_exit(Some(Box::new(move || status::forced_stop(&dir, &at_start))));

@@ -311,6 +311,7 @@ mod tests {
             host: "h".into(),
             started_at: 100.0,
             updated_at: 130.0,
+            run_id: None,
         };
         let h = [record(1, None, 0.5), record(2, None, 0.5)];
         assert_eq!(seconds(Some(&s), &h), Some(30.0));

@@ -260,6 +260,7 @@ mod tests {
             host: host.into(),
             started_at: 1.0,
             updated_at: 2.0,
+            run_id: None,
         };
         std::fs::write(
             dir.join(status::FILE),

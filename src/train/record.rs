@@ -233,5 +233,6 @@ fn meta(ctx: &RunContext, state: &RunState, run: Option<&RunState>) -> Meta {
         classes: ctx.classes.to_vec(),
         dataset: ctx.config.data.dataset.name().to_string(),
         state: run.cloned(),
+        run_id: (!state.run_id.is_empty()).then(|| state.run_id.clone()),
     }
 }

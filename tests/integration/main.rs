@@ -19,6 +19,7 @@ mod layers;
 mod ops;
 mod outputs;
 mod predict;
+mod probe_findings;
 mod recipe_features;
 mod recipes;
 mod report;
