@@ -485,7 +485,7 @@ fn assign_groups(plan: &Plan, groups: &[ParamGroup]) -> Result<HashMap<String, u
                     .collect::<Result<_>>()?,
             ),
         };
-        let mut matched = 0;
+        let (mut matched, mut taken) = (0, 0);
         for (name, path, kind, tensor) in &params {
             let in_layer = layers.as_ref().is_none_or(|ls| {
                 ls.iter()
@@ -498,8 +498,18 @@ fn assign_groups(plan: &Plan, groups: &[ParamGroup]) -> Result<HashMap<String, u
                 .is_none_or(|ts| ts.iter().any(|t| t == tensor));
             if in_layer && of_kind && named {
                 matched += 1;
-                out.entry(name.clone()).or_insert(i);
+                if let std::collections::hash_map::Entry::Vacant(e) = out.entry(name.clone()) {
+                    e.insert(i);
+                    taken += 1;
+                }
             }
+        }
+        if matched > 0 && taken == 0 {
+            crate::bail_input!(
+                "{field} selects only parameters that earlier groups already took (a parameter belongs to \
+                 the first group that selects it), so it would change nothing; put it before them, \
+                 narrow the earlier groups, or remove it"
+            );
         }
         if matched == 0 {
             crate::bail_input!(

@@ -151,8 +151,10 @@ impl RunState {
                 value,
             });
         }
+        // Patience 0 stops at the first epoch that does not improve (as
+        // Keras does), never at one that does.
         if let Some(e) = early
-            && self.epochs_without_improvement >= e.patience
+            && self.epochs_without_improvement >= e.patience.max(1)
         {
             self.stopped_early = true;
         }
@@ -215,6 +217,23 @@ mod tests {
         assert_eq!(stopped_at, Some(4));
         // The best checkpoint still took 0.445, a real (if small) improvement.
         assert_eq!(s.best.unwrap().epoch, 3);
+    }
+
+    // Patience 0 (Keras's): stop at the first epoch that does not improve,
+    // never at one that does (the probe saw a stop after an improving epoch 1).
+    #[test]
+    fn patience_zero_stops_at_the_first_epoch_without_improvement() {
+        let mut s = RunState::new();
+        let es = EarlyStopping {
+            patience: 0,
+            min_delta: 0.0,
+        };
+        for (e, v) in [0.5, 0.4, 0.3].into_iter().enumerate() {
+            s.judge(&record(e + 1, v), Monitor::ValLoss, Some(&es));
+            assert!(!s.stopped_early, "stopped after improving epoch {}", e + 1);
+        }
+        s.judge(&record(4, 0.35), Monitor::ValLoss, Some(&es));
+        assert!(s.stopped_early);
     }
 
     #[test]

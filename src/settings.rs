@@ -137,8 +137,29 @@ pub fn check(mut config: Config) -> Result<Resolved> {
 /// The checks of settings that need the network: layers named by
 /// `training.freeze` and `training.param_groups`.
 pub fn check_against_plan(config: &Config, plan: &Plan) -> Result<()> {
-    crate::train::freeze_list(plan, &config.training.freeze)?;
-    crate::optim::check_groups(plan, &config.training.param_groups)
+    let t = &config.training;
+    let frozen = crate::train::freeze_list(plan, &t.freeze)?;
+    // As `"trainable": false` on every layer is refused by the plan: a
+    // freeze list that leaves nothing to train for the whole run.
+    if !frozen.is_empty() && t.unfreeze_after.is_none() {
+        let mut free = false;
+        crate::layers::walk(&plan.layers, &mut |n| {
+            free |= !n.frozen
+                && n.op
+                    .run()
+                    .tensors()
+                    .iter()
+                    .any(|s| s.trainable && !frozen.contains(&format!("{}.{}", n.path, s.name)))
+        });
+        if !free {
+            crate::bail_input!(
+                "training.freeze covers every parameter the network trains, so nothing would be \
+                 trained; leave at least one layer out of it, or set training.unfreeze_after to train \
+                 them after that many epochs"
+            );
+        }
+    }
+    crate::optim::check_groups(plan, &t.param_groups)
 }
 
 /// The flags a resumed run takes that change its config.

@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn a_running_status_of_a_dead_process_reads_as_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = start(dir.path()).unwrap();
+        let mut s = start(dir.path(), "").unwrap();
         assert_eq!(read(dir.path()).unwrap().status, State::Running);
         s.pid = u32::MAX - 1;
         write(dir.path(), &s).unwrap();

@@ -460,16 +460,20 @@ impl Run<'_> {
                 self.run_dir.best().display()
             );
         }
+        let monitor = match splits.val.is_empty() {
+            true => config.training.monitor.without_validation(),
+            false => config.training.monitor,
+        };
         Ok(outcome.stopped_early.then(|| {
             format!(
                 "stopped early after epoch {}: {} had not improved for {} epoch(s)",
                 outcome.history.len(),
-                config.training.monitor.name(),
+                monitor.name(),
                 config
                     .training
                     .early_stopping
                     .as_ref()
-                    .map_or(0, |e| e.patience)
+                    .map_or(1, |e| e.patience.max(1))
             )
         }))
     }

@@ -166,6 +166,16 @@ impl Monitor {
             Monitor::ValMacroF1 => "val_macro_f1",
         }
     }
+    /// What is judged in its place when there is no validation split: the
+    /// training accuracy or loss (as `run_state::monitored` reads it).
+    pub fn without_validation(self) -> Monitor {
+        match self {
+            Monitor::ValAcc => Monitor::TrainAcc,
+            Monitor::ValLoss => Monitor::TrainLoss,
+            other => other,
+        }
+    }
+
     /// Accuracies and F1 improve upwards, losses downwards.
     pub fn higher_is_better(self) -> bool {
         matches!(

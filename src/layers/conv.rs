@@ -36,7 +36,10 @@ pub struct Conv2d {
 }
 
 /// How a conv2d layer's fresh weights are made.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+// The settings-less kinds are empty struct variants, not unit ones: serde
+// ignores unknown fields beside the tag of a unit variant even under
+// deny_unknown_fields, and a misspelt setting must not pass unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
@@ -45,12 +48,11 @@ pub struct Conv2d {
 )]
 pub enum ConvInit {
     /// PyTorch's: uniform in ±1/√fan_in.
-    #[default]
-    Default,
+    Default {},
     /// PyTorch's, then the first `min(out_channels, in_channels)` filters
     /// made the identity (`torch.nn.init.dirac_`): the layer starts by
     /// passing those channels through, an implicit residual (airbench).
-    Dirac,
+    Dirac {},
     /// airbench's patch whitening: the filters are the eigenvectors of the
     /// covariance of the kernel-sized patches of `images` training images
     /// (chosen with the seed), each divided by √(eigenvalue + `eps`), the
@@ -62,6 +64,12 @@ pub enum ConvInit {
         #[serde(default = "whitening_images")]
         images: usize,
     },
+}
+
+impl Default for ConvInit {
+    fn default() -> Self {
+        ConvInit::Default {}
+    }
 }
 
 fn whitening_eps() -> f64 {
@@ -184,7 +192,7 @@ impl Spec for Conv2d {
         };
         match self.init {
             ConvInit::PatchWhitening { eps, images } => check_whitening(cx, &geom, eps, images)?,
-            ConvInit::Dirac if groups != 1 => {
+            ConvInit::Dirac {} if groups != 1 => {
                 return Err(cx.fail(format!(
                     "init dirac needs groups 1 (it has {groups}); remove groups or the init"
                 )));
@@ -261,7 +269,7 @@ fn check_padding_mode(cx: &Cx, mode: PaddingMode, p: Pad4, h: usize, w: usize) -
 impl Run for ConvLayer {
     fn tensors(&self) -> Vec<TensorSpec> {
         let mut t = self.geometry.tensors();
-        if self.init == ConvInit::Dirac
+        if self.init == (ConvInit::Dirac {})
             && let Init::Uniform { fan_in, .. } = t[0].init
         {
             t[0].init = Init::Dirac { fan_in };

@@ -36,6 +36,7 @@ pub fn write_run(dir: &Path, state: State, message: Option<&str>, history: &[Epo
         host: status::hostname(),
         started_at: 1000.0,
         updated_at: 1010.0,
+        run_id: None,
     };
     std::fs::write(
         dir.join(status::FILE),

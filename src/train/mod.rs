@@ -153,7 +153,7 @@ pub fn fit(
         if state.stopped_early {
             record.progress().note(&format!(
                 "early stopping: {} has not improved for {} epoch(s) (best {:.4} at epoch {})",
-                cfg.monitor.name(),
+                judged(ctx, cfg.monitor).name(),
                 state.epochs_without_improvement,
                 state.best.map_or(f64::NAN, |b| b.value),
                 state.best.map_or(0, |b| b.epoch)
@@ -168,6 +168,16 @@ pub fn fit(
         history: state.history,
         stopped_early: state.stopped_early,
     })
+}
+
+/// The metric judged for `monitor`: the training one in its place when the
+/// run has no validation split.
+pub fn judged(ctx: &RunContext, monitor: crate::config::Monitor) -> crate::config::Monitor {
+    if ctx.splits.val.is_empty() {
+        monitor.without_validation()
+    } else {
+        monitor
+    }
 }
 
 /// Whether Ctrl-C or SIGTERM asked the run to stop.

@@ -280,7 +280,10 @@ fn predict_takes_any_file_name_and_any_batch_size() {
                 lines(&text)
             };
             assert_eq!(rows.len(), 2 * files.len(), "{text}");
-            let lossy: Vec<&Value> = rows.iter().filter(|r| r.get("path_bytes").is_some()).collect();
+            let lossy: Vec<&Value> = rows
+                .iter()
+                .filter(|r| r.get("path_bytes").is_some())
+                .collect();
             assert_eq!(lossy.len(), 2, "the latin-1 name, twice: {text}");
             let bytes: Vec<u8> = lossy[0]["path_bytes"]
                 .as_array()
@@ -295,7 +298,10 @@ fn predict_takes_any_file_name_and_any_batch_size() {
     // Names from standard input, one per line (all but the one holding a
     // newline, which a line cannot carry).
     let mut input = Vec::new();
-    for f in files.iter().filter(|f| !f.as_os_str().as_bytes().contains(&b'\n')) {
+    for f in files
+        .iter()
+        .filter(|f| !f.as_os_str().as_bytes().contains(&b'\n'))
+    {
         input.extend_from_slice(f.as_os_str().as_bytes());
         input.push(b'\n');
     }
@@ -313,5 +319,8 @@ fn predict_takes_any_file_name_and_any_batch_size() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert_eq!(lines(&String::from_utf8(out.stdout).unwrap()).len(), files.len() - 1);
+    assert_eq!(
+        lines(&String::from_utf8(out.stdout).unwrap()).len(),
+        files.len() - 1
+    );
 }
