@@ -31,7 +31,7 @@
 #                   paths (a shared filesystem) and run in the same directory.
 #   --cnn PATH      the cnn binary (default: $CNN, else target/release/cnn of this
 #                   repository, else cnn on PATH)
-#   --dry-run       write the manifest and print the commands; run nothing
+#   --dry-run       check every point and print its command; write and run nothing
 #   --slurm [SBATCH OPTIONS...]
 #                   submit a Slurm job array instead, one task per unfinished point.
 #                   Every word after --slurm up to the first KEY=VALUES word or a
@@ -145,7 +145,8 @@ CNN_BIN=$resolved
 
 # ---------------------------------------------------------------- plan
 # Checks every point and writes manifest.json and commands.tsv (exit 2 and
-# nothing written when something is wrong); with --dry-run, prints the commands.
+# nothing written when something is wrong); with --dry-run, only checks and
+# prints the commands.
 ((DRY_RUN)) && PLAN+=(--dry-run)
 "$CNN_BIN" sweep plan "${PLAN[@]}" -- "${EXTRA[@]}" || exit
 ((DRY_RUN)) && exit 0

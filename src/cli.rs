@@ -445,7 +445,8 @@ pub struct SweepPlanArgs {
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
 
-    /// Print each point's command (INDEX, NAME, COMMAND, tab-separated).
+    /// Check every point and print its command (INDEX, NAME, COMMAND,
+    /// tab-separated); write nothing.
     #[arg(long)]
     pub dry_run: bool,
 

@@ -91,6 +91,22 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
     }
 }
 
+/// The free memory of a GPU (`cuMemGetInfo`), in bytes; `None` for the CPU
+/// or when the driver does not say.
+pub fn free_memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        return d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _)| free as u64);
+    }
+    let _ = device;
+    None
+}
+
 /// Opens GPU `n`. A CUDA build made with scripts/build-cuda.sh loads the
 /// NVIDIA libraries only now, and cudarc panics when one is missing; that
 /// panic is caught (silently) and becomes the reason returned.

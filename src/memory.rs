@@ -52,6 +52,8 @@ pub struct Shape {
     /// micro-batches.
     pub cpu: bool,
     pub threads: usize,
+    /// On a GPU: its free memory, which the run must fit in.
+    pub device_free: Option<u64>,
 }
 
 impl Shape {
@@ -60,6 +62,7 @@ impl Shape {
         Shape {
             cpu: device.is_cpu(),
             threads: rayon::current_num_threads().max(1),
+            device_free: crate::device::free_memory(device),
         }
     }
 }
@@ -126,10 +129,10 @@ pub fn check(
     on: Shape,
     skip: bool,
 ) -> Result<()> {
-    if skip || !on.cpu {
+    if skip {
         return Ok(());
     }
-    let Some(available) = available() else {
+    let Some(available) = room(on) else {
         return Ok(());
     };
     let rule = config.training.optimizer.rule()?;
@@ -150,10 +153,10 @@ pub fn check(
 /// Refuses `cnn eval` of `plan` with `eval_batch` images at a time when it
 /// would not fit (no gradients, no optimizer state).
 pub fn check_eval(plan: &Plan, eval_batch: usize, on: Shape, skip: bool) -> Result<()> {
-    if skip || !on.cpu {
+    if skip {
         return Ok(());
     }
-    let Some(available) = available() else {
+    let Some(available) = room(on) else {
         return Ok(());
     };
     let e = estimate(plan, 1, eval_batch, 0, on);
@@ -179,6 +182,18 @@ pub fn check_eval(plan: &Plan, eval_batch: usize, on: Shape, skip: bool) -> Resu
         gib(available.bytes),
         available.source
     )
+}
+
+/// The memory a run on `on` must fit in: the process's on the CPU, the
+/// GPU's free memory on a GPU (`None` when it cannot be read).
+fn room(on: Shape) -> Option<Available> {
+    if on.cpu {
+        return available();
+    }
+    on.device_free.map(|bytes| Available {
+        bytes,
+        source: "free memory of the GPU (cuMemGetInfo)".into(),
+    })
 }
 
 fn refuse_if_short(
@@ -432,6 +447,7 @@ mod tests {
         let cpu = Shape {
             cpu: true,
             threads: 2,
+            device_free: None,
         };
         // 79,510 parameters: weights, gradient sum, Adam's two moments,
         // and the gradients of the 2 micro-batches of a batch of 64.
@@ -444,12 +460,27 @@ mod tests {
         let gpu = Shape {
             cpu: false,
             threads: 2,
+            device_free: None,
         };
         assert_eq!(
             estimate(&mlp, 6400, 1000, 2, gpu).train,
             4 * 4 * 1778 * 6400
         );
         assert_eq!(estimate(&mlp, 6400, 1000, 2, gpu).eval, 4 * 2 * 1778 * 1000);
+        // On a GPU the run must fit in its free memory; unknown, unchecked.
+        assert_eq!(room(gpu), None);
+        let small = Shape {
+            device_free: Some(1 << 20),
+            ..gpu
+        };
+        assert_eq!(room(small).unwrap().bytes, 1 << 20);
+        let config = crate::config::Config::from_value(
+            serde_json::from_str(include_str!("../configs/mlp.json")).unwrap(),
+        )
+        .unwrap();
+        let err = check(&mlp, &config, (50_000, 10_000), small, false).unwrap_err();
+        assert!(format!("{err}").contains("free memory of the GPU"), "{err}");
+        assert!(check(&mlp, &config, (50_000, 10_000), small, true).is_ok());
     }
 
     #[test]
@@ -458,6 +489,7 @@ mod tests {
         let on = Shape {
             cpu: true,
             threads: 2,
+            device_free: None,
         };
         let at = |b, e| estimate(&cifar, b, e, 2, on);
         let available = Available {

@@ -120,6 +120,7 @@ impl RunDir {
                 path.display()
             );
         }
+        check_tensorboard(path)?;
         if !force && holds_files(path)? {
             crate::bail_input!(
                 "run directory {} already exists and is not empty; nothing was changed. Choose another with \
@@ -167,6 +168,7 @@ impl RunDir {
                 path.display()
             );
         }
+        check_tensorboard(path)?;
         let lock = lock(path)?;
         Ok(RunDir {
             path: path.to_path_buf(),
@@ -245,6 +247,20 @@ impl RunDir {
         }
         Ok(())
     }
+}
+
+/// Refuses a run directory whose `tensorboard` is not a folder (a file put
+/// there): the run writes its events into it.
+fn check_tensorboard(run: &Path) -> Result<()> {
+    let tb = run.join(TENSORBOARD);
+    if tb.symlink_metadata().is_ok() && !tb.is_dir() {
+        crate::bail_input!(
+            "{} is not a folder, but it is where the run writes its TensorBoard events; move it \
+             away (a new run can also turn the events off with --set training.tensorboard=false)",
+            tb.display()
+        );
+    }
+    Ok(())
 }
 
 /// The numbers N of the files `<prefix>N.safetensors` in `dir`, sorted.

@@ -42,6 +42,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             config.data.dataset.name()
         );
     }
+    // The test split of a built-in dataset needs only its test files when
+    // the checkpoint knows its normalization: a damaged training file does
+    // not stop it.
+    let test_only = args.split == Split::Test
+        && loaded.normalization.is_some()
+        && config.data.dataset != DatasetName::ImageFolder;
     // An image folder's labels follow the checkpoint's class names.
     let known = (!loaded.classes.is_empty()).then_some(&loaded.classes[..]);
     let dataset = Dataset::for_config(
@@ -52,6 +58,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             no_download: args.data.no_download,
             classes: known,
             quiet: false,
+            test_only,
         },
     )?;
     for note in &dataset.notes {
@@ -62,7 +69,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         None => dataset.classes.clone(),
     };
     let classes = &classes;
-    let splits = dataset.splits(config)?;
+    let splits = if test_only {
+        crate::data::Splits::test_only(&dataset, &config.data)?
+    } else {
+        dataset.splits(config)?
+    };
     let normalization = match &loaded.normalization {
         Some(n) => n.clone(),
         None => Normalization::resolve(&config.data.normalize, &splits.train)?,

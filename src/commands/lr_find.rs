@@ -51,6 +51,7 @@ pub fn run(args: &LrFindArgs) -> Result<()> {
             no_download: args.data.no_download,
             classes: None,
             quiet: args.quiet,
+            test_only: false,
         },
     )?;
     for note in &dataset.notes {

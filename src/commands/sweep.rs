@@ -77,6 +77,25 @@ fn plan(a: &SweepPlanArgs) -> Result<()> {
         check_point(base, &manifest, p, &train)?;
     }
 
+    let drawn = plan.random.map_or_else(String::new, |d| {
+        format!(", drawn from {} with seed {}", d.grid_points, d.seed)
+    });
+    if a.dry_run {
+        // Checked, shown, and nothing written.
+        note(&format!(
+            "{} points over {}{drawn}; --dry-run: nothing written",
+            manifest.points.len(),
+            plan.describe(),
+        ));
+        let cnn = utf8(&std::env::current_exe()?, "the cnn binary")?;
+        let mut stdout = std::io::stdout().lock();
+        for p in &manifest.points {
+            let mut args = vec![cnn.clone()];
+            args.extend(fresh_args(&manifest, &out_abs, p)?);
+            writeln!(stdout, "{}\t{}\t{}", p.index, p.name, shown(&args))?;
+        }
+        return Ok(());
+    }
     for d in ["runs", "logs", "locks"] {
         std::fs::create_dir_all(out.join(d))
             .with_context(|| format!("cannot create {}", out.join(d).display()))?;
@@ -86,25 +105,12 @@ fn plan(a: &SweepPlanArgs) -> Result<()> {
         &out.join("commands.tsv"),
         commands_tsv(&manifest, &out_abs)?.as_bytes(),
     )?;
-
-    let drawn = plan.random.map_or_else(String::new, |d| {
-        format!(", drawn from {} with seed {}", d.grid_points, d.seed)
-    });
     note(&format!(
         "{} points over {}{drawn}; manifest: {}",
         manifest.points.len(),
         plan.describe(),
         out.join(MANIFEST).display()
     ));
-    if a.dry_run {
-        let cnn = utf8(&std::env::current_exe()?, "the cnn binary")?;
-        let mut stdout = std::io::stdout().lock();
-        for p in &manifest.points {
-            let mut args = vec![cnn.clone()];
-            args.extend(fresh_args(&manifest, &out_abs, p)?);
-            writeln!(stdout, "{}\t{}\t{}", p.index, p.name, shown(&args))?;
-        }
-    }
     Ok(())
 }
 

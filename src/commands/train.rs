@@ -65,6 +65,7 @@ fn load_options<'a>(args: &'a TrainArgs, classes: Option<&'a [String]>) -> LoadO
         no_download: args.flags.data.no_download,
         classes,
         quiet: args.flags.quiet,
+        test_only: false,
     }
 }
 
@@ -106,7 +107,17 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
     let transfer = source_weights(&mut config, &plan)?;
     let dataset = load_data(&config, &load_options(args, None), progress)?;
     let splits = dataset.splits(&config)?;
-    train::steps_per_epoch(&config, splits.train.len())?;
+    let steps = train::steps_per_epoch(&config, splits.train.len())? as u64;
+    let total = steps * config.training.epochs as u64;
+    if let Some(ema) = config.training.ema
+        && ema.every > total
+    {
+        progress.note(&format!(
+            "warning: training.ema.every is {}, more than the run's {total} steps, so the average \
+             is never updated and evaluation sees the initial weights; lower it",
+            ema.every
+        ));
+    }
     // With the data in memory: what is left must hold the run.
     memory::check(
         &plan,

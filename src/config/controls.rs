@@ -160,6 +160,11 @@ impl ClassWeights {
     }
 }
 
+/// The largest `param_groups.*.lr_scale`: past it no rate trains.
+const MAX_LR_SCALE: f64 = 1000.0;
+/// The widest ratio of the positive class weights.
+const MAX_WEIGHT_RATIO: f64 = 1e6;
+
 /// Checks the controls of the training section for a network of
 /// `classes` outputs; every message names the field.
 pub fn check(t: &super::TrainingConfig, classes: usize) -> Result<()> {
@@ -184,6 +189,13 @@ pub fn check(t: &super::TrainingConfig, classes: usize) -> Result<()> {
             bail_input!(
                 "{field}.lr_scale is {}; it must be a positive number (1 keeps the rate; to keep \
                  parameters still, freeze them with training.freeze)",
+                g.lr_scale
+            );
+        }
+        if g.lr_scale > MAX_LR_SCALE {
+            bail_input!(
+                "{field}.lr_scale is {}; a scale above {MAX_LR_SCALE} multiplies the rate past anything \
+                 that trains (the rate itself is training.optimizer.lr); use at most {MAX_LR_SCALE}",
                 g.lr_scale
             );
         }
@@ -254,6 +266,15 @@ pub fn check(t: &super::TrainingConfig, classes: usize) -> Result<()> {
         }
         if w.iter().all(|v| *v == 0.0) {
             bail_input!("training.class_weights are all 0, so nothing would be learned");
+        }
+        let positive = w.iter().copied().filter(|v| *v > 0.0);
+        let (lo, hi) = positive.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if hi / lo > MAX_WEIGHT_RATIO {
+            bail_input!(
+                "training.class_weights range from {lo} to {hi}, more than {MAX_WEIGHT_RATIO:e} apart: \
+                 the loss of the heaviest class swamps the others until training diverges; keep the \
+                 weights within {MAX_WEIGHT_RATIO:e} of each other (\"balanced\" gives n / (k · count))"
+            );
         }
     }
     if t.unfreeze_after.is_some() && t.freeze.is_empty() {

@@ -51,6 +51,17 @@ pub fn value_at(root: &Value, path: &str) -> Option<Value> {
 /// Finds the value at a dotted path (`a.b.0.c`, or `a.b[0].c`).
 fn locate<'a>(root: &'a mut Value, path: &str) -> std::result::Result<&'a mut Value, String> {
     let normalized = path.replace('[', ".").replace(']', "");
+    if normalized.split('.').any(str::is_empty) {
+        return Err(format!(
+            "the path has an empty part (a dot at an end, or two in a row); write the fields \
+             with one dot between them, e.g. {}",
+            normalized
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(".")
+        ));
+    }
     let mut here = root;
     let mut walked = String::new();
     for seg in normalized.split('.').filter(|s| !s.is_empty()) {

@@ -45,14 +45,36 @@ pub const CLASSES: [&str; 10] = [
 
 /// The six files, found in `dir` or in the `cifar-10-batches-bin` folder
 /// the archive unpacks to. `None` when any is missing.
-pub fn find_files(dir: &Path) -> Option<(PathBuf, [PathBuf; 6])> {
-    [dir.to_path_buf(), dir.join("cifar-10-batches-bin")]
-        .into_iter()
-        .find_map(|d| {
-            let files: [PathBuf; 6] =
-                std::array::from_fn(|i| d.join(TRAIN_FILES.get(i).copied().unwrap_or(TEST_FILE)));
-            files.iter().all(|f| f.is_file()).then_some((d, files))
-        })
+pub fn find_files(dir: &Path) -> Result<(PathBuf, [PathBuf; 6]), String> {
+    let mut best: Option<(usize, String)> = None;
+    for d in [dir.to_path_buf(), dir.join("cifar-10-batches-bin")] {
+        let files: [PathBuf; 6] =
+            std::array::from_fn(|i| d.join(TRAIN_FILES.get(i).copied().unwrap_or(TEST_FILE)));
+        let problems: Vec<(String, &'static str)> = files
+            .iter()
+            .filter_map(|f| {
+                super::locate::not_a_file(f)
+                    .map(|w| (f.file_name().unwrap().to_string_lossy().into(), w))
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok((d, files));
+        }
+        // Say what is wrong where most of the files are.
+        let present = 6 - problems.iter().filter(|(_, w)| *w == "missing").count();
+        if best.as_ref().is_none_or(|(n, _)| present > *n) {
+            let at = if d == dir {
+                String::new()
+            } else {
+                " in cifar-10-batches-bin/".into()
+            };
+            best = Some((
+                present,
+                format!("{}{at}", super::locate::describe_problems(&problems)),
+            ));
+        }
+    }
+    Err(best.map(|(_, why)| why).unwrap_or_default())
 }
 
 /// Reads one batch file, checking its size and every label.
@@ -177,7 +199,7 @@ mod tests {
     #[test]
     fn finds_files_in_the_unpacked_archive_folder() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(find_files(dir.path()).is_none());
+        assert!(find_files(dir.path()).is_err());
         let inner = dir.path().join("cifar-10-batches-bin");
         std::fs::create_dir(&inner).unwrap();
         for f in TRAIN_FILES.iter().chain([&TEST_FILE]) {

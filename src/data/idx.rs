@@ -142,25 +142,81 @@ pub const FILES: [&str; 4] = [
 /// Finds each of the four files in `dir`, raw or `.gz` (also the
 /// `train-images.idx3-ubyte` spelling some mirrors use). `None` when any is
 /// missing.
-pub fn find_files(dir: &Path) -> Option<[PathBuf; 4]> {
-    let find = |stem: &str| -> Option<PathBuf> {
-        let dotted = stem.replacen("-idx", ".idx", 1);
-        [
-            stem.to_string(),
-            format!("{stem}.gz"),
-            dotted.clone(),
-            format!("{dotted}.gz"),
-        ]
-        .into_iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
+pub fn find_files(dir: &Path) -> Result<[PathBuf; 4], String> {
+    Ok(locate(dir)?.map(|(p, _)| p))
+}
+
+/// The names a file of `stem` may have, in the order they are preferred:
+/// raw, then gzipped, in both spellings.
+fn variants(stem: &str) -> [String; 4] {
+    let dotted = stem.replacen("-idx", ".idx", 1);
+    [
+        stem.to_string(),
+        format!("{stem}.gz"),
+        dotted.clone(),
+        format!("{dotted}.gz"),
+    ]
+}
+
+/// Each file of the set in `dir`, with the other variants of it that are
+/// files too (read instead of them, which a note says).
+fn locate(dir: &Path) -> Result<[(PathBuf, Vec<PathBuf>); 4], String> {
+    let mut problems = Vec::new();
+    let found: Vec<Option<(PathBuf, Vec<PathBuf>)>> = FILES
+        .iter()
+        .map(|stem| {
+            let paths: Vec<PathBuf> = variants(stem).iter().map(|n| dir.join(n)).collect();
+            let files: Vec<PathBuf> = paths
+                .iter()
+                .filter(|p| super::locate::not_a_file(p).is_none())
+                .cloned()
+                .collect();
+            if let Some((first, rest)) = files.split_first() {
+                return Some((first.clone(), rest.to_vec()));
+            }
+            // Something there under one of the names, but not a file?
+            let odd = paths.iter().find_map(|p| {
+                super::locate::not_a_file(p)
+                    .filter(|w| *w != "missing")
+                    .map(|w| (p, w))
+            });
+            problems.push(match odd {
+                Some((p, w)) => (p.file_name().unwrap().to_string_lossy().into_owned(), w),
+                None => (format!("{stem}[.gz]"), "missing"),
+            });
+            None
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(super::locate::describe_problems(&problems));
+    }
+    let mut it = found.into_iter().map(|f| f.expect("every file found"));
+    Ok(std::array::from_fn(|_| it.next().expect("four files")))
+}
+
+/// Notes for files of the set in `dir` that exist in more than one form
+/// (`train-images-idx3-ubyte` beside its `.gz`): which one is read.
+pub fn twin_notes(dir: &Path) -> Vec<String> {
+    let Ok(found) = locate(dir) else {
+        return Vec::new();
     };
-    Some([
-        find(FILES[0])?,
-        find(FILES[1])?,
-        find(FILES[2])?,
-        find(FILES[3])?,
-    ])
+    found
+        .iter()
+        .filter(|(_, others)| !others.is_empty())
+        .map(|(read, others)| {
+            let names: Vec<String> = others
+                .iter()
+                .map(|o| o.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            format!(
+                "note: {} holds {} as well as {}; reading {} (remove the one that is not wanted)",
+                dir.display(),
+                read.file_name().unwrap().to_string_lossy(),
+                names.join(" and "),
+                read.file_name().unwrap().to_string_lossy()
+            )
+        })
+        .collect()
 }
 
 /// Writes an IDX images file (used by tests and fixtures).
@@ -277,7 +333,7 @@ mod tests {
     #[test]
     fn finds_gz_and_raw_names() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(find_files(dir.path()).is_none());
+        assert!(find_files(dir.path()).is_err());
         for (i, f) in FILES.iter().enumerate() {
             let name = if i % 2 == 0 {
                 format!("{f}.gz")

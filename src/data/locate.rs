@@ -34,28 +34,73 @@ pub fn candidate_dirs(
 }
 
 /// The first candidate where `probe` finds the files, or one line per
-/// place saying why it did not do.
+/// place saying why it did not do (`probe`'s reason for a directory that
+/// exists: which files are missing, or which are not regular files).
 pub fn find<F>(
     candidates: &[(PathBuf, &'static str)],
-    probe: impl Fn(&Path) -> Option<F>,
-    missing: &str,
+    probe: impl Fn(&Path) -> Result<F, String>,
 ) -> Result<(PathBuf, F), Vec<String>> {
-    for (dir, _) in candidates {
-        if let Some(found) = probe(dir) {
-            return Ok((dir.clone(), found));
-        }
+    let mut tried = Vec::new();
+    for (dir, why) in candidates {
+        let state = if dir.is_dir() {
+            match probe(dir) {
+                Ok(found) => return Ok((dir.clone(), found)),
+                Err(reason) => reason,
+            }
+        } else if dir.exists() {
+            "not a directory".to_string()
+        } else {
+            "no such directory".to_string()
+        };
+        tried.push(format!("  {} ({why}): {state}", dir.display()));
     }
-    Err(candidates
+    Err(tried)
+}
+
+/// Why `path`, which a dataset needs as a file, is not one: `None` for a
+/// regular file, else `missing` or what it is (a directory, a FIFO…).
+pub fn not_a_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Some("missing"),
+    };
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// `missing: a, b; not regular files: c (a FIFO)` for the files of a place.
+pub fn describe_problems(problems: &[(String, &'static str)]) -> String {
+    let missing: Vec<&str> = problems
         .iter()
-        .map(|(d, why)| {
-            let state = if d.is_dir() {
-                missing
-            } else {
-                "no such directory"
-            };
-            format!("  {} ({why}): {state}", d.display())
-        })
-        .collect())
+        .filter(|(_, w)| *w == "missing")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let odd: Vec<String> = problems
+        .iter()
+        .filter(|(_, w)| *w != "missing")
+        .map(|(n, w)| format!("{n} is {w}, not a file"))
+        .collect();
+    let mut parts = Vec::new();
+    if !odd.is_empty() {
+        parts.push(odd.join(", "));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("missing {}", missing.join(", ")));
+    }
+    parts.join("; ")
 }
 
 /// What each place needs, for the "cannot find" message.

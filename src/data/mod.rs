@@ -47,6 +47,17 @@ impl ImageSet {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+    /// No images, of the same shape.
+    pub fn empty_like(&self) -> ImageSet {
+        ImageSet {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            pixels: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
@@ -113,6 +124,10 @@ pub struct LoadOptions<'a> {
     pub classes: Option<&'a [String]>,
     /// Print nothing (no download line or bar).
     pub quiet: bool,
+    /// Read only the test files of a built-in dataset (the training set is
+    /// then empty): `cnn eval --split test` of a checkpoint, which needs
+    /// nothing of the training images.
+    pub test_only: bool,
 }
 
 /// The fixed class names of the built-in datasets (an image folder's are
@@ -235,24 +250,33 @@ fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Res
     let candidates = candidate_dirs(name, opts.data_dir, data.dir.as_deref());
     let classes = class_names(name);
     let found = match name {
-        DatasetName::Cifar10 => locate::find(
-            &candidates,
-            |d| cifar::find_files(d).map(|(dir, f)| (dir, Files::Cifar(f))),
-            "no complete set of CIFAR-10 binary files",
-        ),
-        _ => locate::find(
-            &candidates,
-            |d| idx::find_files(d).map(|f| (d.to_path_buf(), Files::Idx(f))),
-            "no complete set of IDX files",
-        ),
+        DatasetName::Cifar10 => locate::find(&candidates, |d| {
+            cifar::find_files(d).map(|(dir, f)| (dir, Files::Cifar(f)))
+        }),
+        _ => locate::find(&candidates, |d| {
+            idx::find_files(d).map(|f| (d.to_path_buf(), Files::Idx(f)))
+        }),
     };
     let mut tried = match found {
         Ok((_, (dir, files))) => {
+            let notes = match &files {
+                Files::Idx(_) => idx::twin_notes(&dir),
+                Files::Cifar(_) => Vec::new(),
+            };
+            // Only the test files, when that is all the caller uses.
             let (train, test) = match files {
+                Files::Idx(f) if opts.test_only => {
+                    let test = read_pair(&f[2], &f[3], classes.len())?;
+                    (test.empty_like(), test)
+                }
                 Files::Idx(f) => {
                     let train = read_pair(&f[0], &f[1], classes.len())?;
                     let test = read_pair(&f[2], &f[3], classes.len())?;
                     (train, test)
+                }
+                Files::Cifar(f) if opts.test_only => {
+                    let test = cifar::read_file(&f[5])?;
+                    (test.empty_like(), test)
                 }
                 Files::Cifar(f) => cifar::read(&f)?,
             };
@@ -275,7 +299,7 @@ fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Res
                 train,
                 test: Some(test),
                 test_dir: None,
-                notes: Vec::new(),
+                notes,
             });
         }
         Err(tried) => tried,

@@ -125,6 +125,30 @@ impl<'a> Splits<'a> {
         })
     }
 
+    /// The test split alone, as [`Splits::new`] gives it (a separate test
+    /// set, `limit_test` applied), with empty training and validation
+    /// splits: for a dataset loaded with `LoadOptions::test_only`.
+    pub fn test_only(data: &'a Dataset, cfg: &DataConfig) -> Result<Splits<'a>> {
+        let Some(set) = &data.test else {
+            anyhow::bail!("the dataset has no separate test set");
+        };
+        let mut test: Vec<u32> = (0..set.len() as u32).collect();
+        if let Some(limit) = cfg.limit_test {
+            test.truncate(limit.max(1));
+        }
+        let none = |set| Subset {
+            set,
+            indices: Vec::new(),
+        };
+        Ok(Splits {
+            train: none(&data.train),
+            val: none(&data.train),
+            test: Subset { set, indices: test },
+            val_count: 0,
+            carved_test_count: None,
+        })
+    }
+
     pub fn get(&self, split: super::Split) -> &Subset<'a> {
         match split {
             super::Split::Train => &self.train,

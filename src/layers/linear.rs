@@ -101,9 +101,10 @@ impl Spec for Linear {
         if self.out_features == 0 {
             return Err(cx.fail("out_features is 0; it must be at least 1"));
         }
-        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0 && self.init_scale <= 100.0) {
             return Err(cx.fail(format!(
-                "init_scale is {}; it must be a positive number such as 0.111 (1 leaves PyTorch's init)",
+                "init_scale is {}; it must be a positive number up to 100, such as 0.111 (1 leaves \
+                 PyTorch's init; larger scales make outputs that overflow before training starts)",
                 self.init_scale
             )));
         }

@@ -193,10 +193,34 @@ fn read_row(found: Found) -> (Row, Option<BTreeMap<String, Value>>) {
             }
         }
     }
-    let config = std::fs::read_to_string(found.dir.join(run_dir::CONFIG))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .map(|v| flatten(&v));
+    // A config.json that is not a config marks the run unreadable, as a
+    // broken history does (it was shown as an ordinary run).
+    let path = found.dir.join(run_dir::CONFIG);
+    let config = match std::fs::read_to_string(&path) {
+        Err(_) => None,
+        Ok(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(v)
+                if ["layers", "training", "data", "input_shape"]
+                    .iter()
+                    .any(|k| v.get(k).is_some()) =>
+            {
+                Some(flatten(&v))
+            }
+            Ok(_) => {
+                status = Status::Unreadable;
+                error.get_or_insert(format!(
+                    "{} is not a cnn config (an object with layers, training and data)",
+                    path.display()
+                ));
+                None
+            }
+            Err(e) => {
+                status = Status::Unreadable;
+                error.get_or_insert(format!("{} is not valid JSON: {e}", path.display()));
+                None
+            }
+        },
+    };
     let (best_val_acc, best_epoch, test_acc) = best(&history);
     let row = Row {
         run: found.run,

@@ -451,11 +451,50 @@ fn diverged(ctx: &RunContext, epoch: usize, state: &RunState, loss: f64, lr: f64
     anyhow::anyhow!(
         "training diverged: the loss {why} at epoch {epoch}, step {} of the epoch (step {} of the run) \
          with learning rate {lr:e}; lower it (training.optimizer.lr, --lr) or add a warmup \
-         (training.lr_schedule.warmup_epochs). {}",
+         (training.lr_schedule.warmup_epochs){}. {}",
         state.batches_done + 1,
         state.step + 1,
+        also_suspect(ctx.config),
         checkpoints_left(ctx.run_dir)
     )
+}
+
+/// The other settings that scale the loss or the steps, when set: where a
+/// divergence may come from besides the rate.
+fn also_suspect(config: &Config) -> String {
+    let t = &config.training;
+    let mut suspects = Vec::new();
+    let top = t
+        .param_groups
+        .iter()
+        .map(|g| g.lr_scale)
+        .fold(1f64, f64::max);
+    if top > 1.0 {
+        suspects.push(format!("training.param_groups (lr_scale up to {top})"));
+    }
+    if let Some(crate::config::ClassWeights::Given(w)) = &t.class_weights {
+        let hi = w.iter().copied().fold(0f64, f64::max);
+        if hi > 1.0 {
+            suspects.push(format!("training.class_weights (up to {hi})"));
+        }
+    }
+    let value = config.to_value();
+    let scaled: Vec<String> = value["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let s = l.get("init_scale")?.as_f64()?;
+            (s > 1.0).then(|| format!("layers.{i}.init_scale ({s})"))
+        })
+        .collect();
+    suspects.extend(scaled);
+    if suspects.is_empty() {
+        String::new()
+    } else {
+        format!("; also check {}", suspects.join(", "))
+    }
 }
 
 /// What a diverged run leaves: its last finite checkpoints, or none yet.

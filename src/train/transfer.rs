@@ -79,6 +79,18 @@ pub fn load(path: &Path, plan: &Plan) -> Result<Transfer> {
             }
         }
     }
+    if out.tensors.is_empty() && !out.reshaped.is_empty() {
+        let n = out.reshaped.len();
+        let shown: Vec<&str> = out.reshaped.iter().take(6).map(String::as_str).collect();
+        crate::bail_input!(
+            "training.init_from: no tensor of {} fits this network: {n} have its names but other \
+             shapes ({}{}). Give a checkpoint of a network whose layers have the same sizes, or change \
+             the layers to match it",
+            path.display(),
+            shown.join("; "),
+            if n > shown.len() { "; …" } else { "" }
+        );
+    }
     if out.tensors.is_empty() {
         let mut names: Vec<&String> = source.keys().collect();
         names.sort();

@@ -10,7 +10,7 @@ const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 fn require_package() {
     assert!(
-        cnn::data::idx::find_files(Path::new(SYSTEM_DIR)).is_some(),
+        cnn::data::idx::find_files(Path::new(SYSTEM_DIR)).is_ok(),
         "Fashion-MNIST is not installed in {SYSTEM_DIR}; install Debian's package: \
          apt-get install dataset-fashion-mnist"
     );

@@ -112,7 +112,7 @@ fn test_time_augmentation_in_the_history_and_in_eval() {
 fn fashion_mnist_with_the_recipe_augmentation_and_flip_tta() {
     let fashion = Path::new("/usr/share/datasets/fashion-mnist");
     assert!(
-        cnn::data::idx::find_files(fashion).is_some(),
+        cnn::data::idx::find_files(fashion).is_ok(),
         "install Debian's dataset-fashion-mnist"
     );
     let dir = tempfile::tempdir().unwrap();

@@ -470,7 +470,26 @@ fn another_grid_in_the_same_directory_is_refused_and_random_draws_are_reproducib
     let mut other = grid;
     other[4] = "8";
     assert_ne!(names(&tmp.path().join("c"), &other), a);
-    // Same directory, same grid: fine; another grid: refused.
+    // A dry run wrote nothing; planned for real, the same grid again is
+    // fine, another grid (even in a dry run) refused.
+    assert!(!tmp.path().join("a").exists());
+    let (code, _, stderr) = run(cnn(tmp.path())
+        .args(["sweep", "plan", "--base"])
+        .arg(config_path("mlp.json"))
+        .arg("--out")
+        .arg(tmp.path().join("a"))
+        .args(&grid[1..])
+        .args(["--", "--data-dir"])
+        .arg(mnist_small())
+        .args([
+            "--limit-train",
+            "300",
+            "--limit-test",
+            "200",
+            "--set",
+            "data.val_size=200",
+        ]));
+    assert_eq!(code, 0, "{stderr}");
     names(&tmp.path().join("a"), &grid);
     let (code, _, stderr) = output(&mut sweep(&tmp.path().join("a"), &other, &[]));
     assert_eq!(code, 2, "{stderr}");
@@ -535,7 +554,13 @@ fn report_and_sweep_agree_that_a_run_of_another_host_without_its_lock_holder_was
     // showed such a run as running while the sweep resumed it as killed.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sweep");
-    let (code, _, stderr) = output(&mut sweep(&out, &["--dry-run", GRID[0]], &[]));
+    // Planned (manifest.json written), nothing run.
+    let (code, _, stderr) = run(cnn(tmp.path())
+        .args(["sweep", "plan", "--base"])
+        .arg(config_path("mlp.json"))
+        .arg("--out")
+        .arg(&out)
+        .arg(GRID[0]));
     assert_eq!(code, 0, "{stderr}");
     let point = &run_dirs(&out)[0];
     let name = point.file_name().unwrap().to_str().unwrap().to_string();
@@ -627,4 +652,26 @@ fn a_train_flag_that_overrides_an_axis_of_the_sweep_is_refused_before_anything_r
         );
         assert!(!out.join("manifest.json").exists());
     }
+}
+
+#[test]
+fn a_dry_run_checks_and_prints_every_point_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let (code, stdout, stderr) = output(&mut sweep(&out, &["--dry-run", GRID[0], GRID[1]], &[]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l.contains(" train --config ")),
+        "{stdout}"
+    );
+    assert!(!out.exists(), "--dry-run wrote {}", out.display());
+    // A point that is not a valid config fails the dry run too.
+    let (code, _, stderr) = output(&mut sweep(
+        &out,
+        &["--dry-run", "training.batch_size=0,8"],
+        &[],
+    ));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!out.exists());
 }
