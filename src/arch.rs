@@ -194,16 +194,19 @@ pub fn plan(config: &Config) -> Result<Plan> {
         layers,
         warnings,
     };
-    check_memory(
-        &plan,
-        config.training.batch_size.max(config.data.eval_batch_size),
-    )?;
+    let (train, eval) = (config.training.batch_size, config.data.eval_batch_size);
+    let (batch, field) = if eval > train {
+        (eval, "data.eval_batch_size")
+    } else {
+        (train, "training.batch_size")
+    };
+    check_memory(&plan, batch, field)?;
     Ok(plan)
 }
 
 /// Rough bytes needed to train: weights, gradients and two optimizer moments,
 /// plus every activation and its gradient for one batch.
-fn check_memory(plan: &Plan, batch: usize) -> Result<()> {
+fn check_memory(plan: &Plan, batch: usize, field: &str) -> Result<()> {
     let params = plan.params() + plan.buffers();
     let activations: u128 = plan
         .layers
@@ -220,9 +223,9 @@ fn check_memory(plan: &Plan, batch: usize) -> Result<()> {
             .max_by_key(|(_, l)| l.params.max(l.output.elements() * batch as u128))
             .expect("plan has layers");
         crate::bail_input!(
-            "the network would need about {} GiB to train with batch size {batch} \
+            "the network would need about {} GiB to train and evaluate batches of {batch} images ({field}) \
              ({} parameters, {} activation values per image); the largest layer is {i} ({}) \
-             with output {} and {} parameters. Reduce its size or the batch size.",
+             with output {} and {} parameters. Reduce its size or {field}.",
             bytes >> 30,
             params,
             activations,

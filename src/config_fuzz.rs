@@ -4,8 +4,11 @@
 //! dropped, repeated or swapped) go through everything `cnn summary` and
 //! `cnn train` check before touching data: decoding, `check_settings` and
 //! the plan. Never a panic; every refusal is an input error (exit 2) whose
-//! message names a field or a layer. Seeded, so a failure repeats; the
-//! failing config is printed.
+//! message names a field or a layer. Every field of `training` and `data`
+//! (and of the layers, blocks' included) is reached: the configs are also
+//! mutated with every default written out, and each such field is set to
+//! each odd value in turn. Seeded, so a failure repeats; the failing config
+//! is printed.
 
 use crate::config::Config;
 use crate::error::exit_code;
@@ -164,15 +167,66 @@ fn mutate(config: &Value, rng: &mut ChaCha8Rng) -> Value {
     v
 }
 
-/// What `cnn summary` does with a config before printing: `Ok` or the
-/// refusal's exit code and message.
+/// What `cnn summary` and `cnn train` do with a config before touching
+/// data (`settings::check`: the settings, the plan, the settings that name
+/// layers): `Ok` or the refusal's exit code and message.
 fn check(value: Value) -> Result<(), (i32, String)> {
     let config = Config::from_value(value).map_err(|m| (2, m))?;
-    config
-        .check_settings()
-        .map_err(|e| (exit_code(&e), format!("{e:#}")))?;
-    crate::arch::plan(&config).map_err(|e| (exit_code(&e), format!("{e:#}")))?;
+    crate::settings::check(config).map_err(|e| (exit_code(&e), format!("{e:#}")))?;
     Ok(())
+}
+
+/// A shipped config with every default written out, so that every field
+/// of `training` and `data` (and of every layer, blocks' included) is
+/// there to be mutated.
+fn resolved(config: &Value) -> Value {
+    Config::from_value(config.clone())
+        .expect("a shipped config decodes")
+        .to_value()
+}
+
+/// Every field of `training` and `data`, in every shipped config written
+/// out in full, set to each odd value in turn: never a panic, and every
+/// refusal is exit 2 naming the field (its key or one of its parents').
+#[test]
+fn every_training_and_data_field_set_to_odd_values_is_refused_by_name_or_accepted() {
+    let mut checked = 0;
+    for (path, config) in shipped() {
+        let full = resolved(&config);
+        let mut all = Vec::new();
+        paths(&full, &mut Vec::new(), &mut all);
+        for field in all.iter().filter(|p| {
+            matches!(p.first().and_then(Value::as_str), Some("training" | "data")) && p.len() >= 2
+        }) {
+            let keys: Vec<String> = field
+                .iter()
+                .skip(1)
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect();
+            let dotted: Vec<String> = field
+                .iter()
+                .map(|k| k.as_str().map_or_else(|| k.to_string(), String::from))
+                .collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(35);
+            for _ in 0..12 {
+                let mut v = full.clone();
+                *get_mut(&mut v, field).expect("the path exists") = odd_value(&mut rng);
+                let shown = format!("{} = {}", dotted.join("."), get_mut(&mut v, field).unwrap());
+                let outcome = catch_unwind(AssertUnwindSafe(|| check(v)))
+                    .unwrap_or_else(|_| panic!("panic from {path}: {shown}"));
+                checked += 1;
+                let Err((code, msg)) = outcome else {
+                    continue;
+                };
+                assert_eq!(code, 2, "exit {code} from {path}: {shown}: {msg}");
+                assert!(
+                    keys.iter().any(|k| msg.contains(k.as_str())),
+                    "the refusal names none of {keys:?} ({path}: {shown}): {msg}"
+                );
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked} cases");
 }
 
 #[test]
@@ -186,8 +240,12 @@ fn mutated_configs_never_panic_and_every_refusal_names_a_field_or_layer() {
     for (n, (path, config)) in configs.iter().enumerate() {
         assert!(check(config.clone()).is_ok(), "{path} is valid as shipped");
         let mut rng = ChaCha8Rng::seed_from_u64(21 + n as u64);
+        // Half the cases from the file as written, half from it with every
+        // default written out (which reaches every field).
+        let full = resolved(config);
         for case in 0..CASES {
-            let mutated = mutate(config, &mut rng);
+            let base = if case % 2 == 0 { config } else { &full };
+            let mutated = mutate(base, &mut rng);
             let shown = serde_json::to_string(&mutated).unwrap();
             let outcome = catch_unwind(AssertUnwindSafe(|| check(mutated.clone())))
                 .unwrap_or_else(|_| panic!("panic on case {case} from {path}: {shown}"));

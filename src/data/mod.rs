@@ -251,10 +251,14 @@ fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Res
     let classes = class_names(name);
     let found = match name {
         DatasetName::Cifar10 => locate::find(&candidates, |d| {
-            cifar::find_files(d).map(|(dir, f)| (dir, Files::Cifar(f)))
+            cifar::find_files(d)
+                .map(|(dir, f)| (dir, Files::Cifar(f)))
+                .map_err(|why| format!("no complete set of CIFAR-10 binary files: {why}"))
         }),
         _ => locate::find(&candidates, |d| {
-            idx::find_files(d).map(|f| (d.to_path_buf(), Files::Idx(f)))
+            idx::find_files(d)
+                .map(|f| (d.to_path_buf(), Files::Idx(f)))
+                .map_err(|why| format!("no complete set of IDX files: {why}"))
         }),
     };
     let mut tried = match found {
