@@ -100,6 +100,7 @@ the problem; other failures exit with status 1.
 """
 
 import argparse
+import contextlib
 import copy
 import gzip
 import json
@@ -1308,7 +1309,24 @@ class Batcher:
         return self.table[x], y
 
 
-def evaluate(model, batcher, images, labels, batch_size, tta=None):
+def autocast(device, precision):
+    """torch.autocast in bf16 for --precision bf16 (convolutions and linear
+    layers in bf16, the rest in f32, as cnn's training.precision), else a
+    no-op."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_precision(args, training):
+    """--precision, else training.precision of the config (fp32)."""
+    precision = getattr(args, "precision", None) or opt(training, "precision", "fp32")
+    if precision not in ("fp32", "bf16"):
+        raise InputError(f'precision "{precision}" is not one of fp32, bf16')
+    return precision
+
+
+def evaluate(model, batcher, images, labels, batch_size, tta=None, precision="fp32"):
     """(mean cross-entropy, correct, seconds) over all images, the logits
     averaged over data.tta's views when given."""
     model.eval()
@@ -1317,7 +1335,8 @@ def evaluate(model, batcher, images, labels, batch_size, tta=None):
     with torch.no_grad():
         for lo in range(0, len(labels), batch_size):
             x, y = batcher(images, labels, slice(lo, lo + batch_size))
-            logits = tta_logits(model, x, tta)
+            with autocast(x.device, precision):
+                logits = tta_logits(model, x, tta).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
     loss_sum, correct = float(loss_sum), int(correct)  # waits for the device
@@ -1388,6 +1407,7 @@ def cmd_train(args):
     config = load_config_file(args.config)
     training, data = section(config, "training"), section(config, "data")
     check_unimplemented(training, data)
+    precision = resolve_precision(args, training)
     seed = args.seed if args.seed is not None else opt(training, "seed", 42)
     torch.manual_seed(seed)
     device = pick_device(args.device)
@@ -1458,7 +1478,9 @@ def cmd_train(args):
                 x, y = batcher(augmenter(train_x[idx], idx, epoch + 1), train_y, idx, augmented=True)
             else:
                 x, y = batcher(train_x, train_y, idx)
-            loss = F.cross_entropy(model.logits(x), y, label_smoothing=smoothing)
+            with autocast(device, precision):
+                logits = model.logits(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -1477,7 +1499,8 @@ def cmd_train(args):
 
     # With an EMA, the average is what is tested and saved, as in cnn.
     final = ema.model if ema is not None else model
-    test_loss, correct, eval_seconds = evaluate(final, batcher, test_x, test_y, eval_batch_size(data), tta)
+    test_loss, correct, eval_seconds = evaluate(final, batcher, test_x, test_y, eval_batch_size(data), tta,
+                                                precision)
     trained = n - n % batch_size if drop_last else n
     result = {
         "model": config["name"],
@@ -1497,6 +1520,7 @@ def cmd_train(args):
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "threads": args.threads,
         "channels_last": channels_last,
+        "precision": precision,
         "torch_version": torch.__version__,
     }
 
@@ -1607,7 +1631,7 @@ def cmd_eval(args):
         model.to(memory_format=torch.channels_last)
     tta = parse_tta(data, config["input_shape"])
     loss, correct, seconds = evaluate(model, Batcher(mean, std, device, channels_last), test_x, test_y,
-                                      eval_batch_size(data), tta)
+                                      eval_batch_size(data), tta, resolve_precision(args, training))
     n = len(test_y)
     result = {
         "checkpoint": args.checkpoint,
@@ -1648,6 +1672,8 @@ def main(argv=None):
     t.add_argument("--seed", type=int, help="default: training.seed of the config (42)")
     t.add_argument("--save", metavar="FILE.safetensors", help="write the trained state_dict here")
     t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    t.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: torch.autocast in bf16 (default: training.precision of the config, fp32)")
     t.set_defaults(run=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a safetensors checkpoint (from this script or cnn) on the test set")
@@ -1660,6 +1686,8 @@ def main(argv=None):
     e.add_argument("--no-channels-last", action="store_true",
                    help="keep PyTorch's contiguous (NCHW) layout on the CPU (default: channels_last for conv nets)")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    e.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: torch.autocast in bf16 (default: training.precision of the config, fp32)")
     e.set_defaults(run=cmd_eval)
 
     args = parser.parse_args(argv)

@@ -18,6 +18,8 @@ pub struct Plan {
     pub num_classes: usize,
     pub layers: Vec<Node>,
     pub warnings: Vec<String>,
+    /// What convolutions and linear layers multiply (`training.precision`).
+    pub precision: crate::config::Precision,
 }
 
 impl Plan {
@@ -193,6 +195,7 @@ pub fn plan(config: &Config) -> Result<Plan> {
         num_classes: config.num_classes,
         layers,
         warnings,
+        precision: config.training.precision,
     };
     let (train, eval) = (config.training.batch_size, config.data.eval_batch_size);
     let (batch, field) = if eval > train {

@@ -399,6 +399,11 @@ pub struct RunChoices {
     /// Train on only the first N training images.
     #[arg(long, value_name = "N")]
     pub limit_train: Option<usize>,
+
+    /// What convolutions and linear layers multiply: fp32, or bf16 (bf16
+    /// products summed in f32; overrides training.precision).
+    #[arg(long, value_name = "fp32|bf16")]
+    pub precision: Option<crate::config::Precision>,
 }
 
 #[derive(Debug, Args)]
@@ -661,6 +666,11 @@ pub struct EvalArgs {
     /// Evaluate without the test-time augmentation the config's data.tta asks for.
     #[arg(long)]
     pub no_tta: bool,
+
+    /// Evaluate in fp32 or bf16 (default: the precision the checkpoint
+    /// was trained in).
+    #[arg(long, value_name = "fp32|bf16")]
+    pub precision: Option<crate::config::Precision>,
     /// Replace the output file if it exists (never a file of a run directory).
     #[arg(long)]
     pub force: bool,
@@ -701,6 +711,10 @@ pub struct SummaryArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Show the kernels of this precision (overrides training.precision).
+    #[arg(long, value_name = "fp32|bf16")]
+    pub precision: Option<crate::config::Precision>,
 }
 
 #[derive(Debug, Args)]
@@ -785,6 +799,11 @@ pub struct PredictArgs {
     /// Images decoded (on all cores) and classified together.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub batch_size: usize,
+
+    /// Classify in fp32 or bf16 (default: the precision the checkpoint
+    /// was trained in).
+    #[arg(long, value_name = "fp32|bf16")]
+    pub precision: Option<crate::config::Precision>,
 }
 
 #[derive(Debug, Args)]

@@ -38,9 +38,13 @@ pub struct EpochRecord {
     pub val_top_k_acc: Option<f64>,
     #[serde(default)]
     pub test_top_k_acc: Option<f64>,
+    /// What the epoch's convolutions and linear layers multiplied
+    /// (`training.precision`; fp32 in histories written before it).
+    #[serde(default)]
+    pub precision: crate::config::Precision,
 }
 
-pub const CSV_COLUMNS: [&str; 14] = [
+pub const CSV_COLUMNS: [&str; 15] = [
     "epoch",
     "lr",
     "train_loss",
@@ -55,6 +59,7 @@ pub const CSV_COLUMNS: [&str; 14] = [
     "test_macro_f1",
     "val_top_k_acc",
     "test_top_k_acc",
+    "precision",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -66,7 +71,7 @@ pub fn to_csv(records: &[EpochRecord]) -> String {
     out.push('\n');
     for r in records {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.epoch,
             r.lr,
             r.train_loss,
@@ -81,6 +86,7 @@ pub fn to_csv(records: &[EpochRecord]) -> String {
             opt(r.test_macro_f1),
             opt(r.val_top_k_acc),
             opt(r.test_top_k_acc),
+            r.precision.name(),
         ));
     }
     out

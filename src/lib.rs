@@ -33,6 +33,7 @@ pub mod ops;
 pub(crate) mod optim;
 pub(crate) mod output;
 pub(crate) mod plot;
+pub mod precision;
 pub mod profile;
 pub(crate) mod progress;
 pub(crate) mod report;

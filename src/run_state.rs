@@ -194,6 +194,7 @@ mod tests {
             test_macro_f1: None,
             val_top_k_acc: None,
             test_top_k_acc: None,
+            precision: Default::default(),
         }
     }
 

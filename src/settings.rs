@@ -41,9 +41,19 @@ pub trait ConfigFlags {
     fn apply(&self, config: &mut Config) -> Result<()>;
 }
 
-/// No flags beyond `--set` (`cnn summary`).
+/// No flags beyond `--set`.
 impl ConfigFlags for () {
     fn apply(&self, _: &mut Config) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `--precision` (`cnn summary`).
+impl ConfigFlags for Option<crate::config::Precision> {
+    fn apply(&self, config: &mut Config) -> Result<()> {
+        if let Some(p) = self {
+            config.training.precision = *p;
+        }
         Ok(())
     }
 }
@@ -61,6 +71,9 @@ impl ConfigFlags for RunChoices {
         if let Some(name) = &self.dataset {
             d.dataset =
                 DatasetName::parse(name).map_err(|e| crate::input_error!("--dataset: {e:#}"))?;
+        }
+        if let Some(p) = self.precision {
+            config.training.precision = p;
         }
         Ok(())
     }
@@ -237,7 +250,22 @@ pub struct Evaluation {
 
 /// A cnn checkpoint by its own metadata, or any safetensors file (such as
 /// a PyTorch state_dict) when `config` describes its architecture.
-pub fn evaluation(weights: &Path, config: Option<&Path>) -> Result<Evaluation> {
+pub fn evaluation(
+    weights: &Path,
+    config: Option<&Path>,
+    precision: Option<crate::config::Precision>,
+) -> Result<Evaluation> {
+    let mut e = evaluation_as_stored(weights, config)?;
+    if let Some(p) = precision
+        && p != e.config.training.precision
+    {
+        e.config.training.precision = p;
+        e.plan.precision = p;
+    }
+    Ok(e)
+}
+
+fn evaluation_as_stored(weights: &Path, config: Option<&Path>) -> Result<Evaluation> {
     let Some(path) = config else {
         let ck = checkpoint::load(weights)?;
         let plan = arch::plan(&ck.meta.config).context("the checkpoint's config")?;

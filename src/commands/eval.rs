@@ -4,7 +4,6 @@
 //! macro averages, and the confusion matrix, optionally with test-time
 //! augmentation; optionally draw the matrix and the most confident mistakes.
 
-use super::load_model;
 use crate::cli::EvalArgs;
 use crate::config::{Config, DatasetName, Tta};
 use crate::data::{Batcher, Dataset, ImageSet, LoadOptions, Normalization, Split};
@@ -33,7 +32,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         plot::check(path, args.force, "--mistakes-png")?;
     }
     let device = device::open(args.device.device)?;
-    let loaded = load_model(&args.checkpoint, args.config.as_deref(), &device)?;
+    let loaded = super::load_model_in(
+        &args.checkpoint,
+        args.config.as_deref(),
+        &device,
+        args.precision,
+    )?;
     let config = &loaded.config;
     if args.test_dir.is_some() && config.data.dataset != DatasetName::ImageFolder {
         crate::bail_input!(

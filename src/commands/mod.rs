@@ -37,7 +37,17 @@ pub struct Loaded {
 /// state_dict) when `config` describes its architecture
 /// ([`settings::evaluation`]), onto `device`.
 pub fn load_model(weights: &Path, config: Option<&Path>, device: &Device) -> Result<Loaded> {
-    let e = settings::evaluation(weights, config)?;
+    load_model_in(weights, config, device, None)
+}
+
+/// [`load_model`], evaluating in `precision` instead of the stored one.
+pub fn load_model_in(
+    weights: &Path,
+    config: Option<&Path>,
+    device: &Device,
+    precision: Option<crate::config::Precision>,
+) -> Result<Loaded> {
+    let e = settings::evaluation(weights, config, precision)?;
     let model = Model::new(&e.plan, Weights::Tensors(&e.tensors), device)
         .with_context(|| format!("checkpoint {}", weights.display()))?;
     Ok(Loaded {

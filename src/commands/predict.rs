@@ -14,7 +14,6 @@
 //! standard error, or as an `error` row in JSON) and the others are still
 //! classified; the exit code (2) says that some failed.
 
-use super::load_model;
 use crate::cli::PredictArgs;
 use crate::data::convert::{self, Fit};
 use crate::data::{Batcher, Normalization, folder};
@@ -37,7 +36,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let sources = sources(&args.images)?;
     let device = device::open(args.device.device)?;
-    let loaded = load_model(&args.checkpoint, None, &device)?;
+    let loaded = super::load_model_in(&args.checkpoint, None, &device, args.precision)?;
     // A batch never holds more images than there are (when they are known),
     // and must fit in memory.
     let known = sources.iter().try_fold(0usize, |n, s| match s {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 pub fn run(args: &SummaryArgs) -> Result<()> {
     // The whole config is checked as `cnn train` checks it, so that a
     // summary (and a sweep's check of its points) passes only what trains.
-    let resolved = settings::new_run(&args.config, &args.sets, &())?;
+    let resolved = settings::new_run(&args.config, &args.sets, &args.precision)?;
     for note in &resolved.notes {
         eprintln!("warning: {note}");
     }
@@ -34,11 +34,23 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
 /// What the CPU runs each convolution with, forward and backward: one row
 /// per conv2d layer (the first with parameters needs no input gradient).
 fn conv_kernels(plan: &Plan) -> Vec<(String, [String; 2])> {
-    fn walk(nodes: &[Node], grads_below: &mut bool, out: &mut Vec<(String, [String; 2])>) {
+    let precision = plan.precision;
+    let walk_in = |nodes: &[Node], grads_below: &mut bool, out: &mut Vec<(String, [String; 2])>| {
+        walk(nodes, grads_below, out, precision)
+    };
+    fn walk(
+        nodes: &[Node],
+        grads_below: &mut bool,
+        out: &mut Vec<(String, [String; 2])>,
+        precision: crate::config::Precision,
+    ) {
         for n in nodes {
             if let (Some(g), &[c, h, w]) = (n.op.conv(), n.input.dims().as_slice()) {
                 let need_dx = *grads_below;
-                if let Some([fwd, mut bwd]) = crate::ops::conv2d_algorithms(g, [c, h, w], need_dx) {
+                let bf16 = precision == crate::config::Precision::Bf16;
+                if let Some([fwd, mut bwd]) =
+                    crate::ops::conv2d_algorithms(g, [c, h, w], need_dx, bf16)
+                {
                     if !need_dx {
                         bwd.push_str(" (no input gradient)");
                     }
@@ -47,13 +59,13 @@ fn conv_kernels(plan: &Plan) -> Vec<(String, [String; 2])> {
             }
             let children = n.op.run().children();
             for list in children {
-                walk(list, &mut grads_below.clone(), out);
+                walk(list, &mut grads_below.clone(), out, precision);
             }
             *grads_below |= n.params > 0;
         }
     }
     let mut out = Vec::new();
-    walk(&plan.layers, &mut false, &mut out);
+    walk_in(&plan.layers, &mut false, &mut out);
     out
 }
 

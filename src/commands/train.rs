@@ -426,6 +426,9 @@ impl Run<'_> {
             device::describe(model.device()),
             self.run_dir.path().display()
         ));
+        if config.training.precision == crate::config::Precision::Bf16 && model.device().is_cpu() {
+            progress.note(&crate::ops::kernels::bf16_note());
+        }
         let batcher = Batcher::new(self.normalization, model.device());
         let ctx = RunContext {
             config,

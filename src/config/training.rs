@@ -86,7 +86,15 @@ pub struct TrainingConfig {
     /// epochs record their training metrics only.
     #[serde(default = "one_epoch")]
     pub eval_every: usize,
+    /// The numbers convolutions and linear layers multiply: `"fp32"`, or
+    /// `"bf16"` (inputs and weights rounded to bf16, products summed in
+    /// f32; master weights, optimizer state, batch norm and the loss stay
+    /// f32, as PyTorch's autocast keeps them).
+    #[serde(default)]
+    pub precision: Precision,
 }
+
+pub use crate::precision::Precision;
 
 fn one_epoch() -> usize {
     1
@@ -138,6 +146,7 @@ impl Default for TrainingConfig {
             keep_best: 0,
             keep_every_epochs: 0,
             top_k: default_top_k(),
+            precision: Precision::Fp32,
             eval_every: one_epoch(),
         }
     }

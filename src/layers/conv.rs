@@ -334,8 +334,9 @@ impl Run for ConvGeometry {
         ops::check_conv_supported(self, device)
     }
 
-    fn forward(&self, x: &Tensor, t: &[Tensor], _pass: &mut Pass, relu: bool) -> Result<Tensor> {
-        ops::conv2d(x, &t[0], t.get(1), self, relu)
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor> {
+        let bf16 = pass.precision() == crate::precision::Precision::Bf16;
+        ops::conv2d_in(x, &t[0], t.get(1), self, relu, bf16)
     }
 
     /// `Conv`, with zero padding as its `pads`; other padding modes are a

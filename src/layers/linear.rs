@@ -149,8 +149,9 @@ impl Run for LinearOp {
         true
     }
 
-    fn forward(&self, x: &Tensor, t: &[Tensor], _: &mut Pass, relu: bool) -> Result<Tensor> {
-        ops::linear(x, &t[0], t.get(1), relu)
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor> {
+        let bf16 = pass.precision() == crate::precision::Precision::Bf16;
+        ops::linear_in(x, &t[0], t.get(1), relu, bf16)
     }
 
     /// `Gemm` with the weight transposed, as PyTorch exports `Linear`.

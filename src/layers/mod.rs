@@ -166,6 +166,8 @@ impl TensorSpec {
 pub struct Pass<'a> {
     rng: Option<&'a mut Rng>,
     observer: Option<&'a mut Observer<'a>>,
+    /// What convolutions and linear layers multiply; the model sets it.
+    precision: crate::precision::Precision,
 }
 
 /// Sees a layer's output.
@@ -176,13 +178,26 @@ impl<'a> Pass<'a> {
         Pass {
             rng: None,
             observer: None,
+            precision: Default::default(),
         }
     }
     pub fn train(rng: &'a mut Rng) -> Self {
         Pass {
             rng: Some(rng),
             observer: None,
+            precision: Default::default(),
         }
+    }
+
+    /// What convolutions and linear layers multiply in this pass.
+    pub fn precision(&self) -> crate::precision::Precision {
+        self.precision
+    }
+
+    /// This pass in `precision`.
+    pub fn in_precision(mut self, precision: crate::precision::Precision) -> Self {
+        self.precision = precision;
+        self
     }
     /// Evaluation that shows `f` the output of every layer, inside blocks
     /// too, in the order they run (no layer applies the next one's ReLU).
@@ -190,6 +205,7 @@ impl<'a> Pass<'a> {
         Pass {
             rng: None,
             observer: Some(f),
+            precision: Default::default(),
         }
     }
     /// Training that shows `f` the output of every layer.
@@ -197,6 +213,7 @@ impl<'a> Pass<'a> {
         Pass {
             rng: Some(rng),
             observer: Some(f),
+            precision: Default::default(),
         }
     }
     pub fn is_train(&self) -> bool {

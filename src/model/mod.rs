@@ -177,7 +177,8 @@ impl Model {
 
     /// Scores before a trailing softmax/log-softmax: what the loss and
     /// accuracy are computed from.
-    pub fn logits(&self, xs: &Tensor, mut pass: Pass) -> Result<Tensor> {
+    pub fn logits(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
+        let mut pass = pass.in_precision(self.plan.precision);
         let end = self
             .plan
             .output_activation()
@@ -209,7 +210,7 @@ impl Model {
             &self.plan.layers,
             &self.tensors,
             xs,
-            &mut Pass::observed(&mut keep),
+            &mut Pass::observed(&mut keep).in_precision(self.plan.precision),
             n,
         )?;
         Ok(out)

@@ -14,6 +14,7 @@
 //! Zero padding only (other padding modes pad first, see `ops::pad2d`);
 //! padding may differ per side.
 
+use super::bf16::{self, Bf16Isa};
 use super::cpu::{self, Mat, Window};
 use super::{direct, winograd};
 use crate::geometry::ConvGeometry;
@@ -24,6 +25,9 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 pub struct Conv {
     pub geom: ConvGeometry,
     pub relu: bool,
+    /// `training.precision: "bf16"`: inputs, weights and output gradients
+    /// rounded to bf16, products summed in f32 (see [`Dims::algorithm`]).
+    pub bf16: bool,
 }
 
 /// Sizes of one call, derived from the input's shape.
@@ -81,8 +85,9 @@ enum Algorithm {
     Winograd(winograd::Plan),
     /// Register tiles over vectors of channels, without the unfolded input.
     Direct(&'static direct::Isa),
-    /// The unfolded input (im2col) times the weights (gemm).
-    Im2col,
+    /// The unfolded input (im2col) times the weights (gemm): in f32, or
+    /// with bf16 products (`ops::bf16::gemm`).
+    Im2col(Option<Bf16Isa>),
 }
 
 impl Algorithm {
@@ -90,7 +95,50 @@ impl Algorithm {
         match self {
             Algorithm::Winograd(p) => format!("winograd {}", p.isa_name()),
             Algorithm::Direct(isa) => format!("direct {}", isa.name),
-            Algorithm::Im2col => "im2col+gemm".to_string(),
+            Algorithm::Im2col(None) => "im2col+gemm".to_string(),
+            Algorithm::Im2col(Some(isa)) => format!("im2col+bf16 gemm {}", isa.name()),
+        }
+    }
+
+    /// The name with how the operands are taken (`rounded`: to bf16,
+    /// before f32 kernels).
+    fn describe(&self, rounded: bool) -> String {
+        match rounded {
+            true => format!("{} on bf16-rounded operands", self.name()),
+            false => self.name(),
+        }
+    }
+
+    /// The bf16 products of an im2col convolution, if it has them.
+    fn bf16_isa(&self) -> Option<Bf16Isa> {
+        match self {
+            Algorithm::Im2col(isa) => *isa,
+            _ => None,
+        }
+    }
+}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)` in f32, or with bf16
+/// products on `isa`.
+///
+/// # Safety
+/// As [`cpu::gemm`]; `isa` must be one this CPU runs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    isa: Option<Bf16Isa>,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: Mat<*mut f32>,
+    accumulate: bool,
+    lhs: Mat<*const f32>,
+    rhs: Mat<*const f32>,
+) {
+    // SAFETY: this function's contract.
+    unsafe {
+        match isa {
+            Some(isa) => bf16::gemm(isa, m, n, k, dst, accumulate, lhs, rhs),
+            None => cpu::gemm(m, n, k, dst, accumulate, lhs, rhs),
         }
     }
 }
@@ -112,7 +160,46 @@ impl Dims {
     /// (backward: stride 1 only, where they beat im2col; with the input's
     /// gradient, its channels must fill the lanes too), else im2col. What
     /// the CPU offers and the environment allows is `super::kernels`'s.
-    fn algorithm(&self, pass: Pass) -> Algorithm {
+    ///
+    /// In bf16 (`bf16`), the matrix products run in bf16 where that pays
+    /// (im2col with bf16 products, on layers whose products are large
+    /// enough to repay packing the operands); Winograd keeps its f32
+    /// kernels (it does four times fewer multiplications than a direct
+    /// convolution, more than bf16's two-fold rate gives back); everything
+    /// else runs the f32 kernels on operands rounded to bf16 (returned
+    /// `true`): the same products, no faster than f32.
+    fn algorithm(&self, pass: Pass, bf16: bool) -> (Algorithm, bool) {
+        let f32_choice = self.f32_algorithm(pass);
+        if !bf16 {
+            return (f32_choice, false);
+        }
+        if matches!(f32_choice, Algorithm::Winograd(_)) {
+            return (f32_choice, true);
+        }
+        match super::kernels::get()
+            .bf16
+            .filter(|_| self.bf16_gemm_pays(pass))
+        {
+            Some(isa) => (Algorithm::Im2col(Some(isa)), false),
+            None => (f32_choice, true),
+        }
+    }
+
+    /// Whether each product of an im2col pass is large enough for bf16's
+    /// packing to pay (measured by `examples/bf16bench.rs`: below 32 rows
+    /// or a depth of 64 the f32 kernels were faster).
+    fn bf16_gemm_pays(&self, pass: Pass) -> bool {
+        let (og, k) = (self.og, self.k());
+        let big = |m: usize, depth: usize| m >= 32 && depth >= 64;
+        match pass {
+            Pass::Forward => big(og, k),
+            // dW: og × k over the pixels; dX: k × pixels over og.
+            Pass::Backward { need_dx } => big(og, k) && (!need_dx || big(k, og)),
+        }
+    }
+
+    /// The f32 algorithm.
+    fn f32_algorithm(&self, pass: Pass) -> Algorithm {
         if let Some(plan) = self.winograd() {
             return Algorithm::Winograd(plan);
         }
@@ -127,7 +214,7 @@ impl Dims {
                     && (!need_dx || i.fills_lanes_for_input_grad(self.cg))
             }),
         };
-        direct.map_or(Algorithm::Im2col, Algorithm::Direct)
+        direct.map_or(Algorithm::Im2col(None), Algorithm::Direct)
     }
 }
 
@@ -188,10 +275,11 @@ impl Conv {
         let g = &self.geom;
         let weight = (g.out_channels, c / g.groups.max(1), g.kernel.h, g.kernel.w);
         let d = self.dims_of((1, c, h, w), weight)?;
-        Ok([
-            d.algorithm(Pass::Forward).name(),
-            d.algorithm(Pass::Backward { need_dx }).name(),
-        ])
+        let name = |pass| {
+            let (a, rounded) = d.algorithm(pass, self.bf16);
+            a.describe(rounded)
+        };
+        Ok([name(Pass::Forward), name(Pass::Backward { need_dx })])
     }
 
     fn label(&self) -> String {
@@ -208,9 +296,18 @@ impl Conv {
         b: Option<&[f32]>,
     ) -> Result<(CpuStorage, Shape)> {
         let d = self.dims(xl, wl)?;
-        let algorithm = d.algorithm(Pass::Forward);
-        let _t =
-            crate::profile::scope(|| format!("{} forward [{}]", self.label(), algorithm.name()));
+        let (algorithm, rounded) = d.algorithm(Pass::Forward, self.bf16);
+        let _t = crate::profile::scope(|| {
+            format!("{} forward [{}]", self.label(), algorithm.describe(rounded))
+        });
+        let (xr, wr);
+        let (x, w) = if rounded {
+            (xr, wr) = (bf16::round_vec(x), bf16::round_vec(w));
+            (&xr[..], &wr[..])
+        } else {
+            (x, w)
+        };
+        let mm = algorithm.bf16_isa();
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let mut y = cpu::uninit(d.n * d.out_image());
         if let Algorithm::Winograd(plan) = &algorithm {
@@ -266,7 +363,7 @@ impl Conv {
                         // og·nb·p ≥ og·ld); group g's weights are og rows of k from
                         // g·og·k, inside w's groups·og·k; `col` holds k rows of
                         // `ld` (k·nb·p). The three buffers are distinct.
-                        unsafe { cpu::gemm(d.og, ld, k, dst, b.is_some(), lhs, rhs) };
+                        unsafe { matmul(mm, d.og, ld, k, dst, b.is_some(), lhs, rhs) };
                         // Each image's rows to its place in y, through the ReLU.
                         for j in 0..bsz {
                             let yi =
@@ -300,11 +397,16 @@ impl Conv {
         need_dx: bool,
     ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
         let d = self.dims(x.layout(), w.layout())?;
-        let algorithm = d.algorithm(Pass::Backward { need_dx });
+        let (algorithm, rounded) = d.algorithm(Pass::Backward { need_dx }, self.bf16);
         let _t = crate::profile::scope(|| {
             let dx = if need_dx { "" } else { " (no dx)" };
-            format!("{} backward{dx} [{}]", self.label(), algorithm.name())
+            format!(
+                "{} backward{dx} [{}]",
+                self.label(),
+                algorithm.describe(rounded)
+            )
         });
+        let mm = algorithm.bf16_isa();
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let x = x.contiguous()?;
         let w = w.contiguous()?;
@@ -315,6 +417,22 @@ impl Conv {
             cpu::with_slice(&w, |ws| {
                 cpu::with_slice(&dy, |dys| {
                     cpu::with_slice(&y, |ys| {
+                        // In bf16 the output gradient is rounded (every
+                        // path, the bias gradient too), and so are the
+                        // input and weights before f32 kernels.
+                        let (xr, wr, dyr);
+                        let dys = if self.bf16 {
+                            dyr = bf16::round_vec(dys);
+                            &dyr[..]
+                        } else {
+                            dys
+                        };
+                        let (xs, ws) = if rounded {
+                            (xr, wr) = (bf16::round_vec(xs), bf16::round_vec(ws));
+                            (&xr[..], &wr[..])
+                        } else {
+                            (xs, ws)
+                        };
                         if let Algorithm::Winograd(plan) = &algorithm {
                             let weights = plan.weights(ws, need_dx);
                             let mut dx = need_dx.then(|| cpu::uninit(d.n * d.in_image()));
@@ -419,7 +537,7 @@ impl Conv {
                                         // long, or the direct layout's, never both); `dz`
                                         // holds og rows of `ld`, `col` k rows of `ld`
                                         // read transposed; distinct buffers.
-                                        unsafe { cpu::gemm(d.og, k, ld, dst, true, lhs, rhs) };
+                                        unsafe { matmul(mm, d.og, k, ld, dst, true, lhs, rhs) };
                                         if let Some(dx) = dx.as_deref_mut() {
                                             // dcol (k × bsz·p) = W_gᵀ (k×og) · dZ, then fold back per image.
                                             let dst = Mat {
@@ -441,7 +559,9 @@ impl Conv {
                                             // weights are read as a k×og transpose of its
                                             // og×k block of `ws`; `dz` holds og rows of
                                             // `ld`; `col` is not read by this product.
-                                            unsafe { cpu::gemm(k, ld, d.og, dst, false, lhs, rhs) };
+                                            unsafe {
+                                                matmul(mm, k, ld, d.og, dst, false, lhs, rhs)
+                                            };
                                             for j in 0..bsz {
                                                 let dxi = &mut dx[(b0 + j) * d.in_image()
                                                     ..(b0 + j + 1) * d.in_image()];

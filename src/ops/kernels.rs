@@ -11,7 +11,11 @@
 //! * `CNN_DIRECT_CONV=0`: no register-tile convolutions (direct or
 //!   Winograd): im2col and gemm; `CNN_DIRECT_CONV=avx2`: their AVX2 form on
 //!   an AVX-512 CPU;
-//! * `CNN_WINOGRAD=0`: 3×3 layers through the direct kernels instead.
+//! * `CNN_WINOGRAD=0`: 3×3 layers through the direct kernels instead;
+//! * `CNN_BF16=avx512bf16|emulated|fp32`: how `training.precision: "bf16"`
+//!   multiplies: `VDPBF16PS` (the default where the CPU has it), the same
+//!   arithmetic emulated in scalar code (any CPU, slow: for tests), or only
+//!   the f32 kernels on bf16-rounded operands (the default elsewhere).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +95,9 @@ pub struct Kernels {
     pub tiles: Option<TileIsa>,
     /// Winograd for the 3×3 layers it takes (needs `tiles`).
     pub winograd: bool,
+    /// The bf16 products of `training.precision: "bf16"`; `None`: the f32
+    /// kernels on bf16-rounded operands.
+    pub bf16: Option<super::bf16::Bf16Isa>,
 }
 
 impl Kernels {
@@ -100,7 +107,16 @@ impl Kernels {
         kernels: Option<&str>,
         direct: Option<&str>,
         winograd: Option<&str>,
+        bf16: Option<&str>,
     ) -> Kernels {
+        use super::bf16::Bf16Isa;
+        let bf16 = match bf16 {
+            Some("emulated") => Some(Bf16Isa::Emulated),
+            Some("fp32") => None,
+            // Asked for or not, only where the CPU has it.
+            _ if features.avx512_bf16 => Some(Bf16Isa::Avx512Bf16),
+            _ => None,
+        };
         let tiles = match direct {
             Some("0") => None,
             _ if features.avx512f && direct != Some("avx2") => Some(TileIsa::Avx512),
@@ -112,6 +128,7 @@ impl Kernels {
             candle_only: kernels == Some("candle"),
             tiles,
             winograd: tiles.is_some() && winograd != Some("0"),
+            bf16,
         }
     }
 
@@ -136,7 +153,29 @@ impl Kernels {
             "baseline"
         };
         parts.push(format!("{loops} loops"));
+        parts.push(match self.bf16 {
+            Some(isa) => format!("bf16 products {}", isa.name()),
+            None => "bf16 as f32 on rounded operands".to_string(),
+        });
         parts.join(", ")
+    }
+}
+
+/// One line for a user about to train or evaluate in bf16 on the CPU: what
+/// the products run on.
+pub fn bf16_note() -> String {
+    use super::bf16::Bf16Isa;
+    match get().bf16 {
+        Some(Bf16Isa::Avx512Bf16) => "bf16: bf16 products on AVX512-BF16 (VDPBF16PS) where they pay; \
+             the other layers, and 3×3 layers on Winograd's f32 kernels, take bf16-rounded operands \
+             (cnn summary --precision bf16 lists each)"
+            .to_string(),
+        Some(Bf16Isa::Emulated) => {
+            "bf16: bf16 products emulated in scalar code (CNN_BF16=emulated): slow, for tests".into()
+        }
+        None => "bf16: this CPU has no bf16 dot-product instructions (AVX512-BF16, AMX), so the f32 \
+             kernels run on bf16-rounded operands: bf16's numbers, no faster than fp32"
+            .to_string(),
     }
 }
 
@@ -149,6 +188,7 @@ pub fn get() -> &'static Kernels {
             env_choice("CNN_KERNELS", &["candle"]),
             env_choice("CNN_DIRECT_CONV", &["0", "avx2"]),
             env_choice("CNN_WINOGRAD", &["0"]),
+            env_choice("CNN_BF16", &["avx512bf16", "emulated", "fp32"]),
         )
     })
 }
@@ -234,29 +274,48 @@ mod tests {
             avx512_bf16: true,
             amx_bf16: false,
         };
-        let k = Kernels::choose(all, None, None, None);
+        let k = Kernels::choose(all, None, None, None, None);
         assert_eq!(
             (k.tiles, k.winograd, k.candle_only),
             (Some(TileIsa::Avx512), true, false)
         );
-        let k = Kernels::choose(all, None, Some("avx2"), None);
+        let k = Kernels::choose(all, None, Some("avx2"), None, None);
         assert_eq!(k.tiles, Some(TileIsa::Avx2));
-        let k = Kernels::choose(all, None, Some("0"), None);
+        let k = Kernels::choose(all, None, Some("0"), None, None);
         assert_eq!((k.tiles, k.winograd), (None, false));
-        let k = Kernels::choose(all, None, None, Some("0"));
+        let k = Kernels::choose(all, None, None, Some("0"), None);
         assert_eq!((k.tiles, k.winograd), (Some(TileIsa::Avx512), false));
-        assert!(Kernels::choose(all, Some("candle"), None, None).candle_only);
+        assert!(Kernels::choose(all, Some("candle"), None, None, None).candle_only);
         let avx2 = Features {
             avx512f: false,
             ..all
         };
         assert_eq!(
-            Kernels::choose(avx2, None, None, None).tiles,
+            Kernels::choose(avx2, None, None, None, None).tiles,
             Some(TileIsa::Avx2)
         );
         let none = Features::default();
-        let k = Kernels::choose(none, None, None, None);
+        let k = Kernels::choose(none, None, None, None, None);
         assert_eq!((k.tiles, k.winograd), (None, false));
         assert!(k.describe().starts_with("im2col"), "{}", k.describe());
+        // bf16: the instruction where the CPU has it, the emulation when
+        // asked, else the f32 kernels on rounded operands.
+        use crate::ops::bf16::Bf16Isa;
+        assert_eq!(
+            Kernels::choose(all, None, None, None, None).bf16,
+            Some(Bf16Isa::Avx512Bf16)
+        );
+        assert_eq!(
+            Kernels::choose(all, None, None, None, Some("fp32")).bf16,
+            None
+        );
+        assert_eq!(
+            Kernels::choose(none, None, None, None, Some("avx512bf16")).bf16,
+            None
+        );
+        assert_eq!(
+            Kernels::choose(none, None, None, None, Some("emulated")).bf16,
+            Some(Bf16Isa::Emulated)
+        );
     }
 }

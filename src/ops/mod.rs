@@ -4,6 +4,7 @@
 //! the fastest implementation available for the tensor's device.
 
 pub(crate) mod batchnorm;
+pub mod bf16;
 pub mod conv;
 pub mod cpu;
 pub(crate) mod direct;
@@ -78,6 +79,20 @@ pub fn conv2d(
     g: &ConvGeometry,
     relu: bool,
 ) -> Result<Tensor> {
+    conv2d_in(x, weight, bias, g, relu, false)
+}
+
+/// [`conv2d`], with bf16 products when `bf16` (`training.precision`): the
+/// input and weights rounded to bf16, their products summed in f32, and
+/// the gradient flowing back rounded too; the output and bias stay f32.
+pub fn conv2d_in(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    g: &ConvGeometry,
+    relu: bool,
+    bf16: bool,
+) -> Result<Tensor> {
     let (x, g) = if g.padding_mode == PaddingMode::Zeros {
         (x.clone(), *g)
     } else {
@@ -91,13 +106,27 @@ pub fn conv2d(
         )
     };
     if native(&x) {
-        let op = conv::Conv { geom: g, relu };
+        let op = conv::Conv {
+            geom: g,
+            relu,
+            bf16,
+        };
         return Ok(match bias {
             Some(b) => x.apply_op3(weight, b, conv::ConvBias(op))?,
             None => x.apply_op2(weight, conv::ConvNoBias(op))?,
         });
     }
+    if bf16 {
+        return candle_conv2d(&through_bf16(&x)?, &through_bf16(weight)?, bias, &g, relu);
+    }
     candle_conv2d(&x, weight, bias, &g, relu)
+}
+
+/// `x` rounded to bf16 and back to f32 with candle's ops: its gradient is
+/// rounded the same way on the way back. What candle's devices do for
+/// `bf16` (the CPU kernels round inside their own ops).
+pub fn through_bf16(x: &Tensor) -> Result<Tensor> {
+    Ok(x.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
 }
 
 /// The algorithms the CPU kernels run a [`conv2d`] of `g` with on an input
@@ -107,6 +136,7 @@ pub fn conv2d_algorithms(
     g: &ConvGeometry,
     [c, h, w]: [usize; 3],
     need_dx: bool,
+    bf16: bool,
 ) -> Option<[String; 2]> {
     if candle_only() {
         return None;
@@ -125,6 +155,7 @@ pub fn conv2d_algorithms(
     conv::Conv {
         geom: g,
         relu: false,
+        bf16,
     }
     .algorithms([c, h, w], need_dx)
     .ok()
@@ -158,8 +189,22 @@ pub fn candle_conv2d(
 /// Fully connected layer `y = x·Wᵀ + b` on `x: [n, in]`, `weight: [out, in]`,
 /// followed by a ReLU when `relu` is set.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    linear_in(x, weight, bias, relu, false)
+}
+
+/// [`linear`], with bf16 products when `bf16` (as [`conv2d_in`]).
+pub fn linear_in(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    bf16: bool,
+) -> Result<Tensor> {
+    if !native(x) && bf16 {
+        return candle_linear(&through_bf16(x)?, &through_bf16(weight)?, bias, relu);
+    }
     if native(x) {
-        let op = linear::Linear { relu };
+        let op = linear::Linear { relu, bf16 };
         return Ok(match bias {
             Some(b) => x.apply_op3(weight, b, linear::LinearBias(op))?,
             None => x.apply_op2(weight, linear::LinearNoBias(op))?,

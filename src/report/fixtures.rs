@@ -22,6 +22,7 @@ pub fn record(epoch: usize, val_acc: Option<f64>, test_acc: f64) -> EpochRecord 
         test_macro_f1: None,
         val_top_k_acc: None,
         test_top_k_acc: None,
+        precision: Default::default(),
     }
 }
 

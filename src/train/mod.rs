@@ -420,6 +420,7 @@ fn evaluate_epoch(
         test_macro_f1: test.map(|t| t.macro_f1),
         val_top_k_acc: val.map(|v| v.top_k_accuracy),
         test_top_k_acc: test.map(|t| t.top_k_accuracy),
+        precision: ctx.config.training.precision,
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod architecture;
 mod augment;
+mod bf16;
 mod blocks;
 mod cifar;
 mod common;
