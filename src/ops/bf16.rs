@@ -57,11 +57,49 @@ super::kernels::simd! {
     }
 }
 
-/// `src` rounded to bf16, as f32 values.
+/// `src` rounded to bf16, as f32 values (on all threads: chunks of a
+/// fixed size, each rounded alike).
 pub fn round_vec(src: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 15;
     let mut out = super::cpu::uninit(src.len());
-    round_into(src, &mut out);
+    out.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(o, s)| round_into(s, o));
     out
+}
+
+/// A tensor rounded to bf16 values, its gradient passed through as it is
+/// (the gradient of a master weight is that of its rounded copy, as under
+/// PyTorch's autocast).
+pub struct Round;
+
+impl candle_core::CustomOp1 for Round {
+    fn name(&self) -> &'static str {
+        "cnn-round-bf16"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let _t = crate::profile::scope(|| "round to bf16".to_string());
+        let x = super::cpu::slice(s, l)?;
+        Ok((
+            candle_core::CpuStorage::F32(round_vec(x)),
+            l.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _x: &candle_core::Tensor,
+        _res: &candle_core::Tensor,
+        grad: &candle_core::Tensor,
+    ) -> candle_core::Result<Option<candle_core::Tensor>> {
+        Ok(Some(grad.clone()))
+    }
 }
 
 /// How the bf16 products run.

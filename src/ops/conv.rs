@@ -25,8 +25,9 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 pub struct Conv {
     pub geom: ConvGeometry,
     pub relu: bool,
-    /// `training.precision: "bf16"`: inputs, weights and output gradients
-    /// rounded to bf16, products summed in f32 (see [`Dims::algorithm`]).
+    /// `training.precision: "bf16"`: the input and weights come rounded to
+    /// bf16 (`ops::conv2d_in`), the output gradient is rounded here, the
+    /// products summed in f32 (see [`Dims::algorithm`]).
     pub bf16: bool,
 }
 
@@ -161,19 +162,19 @@ impl Dims {
     /// gradient, its channels must fill the lanes too), else im2col. What
     /// the CPU offers and the environment allows is `super::kernels`'s.
     ///
-    /// In bf16 (`bf16`), the matrix products run in bf16 where that pays
-    /// (im2col with bf16 products, on layers whose products are large
-    /// enough to repay packing the operands); Winograd keeps its f32
-    /// kernels (it does four times fewer multiplications than a direct
-    /// convolution, more than bf16's two-fold rate gives back); everything
-    /// else runs the f32 kernels on operands rounded to bf16 (returned
-    /// `true`): the same products, no faster than f32.
+    /// In bf16 (`bf16`), the layers the f32 choice runs through im2col use
+    /// bf16 products where those pay (products large enough to repay
+    /// packing the operands); Winograd and the direct kernels keep their
+    /// f32 kernels, on operands rounded to bf16 (returned `true`): on a
+    /// CPU whose bf16 products run at twice the f32 rate (AVX512-BF16),
+    /// Winograd's four times fewer multiplications and the direct kernels'
+    /// register tiles were faster (`scripts/bench.sh --precision bf16`).
     fn algorithm(&self, pass: Pass, bf16: bool) -> (Algorithm, bool) {
         let f32_choice = self.f32_algorithm(pass);
         if !bf16 {
             return (f32_choice, false);
         }
-        if matches!(f32_choice, Algorithm::Winograd(_)) {
+        if !matches!(f32_choice, Algorithm::Im2col(None)) {
             return (f32_choice, true);
         }
         match super::kernels::get()
@@ -300,13 +301,7 @@ impl Conv {
         let _t = crate::profile::scope(|| {
             format!("{} forward [{}]", self.label(), algorithm.describe(rounded))
         });
-        let (xr, wr);
-        let (x, w) = if rounded {
-            (xr, wr) = (bf16::round_vec(x), bf16::round_vec(w));
-            (&xr[..], &wr[..])
-        } else {
-            (x, w)
-        };
+        // (In bf16 the input and weights come rounded: `ops::conv2d_in`.)
         let mm = algorithm.bf16_isa();
         let (k, p, nb) = (d.k(), d.win.out_len(), d.batch());
         let mut y = cpu::uninit(d.n * d.out_image());
@@ -418,20 +413,14 @@ impl Conv {
                 cpu::with_slice(&dy, |dys| {
                     cpu::with_slice(&y, |ys| {
                         // In bf16 the output gradient is rounded (every
-                        // path, the bias gradient too), and so are the
-                        // input and weights before f32 kernels.
-                        let (xr, wr, dyr);
+                        // path, the bias gradient too); the input and
+                        // weights came rounded (`ops::conv2d_in`).
+                        let dyr;
                         let dys = if self.bf16 {
                             dyr = bf16::round_vec(dys);
                             &dyr[..]
                         } else {
                             dys
-                        };
-                        let (xs, ws) = if rounded {
-                            (xr, wr) = (bf16::round_vec(xs), bf16::round_vec(ws));
-                            (&xr[..], &wr[..])
-                        } else {
-                            (xs, ws)
                         };
                         if let Algorithm::Winograd(plan) = &algorithm {
                             let weights = plan.weights(ws, need_dx);

@@ -13,9 +13,10 @@ const ROWS_PER_TASK: usize = 16;
 #[derive(Debug, Clone, Copy)]
 pub struct Linear {
     pub relu: bool,
-    /// bf16 products (`training.precision`): the input, weights and output
-    /// gradient rounded to bf16 before the f32 products (whose sums then
-    /// hold bf16 products exactly).
+    /// bf16 products (`training.precision`): the input and weights come
+    /// rounded to bf16 (`ops::linear_in`) and the output gradient is
+    /// rounded here, before the f32 products (whose sums then hold the bf16
+    /// products exactly).
     pub bf16: bool,
 }
 
@@ -39,13 +40,7 @@ impl Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, i, o) = Self::dims(xl, wl)?;
         let _t = crate::profile::scope(|| format!("linear {i}→{o} forward"));
-        let (xr, wr);
-        let (x, w) = if self.bf16 {
-            (xr, wr) = (super::bf16::round_vec(x), super::bf16::round_vec(w));
-            (&xr[..], &wr[..])
-        } else {
-            (x, w)
-        };
+        // (In bf16 the input and weights come rounded: `ops::linear_in`.)
         let mut y = cpu::uninit(n * o);
         if o > 0 {
             y.par_chunks_mut(ROWS_PER_TASK * o)
@@ -128,13 +123,6 @@ impl Linear {
         let w = w.contiguous()?;
         let (dx, dw) = cpu::with_slice(&x, |xs| {
             cpu::with_slice(&w, |ws| {
-                let (xr, wr);
-                let (xs, ws) = if self.bf16 {
-                    (xr, wr) = (super::bf16::round_vec(xs), super::bf16::round_vec(ws));
-                    (&xr[..], &wr[..])
-                } else {
-                    (xs, ws)
-                };
                 // dW (o×i) = dZᵀ (o×n) · x (n×i), split over output features.
                 // Written whole by the gemm below (or zero when the batch is empty).
                 let mut dw = if n == 0 {

@@ -106,6 +106,14 @@ pub fn conv2d_in(
         )
     };
     if native(&x) {
+        // In bf16 the operands go in rounded (saved so by the op for its
+        // backward pass), the output gradient is rounded inside.
+        let (x, weight) = if bf16 {
+            (round_bf16(&x)?, round_bf16(weight)?)
+        } else {
+            (x, weight.clone())
+        };
+        let weight = &weight;
         let op = conv::Conv {
             geom: g,
             relu,
@@ -120,6 +128,12 @@ pub fn conv2d_in(
         return candle_conv2d(&through_bf16(&x)?, &through_bf16(weight)?, bias, &g, relu);
     }
     candle_conv2d(&x, weight, bias, &g, relu)
+}
+
+/// `x` rounded to bf16 values on the CPU (one parallel pass), the gradient
+/// passed through unchanged.
+pub fn round_bf16(x: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1(bf16::Round)?)
 }
 
 /// `x` rounded to bf16 and back to f32 with candle's ops: its gradient is
@@ -204,6 +218,12 @@ pub fn linear_in(
         return candle_linear(&through_bf16(x)?, &through_bf16(weight)?, bias, relu);
     }
     if native(x) {
+        let (x, weight) = if bf16 {
+            (round_bf16(x)?, round_bf16(weight)?)
+        } else {
+            (x.clone(), weight.clone())
+        };
+        let (x, weight) = (&x, &weight);
         let op = linear::Linear { relu, bf16 };
         return Ok(match bias {
             Some(b) => x.apply_op3(weight, b, linear::LinearBias(op))?,
