@@ -1,3 +1,6 @@
+//! Every build: the git commit it was built from (`CNN_GIT_COMMIT`, for
+//! `cnn --version`), when the source is a git checkout.
+//!
 //! CUDA builds only (nothing to do for CPU builds):
 //! - `src/ops/cuda/*.cu` compiled to PTX with nvcc (`$NVCC`, else `nvcc` on
 //!   the PATH) for `include_str!`; the driver turns it into machine code for
@@ -9,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=NVCC");
+    git_commit();
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -31,4 +35,31 @@ fn main() {
             panic!("cannot run {nvcc} to compile {src}: {e} (set NVCC or put nvcc on the PATH)")
         });
     assert!(status.success(), "{nvcc} failed on {src}");
+}
+
+/// `CNN_GIT_COMMIT`: the short hash of HEAD, `+` when the work tree has
+/// changes; empty outside a git checkout (a crates.io package, say).
+fn git_commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
+    let dirty = !commit.is_empty()
+        && git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    println!(
+        "cargo:rustc-env=CNN_GIT_COMMIT={commit}{}",
+        if dirty { "+" } else { "" }
+    );
+    // Again after a commit or a checkout (HEAD, or the branch it names).
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={dir}/{r}");
+        }
+    }
 }

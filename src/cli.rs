@@ -36,7 +36,7 @@ pub struct Cli {
 /// Parses the process's arguments (exiting with clap's message and code 2
 /// on a usage error), noting which flags of a new run were given.
 pub fn parse() -> Cli {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Command::Train(args) = &mut cli.command
         && let Some(train) = matches.subcommand_matches("train")
@@ -59,6 +59,56 @@ pub fn parse() -> Cli {
 }
 
 use clap::parser::ValueSource;
+
+/// `cnn` as clap builds it, with the long `--version` (the commit, the
+/// features built in and the CPU kernels this machine will run).
+pub fn command() -> clap::Command {
+    Cli::command().long_version(long_version())
+}
+
+/// What `cnn --version` says, as `rg --version` does: the version and
+/// commit, the optional features, and the kernels picked here.
+pub fn long_version() -> String {
+    let commit = env!("CNN_GIT_COMMIT");
+    let commit = if commit.is_empty() {
+        String::new()
+    } else {
+        format!(" (rev {commit})")
+    };
+    let features: Vec<&str> = [
+        (cfg!(feature = "cuda"), "cuda"),
+        (cfg!(feature = "cudnn"), "cudnn"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let f = crate::ops::kernels::get().features;
+    let cpu: Vec<&str> = [
+        (f.avx2, "avx2"),
+        (f.fma, "fma"),
+        (f.avx512f, "avx512f"),
+        (f.avx512_bf16, "avx512_bf16"),
+        (f.amx_bf16, "amx_bf16"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    format!(
+        "{}{commit}\n\nfeatures: {}\nCPU: {}\nkernels: {}",
+        env!("CARGO_PKG_VERSION"),
+        if features.is_empty() {
+            "none (CPU only; scripts/build-cuda.sh builds CUDA)".to_string()
+        } else {
+            features.join(", ")
+        },
+        if cpu.is_empty() {
+            "baseline x86-64".to_string()
+        } else {
+            cpu.join(" ")
+        },
+        crate::ops::kernels::get().describe()
+    )
+}
 
 /// `cnn train` as clap builds it for a command line (groups filled in,
 /// global flags propagated).
@@ -179,16 +229,6 @@ impl TrainFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check that a device computes what the CPU kernels compute: every
-    /// layer's output and every gradient of one training step of each config.
-    #[command(after_help = "Examples:\n  \
-        cnn check-device --device cuda --config configs/lenet.json --config configs/resnet20-cifar10.json\n  \
-        cnn check-device --device cpu --config configs/cifar10-cnn.json --json\n\n\
-        The same weights, batch (random, seeded) and dropout masks run on DEVICE with candle's \
-        operations and on the CPU with cnn's kernels; each layer output and each gradient must agree to \
-        a relative 5e-3 for outputs and 3e-2 for gradients (norm of the difference / norm of the CPU's). --device cpu compares candle's operations on the \
-        CPU, the path a GPU takes. Exit 1 when anything differs beyond that.")]
-    CheckDevice(CheckDeviceArgs),
     /// Train a network from a config and write a run directory.
     #[command(after_help = "Examples:\n  \
         cnn train --config configs/lenet.json --data-dir ../shared/data/mnist\n  \
@@ -212,11 +252,39 @@ pub enum Command {
         cnn eval --checkpoint runs/cifar/best.safetensors --tta --top-k 3\n  \
         cnn eval --checkpoint torch_lenet.safetensors --config configs/lenet.json")]
     Eval(EvalArgs),
+    /// Classify image files (PNG, JPEG, BMP, PGM) with a checkpoint.
+    #[command(after_help = "Examples:\n  \
+        cnn predict --checkpoint runs/lenet/best.safetensors digit.png photo-of-a-7.jpg\n  \
+        cnn predict --checkpoint runs/lenet/best.safetensors --top 3 --json scans/*.png\n  \
+        cnn predict --checkpoint runs/lenet/best.safetensors --jsonl scans/\n  \
+        find scans -name '*.png' | cnn predict --checkpoint runs/lenet/best.safetensors --jsonl -\n\n\
+        Images are decoded on all cores and classified in batches of --batch-size; results come \
+        in input order as each batch is done.\n\n\
+        Images of any size are made to look like the training data: grayscale or RGB as the \
+        model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
+        says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see README, Predict.")]
+    Predict(PredictArgs),
     /// Show each layer's output shape, parameters and multiply-adds.
     #[command(after_help = "Examples:\n  \
         cnn summary --config configs/lenet.json\n  \
         cnn summary --config configs/three-conv.json --json")]
     Summary(SummaryArgs),
+    /// Write a checkpoint's network as an ONNX model (opset 13), to run with
+    /// ONNX Runtime or any other ONNX runtime.
+    #[command(after_help = "Examples:\n  \
+        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx\n  \
+        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx --softmax --force\n\n\
+        The model takes float32 pixels scaled to [0, 1] (byte / 255), shaped [batch, channels, \
+        height, width] with any batch size, and normalises them itself. Its output is the class \
+        scores (logits), or the probabilities with --softmax; the class names are in its metadata \
+        (\"classes\"). See README, Export.")]
+    Export(ExportArgs),
+    /// Draw loss, accuracy and learning rate per epoch of one or more runs.
+    #[command(after_help = "Examples:\n  \
+        cnn plot runs/lenet -o lenet.png\n  \
+        cnn plot runs/lenet runs/three-conv runs/oneconv -o compare.svg --title \"Seed models\"\n\n\
+        Colour tells runs apart; solid lines are training, dashed validation, dotted test.")]
+    Plot(PlotArgs),
     /// Compare runs: one row per run of a sweep (or of any run directories)
     /// with the parameters that vary and the best validation accuracy.
     #[command(after_help = "Examples:\n  \
@@ -230,34 +298,27 @@ pub enum Command {
         fractions; best_val_acc is the highest validation accuracy and test_acc the test \
         accuracy at that epoch (at the last epoch when there is no validation split).")]
     Report(ReportArgs),
-    /// Draw loss, accuracy and learning rate per epoch of one or more runs.
+    /// Find a learning rate: train for a few hundred steps with the rate
+    /// growing exponentially and suggest where the loss falls fastest.
     #[command(after_help = "Examples:\n  \
-        cnn plot runs/lenet -o lenet.png\n  \
-        cnn plot runs/lenet runs/three-conv runs/oneconv -o compare.svg --title \"Seed models\"\n\n\
-        Colour tells runs apart; solid lines are training, dashed validation, dotted test.")]
-    Plot(PlotArgs),
-    /// Classify image files (PNG, JPEG, BMP, PGM) with a checkpoint.
+        cnn lr-find --config configs/lenet.json --data-dir ../shared/data/mnist --plot lr.png\n  \
+        cnn lr-find --config configs/resnet9-cifar10.json --start-lr 1e-5 --end-lr 1 --steps 200 --json\n\n\
+        Leslie Smith's range test (as Lightning's lr_find): it uses the config's model, optimizer, \
+        batch size, augmentation and data, stops early once the smoothed loss passes 4 times its \
+        lowest, and writes nothing but --plot: no run directory is made or touched. The suggestion \
+        is a starting point (Lightning's heuristic); a rate somewhat below the loss minimum is the \
+        usual choice.")]
+    LrFind(LrFindArgs),
+    /// The model behind scripts/sweep.sh: plan a grid of `cnn train` runs,
+    /// run or resume one point, and report each point's state.
     #[command(after_help = "Examples:\n  \
-        cnn predict --checkpoint runs/lenet/best.safetensors digit.png photo-of-a-7.jpg\n  \
-        cnn predict --checkpoint runs/lenet/best.safetensors --top 3 --json scans/*.png\n  \
-        cnn predict --checkpoint runs/lenet/best.safetensors --jsonl scans/\n  \
-        find scans -name '*.png' | cnn predict --checkpoint runs/lenet/best.safetensors --jsonl -\n\n\
-        Images are decoded on all cores and classified in batches of --batch-size; results come \
-        in input order as each batch is done.\n\n\
-        Images of any size are made to look like the training data: grayscale or RGB as the \
-        model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
-        says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see README, Predict.")]
-    Predict(PredictArgs),
-    /// Write a checkpoint's network as an ONNX model (opset 13), to run with
-    /// ONNX Runtime or any other ONNX runtime.
-    #[command(after_help = "Examples:\n  \
-        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx\n  \
-        cnn export --checkpoint runs/lenet/best.safetensors -o lenet.onnx --softmax --force\n\n\
-        The model takes float32 pixels scaled to [0, 1] (byte / 255), shaped [batch, channels, \
-        height, width] with any batch size, and normalises them itself. Its output is the class \
-        scores (logits), or the probabilities with --softmax; the class names are in its metadata \
-        (\"classes\"). See README, Export.")]
-    Export(ExportArgs),
+        cnn sweep plan --base configs/mlp.json --out sweeps/lr training.optimizer.lr=0.01,0.001 -- --epochs 2\n  \
+        cnn --threads 2 sweep point sweeps/lr 0\n  \
+        cnn sweep state sweeps/lr\n  \
+        cnn sweep summary sweeps/lr\n\n\
+        scripts/sweep.sh calls these and hands the points to GNU parallel or a Slurm job array; \
+        see README, Sweeps.")]
+    Sweep(SweepArgs),
     /// Draw the learned kernels of a conv layer.
     #[command(after_help = "Examples:\n  \
         cnn filters --checkpoint runs/lenet/best.safetensors -o filters.png\n  \
@@ -276,27 +337,33 @@ pub enum Command {
         cnn samples --dataset fashion-mnist --count 48 --seed 3 -o fashion.png\n  \
         cnn samples --config configs/cifar10-cnn.json --augmented -o augmented.png")]
     Samples(SamplesArgs),
-    /// The model behind scripts/sweep.sh: plan a grid of `cnn train` runs,
-    /// run or resume one point, and report each point's state.
+    /// Print a shell's completion script for cnn (bash, zsh, fish,
+    /// powershell, elvish).
     #[command(after_help = "Examples:\n  \
-        cnn sweep plan --base configs/mlp.json --out sweeps/lr training.optimizer.lr=0.01,0.001 -- --epochs 2\n  \
-        cnn --threads 2 sweep point sweeps/lr 0\n  \
-        cnn sweep state sweeps/lr\n  \
-        cnn sweep summary sweeps/lr\n\n\
-        scripts/sweep.sh calls these and hands the points to GNU parallel or a Slurm job array; \
-        see README, Sweeps.")]
-    Sweep(SweepArgs),
-    /// Find a learning rate: train for a few hundred steps with the rate
-    /// growing exponentially and suggest where the loss falls fastest.
+        source <(cnn completions bash)\n  \
+        cnn completions zsh > ~/.zfunc/_cnn\n  \
+        cnn completions fish > ~/.config/fish/completions/cnn.fish")]
+    Completions(CompletionsArgs),
+    /// Write cnn's man pages (cnn.1 and one per command) into a folder,
+    /// or print cnn.1.
     #[command(after_help = "Examples:\n  \
-        cnn lr-find --config configs/lenet.json --data-dir ../shared/data/mnist --plot lr.png\n  \
-        cnn lr-find --config configs/resnet9-cifar10.json --start-lr 1e-5 --end-lr 1 --steps 200 --json\n\n\
-        Leslie Smith's range test (as Lightning's lr_find): it uses the config's model, optimizer, \
-        batch size, augmentation and data, stops early once the smoothed loss passes 4 times its \
-        lowest, and writes nothing but --plot: no run directory is made or touched. The suggestion \
-        is a starting point (Lightning's heuristic); a rate somewhat below the loss minimum is the \
-        usual choice.")]
-    LrFind(LrFindArgs),
+        cnn man --out-dir ~/.local/share/man/man1 && man cnn-train\n  \
+        cnn man | man -l -")]
+    Man(ManArgs),
+    /// Check that a device computes what the CPU kernels compute: every
+    /// layer's output and every gradient of one training step of each config.
+    #[command(after_help = "Examples:\n  \
+        cnn check-device --device cuda --config configs/lenet.json --config configs/resnet20-cifar10.json\n  \
+        cnn check-device --device cpu --config configs/cifar10-cnn.json --json\n\n\
+        The same weights, batch (random, seeded) and dropout masks run on DEVICE with candle's \
+        operations and on the CPU with cnn's kernels; each layer output and each gradient must agree to \
+        a relative 5e-3 for outputs and 3e-2 for gradients (norm of the difference / norm of the CPU's). --device cpu compares candle's operations on the \
+        CPU, the path a GPU takes. Exit 1 when anything differs beyond that.")]
+    CheckDevice(CheckDeviceArgs),
+    /// The book's generated reference pages (docs/src/reference/), as
+    /// markdown: `cli` or `config`.
+    #[command(hide = true)]
+    Reference(ReferenceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -696,6 +763,31 @@ pub struct CheckDeviceArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write cnn.1 and cnn-COMMAND.1 here (default: print cnn.1 on stdout).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// Replace man pages that are already there.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReferenceArgs {
+    /// Which page.
+    #[arg(value_parser = ["cli", "config"], value_name = "PAGE")]
+    pub page: String,
 }
 
 #[derive(Debug, Args)]

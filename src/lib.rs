@@ -69,6 +69,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::CheckDevice(args) => commands::check_device::run(args),
         Command::Sweep(args) => commands::sweep::run(args, cli.threads),
         Command::LrFind(args) => commands::lr_find::run(args),
+        Command::Completions(args) => commands::docs::completions(args),
+        Command::Man(args) => commands::docs::man(args),
+        Command::Reference(args) => commands::docs::reference(args),
     }
 }
 

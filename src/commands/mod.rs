@@ -3,6 +3,7 @@
 //! live here; the work does not.
 
 pub(crate) mod check_device;
+pub(crate) mod docs;
 pub(crate) mod eval;
 pub(crate) mod export;
 pub(crate) mod feature_maps;

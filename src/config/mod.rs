@@ -6,6 +6,7 @@
 mod controls;
 mod data;
 mod overrides;
+pub mod reference;
 mod training;
 
 pub use controls::*;
