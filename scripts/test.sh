@@ -7,6 +7,7 @@
 #                          that cnn finds it in /usr/share/datasets
 #   parallel               GNU parallel runs the sweep tests' points
 #   python3-venv           the ONNX Runtime venv below is made with it
+#   man-db                 a test renders the man pages cnn writes with man
 #
 # and a Python venv with ONNX Runtime from PyPI, for the tests that run what
 # `cnn export` writes (scripts/dev/onnx-venv.sh; ~/.cache/cnn/onnx-venv,
@@ -15,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(dataset-fashion-mnist parallel python3-venv)
+packages=(dataset-fashion-mnist parallel python3-venv man-db)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,5 +1,5 @@
 //! The layer kinds as the registry (`cnn::layers::KINDS`) defines them agree
-//! with everything else that lists them: the README's layer table, the
+//! with everything else that lists them: the the guide's layer table (docs/src/guide/config.md), the
 //! PyTorch reference script (`scripts/torch_reference.py`), the config
 //! parser and `cnn summary`.
 
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A kind's config fields, from its example with every default written out
-/// (without `trainable`, which every kind takes and the README documents
+/// (without `trainable`, which every kind takes and the guide documents
 /// once).
 fn fields(example: &str) -> BTreeSet<String> {
     let layer: Layer = serde_json::from_str(example).unwrap();
@@ -48,12 +48,12 @@ fn every_example_parses_as_its_own_kind() {
 }
 
 #[test]
-fn the_readme_documents_every_kind_its_aliases_and_its_fields() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme
-        .split("### Layers")
+fn the_guide_documents_every_kind_its_aliases_and_its_fields() {
+    let guide = std::fs::read_to_string(repo().join("docs/src/guide/config.md")).unwrap();
+    let section = guide
+        .split("## Layers")
         .nth(1)
-        .expect("README has a Layers section");
+        .expect("the guide's config chapter has a Layers section");
     let mut documented = BTreeMap::new();
     for line in section.lines().take_while(|l| !l.starts_with("##")) {
         let cells: Vec<&str> = line.split(" | ").collect();
@@ -65,20 +65,23 @@ fn the_readme_documents_every_kind_its_aliases_and_its_fields() {
         }
     }
     for k in KINDS {
-        let settings = documented
-            .get(k.name)
-            .unwrap_or_else(|| panic!("README's layer table lacks `{}`", k.name));
+        let settings = documented.get(k.name).unwrap_or_else(|| {
+            panic!(
+                "the guide's layer table (docs/src/guide/config.md) lacks `{}`",
+                k.name
+            )
+        });
         for f in fields(k.example) {
             assert!(
                 settings.contains(&f),
-                "README's row for `{}` lacks its field `{f}`",
+                "the guide's row for `{}` lacks its field `{f}`",
                 k.name
             );
         }
         for alias in k.aliases {
             assert!(
                 documented.contains_key(*alias),
-                "README lacks alias `{alias}`"
+                "the guide lacks alias `{alias}`"
             );
         }
     }
@@ -89,7 +92,7 @@ fn the_readme_documents_every_kind_its_aliases_and_its_fields() {
     for name in documented.keys() {
         assert!(
             known.contains(name.as_str()),
-            "README documents `{name}`, which cnn does not know"
+            "the guide documents `{name}`, which cnn does not know"
         );
     }
 }
