@@ -105,7 +105,7 @@ if [ "$cpu" = 0 ] && command -v nvidia-smi >/dev/null; then
     gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1 |
         "$python" -c 'import json,sys; n,d,m=[s.strip() for s in sys.stdin.read().split(",")]; print(json.dumps({"gpu": n, "driver": d, "memory": m}))')
 fi
-record machine "{\"mode\": \"$([ $cpu = 1 ] && echo cpu-stand-in || echo gpu)\", \"device\": \"$dev\", \"gpu\": $gpu_info, \"cnn\": \"$("$cnn" --version)\", \"date\": \"$(date -u +%F)\"}"
+record machine "{\"mode\": \"$([ $cpu = 1 ] && echo cpu-stand-in || echo gpu)\", \"device\": \"$dev\", \"gpu\": $gpu_info, \"cnn\": \"$("$cnn" --version | head -1)\", \"date\": \"$(date -u +%F)\"}"
 
 log "op-by-op check on $dev"
 configs=(configs/*.json)

@@ -262,7 +262,7 @@ pub enum Command {
         in input order as each batch is done.\n\n\
         Images of any size are made to look like the training data: grayscale or RGB as the \
         model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
-        says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see README, Predict.")]
+        says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see the book, Commands: predict (docs/src/guide/commands.md).")]
     Predict(PredictArgs),
     /// Show each layer's output shape, parameters and multiply-adds.
     #[command(after_help = "Examples:\n  \
@@ -277,7 +277,7 @@ pub enum Command {
         The model takes float32 pixels scaled to [0, 1] (byte / 255), shaped [batch, channels, \
         height, width] with any batch size, and normalises them itself. Its output is the class \
         scores (logits), or the probabilities with --softmax; the class names are in its metadata \
-        (\"classes\"). See README, Export.")]
+        (\"classes\"). See the book, Commands: export (docs/src/guide/commands.md).")]
     Export(ExportArgs),
     /// Draw loss, accuracy and learning rate per epoch of one or more runs.
     #[command(after_help = "Examples:\n  \
@@ -317,7 +317,7 @@ pub enum Command {
         cnn sweep state sweeps/lr\n  \
         cnn sweep summary sweeps/lr\n\n\
         scripts/sweep.sh calls these and hands the points to GNU parallel or a Slurm job array; \
-        see README, Sweeps.")]
+        see the book, Sweeps (docs/src/guide/sweeps.md).")]
     Sweep(SweepArgs),
     /// Draw the learned kernels of a conv layer.
     #[command(after_help = "Examples:\n  \
@@ -421,7 +421,7 @@ pub struct DeviceArg {
 /// Where a command finds its dataset.
 #[derive(Debug, Clone, Default, PartialEq, Args, Serialize, Deserialize)]
 pub struct DataArgs {
-    /// Directory holding the dataset files (default: see README, "Data";
+    /// Directory holding the dataset files (default: see the book, "Data";
     /// for a checkpoint, where its training found them); for an image
     /// folder, the folder with one sub-folder per class.
     #[arg(long, value_name = "DIR")]

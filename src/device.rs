@@ -77,7 +77,7 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 crate::bail_input!(
                     "--device {spec}: this cnn was built without CUDA support; build one with \
-                     scripts/build-cuda.sh (see README, CUDA), or use --device cpu"
+                     scripts/build-cuda.sh (see the book, CUDA: docs/src/guide/cuda.md), or use --device cpu"
                 );
             }
             open_cuda(n).map_err(|why| {

@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 repo=$PWD
-real=${CARGO_TARGET_DIR:-$repo/target}/debug/cnn
+target=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')}
+real=$target/debug/cnn
 [[ ${1:-} == --cnn ]] && real=$(realpath "$2")
 [[ -x $real ]] || { echo "doc-check: no cnn binary at $real (cargo build, or --cnn PATH)" >&2; exit 2; }
 

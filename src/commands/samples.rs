@@ -58,7 +58,7 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
             crate::bail_input!(
                 "{}: data.augment is empty, so training sees the images unchanged; \
                  add e.g. \"augment\": {{\"random_crop\": {{\"padding\": 2}}}} to the data \
-                 section (see README, Augmentation)",
+                 section (see the book, Data: augmentation)",
                 path.display()
             );
         }

@@ -72,7 +72,7 @@ pub struct DataConfig {
     pub dataset: DatasetName,
     /// Directory holding the dataset files (for `imagefolder`: the root with
     /// one sub-folder per class); recorded so that `cnn eval` finds the data
-    /// again. Looked up when not given (see README).
+    /// again. Looked up when not given (see the book, Data).
     #[serde(default)]
     pub dir: Option<PathBuf>,
     /// `imagefolder` only: a separate folder of test images, laid out like
