@@ -25,6 +25,12 @@
 #   --threads T     CPU threads per run (default: cores / jobs, at least 1; with
 #                   --slurm, the task's --cpus-per-task)
 #   --retries N     times a failed point is tried again per sweep run (default 1)
+#   -n, --ranks N   each point is one distributed run of N ranks (cnn train
+#                   --distributed mpi, which needs a cnn built with --features
+#                   mpi): started with mpirun -n N, or inside a Slurm task with
+#                   srun --kill-on-bad-exit=1 -n N (CNN_LAUNCHER replaces the
+#                   launcher, e.g. "srun --mpi=pmix"); --threads is then per rank,
+#                   and with --slurm each array task asks for --ntasks=N
 #   -S, --sshlogin LOGINS, --sshloginfile FILE
 #                   passed to GNU parallel to run points on other machines; they
 #                   need SWEEP_DIR, the base config and the cnn binary at the same
@@ -76,7 +82,7 @@ note() { printf 'sweep: %s\n' "$*" >&2; }
 # ---------------------------------------------------------------- arguments
 # The engines' options are ours; the grid and the train arguments go to
 # `cnn sweep plan`, which checks them.
-OUT="" JOBS="" THREADS="" RETRIES=1 DRY_RUN=0
+OUT="" JOBS="" THREADS="" RETRIES=1 RANKS=1 DRY_RUN=0
 CNN_BIN=${CNN:-}
 SLURM=0
 SLURM_OPTS=() PARALLEL_OPTS=() PLAN=() EXTRA=()
@@ -89,12 +95,12 @@ is_count() { [[ $1 =~ ^[0-9]+$ ]] && (($1 < 1000000000)); }
 while (($#)); do
     # --option=value
     case $1 in
-    --base=* | --out=* | --jobs=* | --threads=* | --random=* | --seed=* | --retries=* | --cnn=* | --sshlogin=* | --sshloginfile=*)
+    --base=* | --out=* | --jobs=* | --threads=* | --random=* | --seed=* | --retries=* | --ranks=* | --cnn=* | --sshlogin=* | --sshloginfile=*)
         set -- "${1%%=*}" "${1#*=}" "${@:2}"
         ;;
     esac
     case $1 in
-    --base | --out | --jobs | -j | --threads | --random | --seed | --retries | --cnn | -S | --sshlogin | --sshloginfile)
+    --base | --out | --jobs | -j | --threads | --random | --seed | --retries | -n | --ranks | --cnn | -S | --sshlogin | --sshloginfile)
         (($# >= 2)) || die "$1 needs a value; see --help"
         ;;
     esac
@@ -105,6 +111,7 @@ while (($#)); do
     --jobs | -j) JOBS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --retries) RETRIES=$2; shift 2 ;;
+    -n | --ranks) RANKS=$2; shift 2 ;;
     --cnn) CNN_BIN=$2; shift 2 ;;
     -S | --sshlogin) PARALLEL_OPTS+=(--sshlogin "$2"); shift 2 ;;
     --sshloginfile) PARALLEL_OPTS+=(--sshloginfile "$2"); shift 2 ;;
@@ -126,6 +133,16 @@ done
 [[ -z $JOBS ]] || { is_count "$JOBS" && ((JOBS >= 1)); } || die "--jobs $JOBS: expected a whole number of at least 1"
 [[ -z $THREADS ]] || { is_count "$THREADS" && ((THREADS >= 1)); } || die "--threads $THREADS: expected a whole number of at least 1"
 is_count "$RETRIES" || die "--retries $RETRIES: expected a whole number (0 for no retries)"
+{ is_count "$RANKS" && ((RANKS >= 1)); } || die "--ranks $RANKS: expected a whole number of at least 1"
+# A multi-rank point is a distributed run: its train flags say so (and the
+# manifest records them, so that a resume is one too).
+POINT_OPTS=(--retries "$RETRIES")
+if ((RANKS > 1)); then
+    POINT_OPTS+=(--ranks "$RANKS")
+    distributed=0
+    for a in "${EXTRA[@]}"; do [[ $a == --distributed || $a == --distributed=* ]] && distributed=1; done
+    ((distributed)) || EXTRA+=(--distributed mpi)
+fi
 if ((SLURM)) && ((${#PARALLEL_OPTS[@]})); then
     die "--sshlogin and --slurm do not mix: Slurm places the tasks itself"
 fi
@@ -236,10 +253,11 @@ if ((SLURM)); then
         printf '#SBATCH --array=%s\n' "$ARRAY"
         printf '#SBATCH --output=%s\n' "$OUT_ABS/slurm/%A_%a.out"
         printf '#SBATCH --chdir=%s\n' "$PWD"
+        ((RANKS > 1)) && printf '#SBATCH --ntasks=%s\n' "$RANKS"
         printf '%s\n' "$threads_line"
         # shellcheck disable=SC2016 # expanded by the task, not here
-        printf 'exec %q --threads "$threads" sweep point --retries %s %q "$SLURM_ARRAY_TASK_ID"\n' \
-            "$CNN_BIN" "$RETRIES" "$OUT_ABS"
+        printf 'exec %q --threads "$threads" sweep point %s %q "$SLURM_ARRAY_TASK_ID"\n' \
+            "$CNN_BIN" "${POINT_OPTS[*]}" "$OUT_ABS"
     } >"$SBATCH"
     WAIT=0
     for o in "${SLURM_OPTS[@]}"; do [[ $o == --wait || $o == -W ]] && WAIT=1; done
@@ -270,16 +288,18 @@ fi
 # ---------------------------------------------------------------- parallel
 command -v parallel >/dev/null || die "GNU parallel is not installed (Debian: apt-get install parallel)"
 CORES=$(nproc 2>/dev/null || echo 1)
+# Each point's ranks share its cores.
 if [[ -z $JOBS && -z $THREADS ]]; then
-    JOBS=1 THREADS=$CORES
+    JOBS=1 THREADS=$((CORES / RANKS))
 elif [[ -z $JOBS ]]; then
-    JOBS=$((CORES / THREADS))
+    JOBS=$((CORES / (THREADS * RANKS)))
     ((JOBS >= 1)) || JOBS=1
 elif [[ -z $THREADS ]]; then
-    THREADS=$((CORES / JOBS))
-    ((THREADS >= 1)) || THREADS=1
+    THREADS=$((CORES / (JOBS * RANKS)))
 fi
-((JOBS * THREADS <= CORES)) || note "note: $JOBS jobs × $THREADS threads is more than the $CORES cores here"
+((THREADS >= 1)) || THREADS=1
+((JOBS * THREADS * RANKS <= CORES)) ||
+    note "note: $JOBS jobs × $RANKS rank(s) × $THREADS threads is more than the $CORES cores here"
 ((${#PARALLEL_OPTS[@]})) && PARALLEL_OPTS+=(--workdir "$PWD")
 
 note "${#TODO[@]} of $NPOINTS points to run, $JOBS at a time with $THREADS thread(s) each → $OUT"
@@ -301,7 +321,7 @@ SETSID=()
 command -v setsid >/dev/null && SETSID=(setsid)
 "${SETSID[@]}" parallel --jobs "$JOBS" --line-buffer --joblog "+$OUT_ABS/parallel.joblog" \
     --termseq INT,60000,TERM,10000,KILL,25 "${PARALLEL_OPTS[@]}" \
-    -q "$CNN_BIN" --threads "$THREADS" sweep point --retries "$RETRIES" "$OUT_ABS" {} \
+    -q "$CNN_BIN" --threads "$THREADS" sweep point "${POINT_OPTS[@]}" "$OUT_ABS" {} \
     ::: "${TODO[@]}" </dev/null &
 PAR_PID=$!
 while :; do

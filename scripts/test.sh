@@ -8,15 +8,21 @@
 #   parallel               GNU parallel runs the sweep tests' points
 #   python3-venv           the ONNX Runtime venv below is made with it
 #   man-db                 a test renders the man pages cnn writes with man
+#   libopenmpi-dev, openmpi-bin, libclang-dev
+#                          the `mpi` feature (cnn train --distributed mpi) builds
+#                          against Open MPI (bindgen needs libclang) and its
+#                          tests start the ranks with mpirun
 #
 # and a Python venv with ONNX Runtime from PyPI, for the tests that run what
 # `cnn export` writes (scripts/dev/onnx-venv.sh; ~/.cache/cnn/onnx-venv,
 # made once). Installing needs root (or sudo). .ci/run calls exactly this
-# command.
+# command. Without arguments it runs every test of the default build, then
+# the distributed tests in a build with `--features mpi` (which leaves that
+# build's binary in the target directory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(dataset-fashion-mnist parallel python3-venv man-db)
+packages=(dataset-fashion-mnist parallel python3-venv man-db libopenmpi-dev openmpi-bin libclang-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -38,4 +44,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 CNN_ONNX_PYTHON=$(scripts/dev/onnx-venv.sh)
 export CNN_ONNX_PYTHON
-exec cargo test "$@"
+if [ $# -gt 0 ]; then
+    exec cargo test "$@"
+fi
+cargo test
+# Only the distributed tests change with MPI; the rest ran above.
+cargo test --features mpi --test integration distributed::

@@ -78,6 +78,7 @@ pub fn long_version() -> String {
     let features: Vec<&str> = [
         (cfg!(feature = "cuda"), "cuda"),
         (cfg!(feature = "cudnn"), "cudnn"),
+        (cfg!(feature = "mpi"), "mpi"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
@@ -97,7 +98,8 @@ pub fn long_version() -> String {
         "{}{commit}\n\nfeatures: {}\nCPU: {}\nkernels: {}",
         env!("CARGO_PKG_VERSION"),
         if features.is_empty() {
-            "none (CPU only; scripts/build-cuda.sh builds CUDA)".to_string()
+            "none (CPU only; scripts/build-cuda.sh builds CUDA, --features mpi distributed runs)"
+                .to_string()
         } else {
             features.join(", ")
         },
@@ -539,6 +541,13 @@ pub struct SweepPointArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub retries: u32,
 
+    /// Run the point as one distributed run of N ranks (its train flags
+    /// hold --distributed mpi): started by `srun --kill-on-bad-exit=1 -n N`
+    /// inside a Slurm job, else by `mpirun -n N`; CNN_LAUNCHER replaces the
+    /// launcher (`CNN_LAUNCHER="srun --mpi=pmix"`), which is given `-n N`.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub ranks: usize,
+
     /// The sweep directory (made by `cnn sweep plan`).
     #[arg(value_name = "SWEEP_DIR")]
     pub dir: PathBuf,
@@ -666,6 +675,15 @@ pub struct TrainFlags {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Spread the run over the processes of an MPI job, one per rank, each
+    /// taking its share of every batch: `mpirun -n 4 cnn train
+    /// --distributed mpi ...` (`srun -n 4 ...` under Slurm). Without
+    /// batch norm the checkpoints have the same bits as one process's; rank
+    /// 0 writes the run directory and evaluates. Needs a build with
+    /// `--features mpi`.
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub distributed: Option<crate::distributed::Engine>,
 }
 
 #[derive(Debug, Args)]

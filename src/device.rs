@@ -164,7 +164,7 @@ fn first_line(s: &str) -> String {
 pub fn describe(device: &Device) -> String {
     match device {
         Device::Cpu => {
-            let threads = candle_core::utils::get_num_threads();
+            let threads = rayon::current_num_threads();
             match crate::ops::direct::isa() {
                 Some(isa) => format!("cpu ({threads} threads, {})", isa.name),
                 None => format!("cpu ({threads} threads)"),

@@ -17,6 +17,7 @@ pub mod config;
 mod config_fuzz;
 pub mod data;
 pub(crate) mod device;
+pub mod distributed;
 pub mod error;
 pub(crate) mod export;
 pub(crate) mod fsutil;

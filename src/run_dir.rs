@@ -131,6 +131,15 @@ impl RunDir {
         Ok(())
     }
 
+    /// The directory of a run another process writes (rank 0 of a
+    /// distributed run): its paths, no lock, nothing created.
+    pub fn follower(path: &Path) -> RunDir {
+        RunDir {
+            path: path.to_path_buf(),
+            _lock: None,
+        }
+    }
+
     /// Makes `path` the directory of a new run and locks it; with `force`,
     /// removes the files of the run that was there.
     pub fn create(path: &Path, force: bool) -> Result<RunDir> {

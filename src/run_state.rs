@@ -36,6 +36,10 @@ pub struct RunState {
     /// another run. Empty for runs from before run ids.
     #[serde(default)]
     pub run_id: String,
+    /// The ranks of a distributed run (`--distributed`); absent for one
+    /// process. Batch-norm networks resume on as many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
 }
 
 /// Where a `reduce_on_plateau` schedule stands (PyTorch's

@@ -13,7 +13,11 @@
 #   3. submits a slower sweep, checks that re-running while it is queued
 #      submits nothing, cancels the array midway (scancel: SIGTERM, cnn saves
 #      and exits 130), re-submits, and checks every point ends with exactly
-#      its epochs, resumed rather than restarted.
+#      its epochs, resumed rather than restarted;
+#   4. when cnn was built with --features mpi: trains LeNet as 2 ranks with
+#      `srun -n 2` and checks the checkpoint's tensors against one process's,
+#      bit for bit, then runs a sweep of 2-rank points (sweep.sh -n 2 --slurm)
+#      and checks each point is a 2-rank run with one process's bits.
 # The cluster is stopped at the end unless it was already running.
 #
 # Usage (as root, from anywhere):
@@ -158,4 +162,54 @@ done
 (($(fresh_starts "$S2") == 4)) || fail "a point was started from scratch twice"
 grep -q $'\tresume$' "$S2/sweep.log" || fail "nothing was resumed"
 log "   all 4 done, each with epochs 1,2,3 and every step once; interrupted points resumed"
+# ---------------------------------------------------------------- 4
+same_tensors() { # the tensors of two checkpoints, bit for bit (metadata aside)
+    python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    header.pop("__metadata__", None)
+    return {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
+sys.exit(0 if tensors(sys.argv[1]) == tensors(sys.argv[2]) else 1)
+PY
+}
+if "$CNN" --version | grep -qE '^features:.*\bmpi\b'; then
+    log "4. a 2-rank run under srun, against one process"
+    D4=$WORK/ranks
+    mkdir -p "$D4"
+    LENET=(train --config configs/lenet.json --data-dir tests/fixtures/mnist-small --limit-train 960
+        --limit-test 200 --set data.val_size=200 --epochs 1 --quiet)
+    "$CNN" --threads 1 "${LENET[@]}" --out "$D4/one" || fail "one process failed"
+    srun -n 2 --cpus-per-task=1 --time=10 --kill-on-bad-exit=1 \
+        "$CNN" --threads 1 "${LENET[@]}" --distributed mpi --out "$D4/two" 2>"$WORK/4.err" ||
+        fail "srun -n 2 failed: $(cat "$WORK/4.err")"
+    same_tensors "$D4/one/last.safetensors" "$D4/two/last.safetensors" ||
+        fail "2 ranks under srun wrote other weights than one process"
+    [[ $(jq -r '.ranks' <(python3 -c 'import json,struct,sys
+f=open(sys.argv[1],"rb");n=struct.unpack("<Q",f.read(8))[0];print(json.loads(f.read(n))["__metadata__"]["state"])' "$D4/two/last.safetensors")) == 2 ]] ||
+        fail "the checkpoint does not record 2 ranks"
+    log "   srun -n 2: the same tensors as one process"
+    S3=$WORK/sweep-ranks
+    scripts/sweep.sh --base configs/lenet.json --out "$S3" -n 2 --retries 0 training.optimizer.lr=0.001,0.002 \
+        --slurm --wait --cpus-per-task=1 --time=10 -- --data-dir tests/fixtures/mnist-small --limit-train 960 \
+        --limit-test 200 --set data.val_size=200 --epochs 1 >/dev/null 2>"$WORK/4b.err" ||
+        fail "the 2-rank sweep failed: $(cat "$WORK/4b.err")"
+    grep -q -- '--ntasks=2' "$S3/slurm/sweep.sbatch" || fail "the array tasks do not ask for 2 tasks"
+    [[ $(count_status "$S3" "done") == 2 ]] || fail "expected 2 done: $(report "$S3")"
+    for run in "$S3"/runs/*/; do
+        name=$(basename "$run")
+        grep -q 'distributed over 2 ranks' "$S3/logs/$name.log" || fail "$name did not run on 2 ranks"
+        lr=$(jq -r '.training.optimizer.lr' "$run/config.json")
+        "$CNN" --threads 1 "${LENET[@]}" --lr "$lr" --out "$D4/$name" || fail "one process of $name failed"
+        same_tensors "$D4/$name/last.safetensors" "$run/last.safetensors" ||
+            fail "$name: the 2-rank point wrote other weights than one process"
+    done
+    log "   a sweep of 2-rank points: each done, each with one process's tensors"
+else
+    log "4. skipped: $CNN was built without --features mpi"
+fi
+
 "$CNN" report "$S1" >&2

@@ -243,7 +243,7 @@ fn commands_tsv(m: &Manifest, sweep_dir: &Path) -> Result<String> {
 
 /// `cnn sweep point`: the runner in [`crate::sweep::runner`].
 fn point(a: &SweepPointArgs, threads: Option<usize>) -> Result<()> {
-    crate::sweep::runner::run(&a.dir, a.index, a.retries, threads)
+    crate::sweep::runner::run(&a.dir, a.index, a.retries, threads, a.ranks)
 }
 
 // ---------------------------------------------------------------- state

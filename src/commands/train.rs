@@ -10,6 +10,7 @@ use crate::cli::TrainArgs;
 use crate::config::{Config, Normalize};
 use crate::data::{Batcher, Dataset, LoadOptions, Normalization, Splits};
 use crate::device;
+use crate::distributed::Group;
 use crate::fsutil::write_atomic;
 use crate::memory;
 use crate::model::{Model, Weights};
@@ -33,11 +34,90 @@ pub fn run(args: &TrainArgs) -> Result<()> {
              (a new run always starts afresh)"
         );
     }
-    let mut progress = Progress::new(Mode::detect(args.flags.quiet));
-    match &args.resume {
-        Some(dir) => resume(args, dir, stop, &mut progress),
-        None => fresh(args, stop, &mut progress),
+    let group = match args.flags.distributed {
+        Some(engine) => Some(Group::join(engine)?),
+        None => None,
+    };
+    let group = group.as_ref();
+    // The other ranks print nothing but their errors.
+    let quiet = args.flags.quiet || group.is_some_and(|g| !g.is_leader());
+    let mut progress = Progress::new(Mode::detect(quiet));
+    if let Some(g) = group {
+        join_note(g, &mut progress);
     }
+    let job = Job { group, quiet };
+    let result = match &args.resume {
+        Some(dir) => resume(args, &job, dir, stop, &mut progress),
+        None => fresh(args, &job, stop, &mut progress),
+    };
+    match (group, result) {
+        (Some(g), Err(err)) => end_job(g, err),
+        (_, result) => result,
+    }
+}
+
+/// Where this process stands in its run: alone, or one rank of a group.
+struct Job<'a> {
+    group: Option<&'a Group>,
+    /// Print nothing but errors (`--quiet`, or a rank other than 0).
+    quiet: bool,
+}
+
+impl Job<'_> {
+    /// The only process, or rank 0: the one that writes.
+    fn writes(&self) -> bool {
+        self.group.is_none_or(|g| g.is_leader())
+    }
+}
+
+/// A distributed run's first words, and each rank's share of the cores:
+/// without `--threads` (or RAYON_NUM_THREADS), the machine's cores divided
+/// among the ranks on it.
+fn join_note(group: &Group, progress: &mut Progress) {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let threads = match std::env::var("RAYON_NUM_THREADS") {
+        Ok(n) => n.parse().unwrap_or(1),
+        Err(_) => {
+            let n = (cores / group.local_ranks()).max(1);
+            // Fails only if the pool was already built, which it is not yet.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
+            n
+        }
+    };
+    if group.size() == 1 {
+        progress.note(
+            "--distributed mpi: this process is the job's only rank (it was not started by mpirun or srun), \
+             so it trains alone",
+        );
+    } else {
+        progress.note(&format!(
+            "distributed over {} ranks ({} on this machine, {threads} thread(s) each); rank 0 writes the run \
+             directory and evaluates",
+            group.size(),
+            group.local_ranks()
+        ));
+    }
+}
+
+/// A distributed run that failed on this rank: the message, then the whole
+/// job ended with its exit code, so that no rank waits forever for this
+/// one. Errors every rank meets (a bad config, a divergence) are printed
+/// by rank 0 alone: the others give it a moment to end the job first. An
+/// interruption is no failure: every rank stops after the same step.
+fn end_job(group: &Group, err: anyhow::Error) -> Result<()> {
+    let code = crate::error::exit_code(&err);
+    if code == crate::error::exit::INTERRUPTED {
+        return Err(err);
+    }
+    if !group.is_leader() {
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        eprintln!("error (rank {} of {}): {err:#}", group.rank(), group.size());
+    } else {
+        eprintln!("error: {err:#}");
+    }
+    group.abort(code)
 }
 
 /// `--out`, or `runs/<config name>`.
@@ -85,7 +165,7 @@ fn load_data(config: &Config, opts: &LoadOptions, progress: &mut Progress) -> Re
 
 /// A new run: every check and the data before the run directory is made,
 /// so that a mistake leaves nothing behind.
-fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result<()> {
+fn fresh(args: &TrainArgs, job: &Job, stop: &AtomicBool, progress: &mut Progress) -> Result<()> {
     let Some(config_path) = &args.config else {
         crate::bail_input!("cnn train needs --config FILE (or --resume RUN_DIR to continue a run)");
     };
@@ -102,7 +182,9 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
         progress.note(&format!("warning: {w}"));
     }
     let out = run_dir_path(args, &config)?;
-    RunDir::check_new(&out, args.force)?;
+    if job.writes() {
+        RunDir::check_new(&out, args.force)?;
+    }
     let device = device::open(args.flags.device.device)?;
     let transfer = source_weights(&mut config, &plan)?;
     let dataset = load_data(&config, &load_options(args, None), progress)?;
@@ -139,30 +221,133 @@ fn fresh(args: &TrainArgs, stop: &AtomicBool, progress: &mut Progress) -> Result
         std: normalization.std.clone(),
     };
 
-    let run_dir = RunDir::create(&out, args.force)?;
-    let state = RunState::new();
-    with_status(&run_dir, &state.run_id.clone(), || {
-        let model = new_model(
-            &config,
-            &plan,
-            &splits,
-            &normalization,
-            transfer.as_ref(),
-            &device,
-            progress,
-        )?;
+    let model = new_model(
+        &config,
+        &plan,
+        &splits,
+        &normalization,
+        transfer.as_ref(),
+        &device,
+        progress,
+    )?;
+    if let Some(group) = job.group {
+        check_batch(&config, &model, group)?;
+        check_agreement(group, &config, &splits, &model, 0)?;
+    }
+    let mut state = RunState::new();
+    state.ranks = job.group.map(|g| g.size());
+    let run_id = state.run_id.clone();
+    let run = |run_dir: &RunDir, progress: &mut Progress| {
         let learner = learner(&config, model, None)?;
         let run = Run {
             config: &config,
             dataset: &dataset,
             splits: &splits,
             normalization: &normalization,
-            run_dir: &run_dir,
+            run_dir,
             stop,
-            quiet: args.flags.quiet,
+            quiet: job.quiet,
+            group: job.group,
         };
         run.train("training", learner, state, progress)
-    })
+    };
+    if !job.writes() {
+        // The other ranks write nothing, and train beside rank 0.
+        return run(&RunDir::follower(&out), progress).map(|_| ());
+    }
+    let run_dir = RunDir::create(&out, args.force)?;
+    with_status(&run_dir, &run_id, || run(&run_dir, progress))
+}
+
+/// A global batch the ranks can share: an equal number of images each and,
+/// where one process cuts the batch into micro-batches, at least one per
+/// rank.
+fn check_batch(config: &Config, model: &Model, group: &Group) -> Result<()> {
+    let (n, bs) = (group.size(), config.training.batch_size);
+    if n == 1 {
+        return Ok(());
+    }
+    if !bs.is_multiple_of(n) {
+        crate::bail_input!(
+            "training.batch_size is {bs}, which {n} ranks cannot share evenly: the batch size is the global \
+             batch, over all ranks; make it a multiple of {n} (--batch-size {})",
+            bs.div_ceil(n) * n
+        );
+    }
+    let micro = train::MICRO_BATCH;
+    let parts = bs.div_ceil(micro);
+    if model.device().is_cpu() && !model.needs_whole_batch() && parts < n {
+        crate::bail_input!(
+            "training.batch_size is {bs}: {parts} micro-batch(es) of about {micro} images, the unit the ranks \
+             share, so {n} ranks would leave some with nothing to do; use a batch of at least {} images \
+             (--batch-size) or fewer ranks",
+            micro * n
+        );
+    }
+    Ok(())
+}
+
+/// Every rank has the same config (its file paths aside), the same training
+/// images in the same order and the same starting weights (and, resuming,
+/// the same step): refused at the start, naming the rank that differs.
+fn check_agreement(
+    group: &Group,
+    config: &Config,
+    splits: &Splits,
+    model: &Model,
+    step: u64,
+) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut value = config.to_value();
+    if let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut()) {
+        data.remove("dir");
+        data.remove("test_dir");
+    }
+    if let Some(t) = value.get_mut("training").and_then(|d| d.as_object_mut()) {
+        t.remove("init_from");
+    }
+    let mut h = Sha256::new();
+    h.update(value.to_string().as_bytes());
+    h.update(step.to_le_bytes());
+    let settings: [u8; 32] = h.finalize().into();
+    let train = &splits.train;
+    let mut h = Sha256::new();
+    h.update(&train.set.pixels);
+    h.update(&train.set.labels);
+    for i in &train.indices {
+        h.update(i.to_le_bytes());
+    }
+    let data: [u8; 32] = h.finalize().into();
+    let mut h = Sha256::new();
+    for (name, t) in model.tensors() {
+        h.update(name.as_bytes());
+        let values = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+    }
+    let weights: [u8; 32] = h.finalize().into();
+    // The data first: other images change the config's statistics too.
+    let what = [
+        (data, "training images (or split)"),
+        (settings, "settings (or, resuming, step)"),
+        (weights, "starting weights"),
+    ];
+    for (digest, what) in what {
+        let all = group.gather_digests(digest)?;
+        if let Some(r) = all.iter().position(|d| *d != all[0]) {
+            crate::bail_input!(
+                "rank {r} of {} has other {what} than rank 0: every rank must run the same command on the \
+                 same files (the same config, data directory and --init-from); check the paths rank {r} \
+                 sees on its machine",
+                group.size()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The weights `training.init_from` gives the network (its path made
@@ -223,7 +408,13 @@ fn learner(
 
 /// Continues the run in `dir` from its `last.safetensors`, with the config
 /// it stored; only the flags outside the `new_run` group apply.
-fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool, progress: &mut Progress) -> Result<()> {
+fn resume(
+    args: &TrainArgs,
+    job: &Job,
+    dir: &Path,
+    stop: &AtomicBool,
+    progress: &mut Progress,
+) -> Result<()> {
     if !args.new_run_flags.is_empty() {
         crate::bail_input!(
             "--resume continues {} exactly as it was configured, so {} cannot be used with it (it would \
@@ -250,7 +441,11 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool, progress: &mut Progre
         show_config(&config);
         return Ok(());
     }
-    let run_dir = RunDir::reopen(dir)?;
+    // Rank 0 takes the directory's lock; the other ranks only read it.
+    let run_dir = match job.writes() {
+        true => RunDir::reopen(dir)?,
+        false => RunDir::follower(dir),
+    };
     let last = run_dir.last();
     let ck = checkpoint::load(&last).context("reading the checkpoint to resume from")?;
     let Some(state) = ck.meta.state.clone() else {
@@ -259,18 +454,22 @@ fn resume(args: &TrainArgs, dir: &Path, stop: &AtomicBool, progress: &mut Progre
             last.display()
         );
     };
+    if !job.writes() {
+        return resume_in(args, job, &run_dir, ck, state, stop, progress).map(|_| ());
+    }
     run_dir.check_same_run(&ck.meta.config)?;
     check_run_id(&run_dir, &state.run_id)?;
     with_status(&run_dir, &state.run_id.clone(), || {
-        resume_in(args, &run_dir, ck, state, stop, progress)
+        resume_in(args, job, &run_dir, ck, state, stop, progress)
     })
 }
 
 fn resume_in(
     args: &TrainArgs,
+    job: &Job,
     run_dir: &RunDir,
     ck: Checkpoint,
-    state: RunState,
+    mut state: RunState,
     stop: &AtomicBool,
     progress: &mut Progress,
 ) -> Result<Option<String>> {
@@ -330,7 +529,14 @@ fn resume_in(
             .load_state(&ck.optimizer, state.step)
             .with_context(|| format!("optimizer state in {}", last.display()))?,
     }
-    crate::history::write(dir, &state.history)?;
+    if let Some(group) = job.group {
+        check_batch(&config, &learner.model, group)?;
+        check_agreement(group, &config, &splits, &learner.model, state.step)?;
+    }
+    check_ranks(&mut state, job, &learner.model, dir, progress)?;
+    if job.writes() {
+        crate::history::write(dir, &state.history)?;
+    }
     let what = format!(
         "resuming at epoch {}, step {} of the run",
         state.epochs_done + 1,
@@ -343,9 +549,53 @@ fn resume_in(
         normalization: &ck.meta.normalization,
         run_dir,
         stop,
-        quiet: args.flags.quiet,
+        quiet: job.quiet,
+        group: job.group,
     };
     run.train(&what, learner, state, progress)
+}
+
+/// A run resumed on as many ranks as it was trained on, unless the number
+/// does not change its numbers (networks without batch norm, on the CPU,
+/// where the micro-batches are the same for any number of ranks).
+fn check_ranks(
+    state: &mut RunState,
+    job: &Job,
+    model: &Model,
+    dir: &Path,
+    progress: &mut Progress,
+) -> Result<()> {
+    let before = state.ranks.unwrap_or(1);
+    let now = job.group.map_or(1, |g| g.size());
+    if before == now {
+        return Ok(());
+    }
+    let why = if model.needs_whole_batch() {
+        Some("its batch-norm statistics are computed per rank")
+    } else if !model.device().is_cpu() {
+        Some("off the CPU each rank runs its share of a batch in one piece")
+    } else {
+        None
+    };
+    let how = |n: usize| match n {
+        1 => "cnn train".to_string(),
+        n => format!("mpirun -n {n} cnn train --distributed mpi"),
+    };
+    if let Some(why) = why {
+        crate::bail_input!(
+            "{} was trained on {before} rank(s) and this is {now}: {why}, so it would not continue the same \
+             run; resume it on {before}: {} --resume {}",
+            dir.display(),
+            how(before),
+            dir.display()
+        );
+    }
+    progress.note(&format!(
+        "resuming a run of {before} rank(s) on {now}: for this network the numbers do not depend on the \
+         number of ranks"
+    ));
+    state.ranks = (now > 1 || job.group.is_some()).then_some(now);
+    Ok(())
 }
 
 /// Refuses a `last.safetensors` written by another run than the one whose
@@ -400,6 +650,7 @@ struct Run<'a> {
     /// Set by Ctrl-C / SIGTERM.
     stop: &'a AtomicBool,
     quiet: bool,
+    group: Option<&'a Group>,
 }
 
 impl Run<'_> {
@@ -414,7 +665,10 @@ impl Run<'_> {
     ) -> Result<Option<String>> {
         let model = &learner.model;
         let (config, splits) = (self.config, self.splits);
-        write_atomic(&self.run_dir.config(), config.to_pretty_json().as_bytes())?;
+        let writes = self.group.is_none_or(|g| g.is_leader());
+        if writes {
+            write_atomic(&self.run_dir.config(), config.to_pretty_json().as_bytes())?;
+        }
         progress.note(&format!(
             "{what}: {} ({} parameters) on {}: {} train / {} val / {} test images, {} → {}",
             config.display_name(),
@@ -438,12 +692,17 @@ impl Run<'_> {
             classes: &self.dataset.classes,
             run_dir: self.run_dir,
             stop: Some(self.stop),
+            group: self.group,
         };
         crate::profile::enable_from_env();
         let result = train::fit(&ctx, &mut learner, progress, state);
         progress.finish();
         if let Some(table) = crate::profile::report() {
-            eprintln!("time per phase and op (CNN_PROFILE):\n{table}");
+            let rank = self
+                .group
+                .map(|g| format!(", rank {} of {}", g.rank(), g.size()))
+                .unwrap_or_default();
+            eprintln!("time per phase and op (CNN_PROFILE{rank}):\n{table}");
         }
         let outcome = result?;
 

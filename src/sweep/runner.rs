@@ -18,8 +18,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Brings one point to done (see [`decide`]) under its lock, logging every
 /// step to sweep.log and cnn's output to logs/NAME.log.
 /// `retries`: times a failed point is tried again; `threads`: the global
-/// `--threads`, given to its `cnn train`.
-pub fn run(sweep: &Path, index: usize, retries: u32, threads: Option<usize>) -> Result<()> {
+/// `--threads`, given to its `cnn train` (each rank's, with `ranks` > 1).
+pub fn run(
+    sweep: &Path,
+    index: usize,
+    retries: u32,
+    threads: Option<usize>,
+    ranks: usize,
+) -> Result<()> {
+    if ranks == 0 {
+        crate::bail_input!("--ranks 0: a run needs at least 1 rank");
+    }
     let m = Manifest::read(sweep)?;
     let p = m.point(index)?;
     let run_dir = Manifest::run_dir(sweep, p);
@@ -43,6 +52,7 @@ pub fn run(sweep: &Path, index: usize, retries: u32, threads: Option<usize>) -> 
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let log = logs.join(format!("{}.log", p.name));
     let cnn = std::env::current_exe().context("cannot find the cnn binary")?;
+    let launch = Launch::new(&cnn, ranks)?;
 
     let mut tries = Tries {
         retries_left: retries,
@@ -131,15 +141,55 @@ pub fn run(sweep: &Path, index: usize, retries: u32, threads: Option<usize>) -> 
             }
         });
         events.log(event);
-        let code = run_logged(&cnn, &args, &log)?;
+        let code = run_logged(&launch, &args, &log)?;
         tries.last_exit = Some(code);
         events.log(&format!("exit {code}"));
     }
 }
 
-/// Runs `cnn ARGS` with its output appended to `log`; its exit status
-/// (128 + N when signal N ended it, as a shell says).
-fn run_logged(cnn: &Path, args: &[String], log: &Path) -> Result<i32> {
+/// How a point's `cnn train` starts: the binary itself, or a launcher
+/// that starts it as the ranks of one distributed run.
+struct Launch {
+    program: PathBuf,
+    before: Vec<String>,
+}
+
+impl Launch {
+    fn new(cnn: &Path, ranks: usize) -> Result<Launch> {
+        if ranks == 1 {
+            return Ok(Launch {
+                program: cnn.to_path_buf(),
+                before: Vec::new(),
+            });
+        }
+        let words: Vec<String> = match std::env::var("CNN_LAUNCHER") {
+            Ok(l) if !l.trim().is_empty() => l.split_whitespace().map(String::from).collect(),
+            _ if std::env::var_os("SLURM_JOB_ID").is_some() => {
+                vec!["srun".into(), "--kill-on-bad-exit=1".into()]
+            }
+            _ => vec!["mpirun".into()],
+        };
+        let mut before: Vec<String> = words[1..].to_vec();
+        before.extend(["-n".into(), ranks.to_string(), cnn.display().to_string()]);
+        Ok(Launch {
+            program: PathBuf::from(&words[0]),
+            before,
+        })
+    }
+}
+
+/// Runs `cnn ARGS` (through its launcher) with its output appended to
+/// `log`; its exit status (128 + N when signal N ended it, as a shell says).
+fn run_logged(launch: &Launch, args: &[String], log: &Path) -> Result<i32> {
+    let (cnn, args) = (
+        &launch.program,
+        &launch
+            .before
+            .iter()
+            .chain(args)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     use std::os::unix::process::ExitStatusExt;
     let mut file = std::fs::OpenOptions::new()
         .create(true)

@@ -43,6 +43,9 @@ pub struct Stepped {
     pub reading: step::Reading,
     /// The gradients' norm before clipping.
     pub grad_norm: GradNorm,
+    /// In a distributed run: every rank stops after this step (rank 0 was
+    /// asked to).
+    pub stop: Option<bool>,
 }
 
 impl Learner {
@@ -75,6 +78,7 @@ impl Learner {
         Ok(Some(Stepped {
             reading: out.reading,
             grad_norm,
+            stop: out.stop,
         }))
     }
 

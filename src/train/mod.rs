@@ -17,6 +17,7 @@ pub mod transfer;
 use crate::arch::Plan;
 use crate::config::Config;
 use crate::data::{Batcher, Normalization, Splits};
+use crate::distributed::Group;
 use crate::error::Interrupted;
 use crate::history::EpochRecord;
 use crate::model::Model;
@@ -35,6 +36,7 @@ use record::Recorder;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+pub use step::MICRO_BATCH;
 
 /// Everything a run needs besides the model and optimizer.
 pub struct RunContext<'a> {
@@ -46,6 +48,16 @@ pub struct RunContext<'a> {
     pub run_dir: &'a RunDir,
     /// Set by Ctrl-C / SIGTERM: finish the step, save, stop.
     pub stop: Option<&'a AtomicBool>,
+    /// The ranks of a distributed run (`--distributed`); `None` for one process.
+    pub group: Option<&'a Group>,
+}
+
+impl RunContext<'_> {
+    /// Whether this process writes the run directory and evaluates: the
+    /// only process, or rank 0 of a distributed run.
+    pub fn writes(&self) -> bool {
+        self.group.is_none_or(|g| g.is_leader())
+    }
 }
 
 /// How a finished run went.
@@ -114,7 +126,9 @@ pub fn fit(
 ) -> Result<Outcome> {
     let cfg = &ctx.config.training;
     let plan = learner.model.plan().clone();
-    let settings = step::Settings::of(ctx.config, &ctx.splits.train);
+    let mut settings = step::Settings::of(ctx.config, &ctx.splits.train);
+    settings.group = ctx.group;
+    settings.stop = ctx.stop;
     let steps = Steps {
         ctx,
         settings: &settings,
@@ -134,15 +148,24 @@ pub fn fit(
         //    every eval_every-th epoch and the last.
         let lr = learner.optim.lr();
         let passes = epoch.is_multiple_of(cfg.eval_every.max(1)) || epoch >= cfg.epochs;
-        let done = evaluate_epoch(
-            ctx,
-            learner.evaluated(),
-            record.progress(),
-            epoch,
-            lr,
-            &state,
-            passes,
-        )?;
+        let done = match ctx.writes() {
+            true => Some(evaluate_epoch(
+                ctx,
+                learner.evaluated(),
+                record.progress(),
+                epoch,
+                lr,
+                &state,
+                passes,
+            )?),
+            false => None,
+        };
+        // In a distributed run every rank judges rank 0's record, and stops
+        // when rank 0 was asked to.
+        let (done, stop) = match ctx.group {
+            Some(group) => share_epoch(group, done, stop_requested(ctx))?,
+            None => (done.expect("one process evaluates"), stop_requested(ctx)),
+        };
         // 4. The epoch judged (the plateau rule, best, early stopping) and written.
         let monitor = |m| monitored(&done, m);
         if let Some(note) = schedule::after_epoch(cfg, &mut state.plateau, epoch, monitor, lr) {
@@ -159,7 +182,7 @@ pub fn fit(
                 state.best.map_or(0, |b| b.epoch)
             ));
         }
-        if stop_requested(ctx) && state.epochs_done < cfg.epochs && !state.stopped_early {
+        if stop && state.epochs_done < cfg.epochs && !state.stopped_early {
             return Err(interrupted_error(ctx, epoch + 1, &state));
         }
     }
@@ -168,6 +191,18 @@ pub fn fit(
         history: state.history,
         stopped_early: state.stopped_early,
     })
+}
+
+/// Rank 0's epoch record and stop flag, on every rank.
+fn share_epoch(
+    group: &Group,
+    record: Option<EpochRecord>,
+    stop: bool,
+) -> Result<(EpochRecord, bool)> {
+    let bytes = record.map(|r| serde_json::to_vec(&(r, stop))).transpose()?;
+    let bytes = group.share(bytes)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("rank 0's epoch record did not arrive whole: {e}"))
 }
 
 /// The metric judged for `monitor`: the training one in its place when the
@@ -242,13 +277,14 @@ impl Steps<'_> {
             let done = learner
                 .step(&cx, &batch, lr, judge)?
                 .expect("training applies every step it does not fail");
+            // Distributed: rank 0's flag, as every rank saw it with the gradients.
+            let interrupted = done.stop.unwrap_or_else(|| stop_requested(ctx));
             pending.push(Pending {
                 images: indices.len(),
                 reading: done.reading,
                 lr,
                 grad_norm: done.grad_norm,
             });
-            let interrupted = stop_requested(ctx);
             let save = interrupted
                 || (cfg.checkpoint_every > 0 && (step + 1).is_multiple_of(cfg.checkpoint_every));
             if save || pending.len() >= self.read_every {

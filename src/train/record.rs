@@ -25,7 +25,9 @@ use anyhow::{Context, Result};
 pub struct Recorder<'a> {
     ctx: &'a RunContext<'a>,
     progress: &'a mut Progress,
-    steps: StepLog,
+    /// `None` on the ranks of a distributed run other than rank 0, which
+    /// write nothing.
+    steps: Option<StepLog>,
     events: Option<EventWriter>,
 }
 
@@ -38,13 +40,21 @@ impl<'a> Recorder<'a> {
         state: &RunState,
     ) -> Result<Self> {
         let dir = ctx.run_dir.path();
+        if !ctx.writes() {
+            return Ok(Recorder {
+                steps: None,
+                events: None,
+                ctx,
+                progress,
+            });
+        }
         let events = if ctx.config.training.tensorboard {
             Some(EventWriter::create(&dir.join(run_dir::TENSORBOARD))?)
         } else {
             None
         };
         Ok(Recorder {
-            steps: StepLog::open(dir, state.step)?,
+            steps: Some(StepLog::open(dir, state.step)?),
             events,
             ctx,
             progress,
@@ -72,14 +82,16 @@ impl<'a> Recorder<'a> {
         lr: f64,
         grad_norm: f64,
     ) -> Result<()> {
-        self.steps.push(&StepRow {
-            step: state.step,
-            epoch,
-            loss,
-            accuracy,
-            lr,
-            grad_norm,
-        })?;
+        if let Some(steps) = &mut self.steps {
+            steps.push(&StepRow {
+                step: state.step,
+                epoch,
+                loss,
+                accuracy,
+                lr,
+                grad_norm,
+            })?;
+        }
         if let Some(ev) = &mut self.events {
             let scalars = [
                 ("step/loss", loss),
@@ -102,6 +114,9 @@ impl<'a> Recorder<'a> {
     /// Writes `last.safetensors` mid-epoch (every N steps, or when stopped),
     /// the logs first.
     pub fn checkpoint(&mut self, learner: &Learner, state: &RunState, epoch: usize) -> Result<()> {
+        if !self.ctx.writes() {
+            return Ok(());
+        }
         self.flush()?;
         self.save_last(learner, state, epoch)
     }
@@ -117,6 +132,9 @@ impl<'a> Recorder<'a> {
     ) -> Result<()> {
         self.progress
             .finish_epoch(record, self.ctx.config.training.epochs);
+        if !self.ctx.writes() {
+            return Ok(());
+        }
         if let Some(ev) = &mut self.events {
             let mut scalars = vec![
                 ("epoch", record.epoch as f64),
@@ -178,7 +196,9 @@ impl<'a> Recorder<'a> {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.steps.flush()?;
+        if let Some(steps) = &mut self.steps {
+            steps.flush()?;
+        }
         if let Some(ev) = &mut self.events {
             ev.flush()?;
         }

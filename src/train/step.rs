@@ -24,6 +24,7 @@ use super::mix::{self, Mix};
 use crate::config::{Augment, Config, Mixup};
 use crate::data::augment::Visit;
 use crate::data::{Batcher, ImageSet, Subset};
+use crate::distributed::{Group, Part};
 use crate::layers::Pass;
 use crate::model::Model;
 use crate::rng;
@@ -31,6 +32,7 @@ use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Images per micro-batch, roughly.
 pub const MICRO_BATCH: usize = 32;
@@ -40,6 +42,9 @@ pub struct StepOutput {
     /// Gradients of the batch's loss.
     pub grads: GradStore,
     pub reading: Reading,
+    /// In a distributed run: whether rank 0 was asked to stop before this
+    /// step's gradients were combined (every rank then stops after it).
+    pub stop: Option<bool>,
 }
 
 /// A step's loss (the mean, or with class weights the weighted mean) and
@@ -107,6 +112,18 @@ fn split(indices: &[u32]) -> Vec<&[u32]> {
     out
 }
 
+/// `indices` cut into `n` nearly equal contiguous pieces, the empty ones
+/// left out: a batch run in one piece per rank.
+fn split_even(indices: &[u32], n: usize) -> Vec<&[u32]> {
+    (0..n)
+        .map(|r| {
+            let range = crate::distributed::block(r, n, indices.len());
+            &indices[range]
+        })
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// The settings a step takes from the config.
 pub struct Settings<'a> {
     pub label_smoothing: f64,
@@ -116,6 +133,12 @@ pub struct Settings<'a> {
     /// Each class's weight in the loss; `None` when all are 1.
     pub class_weights: Option<Vec<f32>>,
     pub mixup: Option<Mixup>,
+    /// The ranks of a distributed run: this process computes its block of
+    /// the micro-batches and the sums are combined over the group.
+    pub group: Option<&'a Group>,
+    /// The run's Ctrl-C / SIGTERM flag: rank 0's goes with the gradients,
+    /// so that every rank stops after the same step.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> Settings<'a> {
@@ -133,6 +156,8 @@ impl<'a> Settings<'a> {
             seed: t.seed,
             class_weights,
             mixup: t.mixup,
+            group: None,
+            stop: None,
         }
     }
 }
@@ -179,11 +204,16 @@ pub fn gradients(
         defer,
     } = *batch;
     let (smoothing, augment, seed) = (settings.label_smoothing, settings.augment, settings.seed);
-    let parts = if model.device().is_cpu() && !model.needs_whole_batch() {
-        split(indices)
-    } else {
-        vec![indices]
+    let in_parts = model.device().is_cpu() && !model.needs_whole_batch();
+    let parts = match settings.group {
+        Some(g) if !in_parts => split_even(indices, g.size()),
+        _ if in_parts => split(indices),
+        _ => vec![indices],
     };
+    // The micro-batches this process computes: all of them, or its rank's block.
+    let mine = settings
+        .group
+        .map_or(0..parts.len(), |g| g.block(parts.len()));
     let n = indices.len() as f64;
     let mix = settings
         .mixup
@@ -203,7 +233,8 @@ pub fn gradients(
         epoch,
         image: 0,
     };
-    if defer && parts.len() == 1 && mix.is_none() && weights.is_none() {
+    let alone = settings.group.is_none();
+    if alone && defer && parts.len() == 1 && mix.is_none() && weights.is_none() {
         // The streams of part 0, as below.
         let mut dropout = rng::stream(seed, rng::Purpose::Dropout, step << 16);
         let mut augmentation = rng::stream(seed, rng::Purpose::Augment, step << 16);
@@ -216,6 +247,7 @@ pub fn gradients(
         return Ok(StepOutput {
             grads,
             reading: Reading::OnDevice { loss, correct },
+            stop: None,
         });
     }
     let one = |(j, part): (usize, &&[u32])| -> Result<(GradStore, f64, f64)> {
@@ -240,11 +272,25 @@ pub fn gradients(
         let grads = loss.backward().context("computing gradients")?;
         Ok((grads, value, correct))
     };
+    let first = mine.start;
+    let parts = &parts[mine];
     let results: Vec<Result<(GradStore, f64, f64)>> = if parts.len() > 1 {
-        parts.par_iter().enumerate().map(one).collect()
+        parts
+            .par_iter()
+            .enumerate()
+            .map(|(k, p)| one((first + k, p)))
+            .collect()
     } else {
-        parts.iter().enumerate().map(one).collect()
+        parts
+            .iter()
+            .enumerate()
+            .map(|(k, p)| one((first + k, p)))
+            .collect()
     };
+    if let Some(group) = settings.group {
+        let stop = settings.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        return combine(model, group, results, stop);
+    }
     let mut results = results.into_iter();
     let (mut grads, mut total, mut correct) = results.next().expect("at least one part")?;
     for result in results {
@@ -265,6 +311,61 @@ pub fn gradients(
             loss: total,
             correct,
         },
+        stop: None,
+    })
+}
+
+/// This rank's parts added to the other ranks' in part order (see
+/// [`Group::chain_sum`]): the step's gradients, loss and count, the same on
+/// every rank. Gradients travel flattened in the order of the trainable
+/// parameters (a parameter without a gradient counts as zeros).
+fn combine(
+    model: &Model,
+    group: &Group,
+    results: Vec<Result<(GradStore, f64, f64)>>,
+    stop: bool,
+) -> Result<StepOutput> {
+    let layout: Vec<&Tensor> = model.trainable().map(|(_, v)| v.as_tensor()).collect();
+    let mut mine = Vec::with_capacity(results.len());
+    for result in results {
+        let (g, loss, correct) = result?;
+        let mut grads = Vec::new();
+        for t in &layout {
+            match g.get(t) {
+                Some(grad) => grads.extend(grad.flatten_all()?.to_vec1::<f32>()?),
+                None => grads.resize(grads.len() + t.elem_count(), 0.0),
+            }
+        }
+        mine.push(Part {
+            grads,
+            loss,
+            correct,
+        });
+    }
+    let _t = crate::profile::scope(|| "step: gradients over the ranks (waiting included)".into());
+    let total = group.chain_sum(mine, stop)?;
+    let expected: usize = layout.iter().map(|t| t.elem_count()).sum();
+    anyhow::ensure!(
+        total.grads.len() == expected,
+        "rank {}: the combined gradients hold {} values, the network {expected}: the ranks run different networks",
+        group.rank(),
+        total.grads.len()
+    );
+    let mut grads = GradStore::default();
+    let mut at = 0;
+    for t in layout {
+        let n = t.elem_count();
+        let g = Tensor::from_slice(&total.grads[at..at + n], t.shape(), t.device())?;
+        grads.insert(t, g);
+        at += n;
+    }
+    Ok(StepOutput {
+        grads,
+        reading: Reading::Ready {
+            loss: total.loss,
+            correct: total.correct,
+        },
+        stop: Some(total.stop),
     })
 }
 

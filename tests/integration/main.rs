@@ -11,6 +11,7 @@ mod cifar;
 mod common;
 mod config_errors;
 mod controls;
+mod distributed;
 mod docs;
 mod download;
 mod export;
