@@ -681,7 +681,7 @@ pub struct TrainFlags {
     /// --distributed mpi ...` (`srun -n 4 ...` under Slurm). Without
     /// batch norm the checkpoints have the same bits as one process's; rank
     /// 0 writes the run directory and evaluates. Needs a build with
-    /// `--features mpi`.
+    /// `--features mpi`; see the book's "One run on many processes".
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub distributed: Option<crate::distributed::Engine>,
 }

@@ -407,7 +407,12 @@ mod tests {
                 .unwrap();
             let mut extra = vec![flag.clone()];
             if arg.get_action().takes_values() {
-                extra.push(if flag == "--device" { "cpu" } else { "7" }.to_string());
+                let value = match flag.as_str() {
+                    "--device" => "cpu",
+                    "--distributed" => "mpi",
+                    _ => "7",
+                };
+                extra.push(value.to_string());
             }
             assert_eq!(resume_flags(&extra).unwrap(), extra, "{flag}");
             if extra.len() == 2 {
