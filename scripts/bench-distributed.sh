@@ -63,19 +63,7 @@ comm_ms() { # ms per step combining gradients, from a CNN_PROFILE table
     awk '/^step: gradients over the ranks/ { printf "%.2f\n", $(NF-2) / $(NF-1) }' "$1" | head -1
 }
 
-same_tensors() {
-    python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-def tensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    header.pop("__metadata__", None)
-    return {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
-print("yes" if tensors(sys.argv[1]) == tensors(sys.argv[2]) else "no")
-PY
-}
+same_tensors() { python3 scripts/dev/same-tensors.py "$1" "$2" >/dev/null 2>&1 && echo yes || echo no; }
 
 echo "[" >"$out/results.json"
 first=1

@@ -26,26 +26,7 @@ if [ ${#configs[@]} -eq 0 ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-compare() {
-    python3 - "$1" "$2" <<'PY'
-import json, struct, sys
-def tensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    header.pop("__metadata__", None)
-    return {k: (v["dtype"], v["shape"], data[v["data_offsets"][0]:v["data_offsets"][1]])
-            for k, v in header.items()}
-a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
-if a.keys() != b.keys():
-    sys.exit(f"different tensors: {sorted(a.keys() ^ b.keys())}")
-bad = [k for k in a if a[k] != b[k]]
-if bad:
-    sys.exit(f"{len(bad)} of {len(a)} tensors differ, e.g. {sorted(bad)[:3]}")
-print(f"  {len(a)} tensors equal")
-PY
-}
+compare() { python3 scripts/dev/same-tensors.py "$1" "$2"; }
 for c in "${configs[@]}"; do
     name=$(basename "$c" .json)
     echo "$name:"
