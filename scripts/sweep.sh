@@ -306,30 +306,74 @@ note "${#TODO[@]} of $NPOINTS points to run, $JOBS at a time with $THREADS threa
 
 # Ctrl-C reaches only this script (parallel runs in its own session), which
 # passes it on once: parallel sends SIGINT to each running point (cnn saves
-# and exits 130) and waits up to a minute before SIGTERM and SIGKILL.
+# and exits 130) and waits up to a minute before SIGTERM and SIGKILL. A
+# point parallel was starting at that very moment is not among the jobs it
+# stops, so what is left in its session afterwards is stopped here the same
+# way (stop_leftovers).
 INTERRUPTED=0
 PAR_PID=""
+LEFT=()
 on_signal() {
     INTERRUPTED=1
     if [[ -n $PAR_PID ]]; then
         note "stopping: the running points save their state (Ctrl-C again to stop at once)"
         kill -INT "$PAR_PID" 2>/dev/null || true
+    elif ((${#LEFT[@]})); then
+        kill -INT "${LEFT[@]}" 2>/dev/null || true # a second signal: cnn stops at once
     fi
 }
 trap on_signal INT TERM HUP
 SETSID=()
-command -v setsid >/dev/null && SETSID=(setsid)
+command -v setsid >/dev/null && [[ -r /proc/self/stat ]] && SETSID=(setsid)
+
+in_session() { # the live processes of session $1 (Linux /proc/PID/stat)
+    local f stat state sid
+    for f in /proc/[0-9]*/stat; do
+        { read -r stat <"$f"; } 2>/dev/null || continue # gone meanwhile
+        stat=${stat##*) } # after the command name, which may hold spaces
+        read -r state _ _ sid _ <<<"$stat"
+        [[ $sid == "$1" && $state != Z ]] && { f=${f#/proc/} && echo "${f%/stat}"; }
+    done
+    return 0
+}
+stop_leftovers() { # SIGINT to what is left in session $1, as parallel does to its jobs
+    local sid=$1 pid sig=INT start=$SECONDS first=1
+    local -A sent=()
+    while :; do # 60 s to save, then SIGTERM, 10 s later SIGKILL
+        mapfile -t LEFT < <(in_session "$sid")
+        ((${#LEFT[@]})) || break
+        ((first)) && note "stopping ${#LEFT[@]} process(es) of a point that was starting"
+        first=0
+        if [[ $sig == INT ]] && ((SECONDS - start >= 60)); then
+            sig=TERM && sent=()
+        elif [[ $sig == TERM ]] && ((SECONDS - start >= 70)); then
+            sig=KILL && sent=()
+        elif [[ $sig == KILL ]] && ((${#sent[@]})); then
+            break
+        fi
+        for pid in "${LEFT[@]}"; do
+            [[ -n ${sent[$pid]:-} ]] && continue
+            kill -"$sig" "$pid" 2>/dev/null || true
+            sent[$pid]=1
+        done
+        sleep 0.1
+    done
+    LEFT=()
+}
 "${SETSID[@]}" parallel --jobs "$JOBS" --line-buffer --joblog "+$OUT_ABS/parallel.joblog" \
     --termseq INT,60000,TERM,10000,KILL,25 "${PARALLEL_OPTS[@]}" \
     -q "$CNN_BIN" --threads "$THREADS" sweep point "${POINT_OPTS[@]}" "$OUT_ABS" {} \
     ::: "${TODO[@]}" </dev/null &
 PAR_PID=$!
+LAST_PAR=$PAR_PID
 while :; do
     wait "$PAR_PID" || true
     kill -0 "$PAR_PID" 2>/dev/null || break
 done
 PAR_PID=""
 if ((INTERRUPTED)); then
+    # setsid made parallel the leader of a session of its own: its id.
+    ((${#SETSID[@]})) && stop_leftovers "$LAST_PAR"
     # On other hosts, a point outlives its ssh connection while it saves.
     if ((${#PARALLEL_OPTS[@]})); then
         for ((i = 0; i < 40; i++)); do

@@ -320,7 +320,14 @@ fn a_sweep_interrupted_midway_finishes_every_point_exactly_once_when_run_again()
     let ev = events(&out);
     for (name, e) in &ev {
         let fresh = e.iter().filter(|e| *e == "fresh").count();
-        assert_eq!(fresh, 1, "{name}: {e:?}");
+        // A point stopped before its run directory existed has nothing to
+        // resume: it starts afresh (the runner starts fresh only a point
+        // with no status at all).
+        let unstarted = e
+            .windows(3)
+            .filter(|w| *w == ["fresh", "exit 130", "fresh"])
+            .count();
+        assert_eq!(fresh, 1 + unstarted, "{name}: {e:?}");
     }
     assert!(
         ev.values().flatten().any(|e| e == "resume"),
