@@ -360,6 +360,8 @@ pub struct Node {
     /// `trainable: false` on the layer or on a block around it: the
     /// optimizer never changes its parameters.
     pub frozen: bool,
+    /// The layer's module in other frameworks' state_dicts (`torch_name`).
+    pub torch_name: Option<TorchName>,
 }
 
 impl Node {
@@ -449,6 +451,7 @@ fn plan_list_at(layers: &[Layer], input: Shape, at: &ListAt) -> Result<Vec<Node>
             macs: op.run().macs(output),
             tensor_count: 0,
             frozen,
+            torch_name: layer.torch_name.clone(),
             op,
             input: shape,
             output,
@@ -707,6 +710,10 @@ pub struct Layer {
     /// parameters (those of the layers inside a block too). Its running
     /// statistics, if any, still follow the data.
     pub trainable: bool,
+    /// Its module's name in a PyTorch state_dict (`layer1.0.conv1`), by
+    /// source where they differ: what `cnn import` and `cnn export --names`
+    /// map its tensors to (`layer1.0.conv1.weight`).
+    pub torch_name: Option<TorchName>,
 }
 
 impl From<LayerKind> for Layer {
@@ -714,6 +721,50 @@ impl From<LayerKind> for Layer {
         Layer {
             spec,
             trainable: true,
+            torch_name: None,
+        }
+    }
+}
+
+/// A layer's `torch_name`: one module name for every source, or one per
+/// source (`{"torchvision": "features.0.0", "timm": "conv_stem"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TorchName {
+    Same(String),
+    BySource(std::collections::BTreeMap<String, String>),
+}
+
+impl TorchName {
+    /// The module's name in `source`'s state_dicts, if declared.
+    pub fn of(&self, source: &str) -> Option<&str> {
+        match self {
+            TorchName::Same(name) => Some(name),
+            TorchName::BySource(names) => names.get(source).map(String::as_str),
+        }
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let bad = |n: &str| {
+            n.is_empty()
+                || n.split('.')
+                    .any(|part| part.is_empty() || !part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        };
+        let names: Vec<&str> = match self {
+            TorchName::Same(n) => vec![n],
+            TorchName::BySource(m) if m.is_empty() => {
+                return Err("field `torch_name`: the object names no source; give a name \
+                            such as \"layer1.0.conv1\" or {\"torchvision\": \"...\"}"
+                    .into());
+            }
+            TorchName::BySource(m) => m.values().map(String::as_str).collect(),
+        };
+        match names.into_iter().find(|n| bad(n)) {
+            Some(n) => Err(format!(
+                "field `torch_name`: \"{n}\" is not a module path; expected dot-separated names \
+                 such as \"layer1.0.conv1\""
+            )),
+            None => Ok(()),
         }
     }
 }
@@ -735,6 +786,10 @@ impl Serialize for Layer {
         // Written out like every default, so that `--set` finds it.
         if let Value::Object(map) = &mut v {
             map.insert("trainable".into(), Value::Bool(self.trainable));
+            if let Some(name) = &self.torch_name {
+                let name = serde_json::to_value(name).map_err(serde::ser::Error::custom)?;
+                map.insert("torch_name".into(), name);
+            }
         }
         v.serialize(s)
     }
@@ -743,15 +798,28 @@ impl Serialize for Layer {
 impl<'de> Deserialize<'de> for Layer {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
-        let (value, trainable) = take_trainable(value).map_err(serde::de::Error::custom)?;
+        let (value, trainable, torch_name) = take_common(value).map_err(serde::de::Error::custom)?;
         let spec = LayerKind::deserialize(value).map_err(serde::de::Error::custom)?;
-        Ok(Layer { spec, trainable })
+        Ok(Layer {
+            spec,
+            trainable,
+            torch_name,
+        })
     }
 }
 
-/// Removes the `trainable` field every kind takes from a layer's object.
-fn take_trainable(mut value: Value) -> std::result::Result<(Value, bool), String> {
-    let trainable = match value.as_object_mut().and_then(|m| m.remove("trainable")) {
+/// Removes the fields every kind takes (`trainable`, `torch_name`) from a
+/// layer's object.
+fn take_common(
+    mut value: Value,
+) -> std::result::Result<(Value, bool, Option<TorchName>), String> {
+    let map = value.as_object_mut();
+    let trainable = map.as_ref().and_then(|m| m.get("trainable")).cloned();
+    let torch_name = map.and_then(|m| m.remove("torch_name"));
+    if let Some(m) = value.as_object_mut() {
+        m.remove("trainable");
+    }
+    let trainable = match trainable {
         None => true,
         Some(Value::Bool(b)) => b,
         Some(other) => {
@@ -760,7 +828,21 @@ fn take_trainable(mut value: Value) -> std::result::Result<(Value, bool), String
             ));
         }
     };
-    Ok((value, trainable))
+    let torch_name = match torch_name {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let name: TorchName = serde_json::from_value(v.clone()).map_err(|_| {
+                format!(
+                    "field `torch_name`: expected a module name such as \"layer1.0.conv1\" or names by \
+                     source such as {{\"torchvision\": \"features.0.0\"}}, got {}",
+                    crate::json::show(&v)
+                )
+            })?;
+            name.check()?;
+            Some(name)
+        }
+    };
+    Ok((value, trainable, torch_name))
 }
 
 /// Decodes one entry of a layer list; errors start with `name` (`layer 3`
@@ -788,14 +870,18 @@ pub fn decode_layer(name: &str, value: Value) -> std::result::Result<Layer, Stri
             ));
         }
     };
-    let (fields, trainable) =
-        take_trainable(Value::Object(fields)).map_err(|e| format!("{name} ({kind}): {e}"))?;
+    let (fields, trainable, torch_name) =
+        take_common(Value::Object(fields)).map_err(|e| format!("{name} ({kind}): {e}"))?;
     match LayerKind::decode_fields(&kind, &fields) {
         None => Err(format!(
             "{name}: unknown layer type \"{kind}\"; expected one of: {}",
             type_names().join(", ")
         )),
-        Some(Ok(spec)) => Ok(Layer { spec, trainable }),
+        Some(Ok(spec)) => Ok(Layer {
+            spec,
+            trainable,
+            torch_name,
+        }),
         Some(Err(msg)) => {
             // A layer inside this block: its message starts with its list.
             let nested = ["layers.", "shortcut.", "branches."]
