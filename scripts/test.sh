@@ -13,9 +13,11 @@
 #                          against Open MPI (bindgen needs libclang) and its
 #                          tests start the ranks with mpirun
 #
-# and a Python venv with ONNX Runtime from PyPI, for the tests that run what
-# `cnn export` writes (scripts/dev/onnx-venv.sh; ~/.cache/cnn/onnx-venv,
-# made once). Installing needs root (or sudo). .ci/run calls exactly this
+# and two Python venvs from PyPI, each made once: ONNX Runtime, for the
+# tests that run what `cnn export` writes (scripts/dev/onnx-venv.sh;
+# ~/.cache/cnn/onnx-venv), and PyTorch with torchvision, for the model zoo's
+# tests against torchvision's own networks (scripts/dev/torch-venv.sh;
+# ~/.cache/cnn/torch-venv, ~2.4 GB to download the first time). Installing needs root (or sudo). .ci/run calls exactly this
 # command. Without arguments it runs every test of the default build, then
 # the distributed tests in a build with `--features mpi` (which leaves that
 # build's binary in the target directory).
@@ -44,6 +46,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 CNN_ONNX_PYTHON=$(scripts/dev/onnx-venv.sh)
 export CNN_ONNX_PYTHON
+CNN_TORCH_PYTHON=$(CNN_TORCH_VENV=${CNN_TORCH_VENV:-$HOME/.cache/cnn/torch-venv} scripts/dev/torch-venv.sh)
+export CNN_TORCH_PYTHON
 if [ $# -gt 0 ]; then
     exec cargo test "$@"
 fi

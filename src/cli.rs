@@ -281,6 +281,19 @@ pub enum Command {
         scores (logits), or the probabilities with --softmax; the class names are in its metadata \
         (\"classes\"). See the book, Commands: export (docs/src/guide/commands.md).")]
     Export(ExportArgs),
+    /// Make a PyTorch state_dict of torchvision or timm (saved with
+    /// safetensors) into a cnn checkpoint, by the config's torch_name table.
+    #[command(after_help = "Examples:\n  \
+        cnn import --from torchvision --config configs/zoo/resnet18.json resnet18.safetensors -o resnet18.ckpt.safetensors\n  \
+        cnn import --from timm --config configs/zoo/resnet50.json resnet50.a1_in1k.safetensors -o r50.safetensors --classes classes.txt\n\n\
+        The state_dict comes from Python: safetensors.torch.save_file(torchvision.models.resnet18(\
+        weights=\"DEFAULT\").state_dict(), \"resnet18.safetensors\"). Every tensor is mapped by the \
+        torch_name of its layer (no guessing by order); what is missing, unexpected or mis-shaped is \
+        listed and nothing is written. The checkpoint records the config, its data.normalize (the \
+        mean and std the weights were trained with), the class names (ImageNet's 1,000 for a \
+        1000-class config unless --classes says otherwise) and data.resize, the evaluation \
+        transform; eval, predict, export and train --init-from take it like any checkpoint.")]
+    Import(ImportArgs),
     /// Draw loss, accuracy and learning rate per epoch of one or more runs.
     #[command(after_help = "Examples:\n  \
         cnn plot runs/lenet -o lenet.png\n  \
@@ -468,6 +481,12 @@ pub struct RunChoices {
     /// Train on only the first N training images.
     #[arg(long, value_name = "N")]
     pub limit_train: Option<usize>,
+
+    /// A classifier of N classes: sets num_classes and the width of the
+    /// last linear layer, the head (which --init-from then leaves to the
+    /// seed when the file's head has another width).
+    #[arg(long, value_name = "N")]
+    pub num_classes: Option<usize>,
 
     /// What convolutions and linear layers multiply: fp32, or bf16 (bf16
     /// products summed in f32; overrides training.precision).
@@ -917,6 +936,36 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The state_dict: a safetensors file of the source's tensor names
+    /// (`conv1.weight`, `layer1.0.bn1.running_var`, `fc.bias`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Whose names the file has.
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub from: crate::interop::Source,
+
+    /// The architecture, whose layers name their modules (`torch_name`),
+    /// such as configs/zoo/resnet18.json.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// The cnn checkpoint to write.
+    #[arg(short, long, visible_alias = "output", value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Class names, one per line in label order (default: ImageNet's
+    /// 1,000 for a 1000-class config, else the label numbers).
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
+
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Checkpoint written by `cnn train`.
     #[arg(long, value_name = "FILE")]
@@ -931,9 +980,27 @@ pub struct ExportArgs {
     #[arg(long)]
     pub softmax: bool,
 
+    /// What to write: an ONNX model, or the weights as a torchvision or
+    /// timm state_dict (safetensors, by the config's torch_name table),
+    /// which `model.load_state_dict(safetensors.torch.load_file(FILE))`
+    /// takes. Default: onnx, or torchvision for a .safetensors output.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ExportFormat>,
+
     /// Replace the output file if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// What `cnn export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// An ONNX model (opset 13) with the normalisation and class names.
+    Onnx,
+    /// A state_dict of torchvision's names (safetensors).
+    Torchvision,
+    /// A state_dict of timm's names (safetensors).
+    Timm,
 }
 
 #[derive(Debug, Args)]

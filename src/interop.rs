@@ -78,6 +78,185 @@ pub fn import_foreign(
     Ok(all)
 }
 
+/// Frameworks whose state_dicts a config's `torch_name` fields describe
+/// (`cnn import --from`, `cnn export --format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// torchvision.models (`torchvision.models.resnet18()`).
+    Torchvision,
+    /// timm (`timm.create_model("resnet18")`).
+    Timm,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Torchvision => "torchvision",
+            Source::Timm => "timm",
+        }
+    }
+}
+
+/// One tensor of a network under both names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Named {
+    /// cnn's name (`layers.4.layers.0.weight`).
+    pub cnn: String,
+    /// The source's name (`layer1.0.conv1.weight`).
+    pub torch: String,
+    pub dims: Vec<usize>,
+    /// The layer, as messages name it.
+    pub label: String,
+    /// A batch-norm layer's running mean: PyTorch keeps a step counter
+    /// (`num_batches_tracked`) beside it.
+    pub counter: Option<String>,
+}
+
+/// Every tensor of `plan` under the names `source` gives it, in checkpoint
+/// order, from the layers' `torch_name` fields (no guessing by order). A
+/// layer with tensors but no name for `source` is an error naming them all.
+pub fn name_table(plan: &Plan, source: Source) -> Result<Vec<Named>> {
+    fn walk(
+        nodes: &[crate::layers::Node],
+        source: Source,
+        out: &mut Vec<Named>,
+        unnamed: &mut Vec<String>,
+    ) {
+        for node in nodes {
+            let run = node.op.run();
+            let own = run.tensors();
+            if !own.is_empty() {
+                match node.torch_name.as_ref().and_then(|n| n.of(source.name())) {
+                    None => unnamed.push(node.label.clone()),
+                    Some(module) => {
+                        for spec in own {
+                            let counter = (spec.name == "running_mean")
+                                .then(|| format!("{module}.num_batches_tracked"));
+                            out.push(Named {
+                                cnn: format!("{}.{}", node.path, spec.name),
+                                torch: format!("{module}.{}", spec.name),
+                                dims: spec.dims,
+                                label: node.label.clone(),
+                                counter,
+                            });
+                        }
+                    }
+                }
+            }
+            for list in run.children() {
+                walk(list, source, out, unnamed);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut unnamed = Vec::new();
+    walk(&plan.layers, source, &mut out, &mut unnamed);
+    if !unnamed.is_empty() {
+        let n = unnamed.len();
+        let shown: Vec<&str> = unnamed.iter().take(8).map(String::as_str).collect();
+        crate::bail_input!(
+            "the config names no {} module for {n} layer{} with tensors: {}{}; give each such layer \
+             a \"torch_name\" (its module in the state_dict, such as \"layer1.0.conv1\", or one per \
+             source: {{\"{}\": \"...\"}}), as the configs in configs/zoo/ do",
+            source.name(),
+            if n == 1 { "" } else { "s" },
+            shown.join(", "),
+            if n > shown.len() { ", …" } else { "" },
+            source.name()
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = out.iter().find(|n| !seen.insert(n.torch.as_str())) {
+        crate::bail_input!(
+            "two layers of the config have the same torch_name: {} ({} and another); each layer \
+             needs its own module name",
+            twice.torch,
+            twice.label
+        );
+    }
+    Ok(out)
+}
+
+/// A `source` state_dict (safetensors) as `plan`'s weights by cnn's names, in fp32. Anything
+/// missing, unexpected or mis-shaped is refused in one list.
+pub fn from_torch(
+    tensors: HashMap<String, Tensor>,
+    plan: &Plan,
+    source: Source,
+) -> Result<HashMap<String, Tensor>> {
+    let table = name_table(plan, source)?;
+    // PyTorch's batch counters have no counterpart in cnn.
+    let mut tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".num_batches_tracked"))
+        .collect();
+    let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+    let mut out = HashMap::new();
+    for n in &table {
+        match tensors.remove(&n.torch) {
+            None => missing.push(format!("{} {:?} ({})", n.torch, n.dims, n.label)),
+            Some(t) if t.dims() != n.dims.as_slice() => wrong.push(format!(
+                "{}: file has {:?}, {} needs {:?}",
+                n.torch,
+                t.dims(),
+                n.label,
+                n.dims
+            )),
+            Some(t) => {
+                out.insert(n.cnn.clone(), t.to_dtype(candle_core::DType::F32)?);
+            }
+        }
+    }
+    let mut unexpected: Vec<String> = tensors
+        .iter()
+        .map(|(k, t)| format!("{k} {:?}", t.dims()))
+        .collect();
+    unexpected.sort();
+    if missing.is_empty() && wrong.is_empty() && unexpected.is_empty() {
+        return Ok(out);
+    }
+    let mut msg = format!(
+        "the {} state_dict does not match the config's torch_name table:",
+        source.name()
+    );
+    for (title, list) in [
+        ("missing", &missing),
+        ("wrong shape", &wrong),
+        ("unexpected", &unexpected),
+    ] {
+        if !list.is_empty() {
+            msg.push_str(&format!("\n  {title} ({}):", list.len()));
+            for item in list.iter() {
+                msg.push_str(&format!("\n    {item}"));
+            }
+        }
+    }
+    Err(crate::input_error!("{msg}"))
+}
+
+/// `weights` (by cnn's names) under the names `source` gives them, as its
+/// `state_dict()` holds them: batch-norm layers with their
+/// `num_batches_tracked` counter (`steps`, as an int64 scalar).
+pub fn to_torch(
+    weights: &HashMap<String, Tensor>,
+    plan: &Plan,
+    source: Source,
+    steps: u64,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    for n in name_table(plan, source)? {
+        let t = weights
+            .get(&n.cnn)
+            .ok_or_else(|| crate::input_error!("the checkpoint has no tensor {}", n.cnn))?;
+        out.push((n.torch, t.to_dtype(candle_core::DType::F32)?));
+        if let Some(counter) = n.counter {
+            let count = Tensor::new(steps as i64, &candle_core::Device::Cpu)?;
+            out.push((counter, count));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

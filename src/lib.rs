@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(args) => commands::plot::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Import(args) => commands::import::run(args),
         Command::Filters(args) => commands::filters::run(args),
         Command::FeatureMaps(args) => commands::feature_maps::run(args),
         Command::Samples(args) => commands::samples::run(args),

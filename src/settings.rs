@@ -75,8 +75,34 @@ impl ConfigFlags for RunChoices {
         if let Some(p) = self.precision {
             config.training.precision = p;
         }
+        if let Some(n) = self.num_classes {
+            set_num_classes(config, n)?;
+        }
         Ok(())
     }
+}
+
+/// `--num-classes N`: `num_classes` and the last linear layer of the
+/// top-level list (the head) become N.
+fn set_num_classes(config: &mut Config, n: usize) -> Result<()> {
+    use crate::layers::LayerKind;
+    let head = config
+        .layers
+        .iter_mut()
+        .rev()
+        .find_map(|l| match &mut l.spec {
+            LayerKind::Linear(linear) => Some(linear),
+            _ => None,
+        });
+    let Some(head) = head else {
+        crate::bail_input!(
+            "--num-classes: the network has no linear layer in its top-level list to give {n} \
+             outputs; set num_classes and the last layer's width with --set instead"
+        );
+    };
+    head.out_features = n;
+    config.num_classes = n;
+    Ok(())
 }
 
 impl ConfigFlags for DataArgs {

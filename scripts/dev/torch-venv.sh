@@ -7,6 +7,9 @@
 #   CNN_TORCH_VENV=/tmp/tv scripts/dev/torch-venv.sh
 #   PYTHON=python3.12 scripts/dev/torch-venv.sh
 #
+# Progress goes to stderr; the last line on stdout is the venv's Python, so
+# that `python=$(scripts/dev/torch-venv.sh)` works (scripts/test.sh).
+#
 # PyPI's `torch` wheel is a CUDA build. We only ever run it on the CPU, but
 # `import torch` still loads the CUDA libraries that libtorch_cuda.so and
 # libtorch_python.so are linked against (DT_NEEDED), so those NVIDIA wheels
@@ -79,6 +82,11 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
+exec 3>&1 1>&2
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "creating venv $VENV"
     "$PYTHON" -m venv "$VENV"
@@ -108,3 +116,4 @@ opt = torch.optim.Adam([w])
 opt.step()
 print(f"torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), torchvision {torchvision.__version__}, numpy {numpy.__version__}, safetensors {safetensors.__version__}")'
 du -sh "$VENV"
+echo "$(cd "$VENV" && pwd)/bin/python" >&3

@@ -1,12 +1,14 @@
 //! `cnn export`: a checkpoint's network as an ONNX file (see `export` for
-//! what the model holds). An existing output is replaced only with
+//! what the model holds), or its weights as a torchvision or timm
+//! state_dict (by the config's `torch_name` table). An existing output is replaced only with
 //! `--force`, never by the checkpoint being read, and atomically.
 
 use super::thousands;
 use crate::arch;
 use crate::checkpoint;
-use crate::cli::ExportArgs;
+use crate::cli::{ExportArgs, ExportFormat};
 use crate::export::{self, Network};
+use crate::interop::{self, Source};
 use crate::model::check_tensors;
 use crate::onnx;
 use anyhow::{Context, Result};
@@ -43,6 +45,33 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let plan = arch::plan(&meta.config)
         .with_context(|| format!("the config stored in checkpoint {}", input.display()))?;
     check_tensors(&plan, &ck.weights).with_context(|| format!("checkpoint {}", input.display()))?;
+    let format = match args.format {
+        Some(f) => f,
+        None if output.extension().is_some_and(|e| e == "safetensors") => ExportFormat::Torchvision,
+        None => ExportFormat::Onnx,
+    };
+    let source = match format {
+        ExportFormat::Onnx => None,
+        ExportFormat::Torchvision => Some(Source::Torchvision),
+        ExportFormat::Timm => Some(Source::Timm),
+    };
+    if let Some(source) = source {
+        let state = interop::to_torch(&ck.weights, &plan, source, meta.step)
+            .with_context(|| format!("checkpoint {}", input.display()))?;
+        let bytes = safetensors::serialize(state.iter().map(|(n, t)| (n.as_str(), t)), None)
+            .context("serialising the state_dict")?;
+        crate::output::write(output, &bytes, args.force, "-o")?;
+        println!(
+            "wrote {}: a {} state_dict of {} tensors ({} parameters); load it with \
+             model.load_state_dict(safetensors.torch.load_file(\"{}\"))",
+            output.display(),
+            source.name(),
+            state.len(),
+            thousands(plan.params()),
+            output.display()
+        );
+        return Ok(());
+    }
     let tensors: Vec<Tensor> = plan
         .layers
         .iter()

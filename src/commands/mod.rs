@@ -8,6 +8,7 @@ pub(crate) mod eval;
 pub(crate) mod export;
 pub(crate) mod feature_maps;
 pub(crate) mod filters;
+pub(crate) mod import;
 pub(crate) mod lr_find;
 pub(crate) mod plot;
 pub(crate) mod predict;

@@ -747,15 +747,18 @@ impl TorchName {
     fn check(&self) -> std::result::Result<(), String> {
         let bad = |n: &str| {
             n.is_empty()
-                || n.split('.')
-                    .any(|part| part.is_empty() || !part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                || n.split('.').any(|part| {
+                    part.is_empty() || !part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
         };
         let names: Vec<&str> = match self {
             TorchName::Same(n) => vec![n],
             TorchName::BySource(m) if m.is_empty() => {
-                return Err("field `torch_name`: the object names no source; give a name \
+                return Err(
+                    "field `torch_name`: the object names no source; give a name \
                             such as \"layer1.0.conv1\" or {\"torchvision\": \"...\"}"
-                    .into());
+                        .into(),
+                );
             }
             TorchName::BySource(m) => m.values().map(String::as_str).collect(),
         };
@@ -798,7 +801,8 @@ impl Serialize for Layer {
 impl<'de> Deserialize<'de> for Layer {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
-        let (value, trainable, torch_name) = take_common(value).map_err(serde::de::Error::custom)?;
+        let (value, trainable, torch_name) =
+            take_common(value).map_err(serde::de::Error::custom)?;
         let spec = LayerKind::deserialize(value).map_err(serde::de::Error::custom)?;
         Ok(Layer {
             spec,
@@ -810,9 +814,7 @@ impl<'de> Deserialize<'de> for Layer {
 
 /// Removes the fields every kind takes (`trainable`, `torch_name`) from a
 /// layer's object.
-fn take_common(
-    mut value: Value,
-) -> std::result::Result<(Value, bool, Option<TorchName>), String> {
+fn take_common(mut value: Value) -> std::result::Result<(Value, bool, Option<TorchName>), String> {
     let map = value.as_object_mut();
     let trainable = map.as_ref().and_then(|m| m.get("trainable")).cloned();
     let torch_name = map.and_then(|m| m.remove("torch_name"));

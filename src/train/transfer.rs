@@ -44,6 +44,25 @@ impl Transfer {
     }
 }
 
+/// A torchvision or timm state_dict read by the config's `torch_name`
+/// table (the source under whose names the file has the most tensors), by
+/// cnn's names; `None` when the config declares no names the file has.
+fn by_torch_names(raw: &HashMap<String, Tensor>, plan: &Plan) -> Option<HashMap<String, Tensor>> {
+    use crate::interop::{Source, name_table};
+    let found = |source: Source| -> Option<HashMap<String, Tensor>> {
+        let table = name_table(plan, source).ok()?;
+        let out: HashMap<String, Tensor> = table
+            .iter()
+            .filter_map(|n| Some((n.cnn.clone(), raw.get(&n.torch)?.clone())))
+            .collect();
+        (!out.is_empty()).then_some(out)
+    };
+    [Source::Torchvision, Source::Timm]
+        .into_iter()
+        .filter_map(found)
+        .max_by_key(|m| m.len())
+}
+
 /// Reads `path` (a cnn checkpoint: the network as evaluated; any other
 /// safetensors file: its tensors, renamed as `interop` maps PyTorch's
 /// names) and takes what fits `plan`. Nothing
@@ -57,7 +76,7 @@ pub fn load(path: &Path, plan: &Plan) -> Result<Transfer> {
     let source: HashMap<String, Tensor> = if is_cnn {
         checkpoint::load(path)?.weights
     } else {
-        crate::interop::rename(raw, plan).tensors
+        by_torch_names(&raw, plan).unwrap_or_else(|| crate::interop::rename(raw, plan).tensors)
     };
     let mut out = Transfer {
         tensors: HashMap::new(),

@@ -32,3 +32,4 @@ mod summary;
 mod sweep;
 mod train_eval;
 mod visual;
+mod zoo;

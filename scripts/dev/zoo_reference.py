@@ -1,0 +1,90 @@
+"""torchvision's side of the model-zoo check (tests/integration/zoo.rs).
+
+    zoo_reference.py make ARCH SEED STATE INPUTS N C H W LOGITS
+        Builds torchvision.models.ARCH() from the seed (its own random
+        initialisation, no download), gives every batch-norm layer random
+        statistics and affine weights (a fresh layer's are the identity,
+        which would hide a mix-up of running_mean and running_var), saves the
+        state_dict as safetensors to STATE, and writes the logits in eval
+        mode for the N×C×H×W float32 inputs of INPUTS to LOGITS.
+
+    zoo_reference.py load ARCH STATE INPUTS N C H W LOGITS
+        Loads STATE (as `cnn export --format torchvision` writes it) into a
+        fresh torchvision.models.ARCH() with strict=True and writes its
+        logits for INPUTS to LOGITS.
+
+Prints one JSON line: the parameter count, the multiply-adds per image of
+the convolutions and linear layers, and the state_dict's size.
+"""
+
+import json
+import sys
+
+import numpy as np
+import safetensors.torch
+import torch
+import torchvision
+
+
+def inputs(path, n, c, h, w):
+    x = np.fromfile(path, dtype="<f4").reshape(int(n), int(c), int(h), int(w))
+    return torch.from_numpy(x.copy())
+
+
+def logits(model, x, path):
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    y.numpy().astype("<f4").tofile(path)
+
+
+def main():
+    torch.set_num_threads(2)
+    mode, arch = sys.argv[1], sys.argv[2]
+    build = getattr(torchvision.models, arch)
+    if mode == "make":
+        seed, state, data, n, c, h, w, out = sys.argv[3:11]
+        torch.manual_seed(int(seed))
+        model = build()
+        g = torch.Generator().manual_seed(int(seed) + 1)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    f = m.num_features
+                    m.running_mean.copy_(torch.randn(f, generator=g) * 0.1)
+                    m.running_var.copy_(torch.rand(f, generator=g) + 0.5)
+                    m.weight.copy_(torch.rand(f, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(f, generator=g) * 0.1)
+        safetensors.torch.save_file(model.state_dict(), state)
+    elif mode == "load":
+        state, data, n, c, h, w, out = sys.argv[3:10]
+        model = build()
+        model.load_state_dict(safetensors.torch.load_file(state), strict=True)
+    else:
+        sys.exit(f"unknown mode {mode}")
+    macs = []
+
+    def count(module, _inputs, output):
+        # Multiply-adds per image of the layers that multiply (as torchinfo
+        # counts them): a convolution's weights once per output position, a
+        # linear layer's once.
+        if isinstance(module, torch.nn.Conv2d):
+            macs.append(module.weight.numel() * output.shape[2] * output.shape[3])
+        elif isinstance(module, torch.nn.Linear):
+            macs.append(module.weight.numel())
+
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(count)
+    x = inputs(data, n, c, h, w)
+    model.eval()
+    with torch.no_grad():
+        model(x[:1])
+    per_image = sum(macs)
+    logits(model, x, out)
+    params = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"params": params, "macs": per_image, "tensors": len(model.state_dict())}))
+
+
+if __name__ == "__main__":
+    main()
