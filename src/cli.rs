@@ -264,7 +264,8 @@ pub enum Command {
         in input order as each batch is done.\n\n\
         Images of any size are made to look like the training data: grayscale or RGB as the \
         model takes, dark-on-light drawings inverted for MNIST-like data, and resized as --preprocess \
-        says (default: digit for mnist, fit for fashion-mnist, stretch otherwise); see the book, Commands: predict (docs/src/guide/commands.md).")]
+        says (default: crop for a config with data.resize {\"shorter_side\": N}, digit for mnist, fit \
+        for fashion-mnist, stretch otherwise); see the book, Commands: predict (docs/src/guide/commands.md).")]
     Predict(PredictArgs),
     /// Show each layer's output shape, parameters and multiply-adds.
     #[command(after_help = "Examples:\n  \
@@ -908,7 +909,8 @@ pub struct PredictArgs {
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub top: usize,
 
-    /// How images are fitted to the input size (default: by dataset).
+    /// How images are fitted to the input size (default: the config's
+    /// data.resize, else by dataset).
     #[arg(long, value_enum)]
     pub preprocess: Option<Fit>,
 

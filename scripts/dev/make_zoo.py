@@ -121,7 +121,7 @@ def resnet(name, block, depths, params, gmacs):
         ),
         "input_shape": [3, 224, 224],
         "num_classes": 1000,
-        "data": {"dataset": "imagefolder", "normalize": IMAGENET},
+        "data": {"dataset": "imagefolder", "normalize": IMAGENET, "resize": {"shorter_side": 256}},
         "layers": layers,
     }
 

@@ -40,9 +40,10 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
     let [c, h, w] = config.input_shape;
     let (pixels, source) = match (&args.image, args.index) {
         (Some(path), None) => {
-            let fit = Fit::for_dataset(config.data.dataset.name());
+            let fit = Fit::for_config(config);
+            let shorter = config.data.resize.shorter_side();
             (
-                convert::load_image(path, c, h, w, fit)?,
+                convert::load_image(path, c, h, w, fit, shorter)?,
                 path.display().to_string(),
             )
         }

@@ -52,9 +52,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     )?;
     let config = &loaded.config;
     let shape = config.input_shape;
-    let fit = args
-        .preprocess
-        .unwrap_or_else(|| Fit::for_dataset(config.data.dataset.name()));
+    let fit = args.preprocess.unwrap_or_else(|| Fit::for_config(config));
+    let shorter = config.data.resize.shorter_side();
     let normalization = loaded
         .normalization
         .clone()
@@ -71,7 +70,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     // The stages run on their own threads and stop when the next one goes
     // away (an error here, or the end of the output).
     let names = start_names(sources, batch_size);
-    let batches = start_decoding(names, shape, fit, normalization);
+    let batches = start_decoding(names, shape, (fit, shorter), normalization);
     let mut out = std::io::stdout().lock();
     let mut collected = Vec::new();
     let (mut seen, mut failed) = (0usize, 0usize);
@@ -292,7 +291,7 @@ struct Batch {
 fn start_decoding(
     names: Receiver<Result<Vec<PathBuf>>>,
     [c, h, w]: [usize; 3],
-    fit: Fit,
+    (fit, shorter): (Fit, Option<u32>),
     normalization: Normalization,
 ) -> Receiver<Batch> {
     let (tx, rx) = sync_channel(1);
@@ -313,7 +312,7 @@ fn start_decoding(
             let decoded: Vec<Result<Tensor>> = paths
                 .par_iter()
                 .map(|p| {
-                    let pixels = convert::load_image(p, c, h, w, fit)?;
+                    let pixels = convert::load_image(p, c, h, w, fit, shorter)?;
                     batcher.tensor_from_pixels(&pixels, [c, h, w])
                 })
                 .collect();

@@ -107,6 +107,13 @@ pub struct DataConfig {
     /// split), "none", or {"mean": [...], "std": [...]}.
     #[serde(default)]
     pub normalize: Normalize,
+    /// How an image of another size is made the input size (image folders
+    /// and `cnn predict`): "stretch" (default), or {"shorter_side": N}:
+    /// scaled so that its shorter side is N, aspect kept, then the centre
+    /// cut out (torchvision's `Resize(N)` + `CenterCrop`, as ImageNet
+    /// models are evaluated: N = 256 for 224).
+    #[serde(default)]
+    pub resize: Resize,
     /// Random changes to each training image (never to validation or test).
     #[serde(default)]
     pub augment: Augment,
@@ -151,6 +158,7 @@ impl Default for DataConfig {
             limit_train: None,
             limit_test: None,
             normalize: Normalize::default(),
+            resize: Resize::default(),
             augment: Augment::default(),
             shuffle: true,
             drop_last: false,
@@ -210,6 +218,17 @@ impl DataConfig {
                  (3 channels); set input_shape[0] to 1 or 3"
             );
         }
+        if let Resize::ShorterSide(n) = self.resize {
+            let longest = input_shape[1].max(input_shape[2]);
+            if (n as usize) < longest || n as usize > crate::layers::MAX_SIZE {
+                bail_input!(
+                    "data.resize.shorter_side is {n} but the input is {}×{}: the centre crop must fit \
+                     inside the resized image; give at least {longest} (ImageNet models: 256 for 224)",
+                    input_shape[1],
+                    input_shape[2]
+                );
+            }
+        }
         if let Some(t) = &self.tta {
             t.check(input_shape)?;
         }
@@ -268,6 +287,64 @@ impl<'de> Deserialize<'de> for ValSize {
                 "{x} is neither a whole number of images nor a fraction between 0 and 1"
             )))
         }
+    }
+}
+
+/// How an image is made the input size (`data.resize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resize {
+    /// To the input size exactly, aspect ratio not kept.
+    #[default]
+    Stretch,
+    /// The shorter side to N (aspect kept), then the centre crop.
+    ShorterSide(u32),
+}
+
+impl Resize {
+    /// The shorter side to scale to, when cropping.
+    pub fn shorter_side(self) -> Option<u32> {
+        match self {
+            Resize::Stretch => None,
+            Resize::ShorterSide(n) => Some(n),
+        }
+    }
+}
+
+impl Serialize for Resize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shorter {
+            shorter_side: u32,
+        }
+        match *self {
+            Resize::Stretch => s.serialize_str("stretch"),
+            Resize::ShorterSide(shorter_side) => Shorter { shorter_side }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Resize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Word {
+            Stretch,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Shorter {
+            shorter_side: u32,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "\"stretch\" or {\"shorter_side\": N}")]
+        enum Repr {
+            Word(Word),
+            Shorter(Shorter),
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Word(Word::Stretch) => Resize::Stretch,
+            Repr::Shorter(Shorter { shorter_side }) => Resize::ShorterSide(shorter_side),
+        })
     }
 }
 
@@ -528,6 +605,33 @@ mod tests {
 
     fn message(a: &Augment) -> String {
         format!("{:#}", a.check([3, 32, 32]).unwrap_err())
+    }
+
+    #[test]
+    fn resize_reads_both_forms_and_the_crop_must_fit() {
+        let data = |json: &str| -> DataConfig { serde_json::from_str(json).unwrap() };
+        assert_eq!(data("{}").resize, Resize::Stretch);
+        assert_eq!(data(r#"{"resize": "stretch"}"#).resize, Resize::Stretch);
+        let crop = data(r#"{"resize": {"shorter_side": 256}}"#);
+        assert_eq!(crop.resize, Resize::ShorterSide(256));
+        assert!(crop.check([3, 224, 224]).is_ok());
+        // Written back as read.
+        let v = serde_json::to_value(&crop).unwrap();
+        assert_eq!(v["resize"], serde_json::json!({"shorter_side": 256}));
+        let err = format!("{:#}", crop.check([3, 300, 224]).unwrap_err());
+        assert!(
+            err.contains("data.resize.shorter_side is 256") && err.contains("at least 300"),
+            "{err}"
+        );
+        for bad in [r#"{"resize": "crop"}"#, r#"{"resize": {"shorter": 256}}"#] {
+            let err = serde_json::from_str::<DataConfig>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(r#""stretch" or {"shorter_side": N}"#),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

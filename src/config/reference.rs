@@ -338,6 +338,10 @@ pub const MEANINGS: &[(&str, &str)] = &[
         "data.normalize",
         "`\"auto\"` (the training split's mean and std per channel), `\"none\"`, or `{\"mean\": [...], \"std\": [...]}`.",
     ),
+    (
+        "data.resize",
+        "An image of another size: `\"stretch\"` to the input size, or `{\"shorter_side\": N}`: shorter side to N, aspect kept, centre crop (ImageNet models: 256 for 224).",
+    ),
     ("data.shuffle", "Shuffle the training images every epoch."),
     (
         "data.drop_last",

@@ -8,7 +8,10 @@
 //! - `fit` (Fashion-MNIST): scale the whole picture to fit, keeping the
 //!   aspect ratio, centred on a black background;
 //! - `stretch` (CIFAR-10, image folders): resize to the input size, as the
-//!   training images were.
+//!   training images were;
+//! - `crop` (a config with `data.resize: {"shorter_side": N}`, such as the
+//!   ImageNet models of configs/zoo): scale the shorter side to N, aspect
+//!   kept, and cut out the centre.
 
 use anyhow::Result;
 use image::imageops::{self, FilterType};
@@ -22,9 +25,21 @@ pub enum Fit {
     Digit,
     Fit,
     Stretch,
+    /// The shorter side scaled (to `data.resize.shorter_side`, else 8/7 of
+    /// the input's longer side, 256 for 224), then the centre cut out.
+    Crop,
 }
 
 impl Fit {
+    /// The way a config's training images were made: its `data.resize`,
+    /// else the dataset's way.
+    pub fn for_config(config: &crate::config::Config) -> Fit {
+        match config.data.resize {
+            crate::config::Resize::ShorterSide(_) => Fit::Crop,
+            crate::config::Resize::Stretch => Fit::for_dataset(config.data.dataset.name()),
+        }
+    }
+
     /// The way that matches how a dataset's images were made.
     pub fn for_dataset(dataset: &str) -> Fit {
         match dataset {
@@ -40,8 +55,62 @@ impl Fit {
     }
 }
 
-/// Reads an image file as `channels × h × w` bytes shaped like the training data.
-pub fn load_image(path: &Path, channels: usize, h: usize, w: usize, fit: Fit) -> Result<Vec<u8>> {
+/// `img` made `w × h`: stretched, or (with `shorter`) its shorter side
+/// scaled to `shorter` with the aspect ratio kept and the centre cut out,
+/// as torchvision's `Resize(shorter)` then `CenterCrop((h, w))`: the longer
+/// side becomes `shorter × long / short` rounded down, and the crop starts
+/// at half the excess, rounded half to even.
+pub fn resize<P>(
+    img: &image::ImageBuffer<P, Vec<u8>>,
+    w: u32,
+    h: u32,
+    shorter: Option<u32>,
+) -> image::ImageBuffer<P, Vec<u8>>
+where
+    P: image::Pixel<Subpixel = u8> + 'static,
+{
+    let (ow, oh) = img.dimensions();
+    let Some(s) = shorter else {
+        if (ow, oh) == (w, h) {
+            return img.clone();
+        }
+        return imageops::resize(img, w, h, FilterType::Triangle);
+    };
+    let long = |a: u32, b: u32| ((s as u64 * a as u64) / b.max(1) as u64).max(1) as u32;
+    let (nw, nh) = if ow <= oh {
+        (s, long(oh, ow))
+    } else {
+        (long(ow, oh), s)
+    };
+    let scaled = if (nw, nh) == (ow, oh) {
+        img.clone()
+    } else {
+        imageops::resize(img, nw, nh, FilterType::Triangle)
+    };
+    let start =
+        |total: u32, want: u32| (total.saturating_sub(want) as f64 / 2.0).round_ties_even() as u32;
+    let (x, y) = (start(nw, w), start(nh, h));
+    imageops::crop_imm(&scaled, x, y, w.min(nw), h.min(nh)).to_image()
+}
+
+/// The shorter side [`Fit::Crop`] scales to without `data.resize`: 8/7 of
+/// the input's longer side (ImageNet's 256 for 224; timm's `crop_pct` 0.875).
+pub fn default_shorter_side(h: usize, w: usize) -> u32 {
+    (h.max(w) as f64 / 0.875).round() as u32
+}
+
+/// Reads an image file as `channels × h × w` bytes shaped like the training
+/// data; [`Fit::Crop`] scales the shorter side to `shorter` (default
+/// [`default_shorter_side`]).
+pub fn load_image(
+    path: &Path,
+    channels: usize,
+    h: usize,
+    w: usize,
+    fit: Fit,
+    shorter: Option<u32>,
+) -> Result<Vec<u8>> {
+    let crop = (fit == Fit::Crop).then(|| shorter.unwrap_or_else(|| default_shorter_side(h, w)));
     let img = super::image_file::open(path)?;
     // Transparent pixels become white, as on a page.
     let rgba = img.to_rgba8();
@@ -60,12 +129,12 @@ pub fn load_image(path: &Path, channels: usize, h: usize, w: usize, fit: Fit) ->
             Ok(match fit {
                 Fit::Digit => digit(&gray, h, w),
                 Fit::Fit => letterbox(&gray, h, w),
-                Fit::Stretch => imageops::resize(&gray, w as u32, h as u32, FilterType::Triangle),
+                Fit::Stretch | Fit::Crop => resize(&gray, w as u32, h as u32, crop),
             }
             .into_raw())
         }
         3 => {
-            let rgb = imageops::resize(&flat, w as u32, h as u32, FilterType::Triangle);
+            let rgb = resize(&flat, w as u32, h as u32, crop);
             // Channel-major, as tensors are.
             let plane = h * w;
             let mut out = vec![0u8; 3 * plane];
@@ -180,7 +249,15 @@ mod tests {
                 255
             }])
         });
-        let px = load_image(&save(&img, dir.path(), "bar.png"), 1, 28, 28, Fit::Digit).unwrap();
+        let px = load_image(
+            &save(&img, dir.path(), "bar.png"),
+            1,
+            28,
+            28,
+            Fit::Digit,
+            None,
+        )
+        .unwrap();
         assert_eq!(px.len(), 784);
         // Light on dark now, 20 pixels tall, centred: the middle is ink, the corners are not.
         assert!(px[14 * 28 + 14] > 200, "centre is ink");
@@ -195,10 +272,42 @@ mod tests {
     fn fit_keeps_the_aspect_ratio() {
         let dir = tempfile::tempdir().unwrap();
         let img = GrayImage::from_pixel(56, 28, image::Luma([200]));
-        let px = load_image(&save(&img, dir.path(), "wide.png"), 1, 28, 28, Fit::Fit).unwrap();
+        let px = load_image(
+            &save(&img, dir.path(), "wide.png"),
+            1,
+            28,
+            28,
+            Fit::Fit,
+            None,
+        )
+        .unwrap();
         // 56×28 → 28×14 in the middle rows; light background → inverted to 55.
         assert_eq!(px[0], 0);
         assert_eq!(px[14 * 28 + 14], 55);
+    }
+
+    #[test]
+    fn crop_scales_the_shorter_side_and_cuts_out_the_centre() {
+        // Each pixel tells where it was: x in red, y in green.
+        let img = RgbImage::from_fn(60, 30, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        // Shorter side already 30: no scaling; a 20×20 centre crop starts at (20, 5).
+        let out = resize(&img, 20, 20, Some(30));
+        assert_eq!(out.dimensions(), (20, 20));
+        assert_eq!(out.get_pixel(0, 0).0, [20, 5, 0]);
+        assert_eq!(out.get_pixel(19, 19).0, [39, 24, 0]);
+        // Shorter side to 32: 60×30 becomes 64×32 (64 = 32 × 60 / 30) and
+        // the crop starts at half the excess: (18, 2) for 28×28.
+        let out = resize(&img, 28, 28, Some(32));
+        assert_eq!(out.dimensions(), (28, 28));
+        // A tall image: the longer side rounds down, as torchvision's.
+        let tall = RgbImage::from_fn(30, 71, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let out = resize(&tall, 20, 20, Some(30));
+        // 71 is the longer side; the crop starts at (5, round_half_even(51 / 2) = 26).
+        assert_eq!(out.get_pixel(0, 0).0, [5, 26, 0]);
+        // Stretch ignores the aspect ratio.
+        assert_eq!(resize(&img, 28, 28, None).dimensions(), (28, 28));
+        // load_image's crop: 8/7 of the input by default (256 for 224).
+        assert_eq!(default_shorter_side(224, 224), 256);
     }
 
     #[test]
@@ -206,7 +315,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("not-an-image.png");
         std::fs::write(&p, b"hello").unwrap();
-        let err = load_image(&p, 1, 28, 28, Fit::Digit).unwrap_err();
+        let err = load_image(&p, 1, 28, 28, Fit::Digit, None).unwrap_err();
         assert!(
             err.is::<crate::error::InputError>() || format!("{err:#}").contains("not-an-image.png")
         );

@@ -15,7 +15,6 @@ use super::ImageSet;
 use crate::config::OnBadImage;
 use crate::error::InputContext;
 use anyhow::Result;
-use image::imageops::{self, FilterType};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -140,6 +139,7 @@ pub fn read(
     classes: &[String],
     shape: [usize; 3],
     on_bad: OnBadImage,
+    resize: crate::config::Resize,
 ) -> Result<Folder> {
     let mut files: Vec<(PathBuf, u8)> = Vec::new();
     let mut ignored = 0;
@@ -164,8 +164,10 @@ pub fn read(
         files.extend(found.into_iter().map(|f| (f, label as u8)));
     }
 
-    let decoded: Vec<Result<Decoded, String>> =
-        files.par_iter().map(|(p, _)| decode(p, shape)).collect();
+    let decoded: Vec<Result<Decoded, String>> = files
+        .par_iter()
+        .map(|(p, _)| decode(p, shape, resize))
+        .collect();
     let [c, h, w] = shape;
     let mut set = ImageSet {
         channels: c,
@@ -244,22 +246,20 @@ struct Decoded {
 
 /// Decodes one file (format from its content, else its extension) into
 /// `c×h×w` bytes.
-fn decode(path: &Path, [c, h, w]: [usize; 3]) -> Result<Decoded, String> {
+fn decode(
+    path: &Path,
+    [c, h, w]: [usize; 3],
+    resize: crate::config::Resize,
+) -> Result<Decoded, String> {
     let img = super::image_file::open_or_why(path)?;
     let (ow, oh) = (img.width(), img.height());
     let (tw, th) = (w as u32, h as u32);
     let resized_from = (ow != tw || oh != th).then_some((ow, oh));
+    let shorter = resize.shorter_side();
     let pixels = if c == 1 {
-        let mut g = img.to_luma8();
-        if resized_from.is_some() {
-            g = imageops::resize(&g, tw, th, FilterType::Triangle);
-        }
-        g.into_raw()
+        super::convert::resize(&img.to_luma8(), tw, th, shorter).into_raw()
     } else {
-        let mut rgb = img.to_rgb8();
-        if resized_from.is_some() {
-            rgb = imageops::resize(&rgb, tw, th, FilterType::Triangle);
-        }
+        let rgb = super::convert::resize(&img.to_rgb8(), tw, th, shorter);
         hwc_to_chw(rgb.as_raw(), h * w)
     };
     Ok(Decoded {
@@ -306,7 +306,15 @@ mod tests {
             .unwrap();
         img.save(root.join("a/z.jpg")).unwrap();
         let present = class_folders(root, "image folder").unwrap();
-        let f = read(root, &present, &present, [3, 1, 2], OnBadImage::Fail).unwrap();
+        let f = read(
+            root,
+            &present,
+            &present,
+            [3, 1, 2],
+            OnBadImage::Fail,
+            crate::config::Resize::Stretch,
+        )
+        .unwrap();
         assert_eq!(f.set.len(), 5);
         // Sorted: x.bmp, x.png, x.ppm, y.pgm, z.jpg.
         for i in [0, 1, 2] {
@@ -321,7 +329,15 @@ mod tests {
         assert_eq!(f.resized, 0);
 
         // Grayscale: luma of red and blue.
-        let g = read(root, &present, &present, [1, 1, 2], OnBadImage::Fail).unwrap();
+        let g = read(
+            root,
+            &present,
+            &present,
+            [1, 1, 2],
+            OnBadImage::Fail,
+            crate::config::Resize::Stretch,
+        )
+        .unwrap();
         assert_eq!(g.set.image(0), &[54, 18]);
     }
 
@@ -340,7 +356,15 @@ mod tests {
             .save(root.join("k/small.png"))
             .unwrap();
         let present = classes(&["k"]);
-        let f = read(root, &present, &present, [1, 4, 4], OnBadImage::Fail).unwrap();
+        let f = read(
+            root,
+            &present,
+            &present,
+            [1, 4, 4],
+            OnBadImage::Fail,
+            crate::config::Resize::Stretch,
+        )
+        .unwrap();
         assert_eq!(f.set.pixels.len(), 3 * 16);
         assert!(f.set.image(0).iter().all(|&p| p == 200));
         assert!(f.set.image(1).iter().all(|&p| p == 100));
@@ -361,20 +385,44 @@ mod tests {
         std::fs::write(root.join("a/broken.png"), b"not a png").unwrap();
         std::fs::write(root.join("a/notes.txt"), b"ignored").unwrap();
         let present = classes(&["a"]);
-        let err = read(root, &present, &present, [1, 2, 2], OnBadImage::Fail).unwrap_err();
+        let err = read(
+            root,
+            &present,
+            &present,
+            [1, 2, 2],
+            OnBadImage::Fail,
+            crate::config::Resize::Stretch,
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("cannot read image") && msg.contains("broken.png"),
             "{msg}"
         );
         assert!(msg.contains("on_bad_image"), "{msg}");
-        let f = read(root, &present, &present, [1, 2, 2], OnBadImage::Skip).unwrap();
+        let f = read(
+            root,
+            &present,
+            &present,
+            [1, 2, 2],
+            OnBadImage::Skip,
+            crate::config::Resize::Stretch,
+        )
+        .unwrap();
         assert_eq!(f.set.len(), 1);
         assert_eq!(f.skipped.len(), 1);
         assert_eq!(f.ignored, 1);
         // Nothing readable left in a class is an error even when skipping.
         std::fs::remove_file(root.join("a/nested/ok.png")).unwrap();
-        let err = read(root, &present, &present, [1, 2, 2], OnBadImage::Skip).unwrap_err();
+        let err = read(
+            root,
+            &present,
+            &present,
+            [1, 2, 2],
+            OnBadImage::Skip,
+            crate::config::Resize::Stretch,
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("no readable images left"));
     }
 
@@ -399,7 +447,15 @@ mod tests {
         assert_eq!(present, classes(&["empty"]));
         let msg = format!(
             "{:#}",
-            read(root, &present, &present, [1, 2, 2], OnBadImage::Fail).unwrap_err()
+            read(
+                root,
+                &present,
+                &present,
+                [1, 2, 2],
+                OnBadImage::Fail,
+                crate::config::Resize::Stretch
+            )
+            .unwrap_err()
         );
         assert!(msg.contains("empty has no images"), "{msg}");
         let msg = format!(
@@ -409,7 +465,8 @@ mod tests {
                 &present,
                 &classes(&["x"]),
                 [1, 2, 2],
-                OnBadImage::Fail
+                OnBadImage::Fail,
+                crate::config::Resize::Stretch
             )
             .unwrap_err()
         );

@@ -393,13 +393,27 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
         );
     }
     let mut notes = Vec::new();
-    let train = folder::read(root, &present, &classes, shape, data.on_bad_image)?;
+    let train = folder::read(
+        root,
+        &present,
+        &classes,
+        shape,
+        data.on_bad_image,
+        data.resize,
+    )?;
     report(&train, root, shape, &mut notes);
     let test_dir = opts.test_dir.or(data.test_dir.as_deref());
     let test = match test_dir {
         Some(dir) => {
             let present = folder::class_folders(dir, "test folder")?;
-            let test = folder::read(dir, &present, &classes, shape, data.on_bad_image)?;
+            let test = folder::read(
+                dir,
+                &present,
+                &classes,
+                shape,
+                data.on_bad_image,
+                data.resize,
+            )?;
             report(&test, dir, shape, &mut notes);
             Some(test.set)
         }

@@ -67,7 +67,7 @@ fn photos(n: usize, h: usize, w: usize, mean: &[f64], std: &[f64]) -> Vec<f32> {
     let mut out = Vec::new();
     for f in files.iter().step_by(step).take(n) {
         let fit = cnn::data::convert::Fit::Stretch;
-        let pixels = cnn::data::convert::load_image(f, 3, h, w, fit).unwrap();
+        let pixels = cnn::data::convert::load_image(f, 3, h, w, fit, None).unwrap();
         let x = batcher.tensor_from_pixels(&pixels, [3, h, w]).unwrap();
         out.extend(x.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     }
@@ -187,7 +187,7 @@ fn every_zoo_config_imports_torchvision_weights_exactly_and_exports_them_back() 
         let shown = params.to_string();
         let mut with_commas = String::new();
         for (i, ch) in shown.chars().enumerate() {
-            if i > 0 && (shown.len() - i) % 3 == 0 {
+            if i > 0 && (shown.len() - i).is_multiple_of(3) {
                 with_commas.push(',');
             }
             with_commas.push(ch);
@@ -511,5 +511,81 @@ fn an_exported_state_dict_has_torch_names_and_counters() {
             back["stem.bn.num_batches_tracked"].dtype(),
             candle_core::DType::I64
         );
+    }
+}
+
+#[test]
+fn a_torchvision_resnet18_fine_tunes_on_a_photo_folder_with_a_new_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = |p: &Path| p.display().to_string();
+    // torchvision's network and its state_dict (logits of two photos, unused).
+    let x = d.join("x.inputs");
+    write_f32(&x, &vec![0.0; 2 * 3 * 64 * 64]);
+    let state = d.join("resnet18.safetensors");
+    torchvision(&[
+        "make".into(),
+        "resnet18".into(),
+        "3".into(),
+        s(&state),
+        s(&x),
+        "2".into(),
+        "3".into(),
+        "64".into(),
+        "64".into(),
+        s(&d.join("unused.logits")),
+    ]);
+    let config = repo().join("configs/zoo/resnet18.json");
+    // Straight from the state_dict, and from the checkpoint `cnn import` makes.
+    let (code, _, err) = run(cnn(d)
+        .args(["import", "--from", "torchvision", "--config"])
+        .arg(&config)
+        .arg(&state)
+        .args(["-o", "imported.safetensors"]));
+    assert_eq!(code, 0, "{err}");
+    for (from, run_dir) in [
+        (s(&state), "from-state"),
+        ("imported.safetensors".into(), "from-import"),
+    ] {
+        let (code, out, err) = run(cnn(d)
+            .args(["train", "--config"])
+            .arg(&config)
+            .args([
+                "--init-from",
+                &from,
+                "--num-classes",
+                "2",
+                "--dataset",
+                "imagefolder",
+            ])
+            .arg("--data-dir")
+            .arg(repo().join("tests/fixtures/pets"))
+            .args([
+                "--set",
+                "input_shape=[3,64,64]",
+                "--set",
+                "data.resize=\"stretch\"",
+            ])
+            .args([
+                "--set",
+                "data.val_size=8",
+                "--set",
+                "data.test_size=8",
+                "--batch-size",
+                "16",
+            ])
+            .args(["--epochs", "1", "--out", run_dir]));
+        assert_eq!(code, 0, "{run_dir}: {err}");
+        let err = format!("{out}{err}");
+        // Every backbone tensor came from the file (102 less the head's 2);
+        // the head is new.
+        assert!(err.contains("took 100 tensors"), "{run_dir}: {err}");
+        assert!(
+            err.contains("layers.14.weight (file [1000, 512], network [2, 512])")
+                && err.contains("layers.14.bias"),
+            "{run_dir}: {err}"
+        );
+        let info = eval_json(d, &d.join(run_dir).join("best.safetensors"), &[]);
+        assert_eq!(info["classes"], json!(["cat", "dog"]), "{info}");
     }
 }
