@@ -135,6 +135,10 @@ LAYER_ALIASES = {
     "batchnorm2d": "batch_norm2d",
     "batchnorm1d": "batch_norm1d",
     "dense": "linear",
+    "hard_sigmoid": "hardsigmoid",
+    "hard_swish": "hardswish",
+    "swish": "silu",
+    "stochastic_depth": "drop_path",
 }
 
 # Accepted fields per layer type (besides "type"); mirrors src/layers/ (a test
@@ -151,9 +155,14 @@ LAYER_FIELDS = {
     "sigmoid": set(),
     "tanh": set(),
     "gelu": set(),
+    "relu6": set(),
+    "hardsigmoid": set(),
+    "hardswish": set(),
+    "silu": set(),
     "flatten": set(),
     "linear": {"in_features", "out_features", "bias", "init_scale"},
     "dropout": {"p"},
+    "drop_path": {"p"},
     "log_softmax": set(),
     "softmax": set(),
     "global_avg_pool2d": set(),
@@ -161,6 +170,7 @@ LAYER_FIELDS = {
     "adaptive_avg_pool2d": {"output_size"},
     "residual": {"layers", "shortcut", "activation"},
     "concat": {"branches"},
+    "gate": {"layers"},
 }
 
 # Fields cnn takes but writes into a resolved config only when they differ
@@ -168,7 +178,7 @@ LAYER_FIELDS = {
 # resolved examples, leaves them out).
 HIDDEN_FIELDS = {}
 
-BLOCKS = ("residual", "concat")
+BLOCKS = ("residual", "concat", "gate")
 
 OUTPUT_ACTIVATIONS = ("softmax", "log_softmax")
 
@@ -271,7 +281,7 @@ def layer_kind(index, spec):
         raise InputError(f'layer {index}: unknown layer type "{spec["type"]}"; '
                          f'expected one of: {", ".join(LAYER_FIELDS)}')
     fields = LAYER_FIELDS[kind] | HIDDEN_FIELDS.get(kind, set())
-    unknown = sorted(set(spec) - fields - {"type", "trainable"})
+    unknown = sorted(set(spec) - fields - {"type", "trainable", "torch_name"})
     if unknown:
         allowed = ", ".join(sorted(fields)) or "none"
         raise InputError(f"layer {index} ({kind}): unknown field `{unknown[0]}`; allowed fields: {allowed}")
@@ -456,8 +466,19 @@ def build_one(index, kind, spec, shape):
         branches = [build_sequence(b, shape, f"{where} → branches.{i}")[0]
                     for i, b in enumerate(spec.get("branches") or [])]
         return Concat(branches)
+    if kind == "gate":
+        need_image()
+        body, _ = build_sequence(spec.get("layers") or [], shape, f"{where} → layers")
+        return Gate(body)
+    if kind == "drop_path":
+        p = number(opt(spec, "p", 0.0), f"{where}: p")
+        if not 0 <= p < 1:
+            raise InputError(f"{where}: p is {p}; the drop probability must be in [0, 1)")
+        return StochasticDepth(p)
     return {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-            "gelu": nn.GELU}[kind]()
+            "gelu": nn.GELU, "relu6": nn.ReLU6, "hardsigmoid": nn.Hardsigmoid,
+            "hardswish": nn.Hardswish, "silu": nn.SiLU}[kind]()
+
 
 
 def conv_init(index, where, spec, c, out, kernel, dilation, groups):
@@ -560,6 +581,36 @@ class Residual(nn.Module):
     def forward(self, x):
         y = self.layers(x) + (self.shortcut(x) if self.shortcut is not None else x)
         return self.activation(y) if self.activation is not None else y
+
+
+class StochasticDepth(nn.Module):
+    """cnn's drop_path: in training, each example's input is zeroed with
+    probability p and the rest scaled by 1/(1 - p) (torchvision.ops'
+    StochasticDepth(p, "row"), timm's DropPath); the identity in eval."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = 1 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        mask = x.new_empty(shape).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Gate(nn.Module):
+    """cnn's gate block: the input times `layers(x)` (broadcast), as
+    torchvision's SqueezeExcitation; tensors `layers.<i>.*`."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x):
+        return x * self.layers(x)
 
 
 class Concat(nn.Module):

@@ -161,6 +161,7 @@ mod tests {
             "relu",
             "residual",
             "concat",
+            "gate",
             "max_pool2d",
             "leaky_relu",
             "adaptive_avg_pool2d",
@@ -168,7 +169,12 @@ mod tests {
             "sigmoid",
             "tanh",
             "gelu",
+            "relu6",
+            "hardsigmoid",
+            "hardswish",
+            "silu",
             "dropout",
+            "drop_path",
         ];
         let mut seen = BTreeSet::new();
         for (to_vector, last) in [

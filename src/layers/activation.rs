@@ -1,5 +1,6 @@
 //! Element-wise activations (`relu`, `leaky_relu`, `sigmoid`, `tanh`,
-//! `gelu`) and the output activations `softmax` and `log_softmax`, which
+//! `gelu`, and MobileNet's and EfficientNet's `relu6`, `hardsigmoid`,
+//! `hardswish`, `silu`) and the output activations `softmax` and `log_softmax`, which
 //! may only end a network; PyTorch's modules of the same names.
 
 use super::{Cx, Pass, Run, Spec};
@@ -61,6 +62,54 @@ plain_activation!(
     Gelu, "GELU", r#"{"type": "gelu"}"#, x => crate::ops::gelu(x)?,
     (g, x, path) => onnx_gelu(g, x, path)
 );
+
+plain_activation!(
+    /// min(max(x, 0), 6) (MobileNet).
+    Relu6, "ReLU6", r#"{"type": "relu6"}"#, x => x.clamp(0f32, 6f32)?,
+    (g, x, path) => onnx_clip(g, x, path, 0.0, 6.0)
+);
+plain_activation!(
+    /// min(max(x/6 + 1/2, 0), 1), the piecewise-linear sigmoid (MobileNetV3).
+    Hardsigmoid, "Hardsigmoid", r#"{"type": "hardsigmoid"}"#, x => hard_sigmoid(x)?,
+    (g, x, path) => onnx_hard_sigmoid(g, x, path)
+);
+plain_activation!(
+    /// x · hardsigmoid(x) (MobileNetV3).
+    Hardswish, "Hardswish", r#"{"type": "hardswish"}"#, x => (x * hard_sigmoid(x)?)?,
+    (g, x, path) => {
+        let gate = onnx_hard_sigmoid(g, x, &format!("{path}.gate"));
+        g.node("Mul", path, &[x, &gate], &[])
+    }
+);
+plain_activation!(
+    /// x · sigmoid(x), also called swish (EfficientNet).
+    Silu, "SiLU", r#"{"type": "silu"}"#, x => x.silu()?,
+    (g, x, path) => {
+        let gate = g.node("Sigmoid", &format!("{path}.gate"), &[x], &[]);
+        g.node("Mul", path, &[x, &gate], &[])
+    }
+);
+
+/// PyTorch's `hardsigmoid`: relu6(x + 3) / 6.
+fn hard_sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.affine(1.0 / 6.0, 0.5)?.clamp(0f32, 1f32)
+}
+
+/// `Clip` between two constants (opset 13 takes them as inputs).
+fn onnx_clip(g: &mut Graph, x: &str, path: &str, lo: f32, hi: f32) -> String {
+    let min = g.floats(&format!("{path}.min"), &[], &[lo]);
+    let max = g.floats(&format!("{path}.max"), &[], &[hi]);
+    g.node("Clip", path, &[x, &min, &max], &[])
+}
+
+/// ONNX's `HardSigmoid` with PyTorch's slope and offset (1/6, 1/2).
+fn onnx_hard_sigmoid(g: &mut Graph, x: &str, path: &str) -> String {
+    let attrs = [
+        ("alpha", Attr::Float(1.0 / 6.0)),
+        ("beta", Attr::Float(0.5)),
+    ];
+    g.node("HardSigmoid", path, &[x], &attrs)
+}
 
 /// x·(1 + erf(x/√2))/2 from `Div`, `Erf`, `Add` and `Mul` (opset 20's
 /// `Gelu` is too new for many runtimes).

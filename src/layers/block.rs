@@ -9,6 +9,12 @@
 //! - `concat`: parallel `branches` on the same input, joined along the
 //!   channels (Inception-style); an empty branch passes the input through.
 //!   In PyTorch: `branches = nn.ModuleList([nn.Sequential(...), ...])`.
+//! - `gate`: the input times what its `layers` make of it, one factor per
+//!   channel (`[C, 1, 1]`, broadcast over the image) or per value: with a
+//!   global pooling, two 1×1 convolutions and a sigmoid, squeeze-and-
+//!   excitation (Hu et al. 2018; torchvision's `SqueezeExcitation`, in
+//!   MobileNetV3 and EfficientNet). In PyTorch: `layers = nn.Sequential(...)`
+//!   and `x * layers(x)`.
 //!
 //! Blocks nest; every error names the path down to the layer at fault.
 
@@ -139,7 +145,7 @@ fn activation(cx: &Cx, name: &str) -> Result<Op> {
         Some(op) if op.run().is_activation() => Ok(op),
         _ => Err(cx.fail(format!(
             "activation is \"{name}\"; give an activation such as \"relu\", \"leaky_relu\", \"gelu\", \
-             \"sigmoid\" or \"tanh\", or leave it out"
+             \"silu\", \"hardswish\", \"sigmoid\" or \"tanh\", or leave it out"
         ))),
     }
 }
@@ -329,5 +335,86 @@ impl Run for ConcatOp {
         }
         let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
         Ok(g.node("Concat", path, &refs, &[("axis", Attr::Int(1))]))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gate {
+    /// The layers that compute the factors from the block's input.
+    pub layers: Vec<Layer>,
+}
+
+impl<'de> Deserialize<'de> for Gate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            layers: Vec<Value>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let layers = decode_list("layers", raw.layers).map_err(serde::de::Error::custom)?;
+        Ok(Gate { layers })
+    }
+}
+
+/// A resolved gate block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateOp {
+    pub body: Vec<Node>,
+}
+
+impl Spec for Gate {
+    type Op = GateOp;
+    const TORCH: &'static str = "Gate";
+    const EXAMPLE: &'static str = r#"{"type": "gate", "layers": [{"type": "adaptive_avg_pool2d", "output_size": 1}, {"type": "conv2d", "out_channels": 2, "kernel_size": 1}, {"type": "relu"}, {"type": "conv2d", "out_channels": 8, "kernel_size": 1}, {"type": "sigmoid"}]}"#;
+
+    fn resolve(&self, cx: &Cx) -> Result<(GateOp, Shape)> {
+        let (c, h, w) = cx.image()?;
+        if self.layers.is_empty() {
+            return Err(cx.fail(
+                "`layers` is empty; a gate multiplies its input by what its layers compute (for \
+                 squeeze-and-excitation: adaptive_avg_pool2d to 1, conv2d, relu, conv2d, sigmoid)",
+            ));
+        }
+        let body = cx.plan_list("layers", &self.layers, cx.input)?;
+        let out = body.last().map_or(cx.input, |n| n.output);
+        match out {
+            Shape::Image {
+                c: gc,
+                h: gh,
+                w: gw,
+            } if gc == c && ((gh, gw) == (1, 1) || (gh, gw) == (h, w)) => {}
+            _ => {
+                return Err(cx.fail(format!(
+                    "the gate's layers output {out}, but the input is {}; they must give one factor \
+                     per channel ({c}×1×1, e.g. pooled to 1 and a last 1×1 conv2d of {c} channels) \
+                     or per value ({c}×{h}×{w})",
+                    cx.input
+                )));
+            }
+        }
+        Ok((GateOp { body }, cx.input))
+    }
+}
+
+impl Run for GateOp {
+    fn children(&self) -> Vec<&[Node]> {
+        vec![self.body.as_slice()]
+    }
+
+    fn macs(&self, output: Shape) -> u128 {
+        // The products of the gate's layers and one per value of the output.
+        self.body.iter().map(|n| n.macs).sum::<u128>() + output.elements()
+    }
+
+    fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, _: bool) -> Result<Tensor> {
+        let g = run_list(&self.body, t, x, pass, self.body.len())?;
+        Ok(x.broadcast_mul(&g)?)
+    }
+
+    /// The layers as their own nodes, then `Mul` (broadcasting the factors).
+    fn onnx(&self, g: &mut Graph, x: &str, t: &[Tensor], path: &str) -> Result<String> {
+        let factors = onnx_list(&self.body, t, g, x, self.body.len())?;
+        Ok(g.node("Mul", path, &[x, &factors], &[]))
     }
 }

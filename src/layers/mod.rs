@@ -20,10 +20,12 @@ mod linear;
 mod norm;
 mod pool;
 
-pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh};
-pub use block::{Concat, ConcatOp, Residual, ResidualOp};
+pub use activation::{
+    Gelu, Hardsigmoid, Hardswish, LeakyRelu, LogSoftmax, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh,
+};
+pub use block::{Concat, ConcatOp, Gate, GateOp, Residual, ResidualOp};
 pub use conv::{Conv2d, ConvInit, ConvLayer};
-pub use dropout::Dropout;
+pub use dropout::{DropPath, Dropout};
 pub use linear::{Flatten, Linear};
 pub use norm::{BatchNorm, BatchNorm1d, BatchNorm2d, BatchNormOp};
 pub use pool::{
@@ -672,13 +674,19 @@ kinds! {
     Sigmoid(Sigmoid) = "sigmoid";
     Tanh(Tanh) = "tanh";
     Gelu(Gelu) = "gelu";
+    Relu6(Relu6) = "relu6";
+    Hardsigmoid(Hardsigmoid) = "hardsigmoid" | "hard_sigmoid";
+    Hardswish(Hardswish) = "hardswish" | "hard_swish";
+    Silu(Silu) = "silu" | "swish";
     Flatten(Flatten) = "flatten";
     Linear(Linear) = "linear" | "dense";
     Dropout(Dropout) = "dropout";
+    DropPath(DropPath) = "drop_path" | "stochastic_depth";
     LogSoftmax(LogSoftmax) = "log_softmax";
     Softmax(Softmax) = "softmax";
     Residual(Residual) = "residual";
     Concat(Concat) = "concat";
+    Gate(Gate) = "gate";
 }
 
 impl Op {

@@ -412,6 +412,25 @@ fn every_kind() -> Vec<Value> {
         json!({"type": "avg_pool2d", "kernel_size": 3, "stride": 2, "padding": 1}),
         json!({"type": "residual", "layers": [conv(20, 3, json!({"padding": 1})), json!({"type": "sigmoid"})]}),
         json!({"type": "dropout", "p": 0.2}),
+        // MobileNet's and EfficientNet's kinds: a depthwise conv, the
+        // activations, squeeze-and-excitation gates (per channel and per
+        // value) and stochastic depth in an inverted residual.
+        json!({"type": "residual", "layers": [
+            conv(40, 1, json!({})),
+            json!({"type": "relu6"}),
+            conv(40, 3, json!({"padding": 1, "groups": 40})),
+            json!({"type": "hardswish"}),
+            json!({"type": "gate", "layers": [
+                {"type": "adaptive_avg_pool2d", "output_size": 1},
+                conv(8, 1, json!({})),
+                {"type": "silu"},
+                conv(40, 1, json!({})),
+                {"type": "hardsigmoid"}
+            ]}),
+            json!({"type": "gate", "layers": [conv(40, 1, json!({})), {"type": "sigmoid"}]}),
+            conv(20, 1, json!({})),
+            json!({"type": "drop_path", "p": 0.2})
+        ]}),
     ];
     let flat = |to_vector: Value, last: Option<Value>| {
         let mut layers = head.clone();

@@ -150,6 +150,7 @@ fn summary_shows_every_kind_of_a_network_that_uses_them_all() {
         "relu",
         "residual",
         "concat",
+        "gate",
         "max_pool2d",
         "leaky_relu",
         "adaptive_avg_pool2d",
@@ -157,7 +158,12 @@ fn summary_shows_every_kind_of_a_network_that_uses_them_all() {
         "sigmoid",
         "tanh",
         "gelu",
+        "relu6",
+        "hardsigmoid",
+        "hardswish",
+        "silu",
         "dropout",
+        "drop_path",
     ];
     let mut seen = BTreeSet::new();
     for (to_vector, last) in [
