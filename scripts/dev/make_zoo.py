@@ -126,10 +126,183 @@ def resnet(name, block, depths, params, gmacs):
     }
 
 
+def make_divisible(v, divisor=8):
+    """torchvision's _make_divisible: the nearest multiple of 8, never 10% below."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def conv_bn_act(out, k, name, act, stride=1, groups=1, eps=None, momentum=None):
+    """torchvision's Conv2dNormActivation: conv (no bias), batch norm, activation."""
+    norm = bn(f"{name}.1")
+    if eps is not None:
+        norm = {"type": "batch_norm2d", "eps": eps, "momentum": momentum, "torch_name": f"{name}.1"}
+    layers = [conv(out, k, f"{name}.0", stride, (k - 1) // 2, groups), norm]
+    if act is not None:
+        layers.append({"type": act})
+    return layers
+
+
+def squeeze_excitation(channels, squeeze, name, act, gate):
+    """torchvision.ops.SqueezeExcitation: pool, fc1, act, fc2, gate, times the input."""
+    return {"type": "gate", "layers": [
+        {"type": "adaptive_avg_pool2d", "output_size": 1},
+        conv(squeeze, 1, f"{name}.fc1", bias=True),
+        {"type": act},
+        conv(channels, 1, f"{name}.fc2", bias=True),
+        {"type": gate},
+    ]}
+
+
+def inverted(layers, residual, drop=0.0):
+    """An inverted residual: the layers alone, or a residual block around them."""
+    if not residual:
+        return layers
+    if drop > 0:
+        layers = layers + [{"type": "drop_path", "p": drop}]
+    return [{"type": "residual", "layers": layers}]
+
+
+def imagenet(name, description, layers):
+    return {
+        "name": name,
+        "description": description + ". Every layer with tensors names its torchvision module "
+        "(torch_name), so cnn import reads torchvision's state_dicts into it",
+        "input_shape": [3, 224, 224],
+        "num_classes": 1000,
+        "data": {"dataset": "imagefolder", "normalize": IMAGENET, "resize": {"shorter_side": 256}},
+        "layers": layers,
+    }
+
+
+def head(channels, name):
+    return [
+        {"type": "global_avg_pool2d"},
+        {"type": "dropout", "p": 0.2},
+        {"type": "linear", "out_features": 1000, "torch_name": name},
+    ]
+
+
+def mobilenet_v2():
+    layers = conv_bn_act(32, 3, "features.0", "relu6", stride=2)
+    setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
+               [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+    inp, index = 32, 1
+    for t, c, n, s in setting:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = int(round(inp * t))
+            prefix = f"features.{index}.conv"
+            block, at = [], 0
+            if t != 1:
+                block += conv_bn_act(hidden, 1, f"{prefix}.0", "relu6")
+                at = 1
+            block += conv_bn_act(hidden, 3, f"{prefix}.{at}", "relu6", stride=stride, groups=hidden)
+            block += [conv(c, 1, f"{prefix}.{at + 1}", padding=0), bn(f"{prefix}.{at + 2}")]
+            layers += inverted(block, stride == 1 and inp == c)
+            inp, index = c, index + 1
+    layers += conv_bn_act(1280, 1, f"features.{index}", "relu6")
+    layers += head(1280, "classifier.1")
+    return imagenet(
+        "mobilenet_v2",
+        "torchvision's mobilenet_v2 (Sandler et al. 2018; torchvision.models.mobilenet_v2): a stride-2 "
+        "3x3 stem, 17 inverted residual blocks (1x1 expansion, 3x3 depthwise convolution, 1x1 "
+        "projection; ReLU6; a residual connection where the shape allows), a 1x1 convolution to 1280 "
+        "channels, global average pooling, dropout 0.2 and a 1000-class linear layer; 3,504,872 "
+        "parameters, 0.30 GMACs at 224x224",
+        layers,
+    )
+
+
+def mobilenet_v3_large():
+    eps, momentum = 0.001, 0.01
+    cba = lambda *a, **k: conv_bn_act(*a, eps=eps, momentum=momentum, **k)  # noqa: E731
+    layers = cba(16, 3, "features.0", "hardswish", stride=2)
+    setting = [
+        (16, 3, 16, 16, False, "relu", 1), (16, 3, 64, 24, False, "relu", 2),
+        (24, 3, 72, 24, False, "relu", 1), (24, 5, 72, 40, True, "relu", 2),
+        (40, 5, 120, 40, True, "relu", 1), (40, 5, 120, 40, True, "relu", 1),
+        (40, 3, 240, 80, False, "hardswish", 2), (80, 3, 200, 80, False, "hardswish", 1),
+        (80, 3, 184, 80, False, "hardswish", 1), (80, 3, 184, 80, False, "hardswish", 1),
+        (80, 3, 480, 112, True, "hardswish", 1), (112, 3, 672, 112, True, "hardswish", 1),
+        (112, 5, 672, 160, True, "hardswish", 2), (160, 5, 960, 160, True, "hardswish", 1),
+        (160, 5, 960, 160, True, "hardswish", 1),
+    ]
+    for index, (inp, k, exp, out, se, act, stride) in enumerate(setting, 1):
+        prefix = f"features.{index}.block"
+        block, at = [], 0
+        if exp != inp:
+            block += cba(exp, 1, f"{prefix}.0", act)
+            at = 1
+        block += cba(exp, k, f"{prefix}.{at}", act, stride=stride, groups=exp)
+        at += 1
+        if se:
+            block.append(squeeze_excitation(exp, make_divisible(exp // 4), f"{prefix}.{at}", "relu", "hardsigmoid"))
+            at += 1
+        block += cba(out, 1, f"{prefix}.{at}", None)
+        layers += inverted(block, stride == 1 and inp == out)
+    layers += cba(960, 1, f"features.{len(setting) + 1}", "hardswish")
+    layers += [
+        {"type": "global_avg_pool2d"},
+        {"type": "linear", "out_features": 1280, "torch_name": "classifier.0"},
+        {"type": "hardswish"},
+        {"type": "dropout", "p": 0.2},
+        {"type": "linear", "out_features": 1000, "torch_name": "classifier.3"},
+    ]
+    return imagenet(
+        "mobilenet_v3_large",
+        "torchvision's mobilenet_v3_large (Howard et al. 2019; torchvision.models.mobilenet_v3_large): "
+        "a stride-2 3x3 stem with hard-swish, 15 inverted residual blocks (3x3 or 5x5 depthwise "
+        "convolutions, ReLU or hard-swish, squeeze-and-excitation gates with a hard sigmoid in 8 of "
+        "them), a 1x1 convolution to 960 channels, global average pooling, a 1280-wide hidden layer "
+        "with hard-swish and dropout 0.2, and a 1000-class linear layer; batch norm with eps 0.001 and "
+        "momentum 0.01; 5,483,032 parameters, 0.22 GMACs at 224x224",
+        layers,
+    )
+
+
+def efficientnet_b0():
+    layers = conv_bn_act(32, 3, "features.0", "silu", stride=2)
+    setting = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+               (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+    total = sum(s[-1] for s in setting)
+    block_id = 0
+    for stage, (t, k, stride, inp, out, n) in enumerate(setting, 1):
+        for i in range(n):
+            if i > 0:
+                inp, stride = out, 1
+            drop = 0.2 * block_id / total
+            prefix = f"features.{stage}.{i}.block"
+            exp = make_divisible(inp * t)
+            block, at = [], 0
+            if exp != inp:
+                block += conv_bn_act(exp, 1, f"{prefix}.0", "silu")
+                at = 1
+            block += conv_bn_act(exp, k, f"{prefix}.{at}", "silu", stride=stride, groups=exp)
+            block.append(squeeze_excitation(exp, max(1, inp // 4), f"{prefix}.{at + 1}", "silu", "sigmoid"))
+            block += conv_bn_act(out, 1, f"{prefix}.{at + 2}", None)
+            layers += inverted(block, stride == 1 and inp == out, round(drop, 6))
+            block_id += 1
+    layers += conv_bn_act(1280, 1, "features.8", "silu")
+    layers += head(1280, "classifier.1")
+    return imagenet(
+        "efficientnet_b0",
+        "torchvision's efficientnet_b0 (Tan and Le 2019; torchvision.models.efficientnet_b0): a stride-2 "
+        "3x3 stem with SiLU, 16 MBConv blocks in 7 stages (1x1 expansion by 6, 3x3 or 5x5 depthwise "
+        "convolution, squeeze-and-excitation with SiLU and a sigmoid, 1x1 projection; stochastic depth "
+        "rising to 0.1875 on the residual ones), a 1x1 convolution to 1280 channels, global average "
+        "pooling, dropout 0.2 and a 1000-class linear layer; 5,288,548 parameters, 0.39 GMACs at 224x224",
+        layers,
+    )
+
+
 def configs():
     return {
         "resnet18": resnet("resnet18", basic, [2, 2, 2, 2], 11_689_512, 1.81),
         "resnet50": resnet("resnet50", bottleneck, [3, 4, 6, 3], 25_557_032, 4.09),
+        "mobilenet_v2": mobilenet_v2(),
+        "mobilenet_v3_large": mobilenet_v3_large(),
+        "efficientnet_b0": efficientnet_b0(),
     }
 
 
@@ -150,7 +323,9 @@ def render(config):
         tail = "    ]"
         if "shortcut" in layer:
             tail += ', "shortcut": [\n' + ",\n".join("      " + json.dumps(x) for x in layer["shortcut"]) + "\n    ]"
-        tail += f', "activation": {json.dumps(layer["activation"])}}}'
+        if "activation" in layer:
+            tail += f', "activation": {json.dumps(layer["activation"])}'
+        tail += "}"
         out.append("\n".join(parts) + "\n" + tail)
     lines.append(",\n".join(out))
     lines.append("  ]")

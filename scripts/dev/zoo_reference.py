@@ -3,10 +3,11 @@
     zoo_reference.py make ARCH SEED STATE INPUTS N C H W LOGITS
         Builds torchvision.models.ARCH() from the seed (its own random
         initialisation, no download), gives every batch-norm layer random
-        statistics and affine weights (a fresh layer's are the identity,
-        which would hide a mix-up of running_mean and running_var), saves the
-        state_dict as safetensors to STATE, and writes the logits in eval
-        mode for the N×C×H×W float32 inputs of INPUTS to LOGITS.
+        affine weights and the running statistics of the inputs, perturbed
+        (a fresh layer's are the identity, which would hide a mix-up of
+        running_mean and running_var), saves the state_dict as safetensors
+        to STATE, and writes the logits in eval mode for the N×C×H×W float32
+        inputs of INPUTS to LOGITS.
 
     zoo_reference.py load ARCH STATE INPUTS N C H W LOGITS
         Loads STATE (as `cnn export --format torchvision` writes it) into a
@@ -47,14 +48,28 @@ def main():
         torch.manual_seed(int(seed))
         model = build()
         g = torch.Generator().manual_seed(int(seed) + 1)
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    f = m.num_features
-                    m.running_mean.copy_(torch.randn(f, generator=g) * 0.1)
-                    m.running_var.copy_(torch.rand(f, generator=g) + 0.5)
-                    m.weight.copy_(torch.rand(f, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(f, generator=g) * 0.1)
+            for m in norms:
+                f = m.num_features
+                m.weight.copy_(torch.rand(f, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(f, generator=g) * 0.1)
+            # Statistics of the inputs themselves, so that no layer
+            # saturates (a fresh MobileNet's ReLU6 would clip every image
+            # to the same features), then made a little off (running_mean
+            # and running_var must not be interchangeable).
+            saved = [m.momentum for m in norms]
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None
+            model.train()
+            model(inputs(data, n, c, h, w))
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+                f = m.num_features
+                m.running_mean.add_(torch.randn(f, generator=g) * 0.1 * m.running_var.sqrt())
+                m.running_var.mul_(torch.rand(f, generator=g) * 0.4 + 0.8)
+                m.num_batches_tracked.fill_(7)
         safetensors.torch.save_file(model.state_dict(), state)
     elif mode == "load":
         state, data, n, c, h, w, out = sys.argv[3:10]

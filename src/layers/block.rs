@@ -402,9 +402,10 @@ impl Run for GateOp {
         vec![self.body.as_slice()]
     }
 
-    fn macs(&self, output: Shape) -> u128 {
-        // The products of the gate's layers and one per value of the output.
-        self.body.iter().map(|n| n.macs).sum::<u128>() + output.elements()
+    /// Its layers' (the multiplication by the factors is not counted, as
+    /// torchinfo and the papers count a network's multiply-adds).
+    fn macs(&self, _: Shape) -> u128 {
+        self.body.iter().map(|n| n.macs).sum()
     }
 
     fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, _: bool) -> Result<Tensor> {

@@ -22,7 +22,13 @@ use std::sync::OnceLock;
 const RELATIVE: f32 = 1e-4;
 
 /// The zoo's configs and the torchvision builder each copies.
-const ZOO: [(&str, &str); 2] = [("resnet18.json", "resnet18"), ("resnet50.json", "resnet50")];
+const ZOO: [(&str, &str); 5] = [
+    ("resnet18.json", "resnet18"),
+    ("resnet50.json", "resnet50"),
+    ("mobilenet_v2.json", "mobilenet_v2"),
+    ("mobilenet_v3_large.json", "mobilenet_v3_large"),
+    ("efficientnet_b0.json", "efficientnet_b0"),
+];
 
 /// The Python with torch and torchvision: CNN_TORCH_PYTHON, or the venv
 /// scripts/dev/torch-venv.sh makes (once; ~2.4 GB from PyPI).
@@ -130,6 +136,10 @@ fn assert_close(ours: &[f32], theirs: &[f32], classes: usize, what: &str) {
         at % classes,
         ours[at],
         theirs[at]
+    );
+    println!(
+        "{what}: largest difference {worst:e}, {:e} of the largest logit {largest}",
+        worst / largest
     );
     let argmax = |r: &[f32]| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b });
     for (i, (a, b)) in ours.chunks(classes).zip(theirs.chunks(classes)).enumerate() {
@@ -588,4 +598,18 @@ fn a_torchvision_resnet18_fine_tunes_on_a_photo_folder_with_a_new_head() {
         let info = eval_json(d, &d.join(run_dir).join("best.safetensors"), &[]);
         assert_eq!(info["classes"], json!(["cat", "dog"]), "{info}");
     }
+}
+
+#[test]
+fn the_zoo_configs_are_what_make_zoo_py_writes() {
+    let out = StdCommand::new("python3")
+        .arg(repo().join("scripts/dev/make_zoo.py"))
+        .arg("--check")
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "configs/zoo/ differs from scripts/dev/make_zoo.py (run it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
