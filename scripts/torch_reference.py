@@ -159,6 +159,9 @@ LAYER_FIELDS = {
     "hardsigmoid": set(),
     "hardswish": set(),
     "silu": set(),
+    "layer_norm2d": {"eps"},
+    "channel_linear": {"out_features", "bias"},
+    "layer_scale": {"init"},
     "flatten": set(),
     "linear": {"in_features", "out_features", "bias", "init_scale"},
     "dropout": {"p"},
@@ -470,6 +473,19 @@ def build_one(index, kind, spec, shape):
         need_image()
         body, _ = build_sequence(spec.get("layers") or [], shape, f"{where} → layers")
         return Gate(body)
+    if kind == "layer_norm2d":
+        need_image()
+        eps = number(opt(spec, "eps", 1e-6), f"{where}: eps")
+        return LayerNorm2d(shape[0], eps)
+    if kind == "channel_linear":
+        need_image()
+        out = spec.get("out_features")
+        if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+            raise InputError(f"{where}: out_features must be a positive integer, got {json.dumps(out)}")
+        return ChannelLinear(shape[0], out, boolean(opt(spec, "bias", True), f"{where}: bias"))
+    if kind == "layer_scale":
+        need_image()
+        return LayerScale(shape[0], number(opt(spec, "init", 1e-6), f"{where}: init"))
     if kind == "drop_path":
         p = number(opt(spec, "p", 0.0), f"{where}: p")
         if not 0 <= p < 1:
@@ -581,6 +597,50 @@ class Residual(nn.Module):
     def forward(self, x):
         y = self.layers(x) + (self.shortcut(x) if self.shortcut is not None else x)
         return self.activation(y) if self.activation is not None else y
+
+
+class LayerNorm2d(nn.Module):
+    """cnn's layer_norm2d: layer norm over each position's channels (as
+    torchvision's LayerNorm2d); tensors `weight`, `bias`."""
+
+    def __init__(self, channels, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ChannelLinear(nn.Module):
+    """cnn's channel_linear: a linear layer along each position's channels
+    (nn.Linear on channels-last data); tensors `weight` [out, in], `bias`."""
+
+    def __init__(self, inputs, outputs, bias):
+        super().__init__()
+        # nn.Linear's initialisation, then its tensors as this module's own.
+        linear = nn.Linear(inputs, outputs, bias=bias)
+        self.weight = nn.Parameter(linear.weight.detach().clone())
+        self.bias = nn.Parameter(linear.bias.detach().clone()) if bias else None
+
+    def forward(self, x):
+        y = nn.functional.linear(x.permute(0, 2, 3, 1), self.weight, self.bias)
+        return y.permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """cnn's layer_scale: each channel times a learned factor (`weight`,
+    [C, 1, 1]), as ConvNeXt's layer_scale parameter."""
+
+    def __init__(self, channels, init):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels, 1, 1), float(init)))
+
+    def forward(self, x):
+        return x * self.weight
 
 
 class StochasticDepth(nn.Module):

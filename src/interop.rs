@@ -132,9 +132,16 @@ pub fn name_table(plan: &Plan, source: Source) -> Result<Vec<Named>> {
                         for spec in own {
                             let counter = (spec.name == "running_mean")
                                 .then(|| format!("{module}.num_batches_tracked"));
+                            // A layer scale is a parameter of its block in
+                            // PyTorch, not a module: the name is its own.
+                            let torch = if node.kind == "layer_scale" {
+                                module.to_string()
+                            } else {
+                                format!("{module}.{}", spec.name)
+                            };
                             out.push(Named {
                                 cnn: format!("{}.{}", node.path, spec.name),
-                                torch: format!("{module}.{}", spec.name),
+                                torch,
                                 dims: spec.dims,
                                 label: node.label.clone(),
                                 counter,

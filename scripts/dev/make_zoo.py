@@ -296,6 +296,48 @@ def efficientnet_b0():
     )
 
 
+def convnext_tiny():
+    ln = lambda name: {"type": "layer_norm2d", "eps": 1e-6, "torch_name": name}  # noqa: E731
+    layers = [conv(96, 4, "features.0.0", 4, 0, bias=True), ln("features.0.1")]
+    setting = [(96, 192, 3), (192, 384, 3), (384, 768, 9), (768, None, 3)]
+    total = sum(n for _, _, n in setting)
+    block_id, index = 0, 1
+    for dim, out, n in setting:
+        for i in range(n):
+            prefix = f"features.{index}.{i}"
+            drop = round(0.1 * block_id / (total - 1), 6)
+            body = [
+                conv(dim, 7, f"{prefix}.block.0", 1, 3, dim, bias=True),
+                ln(f"{prefix}.block.2"),
+                {"type": "channel_linear", "out_features": 4 * dim, "torch_name": f"{prefix}.block.3"},
+                {"type": "gelu"},
+                {"type": "channel_linear", "out_features": dim, "torch_name": f"{prefix}.block.5"},
+                {"type": "layer_scale", "init": 1e-6, "torch_name": f"{prefix}.layer_scale"},
+            ]
+            layers += inverted(body, True, drop)
+            block_id += 1
+        index += 1
+        if out is not None:
+            layers += [ln(f"features.{index}.0"), conv(out, 2, f"features.{index}.1", 2, 0, bias=True)]
+            index += 1
+    layers += [
+        {"type": "adaptive_avg_pool2d", "output_size": 1},
+        ln("classifier.0"),
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 1000, "torch_name": "classifier.2"},
+    ]
+    return imagenet(
+        "convnext_tiny",
+        "torchvision's convnext_tiny (Liu et al. 2022; torchvision.models.convnext_tiny): a 4x4 stride-4 "
+        "stem with layer norm, four stages of 3/3/9/3 ConvNeXt blocks (7x7 depthwise convolution, layer "
+        "norm over the channels, a 4x wider linear layer along them with GELU and one back, a layer "
+        "scale from 1e-6, stochastic depth rising to 0.1) at 96, 192, 384 and 768 channels with a layer "
+        "norm and a 2x2 stride-2 convolution between stages, global average pooling, a layer norm and "
+        "a 1000-class linear layer; 28,589,128 parameters, 4.46 GMACs at 224x224",
+        layers,
+    )
+
+
 def configs():
     return {
         "resnet18": resnet("resnet18", basic, [2, 2, 2, 2], 11_689_512, 1.81),
@@ -303,6 +345,7 @@ def configs():
         "mobilenet_v2": mobilenet_v2(),
         "mobilenet_v3_large": mobilenet_v3_large(),
         "efficientnet_b0": efficientnet_b0(),
+        "convnext_tiny": convnext_tiny(),
     }
 
 

@@ -54,6 +54,15 @@ def main():
                 f = m.num_features
                 m.weight.copy_(torch.rand(f, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(f, generator=g) * 0.1)
+            for m in model.modules():
+                # Layer norms likewise, and ConvNeXt's layer scales, whose
+                # 1e-6 would leave the blocks out of the logits.
+                if isinstance(m, torch.nn.LayerNorm):
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                scale = getattr(m, "layer_scale", None)
+                if isinstance(scale, torch.nn.Parameter):
+                    scale.copy_(torch.rand(scale.shape, generator=g) * 0.4 + 0.1)
             # Statistics of the inputs themselves, so that no layer
             # saturates (a fresh MobileNet's ReLU6 would clip every image
             # to the same features), then made a little off (running_mean
@@ -86,7 +95,8 @@ def main():
         if isinstance(module, torch.nn.Conv2d):
             macs.append(module.weight.numel() * output.shape[2] * output.shape[3])
         elif isinstance(module, torch.nn.Linear):
-            macs.append(module.weight.numel())
+            # Once per position when it runs along an image's channels.
+            macs.append(module.weight.numel() * output[0, ..., 0].numel())
 
     for m in model.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):

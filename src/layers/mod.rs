@@ -13,6 +13,7 @@
 
 mod activation;
 mod block;
+mod channels;
 mod conv;
 mod dropout;
 mod init;
@@ -24,6 +25,9 @@ pub use activation::{
     Gelu, Hardsigmoid, Hardswish, LeakyRelu, LogSoftmax, Relu, Relu6, Sigmoid, Silu, Softmax, Tanh,
 };
 pub use block::{Concat, ConcatOp, Gate, GateOp, Residual, ResidualOp};
+pub use channels::{
+    ChannelLinear, ChannelLinearOp, LayerNorm2d, LayerNorm2dOp, LayerScale, LayerScaleOp,
+};
 pub use conv::{Conv2d, ConvInit, ConvLayer};
 pub use dropout::{DropPath, Dropout};
 pub use linear::{Flatten, Linear};
@@ -669,6 +673,9 @@ kinds! {
     AdaptiveAvgPool2d(AdaptiveAvgPool2d) = "adaptive_avg_pool2d";
     BatchNorm2d(BatchNorm2d) = "batch_norm2d" | "batchnorm2d";
     BatchNorm1d(BatchNorm1d) = "batch_norm1d" | "batchnorm1d";
+    LayerNorm2d(LayerNorm2d) = "layer_norm2d";
+    ChannelLinear(ChannelLinear) = "channel_linear";
+    LayerScale(LayerScale) = "layer_scale";
     Relu(Relu) = "relu";
     LeakyRelu(LeakyRelu) = "leaky_relu";
     Sigmoid(Sigmoid) = "sigmoid";

@@ -431,6 +431,16 @@ fn every_kind() -> Vec<Value> {
             conv(20, 1, json!({})),
             json!({"type": "drop_path", "p": 0.2})
         ]}),
+        // ConvNeXt's: a block of a depthwise 7×7 conv, layer norm over the
+        // channels, linear layers along them and a layer scale.
+        json!({"type": "residual", "layers": [
+            conv(20, 7, json!({"padding": 3, "groups": 20})),
+            json!({"type": "layer_norm2d"}),
+            json!({"type": "channel_linear", "out_features": 80}),
+            json!({"type": "gelu"}),
+            json!({"type": "channel_linear", "out_features": 20, "bias": false}),
+            json!({"type": "layer_scale", "init": 0.5})
+        ]}),
     ];
     let flat = |to_vector: Value, last: Option<Value>| {
         let mut layers = head.clone();

@@ -22,12 +22,13 @@ use std::sync::OnceLock;
 const RELATIVE: f32 = 1e-4;
 
 /// The zoo's configs and the torchvision builder each copies.
-const ZOO: [(&str, &str); 5] = [
+const ZOO: [(&str, &str); 6] = [
     ("resnet18.json", "resnet18"),
     ("resnet50.json", "resnet50"),
     ("mobilenet_v2.json", "mobilenet_v2"),
     ("mobilenet_v3_large.json", "mobilenet_v3_large"),
     ("efficientnet_b0.json", "efficientnet_b0"),
+    ("convnext_tiny.json", "convnext_tiny"),
 ];
 
 /// The Python with torch and torchvision: CNN_TORCH_PYTHON, or the venv
