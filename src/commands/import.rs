@@ -41,8 +41,9 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         .with_context(|| format!("config {}", args.config.display()))?;
     let normalization = normalization(&config, &args.config)?;
     let classes = classes(&config, args)?;
-    refuse_pickle(&args.file)?;
-    let (meta, raw) = checkpoint::read_raw(&args.file)?;
+    let file = crate::data::hub::weights_file(&args.file, "cnn import", false)?;
+    refuse_pickle(&file)?;
+    let (meta, raw) = checkpoint::read_raw(&file)?;
     if meta
         .as_ref()
         .and_then(|m| m.get("format"))

@@ -359,9 +359,13 @@ pub(crate) fn source_weights(
     let Some(path) = config.training.init_from.clone() else {
         return Ok(None);
     };
-    let transfer = train::transfer::load(&path, plan)
+    // An hf:// address is fetched into the hub's cache and recorded as given.
+    let local = crate::data::hub::weights_file(&path, "training.init_from", false)?;
+    let transfer = train::transfer::load(&local, plan)
         .with_context(|| format!("training.init_from {}", path.display()))?;
-    config.training.init_from = Some(path.canonicalize().unwrap_or(path));
+    if local == path {
+        config.training.init_from = Some(path.canonicalize().unwrap_or(path));
+    }
     Ok(Some(transfer))
 }
 

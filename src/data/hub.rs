@@ -1,7 +1,8 @@
 //! MNIST, Fashion-MNIST and CIFAR-10 from the Hugging Face Hub, for when no
 //! local copy is found: the parquet conversions candle-datasets also uses
 //! (revision `refs/convert/parquet`), fetched with `hf-hub` into its cache
-//! and read into bytes here.
+//! and read into bytes here; and pretrained weights of model repositories
+//! (`hf://timm/resnet18.a1_in1k`, [`weights_file`]) the same way.
 //!
 //! The hub client honours `HF_ENDPOINT` (a mirror, or the local server of
 //! the tests), `HF_HOME` / `HF_HUB_CACHE` (where files go) and `HF_TOKEN`;
@@ -340,6 +341,125 @@ pub fn fetch(
         );
     }
     Ok(Ok(HubData { dir, train, test }))
+}
+
+/// A file of a model repository on the hub, named `hf://OWNER/NAME`
+/// (its `model.safetensors`), `hf://OWNER/NAME/FILE`, with `@REVISION`
+/// after the name for another branch, tag or commit than `main`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubFile {
+    pub repo: String,
+    pub file: String,
+    pub revision: String,
+}
+
+impl HubFile {
+    /// `None` for a path that is not an `hf://` address; an error for one
+    /// that is, but malformed.
+    pub fn parse(path: &Path) -> Result<Option<HubFile>> {
+        let Some(rest) = path.to_str().and_then(|s| s.strip_prefix("hf://")) else {
+            return Ok(None);
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (owner, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let file = parts.next().unwrap_or("model.safetensors");
+        let (name, revision) = match name.split_once('@') {
+            Some((n, r)) => (n, r),
+            None => (name, "main"),
+        };
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !ok(owner) || !ok(name) || revision.is_empty() || file.is_empty() || file.ends_with('/')
+        {
+            crate::bail_input!(
+                "{} is not a Hugging Face Hub address; expected hf://OWNER/NAME (its \
+                 model.safetensors), hf://OWNER/NAME/FILE or hf://OWNER/NAME@REVISION, such as \
+                 hf://timm/resnet18.a1_in1k",
+                path.display()
+            );
+        }
+        Ok(Some(HubFile {
+            repo: format!("{owner}/{name}"),
+            file: file.to_string(),
+            revision: revision.to_string(),
+        }))
+    }
+}
+
+/// The local path of `path`: itself, or for an `hf://` address the file
+/// in the hub's cache, downloaded first when it is not there (with a byte
+/// bar on a terminal; never with `HF_HUB_OFFLINE=1`). `what` names the
+/// setting in messages (`training.init_from`).
+pub fn weights_file(path: &Path, what: &str, quiet: bool) -> Result<PathBuf> {
+    let Some(hub) = HubFile::parse(path)? else {
+        return Ok(path.to_path_buf());
+    };
+    let (client, stall) = client()?;
+    let url = format!("{}/{}", client.endpoint(), hub.repo);
+    let cache = client.cache_dir().to_path_buf();
+    let client = HFClientSync::from_inner(client)
+        .map_err(|e| anyhow::anyhow!("starting the Hugging Face Hub client: {}", describe(&e)))?;
+    let (owner, name) = hf_hub::split_id(&hub.repo);
+    let repo = client.model(owner, name);
+    let cached = repo
+        .download_file()
+        .filename(hub.file.as_str())
+        .revision(hub.revision.as_str())
+        .local_files_only(true)
+        .send();
+    match cached {
+        Ok(p) => return Ok(p),
+        Err(HFError::LocalEntryNotFound { .. }) => {}
+        Err(e) => crate::bail_input!("{what} {}: {}", path.display(), describe(&e)),
+    }
+    if offline_env() {
+        crate::bail_input!(
+            "{what} {}: {} is not in the hub's cache ({}) and HF_HUB_OFFLINE is set; download it \
+             once with the hub reachable, or give a local file",
+            path.display(),
+            hub.file,
+            cache.display()
+        );
+    }
+    if !quiet {
+        eprintln!(
+            "downloading {} of {url} (revision {}) into {}",
+            hub.file,
+            hub.revision,
+            cache.display()
+        );
+    }
+    let bar = bar(&hub.file, quiet);
+    let watch = Watch::new(bar.clone());
+    let (file, revision, handler) = (hub.file.clone(), hub.revision.clone(), watch.clone());
+    let result = interruptible(&hub.file, &watch, stall, move || {
+        repo.download_file()
+            .filename(file.as_str())
+            .revision(revision.as_str())
+            .progress(handler)
+            .send()
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match result? {
+        Waited::Done(Ok(p)) => Ok(p),
+        Waited::Done(Err(e)) => crate::bail_input!(
+            "{what} {}: could not download {} from {url}: {}",
+            path.display(),
+            hub.file,
+            describe(&e)
+        ),
+        Waited::Stalled(q) => crate::bail_input!(
+            "{what} {}: timed out reaching {url}: no answer in {:.0} s (CNN_DOWNLOAD_TIMEOUT sets \
+             how many seconds to wait)",
+            path.display(),
+            q.as_secs_f64()
+        ),
+    }
 }
 
 /// A byte bar on a terminal; nothing when stderr is piped or quiet.

@@ -76,7 +76,7 @@ fn mnist_parquet(pixels: &[u8], labels: &[u8]) -> Vec<u8> {
 
 /// The stand-in hub: serves `files` (repository path → bytes) and logs
 /// every request line.
-struct Hub {
+pub(crate) struct Hub {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -84,7 +84,7 @@ struct Hub {
 }
 
 impl Hub {
-    fn start(files: HashMap<String, Vec<u8>>) -> Hub {
+    pub(crate) fn start(files: HashMap<String, Vec<u8>>) -> Hub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -108,11 +108,11 @@ impl Hub {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 }
@@ -152,7 +152,13 @@ fn serve(
     let mut parts = request.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let head = method == "HEAD";
-    let response = if let Some(file) = path.strip_prefix(RESOLVE) {
+    // A dataset's file by its name in the repository; any other
+    // repository's (a model's) by its whole path, `OWNER/NAME/resolve/REV/FILE`.
+    let key = path.strip_prefix(RESOLVE).or_else(|| {
+        path.strip_prefix('/')
+            .filter(|p| !p.starts_with("cdn/") && p.contains("/resolve/"))
+    });
+    let response = if let Some(file) = key {
         match files.get(file) {
             Some(body) => format!(
                 "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{port}/cdn/{file}\r\n\
@@ -193,7 +199,7 @@ fn not_found() -> Vec<u8> {
 }
 
 /// `cnn` with the hub at `endpoint`, downloads allowed, cache in `hf_home`.
-fn online(dir: &Path, endpoint: &str, hf_home: &Path) -> assert_cmd::Command {
+pub(crate) fn online(dir: &Path, endpoint: &str, hf_home: &Path) -> assert_cmd::Command {
     let mut c = cnn(dir);
     c.env("HF_ENDPOINT", endpoint)
         .env("HF_HOME", hf_home)
@@ -202,7 +208,7 @@ fn online(dir: &Path, endpoint: &str, hf_home: &Path) -> assert_cmd::Command {
 }
 
 /// A port nothing listens on.
-fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }

@@ -614,3 +614,133 @@ fn the_zoo_configs_are_what_make_zoo_py_writes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn init_from_and_import_fetch_hf_addresses_once_into_the_hub_cache() {
+    use crate::download::{Hub, closed_port, online};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = tiny_config(d);
+    // timm's names: the head is head.fc.
+    let timm: HashMap<String, Tensor> = tiny_state(&TINY)
+        .into_iter()
+        .map(|(k, t)| (k.replace("fc.", "head.fc."), t))
+        .collect();
+    save(&d.join("timm.safetensors"), &timm);
+    let bytes = std::fs::read(d.join("timm.safetensors")).unwrap();
+    let hub = Hub::start(HashMap::from([
+        (
+            "someone/tiny.in1k/resolve/main/model.safetensors".to_string(),
+            bytes.clone(),
+        ),
+        (
+            "someone/tiny.in1k/resolve/v2/weights/other.safetensors".to_string(),
+            bytes,
+        ),
+    ]));
+    let home = d.join("hf-cache-home");
+    let pets = repo().join("tests/fixtures/pets");
+    let train = |cmd: &mut assert_cmd::Command, from: &str, out: &str| {
+        cmd.args(["train", "--config"])
+            .arg(&config)
+            .args([
+                "--init-from",
+                from,
+                "--num-classes",
+                "2",
+                "--dataset",
+                "imagefolder",
+            ])
+            .arg("--data-dir")
+            .arg(&pets)
+            .args([
+                "--set",
+                "data.val_size=8",
+                "--set",
+                "data.test_size=8",
+                "--epochs",
+                "1",
+            ])
+            .args(["--out", out]);
+        run(cmd)
+    };
+    let (code, out, err) = train(
+        &mut online(d, &hub.endpoint(), &home),
+        "hf://someone/tiny.in1k",
+        "a",
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = format!("{out}{err}");
+    // The backbone from the file by timm's names; the 3-class head is new.
+    assert!(text.contains("took 5 tensors"), "{text}");
+    assert!(
+        text.contains("layers.5.weight (file [3, 4], network [2, 4])"),
+        "{text}"
+    );
+    // The run records the address as given.
+    let recorded: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("a/config.json")).unwrap()).unwrap();
+    assert_eq!(recorded["training"]["init_from"], "hf://someone/tiny.in1k");
+    // Another file at a revision, for cnn import.
+    let (code, _, err) = run(online(d, &hub.endpoint(), &home)
+        .args(["import", "--from", "timm", "--config"])
+        .arg(&config)
+        .args([
+            "hf://someone/tiny.in1k@v2/weights/other.safetensors",
+            "-o",
+            "imported.safetensors",
+        ]));
+    assert_eq!(code, 0, "{err}");
+    let fetched = hub
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /cdn/"))
+        .count();
+    assert_eq!(fetched, 2, "{:?}", hub.requests());
+    drop(hub);
+    // The hub gone: the cache serves, online or offline.
+    let gone = format!("http://127.0.0.1:{}", closed_port());
+    let (code, _, err) = train(&mut online(d, &gone, &home), "hf://someone/tiny.in1k", "b");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = train(
+        online(d, &gone, &home).env("HF_HUB_OFFLINE", "1"),
+        "hf://someone/tiny.in1k",
+        "c",
+    );
+    assert_eq!(code, 0, "{err}");
+    // What is not cached, offline: said plainly, nothing trained.
+    let err = assert_usage_error(
+        online(d, &gone, &home)
+            .env("HF_HUB_OFFLINE", "1")
+            .args(["train", "--config"])
+            .arg(&config)
+            .args(["--init-from", "hf://someone/other", "--out", "d"]),
+        &[
+            "training.init_from hf://someone/other",
+            "HF_HUB_OFFLINE",
+            "not in the hub's cache",
+        ],
+    );
+    assert!(!d.join("d").exists(), "{err}");
+    // Unreachable and not cached: the address it tried.
+    assert_usage_error(
+        online(d, &gone, &home)
+            .args(["train", "--config"])
+            .arg(&config)
+            .args(["--init-from", "hf://someone/other", "--out", "e"]),
+        &["could not download model.safetensors from", &gone],
+    );
+    // A malformed address.
+    assert_usage_error(
+        cnn(d).args(["train", "--config"]).arg(&config).args([
+            "--init-from",
+            "hf://only-owner",
+            "--out",
+            "f",
+        ]),
+        &[
+            "hf://only-owner is not a Hugging Face Hub address",
+            "hf://OWNER/NAME",
+        ],
+    );
+}
