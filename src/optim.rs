@@ -257,10 +257,11 @@ impl Optimizer {
     ) -> Result<Self> {
         let mut optim = Optimizer::new(params, &training.optimizer)?;
         let base = training.optimizer.rule()?;
-        let groups = assign_groups(plan, &training.param_groups)?;
+        let param_groups = crate::train::param_groups(training, plan);
+        let groups = assign_groups(plan, &param_groups)?;
         for ((name, _), setting) in optim.params.iter().zip(optim.settings.iter_mut()) {
             if let Some(&g) = groups.get(name) {
-                let group = &training.param_groups[g];
+                let group = &param_groups[g];
                 *setting = Setting {
                     lr_scale: group.lr_scale,
                     rule: group

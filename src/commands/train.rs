@@ -387,6 +387,9 @@ pub(crate) fn new_model(
         model.assign(&t.tensors)?;
         progress.note(&t.summary(path));
     }
+    if let Some(note) = train::fine_tune_note(config, plan) {
+        progress.note(&note);
+    }
     let batcher = Batcher::new(normalization, device);
     let taken = |name: &str| transfer.is_some_and(|t| t.tensors.contains_key(name));
     for note in crate::model::whiten::whiten(&model, &splits.train, &batcher, seed, taken)? {

@@ -160,6 +160,37 @@ impl ClassWeights {
     }
 }
 
+/// Fine-tuning a pretrained network in two phases, as fastai's
+/// `fine_tune`: first only the head (the last layer with parameters of the
+/// top-level list) trains, the rest frozen; then every layer, with rates
+/// that fall from the head back to the first layer (discriminative rates).
+/// What it sets is `training.freeze`, `unfreeze_after` and `param_groups`
+/// in effect, so it takes the place of those three.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FineTune {
+    /// Epochs that train the head alone.
+    #[serde(default = "one_epoch")]
+    pub head_epochs: usize,
+    /// After them, the first layer's learning rate is the schedule's times
+    /// this, rising geometrically layer by layer to the full rate at the
+    /// head (fastai's `slice(lr/100, lr)` is 0.01); 1 trains all alike.
+    #[serde(default = "default_lr_ratio")]
+    pub lr_ratio: f64,
+    /// Keep every batch-norm layer's running statistics as the pretrained
+    /// weights have them (normalising by them in training too, as
+    /// PyTorch's `module.eval()` on the batch norms).
+    #[serde(default)]
+    pub freeze_bn_stats: bool,
+}
+
+fn one_epoch() -> usize {
+    1
+}
+fn default_lr_ratio() -> f64 {
+    0.01
+}
+
 /// The largest `param_groups.*.lr_scale`: past it no rate trains.
 const MAX_LR_SCALE: f64 = 1000.0;
 /// The widest ratio of the positive class weights.
@@ -274,6 +305,29 @@ pub fn check(t: &super::TrainingConfig, classes: usize) -> Result<()> {
                 "training.class_weights range from {lo} to {hi}, more than {MAX_WEIGHT_RATIO:e} apart: \
                  the loss of the heaviest class swamps the others until training diverges; keep the \
                  weights within {MAX_WEIGHT_RATIO:e} of each other (\"balanced\" gives n / (k · count))"
+            );
+        }
+    }
+    if let Some(f) = &t.fine_tune {
+        if !t.freeze.is_empty() || t.unfreeze_after.is_some() || !t.param_groups.is_empty() {
+            bail_input!(
+                "training.fine_tune sets what is frozen and the rates per layer itself; remove \
+                 training.freeze, training.unfreeze_after and training.param_groups, or fine_tune"
+            );
+        }
+        if f.head_epochs >= t.epochs {
+            bail_input!(
+                "training.fine_tune.head_epochs is {} but the run has only {} epochs, so the layers \
+                 before the head would never train; lower it or raise training.epochs",
+                f.head_epochs,
+                t.epochs
+            );
+        }
+        if !(f.lr_ratio > 0.0 && f.lr_ratio <= 1.0) {
+            bail_input!(
+                "training.fine_tune.lr_ratio is {}; give the first layer's share of the learning \
+                 rate, in (0, 1] (0.01: a hundredth; 1: every layer alike)",
+                f.lr_ratio
             );
         }
     }

@@ -18,6 +18,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("training.early_stopping", r#"{"patience": 5}"#),
     ("training.ema", r#"{"decay": 0.999}"#),
     ("training.mixup", r#"{"alpha": 0.2}"#),
+    ("training.fine_tune", r#"{"head_epochs": 1}"#),
     ("training.grad_clip", r#"{"max_norm": 1.0}"#),
     (
         "training.param_groups",
@@ -206,6 +207,22 @@ pub const MEANINGS: &[(&str, &str)] = &[
     (
         "training.init_from",
         "Fine-tune: start from the tensors of this checkpoint or PyTorch state_dict whose names and shapes fit (`--init-from`).",
+    ),
+    (
+        "training.fine_tune",
+        "Fine-tune in two phases (`null`: off): the head alone, then every layer with discriminative rates; replaces `freeze`, `unfreeze_after` and `param_groups`.",
+    ),
+    (
+        "training.fine_tune.head_epochs",
+        "Epochs that train only the head (the last top-level layer with parameters), the rest frozen.",
+    ),
+    (
+        "training.fine_tune.lr_ratio",
+        "Afterwards the first layer's share of the learning rate, rising geometrically to 1 at the head (0.01: fastai's `slice(lr/100, lr)`).",
+    ),
+    (
+        "training.fine_tune.freeze_bn_stats",
+        "Keep batch-norm running statistics as loaded, normalising by them in training too.",
     ),
     (
         "training.freeze",

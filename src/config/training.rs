@@ -60,6 +60,9 @@ pub struct TrainingConfig {
     /// Other learning rates and weight decays for some parameters.
     #[serde(default)]
     pub param_groups: Vec<ParamGroup>,
+    /// The head first, then everything with discriminative rates.
+    #[serde(default)]
+    pub fine_tune: Option<super::FineTune>,
     /// Weights of the classes in the training loss: "balanced" or a list.
     #[serde(default)]
     pub class_weights: Option<ClassWeights>,
@@ -139,6 +142,7 @@ impl Default for TrainingConfig {
             freeze: Vec::new(),
             unfreeze_after: None,
             param_groups: Vec::new(),
+            fine_tune: None,
             class_weights: None,
             mixup: None,
             grad_clip: None,

@@ -174,6 +174,9 @@ pub struct Pass<'a> {
     observer: Option<&'a mut Observer<'a>>,
     /// What convolutions and linear layers multiply; the model sets it.
     precision: crate::precision::Precision,
+    /// Batch norms normalise by their running statistics even in training
+    /// and leave them as they are (`training.fine_tune.freeze_bn_stats`).
+    bn_stats_frozen: bool,
 }
 
 /// Sees a layer's output.
@@ -185,6 +188,7 @@ impl<'a> Pass<'a> {
             rng: None,
             observer: None,
             precision: Default::default(),
+            bn_stats_frozen: false,
         }
     }
     pub fn train(rng: &'a mut Rng) -> Self {
@@ -192,6 +196,7 @@ impl<'a> Pass<'a> {
             rng: Some(rng),
             observer: None,
             precision: Default::default(),
+            bn_stats_frozen: false,
         }
     }
 
@@ -212,6 +217,7 @@ impl<'a> Pass<'a> {
             rng: None,
             observer: Some(f),
             precision: Default::default(),
+            bn_stats_frozen: false,
         }
     }
     /// Training that shows `f` the output of every layer.
@@ -220,10 +226,20 @@ impl<'a> Pass<'a> {
             rng: Some(rng),
             observer: Some(f),
             precision: Default::default(),
+            bn_stats_frozen: false,
         }
     }
     pub fn is_train(&self) -> bool {
         self.rng.is_some()
+    }
+    /// This pass with batch-norm statistics frozen or not.
+    pub fn with_bn_stats_frozen(mut self, frozen: bool) -> Self {
+        self.bn_stats_frozen = frozen;
+        self
+    }
+    /// Whether batch norms use (and update) the batch's statistics.
+    pub fn batch_statistics(&self) -> bool {
+        self.is_train() && !self.bn_stats_frozen
     }
     /// The training generator, `None` in evaluation.
     pub fn rng(&mut self) -> Option<&mut Rng> {

@@ -161,7 +161,7 @@ impl Run for BatchNormOp {
     }
 
     fn forward(&self, x: &Tensor, t: &[Tensor], pass: &mut Pass, relu: bool) -> Result<Tensor> {
-        crate::ops::batch_norm(x, &self.params(t)?, pass.is_train(), relu)
+        crate::ops::batch_norm(x, &self.params(t)?, pass.batch_statistics(), relu)
     }
 
     fn forward_pooled(
@@ -172,7 +172,7 @@ impl Run for BatchNormOp {
         relu: bool,
         pool: &PoolGeometry,
     ) -> Result<Tensor> {
-        crate::ops::batch_norm_max_pool(x, &self.params(t)?, pass.is_train(), relu, pool)
+        crate::ops::batch_norm_max_pool(x, &self.params(t)?, pass.batch_statistics(), relu, pool)
     }
 
     /// `BatchNormalization` in its inference form (the running

@@ -37,6 +37,8 @@ pub struct Model {
     /// Parameters the optimizer leaves alone now: those of layers with
     /// `trainable: false`, and any frozen for a while (`training.freeze`).
     frozen: BTreeSet<String>,
+    /// Batch norms keep their running statistics in training too.
+    bn_stats_frozen: bool,
     device: Device,
 }
 
@@ -56,6 +58,7 @@ impl Model {
             params: Vec::new(),
             buffers: Vec::new(),
             frozen: BTreeSet::new(),
+            bn_stats_frozen: false,
             device: device.clone(),
         };
         let mut failure = None;
@@ -93,6 +96,12 @@ impl Model {
 
     /// Freezes the parameters named in `extra` besides those of layers with
     /// `trainable: false` (and unfreezes any others).
+    /// Batch norms normalise by their running statistics in training too,
+    /// and never update them (`training.fine_tune.freeze_bn_stats`).
+    pub fn set_bn_stats_frozen(&mut self, frozen: bool) {
+        self.bn_stats_frozen = frozen;
+    }
+
     pub fn set_frozen(&mut self, extra: &BTreeSet<String>) {
         let mut frozen = extra.clone();
         walk(&self.plan.layers, &mut |node| {
@@ -178,7 +187,9 @@ impl Model {
     /// Scores before a trailing softmax/log-softmax: what the loss and
     /// accuracy are computed from.
     pub fn logits(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
-        let mut pass = pass.in_precision(self.plan.precision);
+        let mut pass = pass
+            .in_precision(self.plan.precision)
+            .with_bn_stats_frozen(self.bn_stats_frozen);
         let end = self
             .plan
             .output_activation()

@@ -107,13 +107,86 @@ pub fn freeze_list(plan: &Plan, freeze: &[String]) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
-/// The parameters frozen in `epoch` (1-based) by `training.freeze`.
+/// The parameters frozen in `epoch` (1-based) by `training.freeze` (or
+/// `training.fine_tune`).
 pub fn frozen_in(config: &Config, plan: &Plan, epoch: usize) -> Result<BTreeSet<String>> {
-    let t = &config.training;
-    if t.unfreeze_after.is_some_and(|n| epoch > n) {
+    let (freeze, unfreeze_after) = match config.training.fine_tune {
+        Some(f) => (fine_tune_layers(plan).0, Some(f.head_epochs)),
+        None => (
+            config.training.freeze.clone(),
+            config.training.unfreeze_after,
+        ),
+    };
+    if unfreeze_after.is_some_and(|n| epoch > n) {
         return Ok(BTreeSet::new());
     }
-    freeze_list(plan, &t.freeze)
+    freeze_list(plan, &freeze)
+}
+
+/// `training.fine_tune`'s split of the top-level layers with parameters:
+/// the paths of those before the head, and the head's.
+fn fine_tune_layers(plan: &Plan) -> (Vec<String>, Option<String>) {
+    let mut with: Vec<String> = plan
+        .layers
+        .iter()
+        .filter(|n| n.params > 0)
+        .map(|n| n.index.to_string())
+        .collect();
+    let head = with.pop();
+    (with, head)
+}
+
+/// The parameter groups in effect: `training.param_groups`, or those of
+/// `training.fine_tune` (each top-level layer before the head at the rate
+/// times `lr_ratio^(d/K)`, d its distance from the head and K the first
+/// layer's).
+pub fn param_groups(
+    training: &crate::config::TrainingConfig,
+    plan: &Plan,
+) -> Vec<crate::config::ParamGroup> {
+    let Some(f) = training.fine_tune else {
+        return training.param_groups.clone();
+    };
+    let (body, _) = fine_tune_layers(plan);
+    let k = body.len() as f64;
+    body.iter()
+        .enumerate()
+        .map(|(i, layer)| crate::config::ParamGroup {
+            layers: Some(vec![layer.clone()]),
+            kinds: None,
+            tensors: None,
+            lr_scale: f.lr_ratio.powf((k - i as f64) / k),
+            weight_decay: None,
+        })
+        .collect()
+}
+
+/// What `training.fine_tune` does to this network, in one line.
+pub fn fine_tune_note(config: &Config, plan: &Plan) -> Option<String> {
+    let f = config.training.fine_tune?;
+    let (body, head) = fine_tune_layers(plan);
+    let head = head?;
+    let node = plan.layers.iter().find(|n| n.index.to_string() == head)?;
+    Some(format!(
+        "fine-tuning: epoch{} 1{} train{} the head alone (layer {head}, {}), the {} layers before it \
+         frozen; then every layer, the first at the learning rate × {}, rising to the full rate at \
+         the head{}",
+        if f.head_epochs == 1 { "" } else { "s" },
+        if f.head_epochs == 1 {
+            String::new()
+        } else {
+            format!("–{}", f.head_epochs)
+        },
+        if f.head_epochs == 1 { "s" } else { "" },
+        node.kind,
+        body.len(),
+        f.lr_ratio,
+        if f.freeze_bn_stats {
+            "; batch-norm statistics kept as loaded"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// Trains from `state` (fresh or resumed) until the configured number of
@@ -126,6 +199,9 @@ pub fn fit(
 ) -> Result<Outcome> {
     let cfg = &ctx.config.training;
     let plan = learner.model.plan().clone();
+    learner
+        .model
+        .set_bn_stats_frozen(cfg.fine_tune.is_some_and(|f| f.freeze_bn_stats));
     let mut settings = step::Settings::of(ctx.config, &ctx.splits.train);
     settings.group = ctx.group;
     settings.stop = ctx.stop;
@@ -553,4 +629,86 @@ fn interrupted_error(ctx: &RunContext, epoch: usize, state: &RunState) -> anyhow
         ctx.run_dir.last().display(),
         ctx.run_dir.path().display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(fine_tune: serde_json::Value) -> Config {
+        Config::from_value(serde_json::json!({
+            "input_shape": [3, 8, 8], "num_classes": 2,
+            "training": {"epochs": 3, "fine_tune": fine_tune},
+            "layers": [
+                {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+                {"type": "batch_norm2d"}, {"type": "relu"},
+                {"type": "conv2d", "out_channels": 4, "kernel_size": 3},
+                {"type": "global_avg_pool2d"},
+                {"type": "linear", "out_features": 2}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn fine_tune_trains_the_head_alone_then_every_layer_at_rates_falling_to_the_first() {
+        let c = config(serde_json::json!({"head_epochs": 2, "lr_ratio": 0.001}));
+        c.check_settings().unwrap();
+        let plan = crate::arch::plan(&c).unwrap();
+        let frozen: Vec<String> = frozen_in(&c, &plan, 1).unwrap().into_iter().collect();
+        assert_eq!(
+            frozen,
+            [
+                "layers.0.bias",
+                "layers.0.weight",
+                "layers.1.bias",
+                "layers.1.weight",
+                "layers.3.bias",
+                "layers.3.weight"
+            ]
+        );
+        assert_eq!(frozen_in(&c, &plan, 2).unwrap().len(), 6);
+        assert!(frozen_in(&c, &plan, 3).unwrap().is_empty());
+        // Three layers before the head: 0.001, 0.01, 0.1 of the rate; the head all of it.
+        let groups = param_groups(&c.training, &plan);
+        let scales: Vec<(String, f64)> = groups
+            .iter()
+            .map(|g| (g.layers.as_ref().unwrap()[0].clone(), g.lr_scale))
+            .collect();
+        assert_eq!(scales.len(), 3);
+        for ((layer, scale), (want_layer, want)) in
+            scales.iter().zip([("0", 1e-3), ("1", 1e-2), ("3", 1e-1)])
+        {
+            assert_eq!(layer, want_layer);
+            assert!((scale - want).abs() < 1e-12, "{layer}: {scale}");
+        }
+        let note = fine_tune_note(&c, &plan).unwrap();
+        assert!(
+            note.contains("epochs 1–2 train the head alone (layer 5, linear)"),
+            "{note}"
+        );
+        assert!(
+            note.contains("the 3 layers before it frozen") && note.contains("× 0.001"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn fine_tune_is_checked_against_the_run() {
+        let message = |c: Config| format!("{:#}", c.check_settings().unwrap_err());
+        let c = config(serde_json::json!({"head_epochs": 3}));
+        assert!(
+            message(c)
+                .contains("training.fine_tune.head_epochs is 3 but the run has only 3 epochs")
+        );
+        let c = config(serde_json::json!({"lr_ratio": 0}));
+        assert!(message(c).contains("training.fine_tune.lr_ratio is 0"));
+        let mut c = config(serde_json::json!({}));
+        c.training.freeze = vec!["0".into()];
+        assert!(
+            message(c).contains(
+                "remove training.freeze, training.unfreeze_after and training.param_groups"
+            )
+        );
+    }
 }

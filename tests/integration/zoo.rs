@@ -744,3 +744,58 @@ fn init_from_and_import_fetch_hf_addresses_once_into_the_hub_cache() {
         ],
     );
 }
+
+#[test]
+fn fine_tune_trains_the_head_first_and_can_keep_the_batch_norm_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = tiny_config(d);
+    let state = tiny_state(&TINY);
+    save(&d.join("pretrained.safetensors"), &state);
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for freeze_bn in [true, false] {
+        let out_dir = format!("ft-{freeze_bn}");
+        let (code, out, err) = run(cnn(d)
+            .args(["train", "--config"])
+            .arg(&config)
+            .args([
+                "--init-from",
+                "pretrained.safetensors",
+                "--num-classes",
+                "2",
+            ])
+            .args(["--dataset", "imagefolder", "--data-dir"])
+            .arg(repo().join("tests/fixtures/pets"))
+            .args([
+                "--set",
+                "data.val_size=8",
+                "--set",
+                "data.test_size=8",
+                "--epochs",
+                "2",
+            ])
+            .arg("--set")
+            .arg(format!(
+                "training.fine_tune={{\"head_epochs\": 1, \"freeze_bn_stats\": {freeze_bn}}}"
+            ))
+            .args(["--out", &out_dir]));
+        assert_eq!(code, 0, "{err}");
+        let text = format!("{out}{err}");
+        assert!(
+            text.contains("fine-tuning: epoch 1 trains the head alone (layer 5, linear), the 2 layers before it frozen"),
+            "{text}"
+        );
+        let trained = cnn::checkpoint::load(&d.join(&out_dir).join("last.safetensors"))
+            .unwrap()
+            .weights;
+        // The backbone trained in epoch 2.
+        assert_ne!(
+            values(&trained["layers.0.weight"]),
+            values(&state["stem.conv.weight"])
+        );
+        let kept = values(&trained["layers.1.running_var"])
+            == values(&state["stem.bn.running_var"])
+            && values(&trained["layers.1.running_mean"]) == values(&state["stem.bn.running_mean"]);
+        assert_eq!(kept, freeze_bn, "batch-norm statistics kept: {kept}");
+    }
+}
