@@ -17,8 +17,9 @@
 # tests that run what `cnn export` writes (scripts/dev/onnx-venv.sh;
 # ~/.cache/cnn/onnx-venv), and PyTorch with torchvision, for the model zoo's
 # tests against torchvision's own networks (scripts/dev/torch-venv.sh;
-# ~/.cache/cnn/torch-venv, ~2.4 GB to download the first time). Installing needs root (or sudo). .ci/run calls exactly this
-# command. Without arguments it runs every test of the default build, then
+# ~/.cache/cnn/torch-venv, ~2.4 GB to download the first time). Installing
+# the packages needs root (or sudo). .ci/run calls exactly this command.
+# Without arguments it runs every test of the default build, then
 # the distributed tests in a build with `--features mpi` (which leaves that
 # build's binary in the target directory).
 set -euo pipefail
