@@ -257,7 +257,7 @@ impl Optimizer {
     ) -> Result<Self> {
         let mut optim = Optimizer::new(params, &training.optimizer)?;
         let base = training.optimizer.rule()?;
-        let param_groups = crate::train::param_groups(training, plan);
+        let param_groups = param_groups(training, plan);
         let groups = assign_groups(plan, &param_groups)?;
         for ((name, _), setting) in optim.params.iter().zip(optim.settings.iter_mut()) {
             if let Some(&g) = groups.get(name) {
@@ -521,6 +521,44 @@ fn assign_groups(plan: &Plan, groups: &[ParamGroup]) -> Result<HashMap<String, u
         }
     }
     Ok(out)
+}
+
+/// `training.fine_tune`'s split of the top-level layers with parameters:
+/// the paths of those before the head, and the head's.
+pub(crate) fn fine_tune_layers(plan: &Plan) -> (Vec<String>, Option<String>) {
+    let mut with: Vec<String> = plan
+        .layers
+        .iter()
+        .filter(|n| n.params > 0)
+        .map(|n| n.index.to_string())
+        .collect();
+    let head = with.pop();
+    (with, head)
+}
+
+/// The parameter groups in effect: `training.param_groups`, or those of
+/// `training.fine_tune` (each top-level layer before the head at the rate
+/// times `lr_ratio^(d/K)`, d its distance from the head and K the first
+/// layer's).
+pub fn param_groups(
+    training: &crate::config::TrainingConfig,
+    plan: &Plan,
+) -> Vec<crate::config::ParamGroup> {
+    let Some(f) = training.fine_tune else {
+        return training.param_groups.clone();
+    };
+    let (body, _) = fine_tune_layers(plan);
+    let k = body.len() as f64;
+    body.iter()
+        .enumerate()
+        .map(|(i, layer)| crate::config::ParamGroup {
+            layers: Some(vec![layer.clone()]),
+            kinds: None,
+            tensors: None,
+            lr_scale: f.lr_ratio.powf((k - i as f64) / k),
+            weight_decay: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ pub fn freeze_list(plan: &Plan, freeze: &[String]) -> Result<BTreeSet<String>> {
 /// `training.fine_tune`).
 pub fn frozen_in(config: &Config, plan: &Plan, epoch: usize) -> Result<BTreeSet<String>> {
     let (freeze, unfreeze_after) = match config.training.fine_tune {
-        Some(f) => (fine_tune_layers(plan).0, Some(f.head_epochs)),
+        Some(f) => (crate::optim::fine_tune_layers(plan).0, Some(f.head_epochs)),
         None => (
             config.training.freeze.clone(),
             config.training.unfreeze_after,
@@ -123,48 +123,10 @@ pub fn frozen_in(config: &Config, plan: &Plan, epoch: usize) -> Result<BTreeSet<
     freeze_list(plan, &freeze)
 }
 
-/// `training.fine_tune`'s split of the top-level layers with parameters:
-/// the paths of those before the head, and the head's.
-fn fine_tune_layers(plan: &Plan) -> (Vec<String>, Option<String>) {
-    let mut with: Vec<String> = plan
-        .layers
-        .iter()
-        .filter(|n| n.params > 0)
-        .map(|n| n.index.to_string())
-        .collect();
-    let head = with.pop();
-    (with, head)
-}
-
-/// The parameter groups in effect: `training.param_groups`, or those of
-/// `training.fine_tune` (each top-level layer before the head at the rate
-/// times `lr_ratio^(d/K)`, d its distance from the head and K the first
-/// layer's).
-pub fn param_groups(
-    training: &crate::config::TrainingConfig,
-    plan: &Plan,
-) -> Vec<crate::config::ParamGroup> {
-    let Some(f) = training.fine_tune else {
-        return training.param_groups.clone();
-    };
-    let (body, _) = fine_tune_layers(plan);
-    let k = body.len() as f64;
-    body.iter()
-        .enumerate()
-        .map(|(i, layer)| crate::config::ParamGroup {
-            layers: Some(vec![layer.clone()]),
-            kinds: None,
-            tensors: None,
-            lr_scale: f.lr_ratio.powf((k - i as f64) / k),
-            weight_decay: None,
-        })
-        .collect()
-}
-
 /// What `training.fine_tune` does to this network, in one line.
 pub fn fine_tune_note(config: &Config, plan: &Plan) -> Option<String> {
     let f = config.training.fine_tune?;
-    let (body, head) = fine_tune_layers(plan);
+    let (body, head) = crate::optim::fine_tune_layers(plan);
     let head = head?;
     let node = plan.layers.iter().find(|n| n.index.to_string() == head)?;
     Some(format!(
@@ -670,7 +632,7 @@ mod tests {
         assert_eq!(frozen_in(&c, &plan, 2).unwrap().len(), 6);
         assert!(frozen_in(&c, &plan, 3).unwrap().is_empty());
         // Three layers before the head: 0.001, 0.01, 0.1 of the rate; the head all of it.
-        let groups = param_groups(&c.training, &plan);
+        let groups = crate::optim::param_groups(&c.training, &plan);
         let scales: Vec<(String, f64)> = groups
             .iter()
             .map(|g| (g.layers.as_ref().unwrap()[0].clone(), g.lr_scale))
