@@ -448,10 +448,12 @@ pub fn weights_file(path: &Path, what: &str, quiet: bool) -> Result<PathBuf> {
     match result? {
         Waited::Done(Ok(p)) => Ok(p),
         Waited::Done(Err(e)) => crate::bail_input!(
-            "{what} {}: could not download {} from {url}: {}",
+            "{what} {}: could not download {} from {url}: {}; check the address (a repository \
+             without {} needs its file named: hf://OWNER/NAME/FILE, safetensors only)",
             path.display(),
             hub.file,
-            describe(&e)
+            describe(&e),
+            hub.file
         ),
         Waited::Stalled(q) => crate::bail_input!(
             "{what} {}: timed out reaching {url}: no answer in {:.0} s (CNN_DOWNLOAD_TIMEOUT sets \

@@ -7,7 +7,7 @@
 
 use crate::fsutil::{Input, read_input};
 use anyhow::Result;
-use image::{DynamicImage, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -79,7 +79,15 @@ pub fn decode(bytes: &[u8], path: Option<&Path>) -> Result<DynamicImage, String>
             MAX_PIXELS / 1_000_000
         ));
     }
-    reader()?.decode().map_err(unreadable)
+    // A photo's EXIF orientation is applied, as torchvision's readers and
+    // every viewer do: a phone's portrait shot comes out upright.
+    let mut decoder = reader()?.into_decoder().map_err(unreadable)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 #[cfg(test)]
@@ -107,6 +115,54 @@ mod tests {
         assert!(started.elapsed().as_secs() < 2);
         let err = decode(b"not an image", None).unwrap_err();
         assert!(err.contains("not an image cnn can read"), "{err}");
+    }
+
+    /// A 4×2 JPEG, left half black and right half white, whose EXIF says
+    /// "rotate 90° clockwise to view" (orientation 6).
+    fn rotated_jpeg() -> Vec<u8> {
+        use image::ImageEncoder;
+        let img =
+            image::GrayImage::from_fn(4, 2, |x, _| image::Luma([if x < 2 { 0 } else { 255 }]));
+        // TIFF header (big-endian), one IFD entry: 0x0112 Orientation, SHORT, 1, value 6.
+        let exif = [
+            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0,
+            0,
+        ];
+        let mut out = Vec::new();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 100);
+        enc.set_exif_metadata(exif.to_vec()).unwrap();
+        enc.write_image(img.as_raw(), 4, 2, image::ExtendedColorType::L8)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_and_odd_pngs_decode() {
+        let img = decode(&rotated_jpeg(), None).unwrap().to_luma8();
+        // Upright: 2 wide and 4 tall, the white half (on the right) now at the bottom.
+        assert_eq!(img.dimensions(), (2, 4));
+        assert!(img.get_pixel(0, 0).0[0] < 60 && img.get_pixel(1, 3).0[0] > 200);
+        // 16-bit gray and RGBA PNGs are read, scaled to 8 bits.
+        let mut wide = Vec::new();
+        image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(2, 2, image::Luma([65535u16]))
+            .write_to(&mut Cursor::new(&mut wide), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(
+            decode(&wide, None).unwrap().to_luma8().get_pixel(0, 0).0,
+            [255]
+        );
+        let mut rgba = Vec::new();
+        image::RgbaImage::from_pixel(2, 2, image::Rgba([10, 20, 30, 40]))
+            .write_to(&mut Cursor::new(&mut rgba), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(
+            decode(&rgba, None).unwrap().to_rgb8().get_pixel(1, 1).0,
+            [10, 20, 30]
+        );
+        // A JPEG cut short is named as damaged, not decoded into garbage or a panic.
+        let jpeg = rotated_jpeg();
+        let err = decode(&jpeg[..jpeg.len() / 2], None).unwrap_err();
+        assert!(err.contains("damaged"), "{err}");
     }
 
     #[test]
