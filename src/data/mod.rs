@@ -225,9 +225,10 @@ impl Dataset {
                 );
             }
             crate::bail_input!(
-                "num_classes is {} but {what}; set num_classes to {} (and the last layer's width)",
+                "num_classes is {} but {what}; set num_classes to {n} and the last layer's width \
+                 (cnn train --num-classes {n} does both; with --init-from the new head starts afresh)",
                 config.num_classes,
-                data.classes.len()
+                n = data.classes.len()
             );
         }
         Ok(())
