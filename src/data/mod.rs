@@ -362,6 +362,16 @@ fn load_builtin(name: DatasetName, data: &DataConfig, opts: &LoadOptions) -> Res
     }
 }
 
+/// Class names for a message: all of a short list, the first dozen of a
+/// long one (an ImageNet checkpoint has 1,000).
+fn few(names: &[String]) -> String {
+    const SHOWN: usize = 12;
+    if names.len() <= SHOWN {
+        return names.join(", ");
+    }
+    format!("{}, … ({} in all)", names[..SHOWN].join(", "), names.len())
+}
+
 fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Result<Dataset> {
     let Some(root) = opts.data_dir.or(data.dir.as_deref()) else {
         crate::bail_input!(
@@ -378,8 +388,8 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
                      images are carved from the same folder, so it must be unchanged (or give a test \
                      folder with --test-dir)",
                     root.display(),
-                    present.join(", "),
-                    known.join(", ")
+                    few(&present),
+                    few(known)
                 );
             }
             known.to_vec()
