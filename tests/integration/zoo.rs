@@ -799,3 +799,81 @@ fn fine_tune_trains_the_head_first_and_can_keep_the_batch_norm_statistics() {
         assert_eq!(kept, freeze_bn, "batch-norm statistics kept: {kept}");
     }
 }
+
+#[test]
+fn new_flags_and_formats_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mnist = mnist_small();
+    // A checkpoint whose config names no torchvision modules.
+    let (code, _, err) = run(cnn(d)
+        .args(["train", "--config"])
+        .arg(config_path("mlp.json"))
+        .arg("--data-dir")
+        .arg(&mnist)
+        .args([
+            "--epochs",
+            "1",
+            "--limit-train",
+            "300",
+            "--set",
+            "data.val_size=100",
+            "--quiet",
+        ])
+        .args(["--out", "mlp"]));
+    assert_eq!(code, 0, "{err}");
+    assert_usage_error(
+        cnn(d).args([
+            "export",
+            "--checkpoint",
+            "mlp/best.safetensors",
+            "-o",
+            "mlp.safetensors",
+        ]),
+        &[
+            "names no torchvision module for",
+            "layer 1 (linear)",
+            "torch_name",
+        ],
+    );
+    assert!(!d.join("mlp.safetensors").exists());
+    // --num-classes: at least 2, and a network with a linear head.
+    assert_usage_error(
+        cnn(d)
+            .args(["train", "--config"])
+            .arg(config_path("mlp.json"))
+            .args(["--num-classes", "1", "--out", "one"]),
+        &["num_classes is 1; a classifier needs at least 2 classes"],
+    );
+    let conv_only = write_config(
+        d,
+        "conv-only.json",
+        &json!({"input_shape": [1, 28, 28], "num_classes": 10, "layers": [
+            {"type": "conv2d", "out_channels": 10, "kernel_size": 28}, {"type": "flatten"}]}),
+    );
+    assert_usage_error(
+        cnn(d).args(["train", "--config"]).arg(&conv_only).args([
+            "--num-classes",
+            "2",
+            "--out",
+            "conv",
+        ]),
+        &["--num-classes: the network has no linear layer", "--set"],
+    );
+    // A missing --classes file is named.
+    let config = tiny_config(d);
+    save(&d.join("good.safetensors"), &tiny_state(&TINY));
+    assert_usage_error(
+        cnn(d)
+            .args(["import", "--from", "torchvision", "--config"])
+            .arg(&config)
+            .args([
+                "good.safetensors",
+                "-o",
+                "c.safetensors",
+                "--classes",
+                "nowhere.txt",
+            ]),
+        &["--classes nowhere.txt"],
+    );
+}
