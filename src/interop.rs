@@ -222,23 +222,16 @@ pub fn from_torch(
     if missing.is_empty() && wrong.is_empty() && unexpected.is_empty() {
         return Ok(out);
     }
-    let mut msg = format!(
+    let heading = format!(
         "the {} state_dict does not match the config's torch_name table:",
         source.name()
     );
-    for (title, list) in [
-        ("missing", &missing),
-        ("wrong shape", &wrong),
-        ("unexpected", &unexpected),
-    ] {
-        if !list.is_empty() {
-            msg.push_str(&format!("\n  {title} ({}):", list.len()));
-            for item in list.iter() {
-                msg.push_str(&format!("\n    {item}"));
-            }
-        }
-    }
-    Err(crate::input_error!("{msg}"))
+    Err(crate::model::mismatch(
+        &heading,
+        &missing,
+        &wrong,
+        &unexpected,
+    ))
 }
 
 /// `weights` (by cnn's names) under the names `source` gives them, as its

@@ -262,20 +262,36 @@ pub fn check_tensors(plan: &Plan, map: &HashMap<String, Tensor>) -> Result<()> {
     if missing.is_empty() && wrong.is_empty() && unexpected.is_empty() {
         return Ok(());
     }
-    let mut msg = String::from("the weights do not match the architecture:");
+    Err(mismatch(
+        "the weights do not match the architecture:",
+        &missing,
+        &wrong,
+        &unexpected,
+    ))
+}
+
+/// One message listing every tensor that is missing, of the wrong shape or
+/// unexpected (each list with its count, empty lists left out).
+pub(crate) fn mismatch(
+    heading: &str,
+    missing: &[String],
+    wrong: &[String],
+    unexpected: &[String],
+) -> anyhow::Error {
+    let mut msg = heading.to_string();
     for (title, list) in [
-        ("missing", &missing),
-        ("wrong shape", &wrong),
-        ("unexpected", &unexpected),
+        ("missing", missing),
+        ("wrong shape", wrong),
+        ("unexpected", unexpected),
     ] {
         if !list.is_empty() {
             msg.push_str(&format!("\n  {title} ({}):", list.len()));
-            for item in list.iter() {
+            for item in list {
                 msg.push_str(&format!("\n    {item}"));
             }
         }
     }
-    Err(crate::input_error!("{msg}"))
+    crate::input_error!("{msg}")
 }
 
 #[cfg(test)]
