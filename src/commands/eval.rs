@@ -132,7 +132,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     if let Some(path) = &args.mistakes_png {
         plot::save(
-            &mistakes_grid(&eval, subset.set, classes, args.mistakes, name),
+            &mistakes_grid(&eval, subset.set, classes, args.mistakes, name)?,
             path,
             args.force,
             "--mistakes-png",
@@ -342,11 +342,11 @@ fn mistakes_grid(
     classes: &[String],
     n: usize,
     model: &str,
-) -> grid::Grid {
+) -> Result<grid::Grid> {
     let tiles: Vec<grid::Tile> = eval
         .worst_mistakes(n)
         .into_iter()
-        .map(|p| {
+        .map(|p| -> Result<grid::Tile> {
             let label = |c: u32| {
                 classes
                     .get(c as usize)
@@ -354,7 +354,7 @@ fn mistakes_grid(
                     .unwrap_or_else(|| c.to_string())
             };
             let mut tile = grid::Tile::from_bytes(
-                set.image(p.image as usize),
+                &set.pixels_of(p.image as usize)?,
                 set.channels,
                 set.height,
                 set.width,
@@ -366,9 +366,9 @@ fn mistakes_grid(
                 ),
             );
             tile.alert = true;
-            tile
+            Ok(tile)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let count = tiles.len();
     let rows = tiles
         .chunks(8)
@@ -377,12 +377,12 @@ fn mistakes_grid(
             tiles: c.to_vec(),
         })
         .collect();
-    grid::Grid {
+    Ok(grid::Grid {
         title: format!("{model}: the {count} most confident mistakes"),
         rows,
         cell: 112,
         scale: grid::Scale::Gray,
         note: Some("caption: true label → predicted label, with the predicted probability".into()),
         labels_left: false,
-    }
+    })
 }

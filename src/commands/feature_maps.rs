@@ -75,7 +75,7 @@ fn activations(args: &FeatureMapsArgs) -> Result<()> {
                 .cloned()
                 .unwrap_or_else(|| label.to_string());
             (
-                subset.set.image(i as usize).to_vec(),
+                subset.set.pixels_of(i as usize)?.into_owned(),
                 format!("{} image {index} (label {name})", args.split.name()),
             )
         }
@@ -280,7 +280,7 @@ fn fixed_filter(args: &FeatureMapsArgs, spec: &str) -> Result<()> {
     // Gray images in [0, 1] (RGB averaged), as one batch.
     let mut gray = Vec::with_capacity(n * plane);
     for i in 0..n {
-        let img = set.image(i);
+        let img = set.pixels_of(i)?;
         for p in 0..plane {
             gray.push(
                 (0..c).map(|ch| img[ch * plane + p] as f32).sum::<f32>() / (255.0 * c as f32),

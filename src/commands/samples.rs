@@ -3,7 +3,7 @@
 
 use crate::cli::SamplesArgs;
 use crate::config::{Augment, Config, DatasetName};
-use crate::data::augment::{Visit, augment};
+use crate::data::augment::{Visit, shown};
 use crate::data::{Dataset, LoadOptions, Split};
 use crate::plot::{self, grid};
 use crate::rng;
@@ -117,12 +117,11 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
         (Some(copies), Some(config)) => {
             // One row per image: the image, then `copies` augmented versions,
             // each from its own stream so that adding copies keeps the others.
-            let shape = [set.channels, set.height, set.width];
             let rows = picks
                 .iter()
-                .map(|&i| {
-                    let mut tiles = vec![tile(set.image(i), "original".into())];
-                    tiles.extend((0..copies).map(|k| {
+                .map(|&i| -> Result<grid::Row> {
+                    let mut tiles = vec![tile(&set.pixels_of(i)?, "original".into())];
+                    for k in 0..copies {
                         let mut rng = rng::stream(
                             args.seed,
                             rng::Purpose::Augment,
@@ -135,16 +134,15 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
                             epoch: k + 1,
                             image: i as u32,
                         };
-                        let bytes =
-                            augment(&config.data.augment, set.image(i), shape, &mut rng, visit);
-                        tile(&bytes, format!("#{}", k + 1))
-                    }));
-                    grid::Row {
+                        let bytes = shown(&config.data.augment, set, i, &mut rng, visit)?;
+                        tiles.push(tile(&bytes, format!("#{}", k + 1)));
+                    }
+                    Ok(grid::Row {
                         label: Some(caption(i)),
                         tiles,
-                    }
+                    })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             grid::Grid {
                 title: format!(
                     "{}: {n} {split} images and {copies} augmented copies each (seed {})",
@@ -164,8 +162,8 @@ pub fn run(args: &SamplesArgs) -> Result<()> {
         _ => {
             let tiles: Vec<grid::Tile> = picks
                 .iter()
-                .map(|&i| tile(set.image(i), caption(i)))
-                .collect();
+                .map(|&i| Ok(tile(&set.pixels_of(i)?, caption(i))))
+                .collect::<Result<_>>()?;
             let per_row = ((n as f64 * 1.5).sqrt().ceil() as usize).clamp(4, 12);
             grid::Grid {
                 title: format!(

@@ -312,7 +312,19 @@ fn check_agreement(
     let settings: [u8; 32] = h.finalize().into();
     let train = &splits.train;
     let mut h = Sha256::new();
-    h.update(&train.set.pixels);
+    match &train.set.files {
+        None => h.update(&train.set.pixels),
+        // Photos read as they are used: their class folder, name and size
+        // (the folder itself may sit elsewhere on each node).
+        Some(files) => {
+            for path in files.paths() {
+                for part in path.iter().rev().take(2) {
+                    h.update(part.as_encoded_bytes());
+                }
+                h.update(std::fs::metadata(path).map_or(0, |m| m.len()).to_le_bytes());
+            }
+        }
+    }
     h.update(&train.set.labels);
     for i in &train.indices {
         h.update(i.to_le_bytes());

@@ -133,7 +133,35 @@ pub struct DataConfig {
     /// Test-time augmentation of every validation and test pass.
     #[serde(default)]
     pub tta: Option<super::Tta>,
+    /// `imagefolder`: where the decoded images are kept. "memory" (default)
+    /// decodes every image once at the input size; "none" reads each photo
+    /// from its file when a batch needs it, so memory does not grow with the
+    /// folder, and `augment.random_resized_crop` cuts from the full photo.
+    #[serde(default)]
+    pub cache: Cache,
+    /// With `cache: "none"`: threads that decode the next batch's photos
+    /// while the current one trains (0: decode in the training threads only).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
+
+/// Where an image folder's decoded images are kept (`data.cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cache {
+    /// Decoded once, at the input size, and held in memory.
+    #[default]
+    Memory,
+    /// Decoded from the file each time the image is used.
+    None,
+}
+
+fn default_workers() -> usize {
+    1
+}
+
+/// The most decoding threads `data.workers` may ask for.
+pub const MAX_WORKERS: usize = 64;
 
 fn default_dataset() -> DatasetName {
     DatasetName::Mnist
@@ -165,6 +193,8 @@ impl Default for DataConfig {
             eval_batch_size: default_eval_batch_size(),
             sampler: super::Sampler::default(),
             tta: None,
+            cache: Cache::default(),
+            workers: default_workers(),
         }
     }
 }
@@ -228,6 +258,20 @@ impl DataConfig {
                     input_shape[2]
                 );
             }
+        }
+        if !folder && self.cache == Cache::None {
+            bail_input!(
+                "data.cache is \"none\" but data.dataset is {}, which is read into memory whole; \
+                 streaming from files is for \"imagefolder\" (remove data.cache)",
+                self.dataset.name()
+            );
+        }
+        if self.workers > MAX_WORKERS {
+            bail_input!(
+                "data.workers is {}; give at most {MAX_WORKERS} decoding threads (1 or 2 is plenty on a \
+                 CPU)",
+                self.workers
+            );
         }
         if let Some(t) = &self.tta {
             t.check(input_shape)?;
@@ -407,11 +451,18 @@ impl<'de> Deserialize<'de> for Normalize {
 }
 
 /// Training-time augmentation, applied in this order to each training image
-/// (see `crate::data::augment`): random crop with padding, horizontal flip,
-/// random affine. Every part is optional; none is the default.
+/// (see `crate::data::augment`): random resized crop, random crop with
+/// padding, horizontal flip, random affine, colour jitter, automatic
+/// augmentation, then (on the normalised image) random erasing. Every part
+/// is optional; none is the default.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
+    /// A random part of the image (a fraction of its area in `scale`, an
+    /// aspect ratio in `ratio`) resized to the input size: torchvision's
+    /// `RandomResizedCrop`, the usual first step for photos.
+    #[serde(default)]
+    pub random_resized_crop: Option<RandomResizedCrop>,
     /// Pad every side, then crop back to the image size at a random offset.
     #[serde(default)]
     pub random_crop: Option<RandomCrop>,
@@ -424,6 +475,171 @@ pub struct Augment {
     /// bilinearly.
     #[serde(default)]
     pub affine: Option<Affine>,
+    /// Random brightness, contrast, saturation and hue, in a random order
+    /// (torchvision's `ColorJitter`).
+    #[serde(default)]
+    pub color_jitter: Option<ColorJitter>,
+    /// A policy of random operations: TrivialAugment (one operation of a
+    /// random strength) or RandAugment (`num_ops` at a fixed `magnitude`).
+    #[serde(default)]
+    pub auto_augment: Option<AutoAugment>,
+    /// A random rectangle of the normalised image replaced (torchvision's
+    /// `RandomErasing`), last of all.
+    #[serde(default)]
+    pub random_erasing: Option<RandomErasing>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomResizedCrop {
+    /// The crop's area as a fraction of the image's, drawn from [min, max]
+    /// (default [0.08, 1]).
+    #[serde(default = "rrc_scale")]
+    pub scale: [f64; 2],
+    /// The crop's width / height, drawn log-uniformly from [min, max]
+    /// (default [3/4, 4/3]).
+    #[serde(default = "rrc_ratio")]
+    pub ratio: [f64; 2],
+}
+
+fn rrc_scale() -> [f64; 2] {
+    [0.08, 1.0]
+}
+fn rrc_ratio() -> [f64; 2] {
+    [3.0 / 4.0, 4.0 / 3.0]
+}
+
+impl Default for RandomResizedCrop {
+    fn default() -> Self {
+        RandomResizedCrop {
+            scale: rrc_scale(),
+            ratio: rrc_ratio(),
+        }
+    }
+}
+
+/// How far each colour property may move: brightness, contrast and
+/// saturation by a factor drawn from [max(0, 1 - x), 1 + x], the hue by a
+/// fraction of the colour circle drawn from [-hue, hue]. 0 leaves it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColorJitter {
+    #[serde(default)]
+    pub brightness: f64,
+    #[serde(default)]
+    pub contrast: f64,
+    #[serde(default)]
+    pub saturation: f64,
+    #[serde(default)]
+    pub hue: f64,
+}
+
+/// The automatic augmentation policies (`data.augment.auto_augment.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// One of 14 operations per image at a random strength in its wide
+    /// range (Müller & Hutter 2021; torchvision's `TrivialAugmentWide`).
+    TrivialAugmentWide,
+    /// `num_ops` operations per image at one strength, `magnitude` of 30
+    /// (Cubuk et al. 2020; torchvision's `RandAugment`).
+    RandAugment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoAugment {
+    pub policy: Policy,
+    /// `rand_augment`: operations per image (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_ops: Option<usize>,
+    /// `rand_augment`: their strength, 0..=30 (default 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub magnitude: Option<usize>,
+    /// Value of pixels that come from outside the image, 0..=255 (default 0).
+    #[serde(default)]
+    pub fill: u8,
+}
+
+/// RandAugment's strength scale: `magnitude` runs 0..=[`MAGNITUDE_BINS`] - 1.
+pub const MAGNITUDE_BINS: usize = 31;
+
+impl AutoAugment {
+    pub fn num_ops(&self) -> usize {
+        self.num_ops.unwrap_or(2)
+    }
+    pub fn magnitude(&self) -> usize {
+        self.magnitude.unwrap_or(9)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomErasing {
+    /// The chance an image gets a rectangle erased (default 0.5).
+    #[serde(default = "half")]
+    pub p: f64,
+    /// The rectangle's area as a fraction of the image's (default [0.02, 0.33]).
+    #[serde(default = "erase_scale")]
+    pub scale: [f64; 2],
+    /// Its height / width, drawn log-uniformly (default [0.3, 3.3]).
+    #[serde(default = "erase_ratio")]
+    pub ratio: [f64; 2],
+    /// What goes in it: a value of the normalised image (default 0, the
+    /// mean colour), or "random" (standard normal noise per pixel).
+    #[serde(default)]
+    pub value: EraseValue,
+}
+
+fn half() -> f64 {
+    0.5
+}
+fn erase_scale() -> [f64; 2] {
+    [0.02, 0.33]
+}
+fn erase_ratio() -> [f64; 2] {
+    [0.3, 3.3]
+}
+
+/// The contents of an erased rectangle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EraseValue {
+    Constant(f64),
+    Random,
+}
+
+impl Default for EraseValue {
+    fn default() -> Self {
+        EraseValue::Constant(0.0)
+    }
+}
+
+impl Serialize for EraseValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EraseValue::Constant(v) => s.serialize_f64(*v),
+            EraseValue::Random => s.serialize_str("random"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EraseValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a number such as 0, or \"random\"")]
+        enum Repr {
+            V(f64),
+            Word(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::V(v) => Ok(EraseValue::Constant(v)),
+            Repr::Word(w) if w == "random" => Ok(EraseValue::Random),
+            Repr::Word(w) => Err(serde::de::Error::custom(format!(
+                "\"{w}\" is not an erasing value; give a number of the normalised image such as 0, \
+                 or \"random\""
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -546,7 +762,13 @@ impl<'de> Deserialize<'de> for Translate {
 impl Augment {
     /// True when no transform is configured.
     pub fn is_none(&self) -> bool {
-        self.random_crop.is_none() && self.horizontal_flip.is_none() && self.affine.is_none()
+        self.random_resized_crop.is_none()
+            && self.random_crop.is_none()
+            && self.horizontal_flip.is_none()
+            && self.affine.is_none()
+            && self.color_jitter.is_none()
+            && self.auto_augment.is_none()
+            && self.random_erasing.is_none()
     }
 
     /// Checks every value; messages name the field and a valid value.
@@ -591,8 +813,89 @@ impl Augment {
                 );
             }
         }
+        if let Some(r) = &self.random_resized_crop {
+            range("random_resized_crop.scale", r.scale, 0.0, 1.0, "[0.08, 1]")?;
+            range(
+                "random_resized_crop.ratio",
+                r.ratio,
+                0.0,
+                100.0,
+                "[0.75, 1.333]",
+            )?;
+        }
+        if let Some(j) = &self.color_jitter {
+            for (name, v, most) in [
+                ("brightness", j.brightness, 10.0),
+                ("contrast", j.contrast, 10.0),
+                ("saturation", j.saturation, 10.0),
+                ("hue", j.hue, 0.5),
+            ] {
+                if !(v.is_finite() && (0.0..=most).contains(&v)) {
+                    bail_input!(
+                        "data.augment.color_jitter.{name} is {v}; give a value in [0, {most}] (0 leaves it \
+                         alone; 0.4 is usual for brightness, contrast and saturation, 0.1 for hue)"
+                    );
+                }
+            }
+        }
+        if let Some(a) = &self.auto_augment {
+            if a.policy == Policy::TrivialAugmentWide
+                && let Some(field) = [("num_ops", a.num_ops), ("magnitude", a.magnitude)]
+                    .into_iter()
+                    .find_map(|(f, v)| v.map(|_| f))
+            {
+                bail_input!(
+                    "data.augment.auto_augment.{field} is set but the policy is \"trivial_augment_wide\", \
+                     which draws one operation at a random strength; remove {field}, or use the policy \
+                     \"rand_augment\""
+                );
+            }
+            if !(1..=10).contains(&a.num_ops()) {
+                bail_input!(
+                    "data.augment.auto_augment.num_ops is {}; give 1 to 10 operations per image (2 is usual)",
+                    a.num_ops()
+                );
+            }
+            if a.magnitude() >= MAGNITUDE_BINS {
+                bail_input!(
+                    "data.augment.auto_augment.magnitude is {}; give a strength from 0 to {} (9 is usual)",
+                    a.magnitude(),
+                    MAGNITUDE_BINS - 1
+                );
+            }
+        }
+        if let Some(e) = &self.random_erasing {
+            if !(0.0..=1.0).contains(&e.p) {
+                bail_input!(
+                    "data.augment.random_erasing.p is {}; it is a probability, give a value in [0, 1] such \
+                     as 0.25",
+                    e.p
+                );
+            }
+            range("random_erasing.scale", e.scale, 0.0, 1.0, "[0.02, 0.33]")?;
+            range("random_erasing.ratio", e.ratio, 0.0, 100.0, "[0.3, 3.3]")?;
+            if let EraseValue::Constant(v) = e.value
+                && !v.is_finite()
+            {
+                bail_input!(
+                    "data.augment.random_erasing.value is {v}; give a finite number (0 is the mean colour) or \
+                     \"random\""
+                );
+            }
+        }
         Ok(())
     }
+}
+
+/// Refuses `[lo, hi]` unless `low < lo <= hi <= high`.
+fn range(field: &str, [lo, hi]: [f64; 2], low: f64, high: f64, example: &str) -> Result<()> {
+    if !(lo.is_finite() && hi.is_finite() && lo > low && lo <= hi && hi <= high) {
+        bail_input!(
+            "data.augment.{field} is [{lo}, {hi}]; give [min, max] with {low} < min <= max <= {high}, \
+             e.g. {example}"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -667,6 +970,97 @@ mod tests {
         let bad = augment(r#"{"affine": {"scale": [1.2, 0.8]}}"#);
         assert!(message(&bad).contains("affine.scale is [1.2, 0.8]"));
         assert!(serde_json::from_str::<Augment>(r#"{"vertical_flip": 0.5}"#).is_err());
+    }
+
+    #[test]
+    fn photo_augmentations_parse_with_torchvision_defaults_and_refuse_bad_values() {
+        let a = augment(
+            r#"{"random_resized_crop": {}, "color_jitter": {"brightness": 0.4, "hue": 0.1},
+                "auto_augment": {"policy": "trivial_augment_wide"},
+                "random_erasing": {"p": 0.25, "value": "random"}}"#,
+        );
+        assert!(a.check([3, 32, 32]).is_ok() && !a.is_none());
+        assert_eq!(a.random_resized_crop, Some(RandomResizedCrop::default()));
+        assert_eq!(a.random_resized_crop.unwrap().scale, [0.08, 1.0]);
+        let e = a.random_erasing.unwrap();
+        assert_eq!(
+            (e.scale, e.ratio, e.value),
+            ([0.02, 0.33], [0.3, 3.3], EraseValue::Random)
+        );
+        let r = augment(r#"{"auto_augment": {"policy": "rand_augment"}}"#);
+        let aa = r.auto_augment.unwrap();
+        assert_eq!((aa.num_ops(), aa.magnitude()), (2, 9));
+        // Written back as read, defaults left out.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["auto_augment"],
+            serde_json::json!({"policy": "rand_augment", "fill": 0})
+        );
+
+        for (json, says) in [
+            (
+                r#"{"random_resized_crop": {"scale": [0.5, 0.2]}}"#,
+                "random_resized_crop.scale is [0.5, 0.2]",
+            ),
+            (
+                r#"{"random_resized_crop": {"ratio": [0, 1]}}"#,
+                "random_resized_crop.ratio is [0, 1]",
+            ),
+            (
+                r#"{"color_jitter": {"hue": 0.7}}"#,
+                "color_jitter.hue is 0.7",
+            ),
+            (
+                r#"{"color_jitter": {"contrast": -1}}"#,
+                "color_jitter.contrast is -1",
+            ),
+            (
+                r#"{"auto_augment": {"policy": "trivial_augment_wide", "magnitude": 3}}"#,
+                "auto_augment.magnitude is set but the policy is \"trivial_augment_wide\"",
+            ),
+            (
+                r#"{"auto_augment": {"policy": "rand_augment", "magnitude": 31}}"#,
+                "magnitude is 31",
+            ),
+            (
+                r#"{"auto_augment": {"policy": "rand_augment", "num_ops": 0}}"#,
+                "num_ops is 0",
+            ),
+            (r#"{"random_erasing": {"p": 2}}"#, "random_erasing.p is 2"),
+            (
+                r#"{"random_erasing": {"scale": [0.2, 1.5]}}"#,
+                "random_erasing.scale is [0.2, 1.5]",
+            ),
+        ] {
+            let msg = message(&augment(json));
+            assert!(msg.contains(says), "{json}: {msg}");
+        }
+        for bad in [
+            r#"{"auto_augment": {"policy": "auto_augment"}}"#,
+            r#"{"random_erasing": {"value": "noise"}}"#,
+            r#"{"color_jitter": {"gamma": 0.1}}"#,
+        ] {
+            assert!(serde_json::from_str::<Augment>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn streaming_is_for_image_folders_and_workers_are_bounded() {
+        let data = |json: &str| -> DataConfig { serde_json::from_str(json).unwrap() };
+        let d = data(r#"{"cache": "none"}"#);
+        let msg = format!("{:#}", d.check([1, 28, 28]).unwrap_err());
+        assert!(
+            msg.contains("data.cache is \"none\" but data.dataset is mnist"),
+            "{msg}"
+        );
+        let d = data(r#"{"dataset": "imagefolder", "cache": "none", "workers": 2}"#);
+        assert!(d.check([3, 64, 64]).is_ok());
+        assert_eq!((d.cache, d.workers), (Cache::None, 2));
+        assert_eq!(data("{}").workers, 1);
+        let d = data(r#"{"dataset": "imagefolder", "workers": 1000}"#);
+        let msg = format!("{:#}", d.check([3, 64, 64]).unwrap_err());
+        assert!(msg.contains("data.workers is 1000"), "{msg}");
+        assert!(serde_json::from_str::<DataConfig>(r#"{"cache": "disk"}"#).is_err());
     }
 
     #[test]

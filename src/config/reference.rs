@@ -44,6 +44,13 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("training.lr_schedule", r#"{"type": "reduce_on_plateau"}"#),
     ("data.augment.random_crop", r#"{"padding": 4}"#),
     ("data.augment.affine", r#"{"degrees": 10}"#),
+    ("data.augment.random_resized_crop", r#"{}"#),
+    ("data.augment.color_jitter", r#"{"brightness": 0.4}"#),
+    (
+        "data.augment.auto_augment",
+        r#"{"policy": "rand_augment", "num_ops": 2, "magnitude": 9}"#,
+    ),
+    ("data.augment.random_erasing", r#"{"p": 0.25}"#),
     ("data.tta", r#"{"flip": true}"#),
 ];
 
@@ -387,7 +394,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ),
     (
         "data.augment.random_crop.padding_mode",
-        "`\"constant\"`, `\"reflect\"`, `\"edge\"` or `\"symmetric\"`.",
+        "`\"constant\"` or `\"reflect\"`.",
     ),
     (
         "data.augment.horizontal_flip",
@@ -409,6 +416,83 @@ pub const MEANINGS: &[(&str, &str)] = &[
     (
         "data.augment.affine.fill",
         "The value of pixels brought in.",
+    ),
+    (
+        "data.augment.random_resized_crop",
+        "A random part of the image resized to the input size, first of all (torchvision's `RandomResizedCrop`; `null`: off). With `data.cache` `\"none\"` it is cut from the photo itself.",
+    ),
+    (
+        "data.augment.random_resized_crop.scale",
+        "The part's area as a share of the image's, drawn in `[low, high]`.",
+    ),
+    (
+        "data.augment.random_resized_crop.ratio",
+        "Its width / height, drawn log-uniformly in `[low, high]`.",
+    ),
+    (
+        "data.augment.color_jitter",
+        "Random brightness, contrast, saturation and hue in a random order (`null`: off).",
+    ),
+    (
+        "data.augment.color_jitter.brightness",
+        "Brightness times a factor drawn in `[1 - x, 1 + x]` (0: unchanged).",
+    ),
+    ("data.augment.color_jitter.contrast", "Contrast likewise."),
+    (
+        "data.augment.color_jitter.saturation",
+        "Saturation likewise (RGB only).",
+    ),
+    (
+        "data.augment.color_jitter.hue",
+        "Hue turned by a share of the colour circle drawn in ± this, at most 0.5 (RGB only).",
+    ),
+    (
+        "data.augment.auto_augment",
+        "Random operations of a policy, after the colour jitter (`null`: off).",
+    ),
+    (
+        "data.augment.auto_augment.policy",
+        "`\"trivial_augment_wide\"` (one of 14 operations at a random strength) or `\"rand_augment\"` (`num_ops` at `magnitude`).",
+    ),
+    (
+        "data.augment.auto_augment.num_ops",
+        "RandAugment: operations per image (default 2).",
+    ),
+    (
+        "data.augment.auto_augment.magnitude",
+        "RandAugment: their strength, 0 to 30 (default 9).",
+    ),
+    (
+        "data.augment.auto_augment.fill",
+        "The value of pixels brought in by a shear, shift or rotation.",
+    ),
+    (
+        "data.augment.random_erasing",
+        "A random rectangle of the normalised image replaced, last of all (torchvision's `RandomErasing`; `null`: off).",
+    ),
+    (
+        "data.augment.random_erasing.p",
+        "The chance an image is erased.",
+    ),
+    (
+        "data.augment.random_erasing.scale",
+        "The rectangle's area as a share of the image's, drawn in `[low, high]`.",
+    ),
+    (
+        "data.augment.random_erasing.ratio",
+        "Its height / width, drawn log-uniformly in `[low, high]`.",
+    ),
+    (
+        "data.augment.random_erasing.value",
+        "What fills it: a number of the normalised image (0: the mean colour) or `\"random\"` (normal noise).",
+    ),
+    (
+        "data.cache",
+        "An image folder's decoded images: `\"memory\"` (all decoded once, at the input size) or `\"none\"` (each photo read from its file when a batch needs it: memory stays flat however large the folder).",
+    ),
+    (
+        "data.workers",
+        "With `data.cache` `\"none\"`: threads decoding the next batch's photos while one trains (0: none).",
     ),
     (
         "data.tta",

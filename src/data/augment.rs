@@ -1,8 +1,10 @@
 //! Training-time augmentation of `u8` images (`c×h×w`), configured by
-//! `data.augment`: a random crop with padding (constant or reflected), a
-//! horizontal flip (random, or alternating by epoch) and a small random
-//! affine transform (rotation, shift, zoom), applied in that order and
-//! never to validation or test images.
+//! `data.augment`: a random resized crop, a random crop with padding
+//! (constant or reflected), a horizontal flip (random, or alternating by
+//! epoch), a small random affine transform (rotation, shift, zoom), colour
+//! jitter and TrivialAugment or RandAugment ([`photo_ops`]), applied in that
+//! order and never to validation or test images; random erasing follows on
+//! the normalised image ([`super::Batcher`]).
 //!
 //! Everything random comes from the generator passed in. Training passes
 //! a stream keyed by the seed, the optimizer step and the micro-batch
@@ -11,8 +13,12 @@
 //! shift another's. The alternating flip draws nothing there: it depends
 //! only on the image, the seed and the epoch ([`Visit`]).
 
-use crate::config::{Affine, Augment, CropPadding, Flip, RandomCrop};
+use super::ImageSet;
+use super::photo_ops;
+use super::photos::Original;
+use crate::config::{Affine, Augment, CropPadding, Flip, RandomCrop, RandomResizedCrop};
 use crate::rng;
+use anyhow::Result;
 use rand::Rng;
 
 /// Which image is augmented when: what the alternating flip depends on.
@@ -26,7 +32,10 @@ pub struct Visit {
 }
 
 /// An augmented copy of `image` (`shape` = `[c, h, w]`, bytes in `c×h×w`
-/// order). With no transform configured the copy equals the input.
+/// order). With no transform configured the copy equals the input. Random
+/// erasing, which works on the normalised image, is left to the batcher.
+/// (Training goes through [`train_image`]; this is its form for bytes.)
+#[cfg(test)]
 pub fn augment(
     cfg: &Augment,
     image: &[u8],
@@ -34,12 +43,68 @@ pub fn augment(
     rng: &mut impl Rng,
     visit: Visit,
 ) -> Vec<u8> {
-    let mut out = image.to_vec();
+    let mut out = match &cfg.random_resized_crop {
+        Some(r) => resized_crop(r, &Original::from_planes(image, shape), shape, rng),
+        None => image.to_vec(),
+    };
     augment_in_place(cfg, &mut out, shape, rng, visit);
     out
 }
 
-/// Augments `image` in place (see [`augment`]).
+/// Image `i` of `set` augmented as [`augment`] does, the random resized
+/// crop cut from the photo itself when the set streams from its files.
+pub fn train_image(
+    cfg: &Augment,
+    set: &ImageSet,
+    i: usize,
+    rng: &mut impl Rng,
+    visit: Visit,
+) -> Result<Vec<u8>> {
+    let shape = set.shape();
+    let mut out = match &cfg.random_resized_crop {
+        Some(r) => resized_crop(r, &*set.original(i)?, shape, rng),
+        None => set.pixels_of(i)?.into_owned(),
+    };
+    augment_in_place(cfg, &mut out, shape, rng, visit);
+    Ok(out)
+}
+
+/// Image `i` as a training step sees it, for `cnn samples --augmented`:
+/// [`train_image`], then random erasing drawn on the bytes as though the
+/// image were normalised about mid-grey (0 shows as grey 128).
+pub fn shown(
+    cfg: &Augment,
+    set: &ImageSet,
+    i: usize,
+    rng: &mut impl Rng,
+    visit: Visit,
+) -> Result<Vec<u8>> {
+    let mut img = train_image(cfg, set, i, rng, visit)?;
+    if let Some(e) = &cfg.random_erasing
+        && let Some(rect) = photo_ops::erase_rect(e, set.shape(), rng)
+    {
+        let mut xs: Vec<f32> = img.iter().map(|&p| (p as f32 - 128.0) / 64.0).collect();
+        photo_ops::erase(&mut xs, set.shape(), &rect, e.value);
+        for (p, v) in img.iter_mut().zip(xs) {
+            *p = (v * 64.0 + 128.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    Ok(img)
+}
+
+/// A random window of `original` made `shape`.
+fn resized_crop(
+    r: &RandomResizedCrop,
+    original: &Original,
+    shape: [usize; 3],
+    rng: &mut impl Rng,
+) -> Vec<u8> {
+    let window = photo_ops::resized_crop_window(r, original.dimensions(), rng);
+    original.crop_resized(window, shape)
+}
+
+/// Augments `image` in place (see [`augment`]) with every transform that
+/// keeps the image's size: all but the random resized crop and erasing.
 pub fn augment_in_place(
     cfg: &Augment,
     image: &mut [u8],
@@ -72,6 +137,12 @@ pub fn augment_in_place(
             let src = image.to_vec();
             warp(&src, image, shape, &params, a.fill);
         }
+    }
+    if let Some(j) = &cfg.color_jitter {
+        photo_ops::color_jitter(j, image, shape, rng);
+    }
+    if let Some(a) = &cfg.auto_augment {
+        photo_ops::auto_augment(a, image, shape, rng);
     }
 }
 
@@ -241,6 +312,7 @@ mod tests {
                 scale: [0.9, 1.1],
                 fill: 0,
             }),
+            ..Default::default()
         }
     }
 

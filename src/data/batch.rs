@@ -1,11 +1,12 @@
 //! Batch assembly: lists of image indices become normalised `f32` tensors on
 //! the device, training batches optionally augmented first.
 
-use super::augment::{Visit, augment_in_place};
-use super::{ImageSet, Normalization};
+use super::augment::{Visit, train_image};
+use super::{ImageSet, Normalization, photo_ops};
 use crate::config::Augment;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
+use std::borrow::Cow;
 
 /// Turns lists of image indices into normalised `f32` batches on a device.
 pub struct Batcher {
@@ -61,24 +62,32 @@ impl Batcher {
         mut augment: Option<(&Augment, &mut crate::rng::Rng, Visit)>,
     ) -> Result<(Tensor, Tensor)> {
         let plane = set.height * set.width;
+        let shape = set.shape();
         let mut xs = Vec::with_capacity(indices.len() * set.image_len());
         let mut ys = Vec::with_capacity(indices.len());
-        let mut scratch = Vec::new();
         for &i in indices {
-            let mut img = set.image(i as usize);
-            if let Some((cfg, rng, visit)) = augment.as_mut() {
-                scratch.clear();
-                scratch.extend_from_slice(img);
-                let visit = Visit { image: i, ..*visit };
-                augment_in_place(cfg, &mut scratch, set.shape(), *rng, visit);
-                img = &scratch;
-            }
+            let (img, erase) = match augment.as_mut() {
+                Some((cfg, rng, visit)) => {
+                    let visit = Visit { image: i, ..*visit };
+                    let img = train_image(cfg, set, i as usize, *rng, visit)?;
+                    let erase = cfg
+                        .random_erasing
+                        .as_ref()
+                        .and_then(|e| photo_ops::erase_rect(e, shape, *rng).map(|r| (r, e.value)));
+                    (Cow::Owned(img), erase)
+                }
+                None => (set.pixels_of(i as usize)?, None),
+            };
+            let start = xs.len();
             for (ch, table) in self.tables.iter().enumerate() {
                 xs.extend(
                     img[ch * plane..(ch + 1) * plane]
                         .iter()
                         .map(|&p| table[p as usize]),
                 );
+            }
+            if let Some((rect, value)) = erase {
+                photo_ops::erase(&mut xs[start..], shape, &rect, value);
             }
             ys.push(set.labels[i as usize] as u32);
         }

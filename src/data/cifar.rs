@@ -109,13 +109,7 @@ pub fn read_file(path: &Path) -> Result<ImageSet> {
         labels.push(label);
         pixels.extend_from_slice(&record[1..]);
     }
-    Ok(ImageSet {
-        channels: CHANNELS,
-        height: SIDE,
-        width: SIDE,
-        pixels,
-        labels,
-    })
+    Ok(ImageSet::in_memory([CHANNELS, SIDE, SIDE], pixels, labels))
 }
 
 /// Reads the five training files into one set, and the test file.

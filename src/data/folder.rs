@@ -132,7 +132,8 @@ pub fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
 }
 
 /// Reads `root/<class>/…` for each of `present` (sub-folders of `root`),
-/// labelling each image with the index of its class in `classes`.
+/// labelling each image with the index of its class in `classes`, and
+/// decodes every image into memory at `shape`.
 pub fn read(
     root: &Path,
     present: &[String],
@@ -140,6 +141,33 @@ pub fn read(
     shape: [usize; 3],
     on_bad: OnBadImage,
     resize: crate::config::Resize,
+) -> Result<Folder> {
+    read_as(root, present, classes, shape, on_bad, resize, None)
+}
+
+/// As [`read`], keeping the images as their files (`data.cache: "none"`):
+/// each is only checked now (its declared size), and decoded when used,
+/// `workers` threads decoding ahead.
+pub fn read_streamed(
+    root: &Path,
+    present: &[String],
+    classes: &[String],
+    shape: [usize; 3],
+    on_bad: OnBadImage,
+    resize: crate::config::Resize,
+    workers: usize,
+) -> Result<Folder> {
+    read_as(root, present, classes, shape, on_bad, resize, Some(workers))
+}
+
+fn read_as(
+    root: &Path,
+    present: &[String],
+    classes: &[String],
+    shape: [usize; 3],
+    on_bad: OnBadImage,
+    resize: crate::config::Resize,
+    streamed: Option<usize>,
 ) -> Result<Folder> {
     let mut files: Vec<(PathBuf, u8)> = Vec::new();
     let mut ignored = 0;
@@ -164,29 +192,37 @@ pub fn read(
         files.extend(found.into_iter().map(|f| (f, label as u8)));
     }
 
+    let [c, h, w] = shape;
     let decoded: Vec<Result<Decoded, String>> = files
         .par_iter()
-        .map(|(p, _)| decode(p, shape, resize))
+        .map(|(p, _)| match streamed {
+            None => decode(p, shape, resize),
+            Some(_) => super::image_file::dimensions_or_why(p).map(|(ow, oh)| Decoded {
+                pixels: Vec::new(),
+                resized_from: (ow as usize != w || oh as usize != h).then_some((ow, oh)),
+            }),
+        })
         .collect();
-    let [c, h, w] = shape;
     let mut set = ImageSet {
         channels: c,
         height: h,
         width: w,
-        pixels: Vec::with_capacity(files.len() * c * h * w),
+        pixels: Vec::with_capacity(if streamed.is_some() {
+            0
+        } else {
+            files.len() * c * h * w
+        }),
         labels: Vec::with_capacity(files.len()),
+        files: None,
     };
     let mut folder = Folder {
-        set: ImageSet {
-            pixels: Vec::new(),
-            labels: Vec::new(),
-            ..set.clone()
-        },
+        set: set.empty_like(),
         skipped: Vec::new(),
         resized: 0,
         resized_example: None,
         ignored,
     };
+    let mut kept = Vec::new();
     for ((path, label), result) in files.into_iter().zip(decoded) {
         match result {
             Ok(d) => {
@@ -196,6 +232,9 @@ pub fn read(
                 }
                 set.pixels.extend_from_slice(&d.pixels);
                 set.labels.push(label);
+                if streamed.is_some() {
+                    kept.push(path);
+                }
             }
             Err(why) => folder.skipped.push((path, why)),
         }
@@ -220,6 +259,11 @@ pub fn read(
                 root.join(name).display()
             );
         }
+    }
+    if let Some(workers) = streamed {
+        set.files = Some(std::sync::Arc::new(super::photos::Photos::new(
+            kept, shape, resize, workers,
+        )));
     }
     folder.set = set;
     Ok(folder)
@@ -248,20 +292,13 @@ struct Decoded {
 /// `c×h×w` bytes.
 fn decode(
     path: &Path,
-    [c, h, w]: [usize; 3],
+    shape: [usize; 3],
     resize: crate::config::Resize,
 ) -> Result<Decoded, String> {
     let img = super::image_file::open_or_why(path)?;
     let (ow, oh) = (img.width(), img.height());
-    let (tw, th) = (w as u32, h as u32);
-    let resized_from = (ow != tw || oh != th).then_some((ow, oh));
-    let shorter = resize.shorter_side();
-    let pixels = if c == 1 {
-        super::convert::resize(&img.to_luma8(), tw, th, shorter).into_raw()
-    } else {
-        let rgb = super::convert::resize(&img.to_rgb8(), tw, th, shorter);
-        hwc_to_chw(rgb.as_raw(), h * w)
-    };
+    let resized_from = (ow as usize != shape[2] || oh as usize != shape[1]).then_some((ow, oh));
+    let pixels = super::photos::Original::from_image(&img, shape[0]).fit(shape, resize);
     Ok(Decoded {
         pixels,
         resized_from,

@@ -584,6 +584,7 @@ pub fn read_parquet(path: &Path, remote: &Remote, classes: usize) -> Result<Imag
         width: 0,
         pixels: Vec::new(),
         labels: Vec::with_capacity(rows.len()),
+        files: None,
     };
     for (i, (result, (_, label))) in decoded.into_iter().zip(&rows).enumerate() {
         let (w, h, pixels) = result.map_err(|e| {

@@ -46,8 +46,52 @@ pub fn open_or_why(path: &Path) -> Result<DynamicImage, String> {
     decode(&bytes, Some(path))
 }
 
+/// The width and height the image file `path` declares, checked as
+/// [`decode`] checks them, without decoding its pixels: a folder streamed
+/// from its files (`data.cache: "none"`) is checked this way when listed.
+pub fn dimensions_or_why(path: &Path) -> Result<(u32, u32), String> {
+    let bytes = read_input(
+        path,
+        Input {
+            what: "image",
+            max_bytes: MAX_FILE_BYTES,
+        },
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    Ok(probe(&bytes, Some(path))?.0)
+}
+
 /// Decodes image bytes; `path` gives the format when the content does not.
 pub fn decode(bytes: &[u8], path: Option<&Path>) -> Result<DynamicImage, String> {
+    let (_, reader) = probe(bytes, path)?;
+    // A photo's EXIF orientation is applied, as torchvision's readers and
+    // every viewer do: a phone's portrait shot comes out upright.
+    let mut decoder = reader.into_decoder().map_err(unreadable)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+fn unreadable(e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(_) => format!(
+            "the image is too large to decode (at most {MAX_SIDE} pixels on a side and {} megapixels); \
+             shrink it first",
+            MAX_PIXELS / 1_000_000
+        ),
+        e => format!("not an image cnn can read (PNG, JPEG, BMP, PGM/PPM), or it is damaged: {e}"),
+    }
+}
+
+/// An image's declared width and height, and a reader to decode it with.
+type Probed<'a> = ((u32, u32), ImageReader<Cursor<&'a [u8]>>);
+
+/// The declared size, refused when empty or too large, and a fresh reader
+/// to decode the pixels with.
+fn probe<'a>(bytes: &'a [u8], path: Option<&Path>) -> Result<Probed<'a>, String> {
     let reader = || -> Result<ImageReader<Cursor<&[u8]>>, String> {
         let mut r = ImageReader::new(Cursor::new(bytes));
         if let Some(format) = path.and_then(|p| image::ImageFormat::from_path(p).ok()) {
@@ -60,14 +104,6 @@ pub fn decode(bytes: &[u8], path: Option<&Path>) -> Result<DynamicImage, String>
         r.limits(limits);
         Ok(r)
     };
-    let unreadable = |e: image::ImageError| match e {
-        image::ImageError::Limits(_) => format!(
-            "the image is too large to decode (at most {MAX_SIDE} pixels on a side and {} megapixels); \
-             shrink it first",
-            MAX_PIXELS / 1_000_000
-        ),
-        e => format!("not an image cnn can read (PNG, JPEG, BMP, PGM/PPM), or it is damaged: {e}"),
-    };
     let (w, h) = reader()?.into_dimensions().map_err(unreadable)?;
     if w == 0 || h == 0 {
         return Err(format!("an empty image ({w}×{h} pixels)"));
@@ -79,15 +115,7 @@ pub fn decode(bytes: &[u8], path: Option<&Path>) -> Result<DynamicImage, String>
             MAX_PIXELS / 1_000_000
         ));
     }
-    // A photo's EXIF orientation is applied, as torchvision's readers and
-    // every viewer do: a phone's portrait shot comes out upright.
-    let mut decoder = reader()?.into_decoder().map_err(unreadable)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(unreadable)?;
-    img.apply_orientation(orientation);
-    Ok(img)
+    Ok(((w, h), reader()?))
 }
 
 #[cfg(test)]

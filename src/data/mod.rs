@@ -18,6 +18,8 @@ pub mod idx;
 pub mod image_file;
 pub(crate) mod locate;
 pub(crate) mod normalize;
+pub(crate) mod photo_ops;
+pub mod photos;
 pub(crate) mod split;
 
 pub use batch::Batcher;
@@ -27,17 +29,25 @@ pub use split::{Splits, Subset};
 
 use crate::config::{Config, DataConfig, DatasetName};
 use anyhow::Result;
+use photos::Photos;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Images of one file held as bytes, `c×h×w` each, with their labels.
+/// Images of one file or folder with their labels: held as bytes, `c×h×w`
+/// each, or (an image folder with `data.cache: "none"`) as their files,
+/// decoded when used.
 #[derive(Debug, Clone)]
 pub struct ImageSet {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// Empty when the images are read from `files`.
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
+    /// The photos of a set streamed from its files.
+    pub files: Option<Arc<Photos>>,
 }
 
 impl ImageSet {
@@ -55,15 +65,62 @@ impl ImageSet {
             width: self.width,
             pixels: Vec::new(),
             labels: Vec::new(),
+            files: None,
+        }
+    }
+
+    /// Images held as bytes of this shape.
+    pub fn in_memory(shape: [usize; 3], pixels: Vec<u8>, labels: Vec<u8>) -> ImageSet {
+        let [channels, height, width] = shape;
+        ImageSet {
+            channels,
+            height,
+            width,
+            pixels,
+            labels,
+            files: None,
         }
     }
 
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
+    /// Image `i` of a set held in memory (see [`ImageSet::pixels_of`] for any set).
     pub fn image(&self, i: usize) -> &[u8] {
+        debug_assert!(self.files.is_none(), "image() of a streamed set");
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
+    }
+    /// Image `i` as `c×h×w` bytes: held, or decoded from its file and fitted.
+    pub fn pixels_of(&self, i: usize) -> Result<Cow<'_, [u8]>> {
+        match &self.files {
+            None => Ok(Cow::Borrowed(self.image(i))),
+            Some(files) => Ok(Cow::Owned(files.fitted(i as u32)?)),
+        }
+    }
+    /// Image `i` at its own size (a streamed photo) or the set's, for the
+    /// random resized crop.
+    pub fn original(&self, i: usize) -> Result<Arc<photos::Original>> {
+        match &self.files {
+            None => Ok(Arc::new(photos::Original::from_planes(
+                self.image(i),
+                self.shape(),
+            ))),
+            Some(files) => files.original(i as u32),
+        }
+    }
+    /// Asks a streamed set to decode these images ahead of their use, as
+    /// [`ImageSet::original`] (`whole`) or [`ImageSet::pixels_of`] will
+    /// take them (a set in memory has nothing to do).
+    pub fn prefetch(&self, indices: &[u32], whole: bool) {
+        if let Some(files) = &self.files {
+            let want = if whole {
+                photos::Want::Original
+            } else {
+                photos::Want::Fitted
+            };
+            files.prefetch(indices, want);
+        }
     }
     pub fn shape(&self) -> [usize; 3] {
         [self.channels, self.height, self.width]
@@ -404,27 +461,32 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
         );
     }
     let mut notes = Vec::new();
-    let train = folder::read(
-        root,
-        &present,
-        &classes,
-        shape,
-        data.on_bad_image,
-        data.resize,
-    )?;
+    let read = |dir: &Path, present: &[String]| match data.cache {
+        crate::config::Cache::Memory => folder::read(
+            dir,
+            present,
+            &classes,
+            shape,
+            data.on_bad_image,
+            data.resize,
+        ),
+        crate::config::Cache::None => folder::read_streamed(
+            dir,
+            present,
+            &classes,
+            shape,
+            data.on_bad_image,
+            data.resize,
+            data.workers,
+        ),
+    };
+    let train = read(root, &present)?;
     report(&train, root, shape, &mut notes);
     let test_dir = opts.test_dir.or(data.test_dir.as_deref());
     let test = match test_dir {
         Some(dir) => {
             let present = folder::class_folders(dir, "test folder")?;
-            let test = folder::read(
-                dir,
-                &present,
-                &classes,
-                shape,
-                data.on_bad_image,
-                data.resize,
-            )?;
+            let test = read(dir, &present)?;
             report(&test, dir, shape, &mut notes);
             Some(test.set)
         }
@@ -444,6 +506,15 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
 
 /// Notes on what reading a folder skipped, resized or ignored.
 fn report(f: &folder::Folder, dir: &Path, [_, h, w]: [usize; 3], notes: &mut Vec<String>) {
+    if let Some(files) = &f.set.files {
+        notes.push(format!(
+            "reading the {} image(s) of {} from their files as batches need them (data.cache is \"none\"; \
+             {} thread(s) decoding ahead, data.workers)",
+            files.len(),
+            dir.display(),
+            files.workers()
+        ));
+    }
     if !f.skipped.is_empty() {
         notes.push(format!(
             "skipped {} unreadable image(s) in {} (data.on_bad_image is \"skip\"): {}",
@@ -494,13 +565,11 @@ fn read_pair(images: &Path, labels: &Path, classes: usize) -> Result<ImageSet> {
             classes - 1
         );
     }
-    Ok(ImageSet {
-        channels: 1,
-        height: img.rows,
-        width: img.cols,
-        pixels: img.pixels,
-        labels: lab,
-    })
+    Ok(ImageSet::in_memory(
+        [1, img.rows, img.cols],
+        img.pixels,
+        lab,
+    ))
 }
 
 #[cfg(test)]

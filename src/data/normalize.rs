@@ -7,6 +7,10 @@ use crate::config::Normalize;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+/// The images `"auto"` normalisation decodes of a set that streams from its
+/// files (all of a set in memory).
+pub const STREAMED_SAMPLE: usize = 2_000;
+
 /// Per-channel statistics of pixels scaled to [0, 1]; inputs become
 /// `(pixel/255 - mean) / std`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,26 +55,45 @@ impl Normalization {
                     std: std.clone(),
                 })
             }
-            Normalize::Auto => Ok(Self::compute(train)),
+            Normalize::Auto => Self::compute(train),
         }
     }
 
-    /// Mean and standard deviation per channel over a subset.
-    pub fn compute(subset: &Subset) -> Normalization {
+    /// Mean and standard deviation per channel over a subset; over
+    /// [`STREAMED_SAMPLE`] of its images, evenly spread, when they stream
+    /// from their files.
+    pub fn compute(subset: &Subset) -> Result<Normalization> {
+        use rayon::prelude::*;
         let set = subset.set;
         let plane = set.height * set.width;
         let mut sum = vec![0u64; set.channels];
         let mut sq = vec![0u64; set.channels];
-        for &i in &subset.indices {
-            let img = set.image(i as usize);
+        let mut add = |img: &[u8]| {
             for ch in 0..set.channels {
                 for &p in &img[ch * plane..(ch + 1) * plane] {
                     sum[ch] += p as u64;
                     sq[ch] += (p as u64) * (p as u64);
                 }
             }
+        };
+        let images = if set.files.is_some() && subset.len() > STREAMED_SAMPLE {
+            let n = subset.len();
+            (0..STREAMED_SAMPLE)
+                .map(|k| subset.indices[k * n / STREAMED_SAMPLE])
+                .collect()
+        } else {
+            subset.indices.clone()
+        };
+        if set.files.is_some() {
+            let decoded: Vec<Vec<u8>> = images
+                .par_iter()
+                .map(|&i| Ok(set.pixels_of(i as usize)?.into_owned()))
+                .collect::<Result<_>>()?;
+            decoded.iter().for_each(|img| add(img));
+        } else {
+            images.iter().for_each(|&i| add(set.image(i as usize)));
         }
-        let count = (subset.len() * plane).max(1) as f64;
+        let count = (images.len() * plane).max(1) as f64;
         let mean: Vec<f64> = sum.iter().map(|&s| s as f64 / count / 255.0).collect();
         let std = sq
             .iter()
@@ -81,7 +104,7 @@ impl Normalization {
                 if s > 1e-6 { s } else { 1.0 }
             })
             .collect();
-        Normalization { mean, std }
+        Ok(Normalization { mean, std })
     }
 
     /// Lookup tables byte → normalised value, one per channel.

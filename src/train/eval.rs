@@ -229,7 +229,11 @@ pub fn evaluate(
     let mut correct = 0u64;
     let mut in_top_k = 0u64;
     let mut done = 0usize;
-    for chunk in subset.indices.chunks(batch_size.max(1)) {
+    let mut chunks = subset.indices.chunks(batch_size.max(1)).peekable();
+    while let Some(chunk) = chunks.next() {
+        if let Some(next) = chunks.peek() {
+            subset.set.prefetch(next, false);
+        }
         let (x, y) = batcher.batch(subset.set, chunk)?;
         let logits = logits(model, &x, options.tta.as_ref())?;
         let l = loss::cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;

@@ -293,8 +293,19 @@ impl Steps<'_> {
         // order, when read (every `read_every` steps, before a checkpoint and
         // at the end of the epoch).
         let mut pending: Vec<Pending> = Vec::new();
-        let batches = order.chunks(cfg.batch_size).take(self.per_epoch);
-        for indices in batches.skip(state.batches_done) {
+        // The random resized crop cuts from the photo itself.
+        let whole = ctx.config.data.augment.random_resized_crop.is_some();
+        let mut batches = order
+            .chunks(cfg.batch_size)
+            .take(self.per_epoch)
+            .skip(state.batches_done)
+            .peekable();
+        while let Some(indices) = batches.next() {
+            // Photos streamed from their files: the next batch's are decoded
+            // while this one trains.
+            if let Some(next) = batches.peek() {
+                train.set.prefetch(next, whole);
+            }
             let step = state.step + pending.len() as u64;
             let position = Position {
                 epoch: epoch - 1,

@@ -21,6 +21,7 @@ mod image_folder;
 mod layers;
 mod ops;
 mod outputs;
+mod photos;
 mod predict;
 mod probe_findings;
 mod recipe_features;
