@@ -325,7 +325,9 @@ fn check_agreement(
             }
         }
     }
-    h.update(&train.set.labels);
+    for label in &train.set.labels {
+        h.update(label.to_le_bytes());
+    }
     for i in &train.indices {
         h.update(i.to_le_bytes());
     }

@@ -13,9 +13,9 @@
 //! shift another's. The alternating flip draws nothing there: it depends
 //! only on the image, the seed and the epoch ([`Visit`]).
 
-use super::ImageSet;
 use super::photo_ops;
 use super::photos::Original;
+use super::{ImageSet, Source};
 use crate::config::{Affine, Augment, CropPadding, Flip, RandomCrop, RandomResizedCrop};
 use crate::rng;
 use anyhow::Result;
@@ -60,13 +60,32 @@ pub fn train_image(
     rng: &mut impl Rng,
     visit: Visit,
 ) -> Result<Vec<u8>> {
-    let shape = set.shape();
-    let mut out = match &cfg.random_resized_crop {
-        Some(r) => resized_crop(r, &*set.original(i)?, shape, rng),
-        None => set.pixels_of(i)?.into_owned(),
+    let source = set.source(i, cfg.random_resized_crop.is_some())?;
+    Ok(augment_source(cfg, source, set.shape(), rng, visit))
+}
+
+/// [`train_image`] of an image already read: the set's bytes, or (for the
+/// random resized crop of a streamed set) the photo at its own size.
+pub fn augment_source(
+    cfg: &Augment,
+    source: Source,
+    shape: [usize; 3],
+    rng: &mut impl Rng,
+    visit: Visit,
+) -> Vec<u8> {
+    let mut out = match (&cfg.random_resized_crop, source) {
+        (Some(r), Source::Original(o)) => resized_crop(r, &o, shape, rng),
+        (Some(r), Source::Pixels(p)) => {
+            resized_crop(r, &Original::from_planes(&p, shape), shape, rng)
+        }
+        (None, Source::Pixels(p)) => p.into_owned(),
+        (None, Source::Original(o)) => {
+            debug_assert!(false, "an original without the resized crop");
+            o.crop_resized((0, 0, o.dimensions().0, o.dimensions().1), shape)
+        }
     };
     augment_in_place(cfg, &mut out, shape, rng, visit);
-    Ok(out)
+    out
 }
 
 /// Image `i` as a training step sees it, for `cnn samples --augmented`:

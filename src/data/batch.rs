@@ -1,11 +1,12 @@
 //! Batch assembly: lists of image indices become normalised `f32` tensors on
 //! the device, training batches optionally augmented first.
 
-use super::augment::{Visit, train_image};
-use super::{ImageSet, Normalization, photo_ops};
+use super::augment::{Visit, augment_source};
+use super::{ImageSet, Normalization, Source, photo_ops};
 use crate::config::Augment;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// Turns lists of image indices into normalised `f32` batches on a device.
@@ -63,20 +64,44 @@ impl Batcher {
     ) -> Result<(Tensor, Tensor)> {
         let plane = set.height * set.width;
         let shape = set.shape();
+        let images = crate::profile::scope(|| {
+            let how = if set.files.is_some() { "decode, " } else { "" };
+            format!("batch: images ({how}augment, normalise)")
+        });
         let mut xs = Vec::with_capacity(indices.len() * set.image_len());
         let mut ys = Vec::with_capacity(indices.len());
-        for &i in indices {
+        // Photos streamed from their files are all read first, in parallel
+        // (reading is a pure function of the file); augmentation then draws
+        // from the stream image by image, in order.
+        let whole = augment
+            .as_ref()
+            .is_some_and(|(cfg, _, _)| cfg.random_resized_crop.is_some());
+        let mut read: Vec<Option<Source>> = match set.files {
+            Some(_) => indices
+                .par_iter()
+                .map(|&i| set.source(i as usize, whole).map(Some))
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        for (k, &i) in indices.iter().enumerate() {
+            let source = match read.get_mut(k) {
+                Some(s) => s.take().expect("read once"),
+                None => set.source(i as usize, whole)?,
+            };
             let (img, erase) = match augment.as_mut() {
                 Some((cfg, rng, visit)) => {
                     let visit = Visit { image: i, ..*visit };
-                    let img = train_image(cfg, set, i as usize, *rng, visit)?;
+                    let img = augment_source(cfg, source, shape, *rng, visit);
                     let erase = cfg
                         .random_erasing
                         .as_ref()
                         .and_then(|e| photo_ops::erase_rect(e, shape, *rng).map(|r| (r, e.value)));
                     (Cow::Owned(img), erase)
                 }
-                None => (set.pixels_of(i as usize)?, None),
+                None => match source {
+                    Source::Pixels(p) => (p, None),
+                    Source::Original(_) => unreachable!("read whole only for the resized crop"),
+                },
             };
             let start = xs.len();
             for (ch, table) in self.tables.iter().enumerate() {
@@ -91,6 +116,7 @@ impl Batcher {
             }
             ys.push(set.labels[i as usize] as u32);
         }
+        drop(images);
         let n = indices.len();
         let x = Tensor::from_vec(xs, (n, set.channels, set.height, set.width), &Device::Cpu)?
             .to_device(&self.device)

@@ -106,7 +106,7 @@ pub fn read_file(path: &Path) -> Result<ImageSet> {
                 path.display()
             );
         }
-        labels.push(label);
+        labels.push(u16::from(label));
         pixels.extend_from_slice(&record[1..]);
     }
     Ok(ImageSet::in_memory([CHANNELS, SIDE, SIDE], pixels, labels))

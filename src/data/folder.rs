@@ -169,7 +169,7 @@ fn read_as(
     resize: crate::config::Resize,
     streamed: Option<usize>,
 ) -> Result<Folder> {
-    let mut files: Vec<(PathBuf, u8)> = Vec::new();
+    let mut files: Vec<(PathBuf, u16)> = Vec::new();
     let mut ignored = 0;
     for name in present {
         let Some(label) = classes.iter().position(|c| c == name) else {
@@ -189,7 +189,7 @@ fn read_as(
             );
         }
         ignored += other;
-        files.extend(found.into_iter().map(|f| (f, label as u8)));
+        files.extend(found.into_iter().map(|f| (f, label as u16)));
     }
 
     let [c, h, w] = shape;
@@ -252,7 +252,7 @@ fn read_as(
         );
     }
     for (label, name) in classes.iter().enumerate() {
-        if present.contains(name) && !set.labels.contains(&(label as u8)) {
+        if present.contains(name) && !set.labels.contains(&(label as u16)) {
             crate::bail_input!(
                 "class folder {} has no readable images left after skipping unreadable ones; fix them or \
                  remove the folder",
@@ -323,6 +323,47 @@ mod tests {
 
     fn classes(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_folder_of_more_than_256_classes_keeps_every_label_in_memory_and_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // 300 classes, one 3×3 image each, its value the class number % 256.
+        let names: Vec<String> = (0..300).map(|k| format!("c{k:03}")).collect();
+        for (k, name) in names.iter().enumerate() {
+            std::fs::create_dir(root.join(name)).unwrap();
+            GrayImage::from_pixel(3, 3, image::Luma([(k % 256) as u8]))
+                .save(root.join(name).join("x.png"))
+                .unwrap();
+        }
+        let present = class_folders(root, "image folder").unwrap();
+        let shape = [1, 3, 3];
+        let memory = read(
+            root,
+            &present,
+            &names,
+            shape,
+            OnBadImage::Fail,
+            Default::default(),
+        )
+        .unwrap();
+        let streamed = read_streamed(
+            root,
+            &present,
+            &names,
+            shape,
+            OnBadImage::Fail,
+            Default::default(),
+            0,
+        )
+        .unwrap();
+        for set in [&memory.set, &streamed.set] {
+            assert_eq!(set.labels.len(), 300);
+            assert_eq!(set.labels[299], 299);
+            assert_eq!(set.pixels_of(299).unwrap()[0], (299 % 256) as u8);
+        }
+        assert!(streamed.set.pixels.is_empty());
     }
 
     #[test]

@@ -608,7 +608,7 @@ pub fn read_parquet(path: &Path, remote: &Remote, classes: usize) -> Result<Imag
             );
         }
         set.pixels.extend_from_slice(&pixels);
-        set.labels.push(*label as u8);
+        set.labels.push(*label as u16);
     }
     Ok(set)
 }

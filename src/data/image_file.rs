@@ -194,6 +194,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cmyk_jpeg_decodes_to_its_colours() {
+        // 8×8, left half red and right half blue, saved by Pillow as CMYK.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos/cmyk.jpg");
+        let rgb = open(&path).unwrap().to_rgb8();
+        assert_eq!(rgb.dimensions(), (8, 8));
+        let [r, g, b] = rgb.get_pixel(1, 4).0;
+        assert!(r > 200 && g < 60 && b < 60, "left {:?}", [r, g, b]);
+        let [r, g, b] = rgb.get_pixel(6, 4).0;
+        assert!(r < 60 && g < 60 && b > 200, "right {:?}", [r, g, b]);
+    }
+
+    #[test]
     fn a_fifo_or_a_directory_is_named_not_read() {
         let dir = tempfile::tempdir().unwrap();
         let err = open(dir.path()).unwrap_err();

@@ -35,6 +35,9 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The most classes a dataset may have (labels are 16-bit).
+pub const MAX_CLASSES: usize = 1 << 16;
+
 /// Images of one file or folder with their labels: held as bytes, `c×h×w`
 /// each, or (an image folder with `data.cache: "none"`) as their files,
 /// decoded when used.
@@ -45,7 +48,8 @@ pub struct ImageSet {
     pub width: usize,
     /// Empty when the images are read from `files`.
     pub pixels: Vec<u8>,
-    pub labels: Vec<u8>,
+    /// Class indices (at most [`MAX_CLASSES`] classes).
+    pub labels: Vec<u16>,
     /// The photos of a set streamed from its files.
     pub files: Option<Arc<Photos>>,
 }
@@ -70,7 +74,7 @@ impl ImageSet {
     }
 
     /// Images held as bytes of this shape.
-    pub fn in_memory(shape: [usize; 3], pixels: Vec<u8>, labels: Vec<u8>) -> ImageSet {
+    pub fn in_memory(shape: [usize; 3], pixels: Vec<u8>, labels: Vec<u16>) -> ImageSet {
         let [channels, height, width] = shape;
         ImageSet {
             channels,
@@ -96,6 +100,15 @@ impl ImageSet {
         match &self.files {
             None => Ok(Cow::Borrowed(self.image(i))),
             Some(files) => Ok(Cow::Owned(files.fitted(i as u32)?)),
+        }
+    }
+    /// Image `i` as augmentation starts from it: at its own size when
+    /// `whole` (the random resized crop) and the set streams from files,
+    /// else the set's bytes.
+    pub fn source(&self, i: usize, whole: bool) -> Result<Source<'_>> {
+        match &self.files {
+            Some(files) if whole => Ok(Source::Original(files.original(i as u32)?)),
+            _ => Ok(Source::Pixels(self.pixels_of(i)?)),
         }
     }
     /// Image `i` at its own size (a streamed photo) or the set's, for the
@@ -125,6 +138,14 @@ impl ImageSet {
     pub fn shape(&self) -> [usize; 3] {
         [self.channels, self.height, self.width]
     }
+}
+
+/// An image as read, before augmentation (see [`ImageSet::source`]).
+pub enum Source<'a> {
+    /// `c×h×w` bytes at the set's shape.
+    Pixels(Cow<'a, [u8]>),
+    /// A streamed photo at its own size.
+    Original(Arc<photos::Original>),
 }
 
 /// A dataset read into memory: training and test images and class names.
@@ -453,9 +474,9 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
         }
         None => present.clone(),
     };
-    if classes.len() > 256 {
+    if classes.len() > MAX_CLASSES {
         crate::bail_input!(
-            "image folder {} has {} class folders; at most 256 classes are supported",
+            "image folder {} has {} class folders; at most {MAX_CLASSES} classes are supported",
             root.display(),
             classes.len()
         );
@@ -568,7 +589,7 @@ fn read_pair(images: &Path, labels: &Path, classes: usize) -> Result<ImageSet> {
     Ok(ImageSet::in_memory(
         [1, img.rows, img.cols],
         img.pixels,
-        lab,
+        lab.into_iter().map(u16::from).collect(),
     ))
 }
 

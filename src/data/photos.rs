@@ -355,6 +355,7 @@ impl Shared {
                 }
                 // A photo that does not decode is left to the training
                 // thread, which reports it.
+                let _t = crate::profile::scope(|| "photos: decoded ahead (data.workers)".into());
                 let ready = match want {
                     Want::Original => self.decode(i).map(|o| Ready::Original(Arc::new(o))),
                     Want::Fitted => self.fitted(i).map(Ready::Fitted),
