@@ -105,6 +105,10 @@ pub struct Named {
     /// The source's name (`layer1.0.conv1.weight`).
     pub torch: String,
     pub dims: Vec<usize>,
+    /// Its shape in the source, where that differs from cnn's only by
+    /// unit dimensions (timm's ConvNeXt `gamma` is `[C]`, cnn's and
+    /// torchvision's layer scale `[C, 1, 1]`).
+    pub torch_dims: Vec<usize>,
     /// The layer, as messages name it.
     pub label: String,
     /// A batch-norm layer's running mean: PyTorch keeps a step counter
@@ -134,15 +138,22 @@ pub fn name_table(plan: &Plan, source: Source) -> Result<Vec<Named>> {
                                 .then(|| format!("{module}.num_batches_tracked"));
                             // A layer scale is a parameter of its block in
                             // PyTorch, not a module: the name is its own.
-                            let torch = if node.kind == "layer_scale" {
+                            let scale = node.kind == "layer_scale";
+                            let torch = if scale {
                                 module.to_string()
                             } else {
                                 format!("{module}.{}", spec.name)
+                            };
+                            let torch_dims = if scale && source == Source::Timm {
+                                vec![spec.dims[0]]
+                            } else {
+                                spec.dims.clone()
                             };
                             out.push(Named {
                                 cnn: format!("{}.{}", node.path, spec.name),
                                 torch,
                                 dims: spec.dims,
+                                torch_dims,
                                 label: node.label.clone(),
                                 counter,
                             });
@@ -201,15 +212,16 @@ pub fn from_torch(
     let mut out = HashMap::new();
     for n in &table {
         match tensors.remove(&n.torch) {
-            None => missing.push(format!("{} {:?} ({})", n.torch, n.dims, n.label)),
-            Some(t) if t.dims() != n.dims.as_slice() => wrong.push(format!(
+            None => missing.push(format!("{} {:?} ({})", n.torch, n.torch_dims, n.label)),
+            Some(t) if t.dims() != n.torch_dims.as_slice() => wrong.push(format!(
                 "{}: file has {:?}, {} needs {:?}",
                 n.torch,
                 t.dims(),
                 n.label,
-                n.dims
+                n.torch_dims
             )),
             Some(t) => {
+                let t = t.reshape(n.dims.as_slice())?;
                 out.insert(n.cnn.clone(), t.to_dtype(candle_core::DType::F32)?);
             }
         }
@@ -248,6 +260,7 @@ pub fn to_torch(
         let t = weights
             .get(&n.cnn)
             .ok_or_else(|| crate::input_error!("the checkpoint has no tensor {}", n.cnn))?;
+        let t = t.reshape(n.torch_dims.as_slice())?;
         out.push((n.torch, t.to_dtype(candle_core::DType::F32)?));
         if let Some(counter) = n.counter {
             let count = Tensor::new(steps as i64, &candle_core::Device::Cpu)?;

@@ -21,6 +21,15 @@ ZOO = ROOT / "configs" / "zoo"
 
 # torchvision's ImageNet statistics (of pixels in [0, 1]).
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# Photos in folders, evaluated as torchvision evaluates ImageNet, 128 at a
+# time (a thousand 224-px images at once would take gigabytes).
+DATA = {"dataset": "imagefolder", "normalize": IMAGENET, "resize": {"shorter_side": 256},
+        "eval_batch_size": 128}
+
+
+def named(tv, tm=None):
+    """A torch_name: torchvision's module, or one per source where timm's differs."""
+    return tv if tm is None else {"torchvision": tv, "timm": tm}
 
 
 def conv(out, k, name, stride=1, padding=None, groups=1, bias=False):
@@ -121,7 +130,7 @@ def resnet(name, block, depths, params, gmacs):
         ),
         "input_shape": [3, 224, 224],
         "num_classes": 1000,
-        "data": {"dataset": "imagefolder", "normalize": IMAGENET, "resize": {"shorter_side": 256}},
+        "data": DATA,
         "layers": layers,
     }
 
@@ -132,24 +141,27 @@ def make_divisible(v, divisor=8):
     return new + divisor if new < 0.9 * v else new
 
 
-def conv_bn_act(out, k, name, act, stride=1, groups=1, eps=None, momentum=None):
-    """torchvision's Conv2dNormActivation: conv (no bias), batch norm, activation."""
-    norm = bn(f"{name}.1")
+def conv_bn_act(out, k, name, act, stride=1, groups=1, eps=None, momentum=None, timm=None):
+    """torchvision's Conv2dNormActivation: conv (no bias), batch norm, activation.
+    `timm`: timm's names of the conv and the norm, when timm has the family."""
+    tm_conv, tm_bn = timm or (None, None)
+    norm = bn(named(f"{name}.1", tm_bn))
     if eps is not None:
         norm = {"type": "batch_norm2d", "eps": eps, "momentum": momentum, "torch_name": f"{name}.1"}
-    layers = [conv(out, k, f"{name}.0", stride, (k - 1) // 2, groups), norm]
+    layers = [conv(out, k, named(f"{name}.0", tm_conv), stride, (k - 1) // 2, groups), norm]
     if act is not None:
         layers.append({"type": act})
     return layers
 
 
-def squeeze_excitation(channels, squeeze, name, act, gate):
-    """torchvision.ops.SqueezeExcitation: pool, fc1, act, fc2, gate, times the input."""
+def squeeze_excitation(channels, squeeze, name, act, gate, timm=None):
+    """torchvision.ops.SqueezeExcitation: pool, fc1, act, fc2, gate, times the input
+    (timm's SqueezeExcite under `timm`: conv_reduce, conv_expand)."""
     return {"type": "gate", "layers": [
         {"type": "adaptive_avg_pool2d", "output_size": 1},
-        conv(squeeze, 1, f"{name}.fc1", bias=True),
+        conv(squeeze, 1, named(f"{name}.fc1", timm and f"{timm}.conv_reduce"), bias=True),
         {"type": act},
-        conv(channels, 1, f"{name}.fc2", bias=True),
+        conv(channels, 1, named(f"{name}.fc2", timm and f"{timm}.conv_expand"), bias=True),
         {"type": gate},
     ]}
 
@@ -163,46 +175,53 @@ def inverted(layers, residual, drop=0.0):
     return [{"type": "residual", "layers": layers}]
 
 
-def imagenet(name, description, layers):
+def imagenet(name, description, layers, timm=None):
+    names = (f"its torchvision module and its module in timm's {timm} (torch_name), so cnn import reads "
+             "torchvision's and timm's state_dicts into it") if timm else (
+             "its torchvision module (torch_name), so cnn import reads torchvision's state_dicts into it")
     return {
         "name": name,
-        "description": description + ". Every layer with tensors names its torchvision module "
-        "(torch_name), so cnn import reads torchvision's state_dicts into it",
+        "description": description + ". Every layer with tensors names " + names,
         "input_shape": [3, 224, 224],
         "num_classes": 1000,
-        "data": {"dataset": "imagefolder", "normalize": IMAGENET, "resize": {"shorter_side": 256}},
+        "data": DATA,
         "layers": layers,
     }
 
 
-def head(channels, name):
+def head(channels, name, timm=None):
     return [
         {"type": "global_avg_pool2d"},
         {"type": "dropout", "p": 0.2},
-        {"type": "linear", "out_features": 1000, "torch_name": name},
+        {"type": "linear", "out_features": 1000, "torch_name": named(name, timm)},
     ]
 
 
 def mobilenet_v2():
-    layers = conv_bn_act(32, 3, "features.0", "relu6", stride=2)
+    layers = conv_bn_act(32, 3, "features.0", "relu6", stride=2, timm=("conv_stem", "bn1"))
     setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
                [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
     inp, index = 32, 1
-    for t, c, n, s in setting:
+    for stage, (t, c, n, s) in enumerate(setting):
         for i in range(n):
             stride = s if i == 0 else 1
             hidden = int(round(inp * t))
             prefix = f"features.{index}.conv"
+            tm = f"blocks.{stage}.{i}"
             block, at = [], 0
             if t != 1:
-                block += conv_bn_act(hidden, 1, f"{prefix}.0", "relu6")
+                block += conv_bn_act(hidden, 1, f"{prefix}.0", "relu6", timm=(f"{tm}.conv_pw", f"{tm}.bn1"))
                 at = 1
-            block += conv_bn_act(hidden, 3, f"{prefix}.{at}", "relu6", stride=stride, groups=hidden)
-            block += [conv(c, 1, f"{prefix}.{at + 1}", padding=0), bn(f"{prefix}.{at + 2}")]
+            # timm's first block is depthwise-separable: conv_dw, bn1, conv_pw, bn2.
+            dw = (f"{tm}.conv_dw", f"{tm}.bn2" if t != 1 else f"{tm}.bn1")
+            project = (f"{tm}.conv_pwl", f"{tm}.bn3") if t != 1 else (f"{tm}.conv_pw", f"{tm}.bn2")
+            block += conv_bn_act(hidden, 3, f"{prefix}.{at}", "relu6", stride=stride, groups=hidden, timm=dw)
+            block += [conv(c, 1, named(f"{prefix}.{at + 1}", project[0]), padding=0),
+                      bn(named(f"{prefix}.{at + 2}", project[1]))]
             layers += inverted(block, stride == 1 and inp == c)
             inp, index = c, index + 1
-    layers += conv_bn_act(1280, 1, f"features.{index}", "relu6")
-    layers += head(1280, "classifier.1")
+    layers += conv_bn_act(1280, 1, f"features.{index}", "relu6", timm=("conv_head", "bn2"))
+    layers += head(1280, "classifier.1", "classifier")
     return imagenet(
         "mobilenet_v2",
         "torchvision's mobilenet_v2 (Sandler et al. 2018; torchvision.models.mobilenet_v2): a stride-2 "
@@ -211,6 +230,7 @@ def mobilenet_v2():
         "channels, global average pooling, dropout 0.2 and a 1000-class linear layer; 3,504,872 "
         "parameters, 0.30 GMACs at 224x224",
         layers,
+        "mobilenetv2_100",
     )
 
 
@@ -262,7 +282,7 @@ def mobilenet_v3_large():
 
 
 def efficientnet_b0():
-    layers = conv_bn_act(32, 3, "features.0", "silu", stride=2)
+    layers = conv_bn_act(32, 3, "features.0", "silu", stride=2, timm=("conv_stem", "bn1"))
     setting = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
                (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
     total = sum(s[-1] for s in setting)
@@ -273,18 +293,23 @@ def efficientnet_b0():
                 inp, stride = out, 1
             drop = 0.2 * block_id / total
             prefix = f"features.{stage}.{i}.block"
+            tm = f"blocks.{stage - 1}.{i}"
             exp = make_divisible(inp * t)
             block, at = [], 0
             if exp != inp:
-                block += conv_bn_act(exp, 1, f"{prefix}.0", "silu")
+                block += conv_bn_act(exp, 1, f"{prefix}.0", "silu", timm=(f"{tm}.conv_pw", f"{tm}.bn1"))
                 at = 1
-            block += conv_bn_act(exp, k, f"{prefix}.{at}", "silu", stride=stride, groups=exp)
-            block.append(squeeze_excitation(exp, max(1, inp // 4), f"{prefix}.{at + 1}", "silu", "sigmoid"))
-            block += conv_bn_act(out, 1, f"{prefix}.{at + 2}", None)
+            # timm's first stage is depthwise-separable: conv_dw, bn1, se, conv_pw, bn2.
+            dw = (f"{tm}.conv_dw", f"{tm}.bn2" if at else f"{tm}.bn1")
+            project = (f"{tm}.conv_pwl", f"{tm}.bn3") if at else (f"{tm}.conv_pw", f"{tm}.bn2")
+            block += conv_bn_act(exp, k, f"{prefix}.{at}", "silu", stride=stride, groups=exp, timm=dw)
+            block.append(squeeze_excitation(exp, max(1, inp // 4), f"{prefix}.{at + 1}", "silu", "sigmoid",
+                                            timm=f"{tm}.se"))
+            block += conv_bn_act(out, 1, f"{prefix}.{at + 2}", None, timm=project)
             layers += inverted(block, stride == 1 and inp == out, round(drop, 6))
             block_id += 1
-    layers += conv_bn_act(1280, 1, "features.8", "silu")
-    layers += head(1280, "classifier.1")
+    layers += conv_bn_act(1280, 1, "features.8", "silu", timm=("conv_head", "bn2"))
+    layers += head(1280, "classifier.1", "classifier")
     return imagenet(
         "efficientnet_b0",
         "torchvision's efficientnet_b0 (Tan and Le 2019; torchvision.models.efficientnet_b0): a stride-2 "
@@ -293,38 +318,44 @@ def efficientnet_b0():
         "rising to 0.1875 on the residual ones), a 1x1 convolution to 1280 channels, global average "
         "pooling, dropout 0.2 and a 1000-class linear layer; 5,288,548 parameters, 0.39 GMACs at 224x224",
         layers,
+        "efficientnet_b0",
     )
 
 
 def convnext_tiny():
-    ln = lambda name: {"type": "layer_norm2d", "eps": 1e-6, "torch_name": name}  # noqa: E731
-    layers = [conv(96, 4, "features.0.0", 4, 0, bias=True), ln("features.0.1")]
+    ln = lambda tv, tm: {"type": "layer_norm2d", "eps": 1e-6, "torch_name": named(tv, tm)}  # noqa: E731
+    layers = [conv(96, 4, named("features.0.0", "stem.0"), 4, 0, bias=True), ln("features.0.1", "stem.1")]
     setting = [(96, 192, 3), (192, 384, 3), (384, 768, 9), (768, None, 3)]
     total = sum(n for _, _, n in setting)
     block_id, index = 0, 1
-    for dim, out, n in setting:
+    for stage, (dim, out, n) in enumerate(setting):
         for i in range(n):
             prefix = f"features.{index}.{i}"
+            tm = f"stages.{stage}.blocks.{i}"
             drop = round(0.1 * block_id / (total - 1), 6)
             body = [
-                conv(dim, 7, f"{prefix}.block.0", 1, 3, dim, bias=True),
-                ln(f"{prefix}.block.2"),
-                {"type": "channel_linear", "out_features": 4 * dim, "torch_name": f"{prefix}.block.3"},
+                conv(dim, 7, named(f"{prefix}.block.0", f"{tm}.conv_dw"), 1, 3, dim, bias=True),
+                ln(f"{prefix}.block.2", f"{tm}.norm"),
+                {"type": "channel_linear", "out_features": 4 * dim,
+                 "torch_name": named(f"{prefix}.block.3", f"{tm}.mlp.fc1")},
                 {"type": "gelu"},
-                {"type": "channel_linear", "out_features": dim, "torch_name": f"{prefix}.block.5"},
-                {"type": "layer_scale", "init": 1e-6, "torch_name": f"{prefix}.layer_scale"},
+                {"type": "channel_linear", "out_features": dim,
+                 "torch_name": named(f"{prefix}.block.5", f"{tm}.mlp.fc2")},
+                {"type": "layer_scale", "init": 1e-6, "torch_name": named(f"{prefix}.layer_scale", f"{tm}.gamma")},
             ]
             layers += inverted(body, True, drop)
             block_id += 1
         index += 1
         if out is not None:
-            layers += [ln(f"features.{index}.0"), conv(out, 2, f"features.{index}.1", 2, 0, bias=True)]
+            down = f"stages.{stage + 1}.downsample"
+            layers += [ln(f"features.{index}.0", f"{down}.0"),
+                       conv(out, 2, named(f"features.{index}.1", f"{down}.1"), 2, 0, bias=True)]
             index += 1
     layers += [
         {"type": "adaptive_avg_pool2d", "output_size": 1},
-        ln("classifier.0"),
+        ln("classifier.0", "head.norm"),
         {"type": "flatten"},
-        {"type": "linear", "out_features": 1000, "torch_name": "classifier.2"},
+        {"type": "linear", "out_features": 1000, "torch_name": named("classifier.2", "head.fc")},
     ]
     return imagenet(
         "convnext_tiny",
@@ -335,6 +366,7 @@ def convnext_tiny():
         "norm and a 2x2 stride-2 convolution between stages, global average pooling, a layer norm and "
         "a 1000-class linear layer; 28,589,128 parameters, 4.46 GMACs at 224x224",
         layers,
+        "convnext_tiny",
     )
 
 

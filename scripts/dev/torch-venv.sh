@@ -69,9 +69,13 @@ PACKAGES=(
     # What torch_reference.py needs besides torch.
     numpy==2.4.6
     safetensors==0.8.0
-    # The model zoo's reference networks (tests/integration/zoo.rs, cnn import).
+    # The model zoo's reference networks (tests/integration/zoo.rs, cnn import),
+    # and the photo pipeline's peer (scripts/torch_photos.py).
     torchvision==0.29.2
     pillow==13.0.0
+    # timm's networks of the zoo's families (timm.create_model needs none of
+    # its optional dependencies: pyyaml and huggingface_hub stay out).
+    timm==1.0.31
 )
 
 SMOKE='import torch; torch.set_num_threads(2); print(torch.randn(2, 2) @ torch.randn(2, 2))'
@@ -109,11 +113,11 @@ echo "smoke test:"
 "$VENV/bin/python" -c "$SMOKE"
 # One optimizer step too: torch.optim pulls in torch._dynamo, hence sympy.
 "$VENV/bin/python" -c '
-import numpy, safetensors, torch, torchvision
+import numpy, safetensors, timm, torch, torchvision
 w = torch.zeros(3, requires_grad=True)
 opt = torch.optim.Adam([w])
 (w - 1).square().sum().backward()
 opt.step()
-print(f"torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), torchvision {torchvision.__version__}, numpy {numpy.__version__}, safetensors {safetensors.__version__}")'
+print(f"torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), torchvision {torchvision.__version__}, timm {timm.__version__}, numpy {numpy.__version__}, safetensors {safetensors.__version__}")'
 du -sh "$VENV"
 echo "$(cd "$VENV" && pwd)/bin/python" >&3

@@ -1,4 +1,6 @@
-"""torchvision's side of the model-zoo check (tests/integration/zoo.rs).
+"""torchvision's and timm's side of the model-zoo check (tests/integration/zoo.rs).
+ARCH is a torchvision builder (resnet18) or a timm model as timm:NAME
+(timm:convnext_tiny), built with timm.create_model(NAME, pretrained=False).
 
     zoo_reference.py make ARCH SEED STATE INPUTS N C H W LOGITS
         Builds torchvision.models.ARCH() from the seed (its own random
@@ -42,7 +44,13 @@ def logits(model, x, path):
 def main():
     torch.set_num_threads(2)
     mode, arch = sys.argv[1], sys.argv[2]
-    build = getattr(torchvision.models, arch)
+    if arch.startswith("timm:"):
+        import timm
+
+        def build():
+            return timm.create_model(arch[len("timm:"):], pretrained=False)
+    else:
+        build = getattr(torchvision.models, arch)
     if mode == "make":
         seed, state, data, n, c, h, w, out = sys.argv[3:11]
         torch.manual_seed(int(seed))
@@ -60,9 +68,11 @@ def main():
                 if isinstance(m, torch.nn.LayerNorm):
                     m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                scale = getattr(m, "layer_scale", None)
-                if isinstance(scale, torch.nn.Parameter):
-                    scale.copy_(torch.rand(scale.shape, generator=g) * 0.4 + 0.1)
+                # torchvision's layer_scale, timm's gamma.
+                for attr in ("layer_scale", "gamma"):
+                    scale = getattr(m, attr, None)
+                    if isinstance(scale, torch.nn.Parameter):
+                        scale.copy_(torch.rand(scale.shape, generator=g) * 0.4 + 0.1)
             # Statistics of the inputs themselves, so that no layer
             # saturates (a fresh MobileNet's ReLU6 would clip every image
             # to the same features), then made a little off (running_mean

@@ -53,7 +53,15 @@ fn by_torch_names(raw: &HashMap<String, Tensor>, plan: &Plan) -> Option<HashMap<
         let table = name_table(plan, source).ok()?;
         let out: HashMap<String, Tensor> = table
             .iter()
-            .filter_map(|n| Some((n.cnn.clone(), raw.get(&n.torch)?.clone())))
+            .filter_map(|n| {
+                let t = raw.get(&n.torch)?;
+                // A tensor stored in the source's own shape (timm's `gamma`).
+                let t = match t.dims() == n.torch_dims.as_slice() {
+                    true => t.reshape(n.dims.as_slice()).ok()?,
+                    false => t.clone(),
+                };
+                Some((n.cnn.clone(), t))
+            })
             .collect();
         (!out.is_empty()).then_some(out)
     };

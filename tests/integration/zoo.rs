@@ -94,7 +94,8 @@ fn read_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
-/// Runs scripts/dev/zoo_reference.py; returns what it prints.
+/// Runs scripts/dev/zoo_reference.py (torchvision's models, or timm's as
+/// `timm:NAME`); returns what it prints.
 fn torchvision(args: &[String]) -> Value {
     let out = StdCommand::new(python())
         .arg(repo().join("scripts/dev/zoo_reference.py"))
@@ -160,94 +161,134 @@ fn assert_close(ours: &[f32], theirs: &[f32], classes: usize, what: &str) {
 #[test]
 fn every_zoo_config_imports_torchvision_weights_exactly_and_exports_them_back() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let n = 4;
     for (file, arch) in ZOO {
-        let config = repo().join("configs/zoo").join(file);
-        let json: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-        let shape: [usize; 3] = serde_json::from_value(json["input_shape"].clone()).unwrap();
-        let norm = &json["data"]["normalize"];
-        let floats = |v: &Value| -> Vec<f64> { serde_json::from_value(v.clone()).unwrap() };
-        let inputs = photos(
-            n,
-            shape[1],
-            shape[2],
-            &floats(&norm["mean"]),
-            &floats(&norm["std"]),
-        );
-        let x = d.join(format!("{arch}.inputs"));
-        write_f32(&x, &inputs);
-        let dims = [n, shape[0], shape[1], shape[2]].map(|v| v.to_string());
-        let state = d.join(format!("{arch}.torchvision.safetensors"));
-        let logits = d.join(format!("{arch}.logits"));
-        let s = |p: &Path| p.display().to_string();
-        let mut args = vec!["make".into(), arch.into(), "7".into(), s(&state), s(&x)];
-        args.extend(dims.iter().cloned());
-        args.push(s(&logits));
-        let made = torchvision(&args);
-
-        let ckpt = d.join(format!("{arch}.safetensors"));
-        let (code, out, err) = run(cnn(d)
-            .args(["import", "--from", "torchvision", "--config"])
-            .arg(&config)
-            .arg(&state)
-            .arg("-o")
-            .arg(&ckpt));
-        assert_eq!(code, 0, "cnn import {arch}: {err}");
-        let params = made["params"].as_u64().unwrap();
-        let shown = params.to_string();
-        let mut with_commas = String::new();
-        for (i, ch) in shown.chars().enumerate() {
-            if i > 0 && (shown.len() - i).is_multiple_of(3) {
-                with_commas.push(',');
-            }
-            with_commas.push(ch);
-        }
-        assert!(
-            out.contains(&format!("{with_commas} parameters")),
-            "{arch}: {out}"
-        );
-        let summary = summary(d, &config);
-        assert_eq!(
-            summary["total_params"].as_u64(),
-            Some(params),
-            "{arch}: cnn summary's parameters against torchvision's"
-        );
-        assert_eq!(
-            summary["total_macs"], made["macs"],
-            "{arch}: cnn summary's multiply-adds against torchvision's"
-        );
-
-        let theirs = read_f32(&logits);
-        let ours = cnn_logits(&ckpt, &inputs, n, shape);
-        assert_close(&ours, &theirs, 1000, &format!("{arch} imported"));
-
-        // The checkpoint describes itself: ImageNet's classes and mean/std.
-        let info = cnn::checkpoint::load(&ckpt).unwrap().meta;
-        assert_eq!(info.classes.len(), 1000);
-        assert_eq!(info.classes[0], "tench");
-        assert_eq!(info.normalization.mean, floats(&norm["mean"]));
-
-        // Back to torchvision's names: a strict load_state_dict takes it.
-        let back = d.join(format!("{arch}.back.safetensors"));
-        let (code, _, err) = run(cnn(d)
-            .args(["export", "--checkpoint"])
-            .arg(&ckpt)
-            .arg("-o")
-            .arg(&back));
-        assert_eq!(code, 0, "cnn export --format torchvision {arch}: {err}");
-        let again = d.join(format!("{arch}.again"));
-        let mut args = vec!["load".into(), arch.into(), s(&back), s(&x)];
-        args.extend(dims.iter().cloned());
-        args.push(s(&again));
-        torchvision(&args);
-        assert_close(
-            &read_f32(&again),
-            &ours,
-            1000,
-            &format!("{arch} exported back"),
-        );
+        imports_exactly(dir.path(), file, "torchvision", arch);
     }
+}
+
+/// The zoo's configs whose family timm has, and timm's model of each
+/// (`timm.create_model(NAME)`; timm's MobileNetV3 differs from
+/// torchvision's in its batch norm's eps and head, so it has no timm names).
+const TIMM: [(&str, &str); 5] = [
+    ("resnet18.json", "resnet18"),
+    ("resnet50.json", "resnet50"),
+    ("mobilenet_v2.json", "mobilenetv2_100"),
+    ("efficientnet_b0.json", "efficientnet_b0"),
+    ("convnext_tiny.json", "convnext_tiny"),
+];
+
+#[test]
+fn timm_state_dicts_import_exactly_where_timm_has_the_family_and_export_back() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, arch) in TIMM {
+        imports_exactly(dir.path(), file, "timm", arch);
+    }
+}
+
+/// `arch` of `source` (torchvision or timm) from its random initialisation,
+/// imported into the zoo config `file`: the same parameters, multiply-adds
+/// and logits on the pets, a self-describing checkpoint, and an export
+/// back under the source's names that it loads strictly with the same
+/// logits.
+fn imports_exactly(d: &Path, file: &str, source: &str, arch: &str) {
+    let n = 4;
+    let config = repo().join("configs/zoo").join(file);
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let shape: [usize; 3] = serde_json::from_value(json["input_shape"].clone()).unwrap();
+    let norm = &json["data"]["normalize"];
+    let floats = |v: &Value| -> Vec<f64> { serde_json::from_value(v.clone()).unwrap() };
+    let inputs = photos(
+        n,
+        shape[1],
+        shape[2],
+        &floats(&norm["mean"]),
+        &floats(&norm["std"]),
+    );
+    let what = format!("{source} {arch}");
+    let reference = if source == "timm" {
+        format!("timm:{arch}")
+    } else {
+        arch.to_string()
+    };
+    let tag = format!("{source}-{arch}");
+    let x = d.join(format!("{tag}.inputs"));
+    write_f32(&x, &inputs);
+    let dims = [n, shape[0], shape[1], shape[2]].map(|v| v.to_string());
+    let state = d.join(format!("{tag}.state.safetensors"));
+    let logits = d.join(format!("{tag}.logits"));
+    let s = |p: &Path| p.display().to_string();
+    let mut args = vec![
+        "make".into(),
+        reference.clone(),
+        "7".into(),
+        s(&state),
+        s(&x),
+    ];
+    args.extend(dims.iter().cloned());
+    args.push(s(&logits));
+    let made = torchvision(&args);
+
+    let ckpt = d.join(format!("{tag}.safetensors"));
+    let (code, out, err) = run(cnn(d)
+        .args(["import", "--from", source, "--config"])
+        .arg(&config)
+        .arg(&state)
+        .arg("-o")
+        .arg(&ckpt));
+    assert_eq!(code, 0, "cnn import {what}: {err}");
+    let params = made["params"].as_u64().unwrap();
+    let shown = params.to_string();
+    let mut with_commas = String::new();
+    for (i, ch) in shown.chars().enumerate() {
+        if i > 0 && (shown.len() - i).is_multiple_of(3) {
+            with_commas.push(',');
+        }
+        with_commas.push(ch);
+    }
+    assert!(
+        out.contains(&format!("{with_commas} parameters")),
+        "{what}: {out}"
+    );
+    let summary = summary(d, &config);
+    assert_eq!(
+        summary["total_params"].as_u64(),
+        Some(params),
+        "{what}: cnn summary's parameters against {source}'s"
+    );
+    assert_eq!(
+        summary["total_macs"], made["macs"],
+        "{what}: cnn summary's multiply-adds against {source}'s"
+    );
+
+    let theirs = read_f32(&logits);
+    let ours = cnn_logits(&ckpt, &inputs, n, shape);
+    assert_close(&ours, &theirs, 1000, &format!("{what} imported"));
+
+    // The checkpoint describes itself: ImageNet's classes and mean/std.
+    let info = cnn::checkpoint::load(&ckpt).unwrap().meta;
+    assert_eq!(info.classes.len(), 1000);
+    assert_eq!(info.classes[0], "tench");
+    assert_eq!(info.normalization.mean, floats(&norm["mean"]));
+
+    // Back to the source's names: a strict load_state_dict takes it.
+    let back = d.join(format!("{tag}.back.safetensors"));
+    let (code, _, err) = run(cnn(d)
+        .args(["export", "--format", source, "--checkpoint"])
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&back));
+    assert_eq!(code, 0, "cnn export --format {source} {arch}: {err}");
+    let again = d.join(format!("{tag}.again"));
+    let mut args = vec!["load".into(), reference, s(&back), s(&x)];
+    args.extend(dims.iter().cloned());
+    args.push(s(&again));
+    torchvision(&args);
+    assert_close(
+        &read_f32(&again),
+        &ours,
+        1000,
+        &format!("{what} exported back"),
+    );
 }
 
 /// `cnn summary --json`.
