@@ -159,31 +159,50 @@ impl Grid {
             _ => GAP,
         }
     }
+    /// The note broken after spaces and commas to the width of the tiles
+    /// and title (a long augmentation setting would otherwise stretch the
+    /// picture to several times their width).
     fn footer_lines(&self) -> Vec<String> {
-        self.scale
-            .legend()
-            .into_iter()
-            .chain(self.note.clone())
-            .collect()
+        let room = self.base_width().saturating_sub(2 * GAP);
+        let mut lines: Vec<String> = self.scale.legend().into_iter().collect();
+        let Some(note) = &self.note else {
+            return lines;
+        };
+        let mut line = String::new();
+        for piece in note.split_inclusive([' ', ',']) {
+            if !line.is_empty() && text_width(&format!("{line}{piece}"), 15.0) > room {
+                lines.push(std::mem::take(&mut line).trim_end().to_string());
+            }
+            line.push_str(piece);
+        }
+        if !line.is_empty() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Wide enough for the tiles, the title and the row labels.
+    fn base_width(&self) -> u32 {
+        let labels = self.rows.iter().filter_map(|r| r.label.as_deref());
+        let widest_label = labels.map(|l| text_width(l, 17.0)).max().unwrap_or(0);
+        (self.left() + self.columns() as u32 * (self.cell + GAP))
+            .max(text_width(&self.title, 24.0) + 2 * GAP)
+            .max(widest_label + 2 * GAP)
+            .max(320)
     }
 }
 
 impl Figure for Grid {
     fn size(&self) -> (u32, u32) {
-        // Wide enough for the tiles, the title, the row labels and the footer.
-        let labels = self.rows.iter().filter_map(|r| r.label.as_deref());
-        let widest_label = labels.map(|l| text_width(l, 17.0)).max().unwrap_or(0);
+        // Wide enough for the tiles, the title, the row labels and the
+        // footer (whose note is broken to fit, a word too long excepted).
         let widest_footer = self
             .footer_lines()
             .iter()
             .map(|l| text_width(l, 15.0))
             .max()
             .unwrap_or(0);
-        let w = (self.left() + self.columns() as u32 * (self.cell + GAP))
-            .max(text_width(&self.title, 24.0) + 2 * GAP)
-            .max(widest_label + 2 * GAP)
-            .max(widest_footer + 2 * GAP)
-            .max(320);
+        let w = self.base_width().max(widest_footer + 2 * GAP);
         let rows: u32 = self.rows.iter().map(|r| self.row_height(r)).sum();
         let footer = self.footer_lines().len() as u32 * FOOTER_LINE_H + GAP;
         (w, TITLE_H + rows + footer)
