@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The PyTorch peer of cnn's photo pipeline, for scripts/bench-photos.sh.
 
-Trains torchvision's ResNet-18 or ResNet-50 (random initialisation, a new
-head for the folder's classes) on an image folder the way a torchvision
+Trains a torchvision network (ResNet-18 by default; any builder of the
+zoo's: resnet50, mobilenet_v2, efficientnet_b0, ...; random initialisation,
+a new head for the folder's classes) on an image folder the way a torchvision
 user would write it: ImageFolder, a DataLoader with worker processes, and
 the transforms cnn's `data.augment` names (RandomResizedCrop, flip,
 TrivialAugmentWide, RandomErasing after Normalize), Adam at 1e-3,
@@ -28,7 +29,8 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50"])
+    p.add_argument("--arch", default="resnet18",
+                   help="a torchvision.models builder: resnet18, resnet50, mobilenet_v2, efficientnet_b0, ...")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eval-images", type=int, default=256)
