@@ -65,17 +65,17 @@ plain_activation!(
 
 plain_activation!(
     /// min(max(x, 0), 6) (MobileNet).
-    Relu6, "ReLU6", r#"{"type": "relu6"}"#, x => x.clamp(0f32, 6f32)?,
+    Relu6, "ReLU6", r#"{"type": "relu6"}"#, x => crate::ops::pointwise(x, "relu6")?,
     (g, x, path) => onnx_clip(g, x, path, 0.0, 6.0)
 );
 plain_activation!(
     /// min(max(x/6 + 1/2, 0), 1), the piecewise-linear sigmoid (MobileNetV3).
-    Hardsigmoid, "Hardsigmoid", r#"{"type": "hardsigmoid"}"#, x => hard_sigmoid(x)?,
+    Hardsigmoid, "Hardsigmoid", r#"{"type": "hardsigmoid"}"#, x => crate::ops::pointwise(x, "hardsigmoid")?,
     (g, x, path) => onnx_hard_sigmoid(g, x, path)
 );
 plain_activation!(
     /// x · hardsigmoid(x) (MobileNetV3).
-    Hardswish, "Hardswish", r#"{"type": "hardswish"}"#, x => (x * hard_sigmoid(x)?)?,
+    Hardswish, "Hardswish", r#"{"type": "hardswish"}"#, x => crate::ops::pointwise(x, "hardswish")?,
     (g, x, path) => {
         let gate = onnx_hard_sigmoid(g, x, &format!("{path}.gate"));
         g.node("Mul", path, &[x, &gate], &[])
@@ -83,17 +83,12 @@ plain_activation!(
 );
 plain_activation!(
     /// x · sigmoid(x), also called swish (EfficientNet).
-    Silu, "SiLU", r#"{"type": "silu"}"#, x => x.silu()?,
+    Silu, "SiLU", r#"{"type": "silu"}"#, x => crate::ops::pointwise(x, "silu")?,
     (g, x, path) => {
         let gate = g.node("Sigmoid", &format!("{path}.gate"), &[x], &[]);
         g.node("Mul", path, &[x, &gate], &[])
     }
 );
-
-/// PyTorch's `hardsigmoid`: relu6(x + 3) / 6.
-fn hard_sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.affine(1.0 / 6.0, 0.5)?.clamp(0f32, 1f32)
-}
 
 /// `Clip` between two constants (opset 13 takes them as inputs).
 fn onnx_clip(g: &mut Graph, x: &str, path: &str, lo: f32, hi: f32) -> String {

@@ -110,6 +110,133 @@ impl CustomOp2 for AddRelu {
     }
 }
 
+/// The activations of MobileNet and EfficientNet, each one parallel pass
+/// forward and one backward: as candle expressions, `clamp` keeps two
+/// full-size intermediates per call and its gradient a dozen (masks,
+/// conversions, a broadcast scalar's gradient), which made MobileNetV2 at
+/// 224 px run out of 24 GB at batch 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pointwise {
+    /// min(max(x, 0), 6).
+    Relu6,
+    /// min(max(x/6 + 1/2, 0), 1).
+    Hardsigmoid,
+    /// x · hardsigmoid(x).
+    Hardswish,
+    /// x · σ(x).
+    Silu,
+}
+
+impl Pointwise {
+    #[inline(always)]
+    fn value(self, x: f32) -> f32 {
+        match self {
+            Pointwise::Relu6 => x.clamp(0.0, 6.0),
+            Pointwise::Hardsigmoid => (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Pointwise::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
+            Pointwise::Silu => x * silu::sigmoid(x),
+        }
+    }
+
+    /// The derivative at `x`, with PyTorch's choices at the kinks (0 at
+    /// both ends of ReLU6's and the hard sigmoid's slopes; hard-swish's
+    /// middle piece up to 3 inclusive).
+    #[inline(always)]
+    fn slope(self, x: f32) -> f32 {
+        match self {
+            Pointwise::Relu6 => {
+                if x > 0.0 && x < 6.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Pointwise::Hardsigmoid => {
+                if x > -3.0 && x < 3.0 {
+                    1.0 / 6.0
+                } else {
+                    0.0
+                }
+            }
+            Pointwise::Hardswish => {
+                if x < -3.0 {
+                    0.0
+                } else if x <= 3.0 {
+                    x / 3.0 + 0.5
+                } else {
+                    1.0
+                }
+            }
+            Pointwise::Silu => {
+                let s = silu::sigmoid(x);
+                s * (1.0 + x * (1.0 - s))
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Pointwise::Relu6 => "relu6",
+            Pointwise::Hardsigmoid => "hardsigmoid",
+            Pointwise::Hardswish => "hardswish",
+            Pointwise::Silu => "silu",
+        }
+    }
+}
+
+impl CustomOp1 for Pointwise {
+    fn name(&self) -> &'static str {
+        match self {
+            Pointwise::Relu6 => "cnn-relu6",
+            Pointwise::Hardsigmoid => "cnn-hardsigmoid",
+            Pointwise::Hardswish => "cnn-hardswish",
+            Pointwise::Silu => "cnn-silu",
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let _t = crate::profile::scope(|| format!("{} forward", self.label()));
+        let x = cpu::slice(s, l)?;
+        let mut y = cpu::uninit(x.len());
+        let op = *self;
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| match op {
+                // The exponential vectorised (f32::exp is a libm call).
+                Pointwise::Silu => silu::forward(x, y),
+                _ => {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = op.value(x);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let _t = crate::profile::scope(|| format!("{} backward", self.label()));
+        let op = *self;
+        let dx = cpu::with_slice(x, |x| {
+            cpu::with_slice(grad, |dy| {
+                let mut dx = cpu::uninit(dy.len());
+                dx.par_chunks_mut(CHUNK)
+                    .zip(dy.par_chunks(CHUNK))
+                    .zip(x.par_chunks(CHUNK))
+                    .for_each(|((d, g), x)| match op {
+                        Pointwise::Silu => silu::backward(x, g, d),
+                        _ => {
+                            for ((d, &g), &x) in d.iter_mut().zip(g).zip(x) {
+                                *d = g * op.slope(x);
+                            }
+                        }
+                    });
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
 pub(crate) struct Gelu;
 
 impl CustomOp1 for Gelu {
@@ -143,6 +270,38 @@ impl CustomOp1 for Gelu {
     }
 }
 
+/// SiLU(x) = x·σ(x) and its derivative σ(x)·(1 + x·(1 − σ(x))), with
+/// σ(x) from e^(−|x|) (the GELU's exponential, so no overflow), branch-free
+/// so that the loops vectorise.
+mod silu {
+    use super::gelu::exp_nonpositive;
+    use crate::ops::kernels::simd;
+
+    #[inline(always)]
+    pub(super) fn sigmoid(x: f32) -> f32 {
+        let e = exp_nonpositive(-x.abs());
+        let r = 1.0 / (1.0 + e);
+        if x >= 0.0 { r } else { e * r }
+    }
+
+    simd! {
+        pub fn forward(x: &[f32], y: &mut [f32]) {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x * sigmoid(x);
+            }
+        }
+    }
+
+    simd! {
+        pub fn backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+            for ((d, &g), &x) in dx.iter_mut().zip(dy).zip(x) {
+                let s = sigmoid(x);
+                *d = g * (s * (1.0 + x * (1.0 - s)));
+            }
+        }
+    }
+}
+
 /// GELU(x) = x·Φ(x) = x·(1 + erf(x/√2))/2 and its derivative
 /// Φ(x) + x·φ(x), branch-free so that the loops vectorise. erf comes from
 /// Abramowitz and Stegun's 7.1.26 (absolute error under 1.5e-7, so GELU's
@@ -160,7 +319,7 @@ mod gelu {
     /// v = n·ln 2 + r and |r| ≤ ln 2 / 2, e^r by its Taylor series to r^7
     /// (relative error under 1e-8) and 2^n from the exponent bits.
     #[inline(always)]
-    fn exp_nonpositive(v: f32) -> f32 {
+    pub(super) fn exp_nonpositive(v: f32) -> f32 {
         // Adding 1.5·2^23 rounds to an integer.
         const ROUND: f32 = 12_582_912.0;
         const LN2_HI: f32 = 0.693_145_75;

@@ -457,6 +457,29 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
 }
 
+/// MobileNet's and EfficientNet's activations: `relu6`, `hardsigmoid`,
+/// `hardswish` and `silu` by name, as one pass each way on the CPU.
+pub fn pointwise(x: &Tensor, kind: &str) -> Result<Tensor> {
+    use elementwise::Pointwise as P;
+    let op = match kind {
+        "relu6" => P::Relu6,
+        "hardsigmoid" => P::Hardsigmoid,
+        "hardswish" => P::Hardswish,
+        "silu" => P::Silu,
+        other => anyhow::bail!("no pointwise activation {other}"),
+    };
+    if native(x) {
+        return Ok(x.contiguous()?.apply_op1(op)?);
+    }
+    let hard_sigmoid = |x: &Tensor| x.affine(1.0 / 6.0, 0.5)?.clamp(0f32, 1f32);
+    Ok(match op {
+        P::Relu6 => x.clamp(0f32, 6f32)?,
+        P::Hardsigmoid => hard_sigmoid(x)?,
+        P::Hardswish => (x * hard_sigmoid(x)?)?,
+        P::Silu => x.silu()?,
+    })
+}
+
 /// `max(a + b, 0)`: a residual block's two paths joined, then its ReLU.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if native(a) && a.dims() == b.dims() {

@@ -1222,6 +1222,54 @@ fn gradients_of_a_tensor_used_several_times_add_up() {
     assert_eq!(values(g.get(&y).unwrap()), [2.0, -2.0, 4.0]);
 }
 
+/// The one-pass ReLU6, hard sigmoid, hard-swish and SiLU against the same
+/// functions as candle expressions (`clamp`, `silu`), value and gradient,
+/// away from the kinks, and PyTorch's gradients at them.
+#[test]
+fn mobilenet_activations_match_candle_expressions_and_pytorch_at_the_kinks() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let v: Vec<f32> = (0..20_000)
+        .map(|_| rng.random_range(-9.0f32..9.0))
+        .filter(|x| {
+            [-3.0f32, 0.0, 3.0, 6.0]
+                .iter()
+                .all(|k| (x - k).abs() > 1e-3)
+        })
+        .collect();
+    let x = Var::from_tensor(&Tensor::from_vec(v.clone(), v.len(), &Device::Cpu).unwrap()).unwrap();
+    let r = random(&mut rng, &[v.len()]);
+    let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let y = f(x.as_tensor());
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(&x).unwrap().clone())
+    };
+    for kind in ["relu6", "hardsigmoid", "hardswish", "silu"] {
+        let (y, dx) = run(&|x| ops::pointwise(x, kind).unwrap());
+        let (want_y, want_dx) = ops::with_candle_ops(|| run(&|x| ops::pointwise(x, kind).unwrap()));
+        assert!(
+            max_err(&y, &want_y) < 1e-6,
+            "{kind}: {}",
+            max_err(&y, &want_y)
+        );
+        assert!(
+            max_err(&dx, &want_dx) < 1e-5,
+            "{kind} gradient: {}",
+            max_err(&dx, &want_dx)
+        );
+    }
+    // At the kinks, PyTorch's gradients: ReLU6 and the hard sigmoid are flat
+    // at both ends of their slope, hard-swish takes its middle piece at 3.
+    let kinks = [-3.0f32, 0.0, 3.0, 6.0];
+    let x = Var::from_tensor(&Tensor::new(&kinks, &Device::Cpu).unwrap()).unwrap();
+    let grad = |kind: &str| {
+        let y = ops::pointwise(x.as_tensor(), kind).unwrap();
+        values(y.sum_all().unwrap().backward().unwrap().get(&x).unwrap())
+    };
+    assert_eq!(grad("relu6"), [0.0, 0.0, 1.0, 0.0]);
+    assert_eq!(grad("hardsigmoid"), [0.0, 1.0 / 6.0, 0.0, 0.0]);
+    assert_eq!(grad("hardswish"), [-0.5, 0.5, 1.5, 1.0]);
+}
+
 /// The one-pass GELU against candle's `gelu_erf` (erf in f64) and its
 /// gradient, across the range where erf's approximation and the exponential
 /// change regime, and in the far tails, where it must stay finite.
