@@ -132,35 +132,11 @@ pub fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
 }
 
 /// Reads `root/<class>/…` for each of `present` (sub-folders of `root`),
-/// labelling each image with the index of its class in `classes`, and
-/// decodes every image into memory at `shape`.
-pub fn read(
-    root: &Path,
-    present: &[String],
-    classes: &[String],
-    shape: [usize; 3],
-    on_bad: OnBadImage,
-    resize: crate::config::Resize,
-) -> Result<Folder> {
-    read_as(root, present, classes, shape, on_bad, resize, None)
-}
-
-/// As [`read`], keeping the images as their files (`data.cache: "none"`):
-/// each is only checked now (its declared size), and decoded when used,
-/// `workers` threads decoding ahead.
-pub fn read_streamed(
-    root: &Path,
-    present: &[String],
-    classes: &[String],
-    shape: [usize; 3],
-    on_bad: OnBadImage,
-    resize: crate::config::Resize,
-    workers: usize,
-) -> Result<Folder> {
-    read_as(root, present, classes, shape, on_bad, resize, Some(workers))
-}
-
-fn read_as(
+/// labelling each image with the index of its class in `classes`: every
+/// image decoded into memory at `shape`, or (`streamed: Some(workers)`)
+/// kept as its file (`data.cache: "none"`), only checked now (its declared
+/// size) and decoded when used, `workers` threads decoding ahead.
+pub fn read_as(
     root: &Path,
     present: &[String],
     classes: &[String],
@@ -325,6 +301,18 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The folder decoded into memory.
+    fn read(
+        root: &Path,
+        present: &[String],
+        classes: &[String],
+        shape: [usize; 3],
+        on_bad: OnBadImage,
+        resize: crate::config::Resize,
+    ) -> Result<Folder> {
+        read_as(root, present, classes, shape, on_bad, resize, None)
+    }
+
     #[test]
     fn a_folder_of_more_than_256_classes_keeps_every_label_in_memory_and_streamed() {
         let dir = tempfile::tempdir().unwrap();
@@ -348,14 +336,14 @@ mod tests {
             Default::default(),
         )
         .unwrap();
-        let streamed = read_streamed(
+        let streamed = read_as(
             root,
             &present,
             &names,
             shape,
             OnBadImage::Fail,
             Default::default(),
-            0,
+            Some(0),
         )
         .unwrap();
         for set in [&memory.set, &streamed.set] {

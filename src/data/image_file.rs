@@ -32,33 +32,29 @@ pub fn open(path: &Path) -> Result<DynamicImage> {
     decode(&bytes, Some(path)).map_err(|why| crate::input_error!("{}: {why}", path.display()))
 }
 
-/// [`open`] with the reason as plain text, for readers that may skip a bad
-/// file (an image folder with `on_bad_image: "skip"`).
-pub fn open_or_why(path: &Path) -> Result<DynamicImage, String> {
-    let bytes = read_input(
+/// The bytes of the image file `path`, the reason as plain text.
+fn bytes_or_why(path: &Path) -> Result<Vec<u8>, String> {
+    read_input(
         path,
         Input {
             what: "image",
             max_bytes: MAX_FILE_BYTES,
         },
     )
-    .map_err(|e| format!("{e:#}"))?;
-    decode(&bytes, Some(path))
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// [`open`] with the reason as plain text, for readers that may skip a bad
+/// file (an image folder with `on_bad_image: "skip"`).
+pub fn open_or_why(path: &Path) -> Result<DynamicImage, String> {
+    decode(&bytes_or_why(path)?, Some(path))
 }
 
 /// The width and height the image file `path` declares, checked as
 /// [`decode`] checks them, without decoding its pixels: a folder streamed
 /// from its files (`data.cache: "none"`) is checked this way when listed.
 pub fn dimensions_or_why(path: &Path) -> Result<(u32, u32), String> {
-    let bytes = read_input(
-        path,
-        Input {
-            what: "image",
-            max_bytes: MAX_FILE_BYTES,
-        },
-    )
-    .map_err(|e| format!("{e:#}"))?;
-    Ok(probe(&bytes, Some(path))?.0)
+    Ok(probe(&bytes_or_why(path)?, Some(path))?.0)
 }
 
 /// Decodes image bytes; `path` gives the format when the content does not.

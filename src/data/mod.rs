@@ -482,24 +482,10 @@ fn load_folder(data: &DataConfig, shape: [usize; 3], opts: &LoadOptions) -> Resu
         );
     }
     let mut notes = Vec::new();
-    let read = |dir: &Path, present: &[String]| match data.cache {
-        crate::config::Cache::Memory => folder::read(
-            dir,
-            present,
-            &classes,
-            shape,
-            data.on_bad_image,
-            data.resize,
-        ),
-        crate::config::Cache::None => folder::read_streamed(
-            dir,
-            present,
-            &classes,
-            shape,
-            data.on_bad_image,
-            data.resize,
-            data.workers,
-        ),
+    let streamed = (data.cache == crate::config::Cache::None).then_some(data.workers);
+    let read = |dir: &Path, present: &[String]| {
+        let (on_bad, resize) = (data.on_bad_image, data.resize);
+        folder::read_as(dir, present, &classes, shape, on_bad, resize, streamed)
     };
     let train = read(root, &present)?;
     report(&train, root, shape, &mut notes);

@@ -14,24 +14,36 @@ use rayon::prelude::*;
 /// Elements per parallel chunk.
 const CHUNK: usize = 1 << 14;
 
-/// The ReLU's gradient, `dy` where the output `y` is positive and 0
-/// elsewhere, as a tensor shaped like `like`.
-fn masked_grad(y: &Tensor, dy: &Tensor, like: &Tensor) -> Result<Tensor> {
-    let dx = cpu::with_slice(y, |y| {
+/// A gradient computed chunk by chunk in parallel: `f(v, dy, dx)` over
+/// matching chunks of `v` (the op's input or output) and `dy`, shaped like
+/// `like`.
+fn gradient(
+    v: &Tensor,
+    dy: &Tensor,
+    like: &Tensor,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Result<Tensor> {
+    let dx = cpu::with_slice(v, |v| {
         cpu::with_slice(dy, |dy| {
             let mut dx = cpu::uninit(dy.len());
             dx.par_chunks_mut(CHUNK)
                 .zip(dy.par_chunks(CHUNK))
-                .zip(y.par_chunks(CHUNK))
-                .for_each(|((d, g), y)| {
-                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                        *d = if y > 0.0 { g } else { 0.0 };
-                    }
-                });
+                .zip(v.par_chunks(CHUNK))
+                .for_each(|((d, g), v)| f(v, g, d));
             Ok(dx)
         })
     })?;
     Tensor::from_vec(dx, like.shape(), like.device())
+}
+
+/// The ReLU's gradient, `dy` where the output `y` is positive and 0
+/// elsewhere, as a tensor shaped like `like`.
+fn masked_grad(y: &Tensor, dy: &Tensor, like: &Tensor) -> Result<Tensor> {
+    gradient(y, dy, like, |y, g, d| {
+        for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+            *d = if y > 0.0 { g } else { 0.0 };
+        }
+    })
 }
 
 pub(crate) struct Relu;
@@ -216,24 +228,15 @@ impl CustomOp1 for Pointwise {
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let _t = crate::profile::scope(|| format!("{} backward", self.label()));
         let op = *self;
-        let dx = cpu::with_slice(x, |x| {
-            cpu::with_slice(grad, |dy| {
-                let mut dx = cpu::uninit(dy.len());
-                dx.par_chunks_mut(CHUNK)
-                    .zip(dy.par_chunks(CHUNK))
-                    .zip(x.par_chunks(CHUNK))
-                    .for_each(|((d, g), x)| match op {
-                        Pointwise::Silu => silu::backward(x, g, d),
-                        _ => {
-                            for ((d, &g), &x) in d.iter_mut().zip(g).zip(x) {
-                                *d = g * op.slope(x);
-                            }
-                        }
-                    });
-                Ok(dx)
-            })
+        let dx = gradient(x, grad, x, |x, g, d| match op {
+            Pointwise::Silu => silu::backward(x, g, d),
+            _ => {
+                for ((d, &g), &x) in d.iter_mut().zip(g).zip(x) {
+                    *d = g * op.slope(x);
+                }
+            }
         })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        Ok(Some(dx))
     }
 }
 
@@ -256,17 +259,7 @@ impl CustomOp1 for Gelu {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let _t = crate::profile::scope(|| "gelu backward".to_string());
-        let dx = cpu::with_slice(x, |x| {
-            cpu::with_slice(grad, |dy| {
-                let mut dx = cpu::uninit(dy.len());
-                dx.par_chunks_mut(CHUNK)
-                    .zip(dy.par_chunks(CHUNK))
-                    .zip(x.par_chunks(CHUNK))
-                    .for_each(|((d, g), x)| gelu::backward(x, g, d));
-                Ok(dx)
-            })
-        })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        Ok(Some(gradient(x, grad, x, gelu::backward)?))
     }
 }
 
